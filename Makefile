@@ -1,0 +1,101 @@
+# optillm in C. `make run` installs what is missing, builds and starts the proxy; `make test`
+# runs every test. See README.md.
+PKGS    := libmicrohttpd libcurl libcjson libpcre2-8 libcrypto
+comma   := ,
+BUILD   ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
+CC      ?= cc
+OPT     ?= -O2 -g
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -MMD -MP -Iinclude -Isrc \
+           -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wformat=2 -Wvla $(OPT) $(PKG_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -lm -pthread
+ifdef SANITIZE
+CFLAGS  += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZE)
+OPT     := -O1 -g
+endif
+
+CORE_SRC := $(filter-out src/main.c,$(wildcard src/*.c)) $(wildcard approaches/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/prompts_embed.o
+PROMPTS  := $(shell find prompts -name '*.txt' 2>/dev/null)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+ITEST_SRC := $(wildcard tests/integration/itest_*.c)
+ITEST    := $(ITEST_SRC:tests/integration/%.c=$(BUILD)/tests/%)
+HARNESS_OBJ := $(BUILD)/tests/integration/harness.o
+
+.PHONY: all deps run test unit integration check-sanitize format format-check clean bench
+.SECONDARY:
+
+all: $(BUILD)/optillm $(BUILD)/mock_upstream
+
+deps:
+	@scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	./$(BUILD)/optillm $(ARGS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/gen/prompts_embed.c: $(PROMPTS) scripts/embed_prompts.sh
+	@mkdir -p $(dir $@)
+	scripts/embed_prompts.sh prompts > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/prompts_embed.o: $(BUILD)/gen/prompts_embed.c
+	$(CC) $(CFLAGS) -Wno-missing-variable-declarations -c -o $@ $<
+
+$(BUILD)/libcore.a: $(CORE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/optillm: $(BUILD)/src/main.o $(BUILD)/libcore.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/mock_upstream: $(BUILD)/tests/mock_upstream.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(BUILD)/tests/unit/fake_llm.o $(BUILD)/libcore.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD)/tests/itest_%: $(BUILD)/tests/integration/itest_%.o $(HARNESS_OBJ) $(BUILD)/libcore.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+# Every test binary prints cmocka's summary; a crashed binary counts as a failure. The last
+# line is the total: "N passed, N failed".
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT) $(ITEST)
+	@mkdir -p $(BUILD)/logs
+	@set -e; : > $(BUILD)/test.log; \
+	for t in $(UNIT) $(ITEST); do \
+	    echo "== $$t" | tee -a $(BUILD)/test.log; \
+	    if PX_BUILD=$(BUILD) timeout 600 $$t > $(BUILD)/logs/$$(basename $$t).out 2>&1; then :; \
+	    else echo "$$t: 0 passed, 1 failed (exit $$?)" >> $(BUILD)/logs/$$(basename $$t).out; fi; \
+	    tail -n 40 $(BUILD)/logs/$$(basename $$t).out | grep -E '^\[  (PASSED|FAILED)|^\[ +(ERROR|FAILED) +\]|passed, [0-9]+ failed' | tee -a $(BUILD)/test.log || true; \
+	done; \
+	awk '/^\[  PASSED  \] [0-9]+ test/ { p += $$4 } /^\[  FAILED  \] [0-9]+ test/ { f += $$4 } \
+	     / 0 passed, 1 failed/ { f += 1 } \
+	     END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' $(BUILD)/test.log
+
+check-sanitize:
+	$(MAKE) SANITIZE=address,undefined test
+	$(MAKE) SANITIZE=thread test
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+bench: all
+	bench/passthrough.sh
+
+clean:
+	rm -rf build build-*
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

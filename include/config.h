@@ -1,0 +1,75 @@
+/* config.h: the server's configuration, built once from flags and environment at start-up and
+ * read-only afterwards (no lock needed). Also the compile-time caps. */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define PX_VERSION "0.1.0"
+
+/* Caps (every growing buffer has one). */
+#define PX_MAX_UPSTREAM_REPLY (16u << 20) /* 16 MiB for one upstream answer */
+#define PX_MAX_HEADER_BYTES   (16u << 10) /* client headers, MHD memory per connection */
+#define PX_STREAM_HIGH_WATER  (256u << 10) /* pause the upstream above this much unsent */
+#define PX_STREAM_LOW_WATER   (64u << 10)
+#define PX_MAX_OPTIONS        64
+
+struct config_option_value {
+    const char *name; /* an approach_option name */
+    double value;
+};
+
+struct config {
+    /* network */
+    char host[64];          /* bind address, default 127.0.0.1 */
+    int port;               /* default 8000; 0 = ephemeral (printed at start-up) */
+    unsigned http_threads;  /* libmicrohttpd pool size, default 2 */
+    unsigned io_loops;      /* upstream I/O loops, default = cores */
+    unsigned workers;       /* approach threads, max; default 1024 */
+    unsigned queue_max;     /* approach queue, default 4096 */
+    unsigned conn_limit;    /* client connections, default 4096 */
+    size_t max_body;        /* bytes, default 8 MiB */
+    unsigned idle_timeout;  /* seconds for idle/slow clients, default 60 */
+    double sse_keepalive;   /* seconds between SSE comments before the first byte, default 10 */
+
+    /* upstream */
+    char base_url[1024];    /* ends with /v1 normally; no trailing slash */
+    char *upstream_key;     /* server key (OPENAI_API_KEY / --upstream-key) or NULL */
+    char auth_header[64];   /* "Authorization" (Bearer) or e.g. "api-key" */
+    bool client_keys;       /* --client-keys */
+    double upstream_timeout; /* seconds per call, default 600 */
+    double connect_timeout;  /* seconds, default 10 */
+
+    /* clients */
+    char *gate_key;         /* --optillm-api-key / OPTILLM_API_KEY, or NULL */
+
+    /* approaches */
+    char approach[128];     /* default route value; "auto" = passthrough */
+    char model[256];        /* default model when the body has none */
+    int n;                  /* default n */
+    bool return_full_response;
+    bool no_approach_tags;
+    char *prompts_dir;      /* NULL: embedded prompts only */
+    struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
+    size_t noptions;
+
+    /* logging */
+    int log_level;
+    bool log_json;
+};
+
+/* The process configuration; set by main before threads start. */
+extern const struct config *px_config;
+
+/* Fills 'cfg' with defaults, then the environment, then argv. Returns 0 to run, 1 when it
+ * printed --help/--version (exit 0), -1 on a bad flag (message printed, exit 2). */
+int config_load(struct config *cfg, int argc, char **argv);
+/* Frees the strings config_load allocated. */
+void config_cleanup(struct config *cfg);
+/* Server value of an approach option (flag/env), or 'def' when not set. */
+double config_option(const struct config *cfg, const char *name, double def);
+/* Prints --help to stdout. */
+void config_usage(const char *prog);
+
+#endif

@@ -1,0 +1,117 @@
+/* llm.h: the upstream-call contract approaches use. Everything hard about talking to an
+ * upstream (key, base URL, n detection, deadlines, usage, streaming to the client) lives
+ * behind these calls, so that an approach is only its algorithm.
+ *
+ * All calls block the calling (approach) thread until every transfer of the stage finished;
+ * the transfers themselves run on the I/O loops, all at once. Replies live in ctx->arena.
+ * Every call adds its upstream usage to ctx->usage (also for failed or partial calls). */
+#ifndef LLM_H
+#define LLM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct approach_ctx;
+struct cJSON;
+
+struct usage {
+    long prompt_tokens;
+    long completion_tokens;
+    long reasoning_tokens; /* completion_tokens_details.reasoning_tokens, when reported */
+    long calls;            /* upstream HTTP calls made */
+};
+
+/* One message of an upstream conversation. When 'raw' is set (a client message object), it is
+ * sent verbatim (images, tool calls, names kept) and role/content are ignored. */
+struct llm_msg {
+    const char *role;
+    const char *content;
+    const struct cJSON *raw;
+};
+
+/* Stream filters for llm_final: which part of the final completion reaches the client. */
+enum llm_filter {
+    LLM_FILTER_NONE = 0,  /* every token */
+    LLM_FILTER_OUTPUT = 1 /* only the text inside <output>...</output> (cot_reflection) */
+};
+
+struct llm_params {
+    double temperature; /* NAN: the client's temperature if it sent one, else omitted */
+    long max_tokens;    /* < 0: the client's limit if it sent one, else omitted */
+    int n;              /* choices wanted from this call; 0 means 1 */
+    enum llm_filter filter; /* llm_final only */
+};
+
+/* Returns params with temperature NAN, max_tokens -1, n 1. */
+struct llm_params llm_params_default(void);
+
+struct llm_choice {
+    const char *text;          /* "" when the upstream returned null content */
+    const char *finish_reason; /* "stop", "length", ... ("" if absent) */
+};
+
+struct llm_reply {
+    int status;                 /* PX_OK or a negative px_status */
+    int http_status;            /* the upstream's HTTP status; 0 when none was received */
+    const char *error;          /* upstream or transport error message when status != PX_OK */
+    struct llm_choice *choices; /* nchoices entries on success */
+    int nchoices;
+    struct usage usage; /* this call's usage */
+    long long latency_ms;
+};
+
+struct llm_call {
+    const struct llm_msg *msgs;
+    size_t nmsgs;
+    struct llm_params params;
+    const char *stage;     /* "bon/rate": for logs and the conversation log */
+    bool stream_to_client; /* set by llm_final only */
+    struct llm_reply reply; /* filled in */
+};
+
+/* The transport behind the calls: the server's I/O loops, or a fake in tests. */
+struct llm;
+struct llm_ops {
+    /* Runs m calls at once and returns when all have finished; fills each reply (memory in
+     * ctx->arena). Does not touch ctx->usage. */
+    void (*run)(struct llm *llm, struct approach_ctx *ctx, struct llm_call *calls, size_t m);
+    /* n support of the upstream: -1 unknown, 0 refuses n > 1, 1 accepts. */
+    int (*get_n)(struct llm *llm);
+    void (*set_n)(struct llm *llm, int supported);
+};
+struct llm {
+    const struct llm_ops *ops;
+    void *impl;
+};
+
+/* k completions of one prompt: one call with n=k where the upstream supports n, else k
+ * parallel calls (an upstream that refuses n, or returns fewer choices, is remembered).
+ * Successful choices are stored in out[0..ret-1] (out has room for k). Failed samples are
+ * dropped. Returns the number of choices (>= 1), or a negative px_status with ctx->err set
+ * (from the first failure) when none succeeded. */
+int llm_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs,
+               const struct llm_params *p, int k, const char *stage, struct llm_choice *out);
+
+/* m different prompts at once; each call's reply carries its own status. Returns the number
+ * of successful calls; when that is 0 (and m > 0), ctx->err is set from the first failure and
+ * a negative px_status is returned instead. */
+int llm_batch(struct approach_ctx *ctx, struct llm_call *calls, size_t m);
+
+/* The last stage: one completion. When the engine asked for a stream (ctx->stream_final), its
+ * tokens go to the client as they arrive (through p->filter) and ctx->streamed is set. The
+ * text is also returned in *out. Returns PX_OK or a negative px_status with ctx->err set. */
+int llm_final(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs,
+              const struct llm_params *p, const char *stage, struct llm_choice *out);
+
+/* Convenience: a [system?, user] conversation in ctx->arena. A NULL or empty system is left
+ * out. Returns the message count (1 or 2); *out points into the arena. */
+size_t llm_msgs2(struct approach_ctx *ctx, const char *system, const char *user,
+                 struct llm_msg **out);
+
+/* The client's conversation as upstream messages (raw objects, so images and tool calls are
+ * kept), with 'system_prefix' (if not NULL/empty) added as a leading system message, and
+ * 'user_suffix' (if not NULL/empty) appended as a final user message. In ctx->arena. */
+size_t llm_msgs_conversation(struct approach_ctx *ctx, const char *system_prefix,
+                             const char *user_suffix, struct llm_msg **out);
+
+#endif

@@ -1,0 +1,107 @@
+/* auth.c: may this client use the proxy, and which key goes upstream (DESIGN.md tables). */
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+bool auth_equal(const char *a, const char *b)
+{
+    unsigned char da[SHA256_DIGEST_LENGTH];
+    unsigned char db[SHA256_DIGEST_LENGTH];
+
+    /* Comparing digests keeps the time independent of where (and whether) lengths differ. */
+    SHA256((const unsigned char *)a, strlen(a), da);
+    SHA256((const unsigned char *)b, strlen(b), db);
+    return CRYPTO_memcmp(da, db, sizeof(da)) == 0;
+}
+
+/* The token of "Bearer <token>" (scheme case-insensitive, surrounding blanks trimmed) copied
+ * into out; false when the header is absent or another scheme. */
+static bool bearer(const char *h, char *out, size_t cap)
+{
+    size_t len;
+
+    if (!h)
+        return false;
+    while (*h == ' ' || *h == '\t')
+        h++;
+    if (strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t'))
+        return false;
+    h += 7;
+    while (*h == ' ' || *h == '\t')
+        h++;
+    len = strlen(h);
+    while (len && (h[len - 1] == ' ' || h[len - 1] == '\t'))
+        len--;
+    if (len == 0 || len >= cap)
+        return false;
+    memcpy(out, h, len);
+    out[len] = '\0';
+    return true;
+}
+
+/* A key that would break an HTTP header (CR, LF, NUL, other controls) is refused outright. */
+static bool key_ok(const char *k)
+{
+    for (; *k; k++)
+        if ((unsigned char)*k < 0x20 || *k == 0x7f)
+            return false;
+    return true;
+}
+
+int auth_gate(const struct config *cfg, const char *authorization, struct px_error *err)
+{
+    char tok[4096];
+
+    if (!cfg->gate_key)
+        return PX_OK;
+    if (!bearer(authorization, tok, sizeof(tok)) || !auth_equal(tok, cfg->gate_key)) {
+        px_fail(err, PX_EAUTH, NULL,
+                "Invalid or missing API key for this proxy. Send 'Authorization: Bearer "
+                "<proxy key>'.");
+        snprintf(err->err_code, sizeof(err->err_code), "invalid_api_key");
+        return PX_EAUTH;
+    }
+    return PX_OK;
+}
+
+int auth_resolve(const struct config *cfg, const char *authorization, const char *x_upstream,
+                 const char **upstream_key, struct px_error *err)
+{
+    static __thread char tok[4096];
+    bool has_bearer = bearer(authorization, tok, sizeof(tok));
+    bool gated = cfg->gate_key != NULL;
+    int rc;
+
+    *upstream_key = NULL;
+    if ((rc = auth_gate(cfg, authorization, err)) < 0)
+        return rc;
+    if (cfg->client_keys && x_upstream && *x_upstream) {
+        if (!key_ok(x_upstream))
+            return px_fail(err, PX_EINVAL, NULL,
+                           "X-Upstream-Api-Key contains control characters");
+        *upstream_key = x_upstream;
+    } else if (cfg->client_keys && !gated && has_bearer) {
+        *upstream_key = tok;
+    } else if (cfg->upstream_key) {
+        *upstream_key = cfg->upstream_key;
+    } else if (!gated && has_bearer) {
+        *upstream_key = tok;
+    } else {
+        px_fail(err, PX_EAUTH, NULL,
+                gated ? "No upstream API key: the server has none (set OPENAI_API_KEY or "
+                        "--upstream-key), and with --client-keys you may send your provider key "
+                        "in the 'X-Upstream-Api-Key' header."
+                      : "No upstream API key: set OPENAI_API_KEY (or --upstream-key) on the "
+                        "server, or send your provider key as 'Authorization: Bearer <key>'.");
+        snprintf(err->err_code, sizeof(err->err_code), "missing_api_key");
+        return PX_EAUTH;
+    }
+    if (!key_ok(*upstream_key)) {
+        *upstream_key = NULL;
+        return px_fail(err, PX_EINVAL, NULL, "the API key contains control characters");
+    }
+    return PX_OK;
+}

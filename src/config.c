@@ -1,0 +1,462 @@
+/* config.c: defaults, environment and command-line flags (OptiLLM-compatible where they
+ * exist), and --help. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "approach.h"
+#include "log.h"
+#include "px.h"
+
+const struct config *px_config;
+
+enum opt_type { T_STR, T_SECRET, T_INT, T_UINT, T_DOUBLE, T_BOOL, T_SIZE, T_LOG, T_LOGFMT };
+
+struct flag {
+    const char *name;  /* long flag without "--" */
+    const char *alt;   /* alternative spelling or NULL */
+    const char *env;   /* environment variable or NULL */
+    enum opt_type type;
+    size_t off;        /* offset in struct config */
+    size_t len;        /* for T_STR: buffer size; 0 = char * (malloc'd) */
+    const char *arg;   /* metavariable for --help */
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct config, f)
+#define SZ(f)  sizeof(((struct config *)0)->f)
+
+static const struct flag flags[] = {
+    {"host", NULL, "OPTILLM_HOST", T_STR, OFF(host), SZ(host), "ADDR",
+     "address to listen on (default 127.0.0.1; 0.0.0.0 exposes the proxy: set a gate key)"},
+    {"port", NULL, "OPTILLM_PORT", T_INT, OFF(port), 0, "N",
+     "port to listen on (default 8000; 0 picks a free one and logs it)"},
+    {"base-url", "base_url", "OPTILLM_BASE_URL", T_STR, OFF(base_url), SZ(base_url), "URL",
+     "upstream OpenAI-compatible API, including /v1 (default https://api.openai.com/v1)"},
+    {"upstream-key", NULL, NULL, T_SECRET, OFF(upstream_key), 0, "KEY",
+     "server-wide upstream key (prefer the OPENAI_API_KEY environment variable: flags are "
+     "visible in ps)"},
+    {"upstream-auth-header", NULL, "OPTILLM_UPSTREAM_AUTH_HEADER", T_STR, OFF(auth_header),
+     SZ(auth_header), "NAME",
+     "header that carries the upstream key: Authorization (as 'Bearer KEY', default) or e.g. "
+     "api-key for Azure OpenAI"},
+    {"client-keys", NULL, "OPTILLM_CLIENT_KEYS", T_BOOL, OFF(client_keys), 0, NULL,
+     "a client's own provider key wins over the server key: its Bearer token without a gate, "
+     "its X-Upstream-Api-Key header behind one"},
+    {"optillm-api-key", "optillm_api_key", "OPTILLM_API_KEY", T_SECRET, OFF(gate_key), 0, "KEY",
+     "gate key: clients must send 'Authorization: Bearer KEY' (never forwarded upstream)"},
+    {"approach", NULL, "OPTILLM_APPROACH", T_STR, OFF(approach), SZ(approach), "NAME",
+     "approach for requests that name none (default auto = passthrough)"},
+    {"model", NULL, "OPTILLM_MODEL", T_STR, OFF(model), SZ(model), "NAME",
+     "model for requests that name none (default gpt-4o-mini)"},
+    {"n", NULL, "OPTILLM_N", T_INT, OFF(n), 0, "N",
+     "default number of choices for approach requests that send no n (default 1)"},
+    {"return-full-response", "return_full_response", "OPTILLM_RETURN_FULL_RESPONSE", T_BOOL,
+     OFF(return_full_response), 0, NULL,
+     "cot_reflection returns its thinking and reflection too, not only the output section"},
+    {"no-approach-tags", NULL, "OPTILLM_NO_APPROACH_TAGS", T_BOOL, OFF(no_approach_tags), 0,
+     NULL, "ignore <optillm_approach> tags in messages for selection (they are still removed)"},
+    {"prompts-dir", NULL, "OPTILLM_PROMPTS_DIR", T_SECRET, OFF(prompts_dir), 0, "DIR",
+     "override built-in prompts with DIR/<approach>/<stage>.txt files"},
+    {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
+     "maximum approach threads (default 1024; they mostly wait and use 256 KiB stacks)"},
+    {"queue", NULL, "OPTILLM_QUEUE", T_UINT, OFF(queue_max), 0, "N",
+     "approach requests that may wait for a thread before 503 (default 4096)"},
+    {"io-loops", NULL, "OPTILLM_IO_LOOPS", T_UINT, OFF(io_loops), 0, "N",
+     "upstream I/O threads, each multiplexing many transfers (default: number of cores)"},
+    {"http-threads", NULL, "OPTILLM_HTTP_THREADS", T_UINT, OFF(http_threads), 0, "N",
+     "libmicrohttpd epoll threads (default 2)"},
+    {"max-connections", NULL, "OPTILLM_MAX_CONNECTIONS", T_UINT, OFF(conn_limit), 0, "N",
+     "client connections, including waiting ones (default 4096)"},
+    {"max-body", NULL, "OPTILLM_MAX_BODY", T_SIZE, OFF(max_body), 0, "BYTES",
+     "largest request body; larger gets 413 (default 8M; suffixes k, M)"},
+    {"idle-timeout", NULL, "OPTILLM_IDLE_TIMEOUT", T_UINT, OFF(idle_timeout), 0, "SECONDS",
+     "close idle or slow client connections after this long (default 60)"},
+    {"upstream-timeout", NULL, "OPTILLM_UPSTREAM_TIMEOUT", T_DOUBLE, OFF(upstream_timeout), 0,
+     "SECONDS", "limit for one upstream call; exceeded gives 504 (default 600)"},
+    {"connect-timeout", NULL, "OPTILLM_CONNECT_TIMEOUT", T_DOUBLE, OFF(connect_timeout), 0,
+     "SECONDS", "limit for connecting to the upstream; exceeded gives 502 (default 10)"},
+    {"sse-keepalive", NULL, "OPTILLM_SSE_KEEPALIVE", T_DOUBLE, OFF(sse_keepalive), 0, "SECONDS",
+     "interval of ': keep-alive' comments on approach streams before the answer (default 10)"},
+    {"log", NULL, "OPTILLM_LOG", T_LOG, OFF(log_level), 0, "LEVEL",
+     "error, warning, info (default: one access line per request) or debug"},
+    {"log-format", NULL, "OPTILLM_LOG_FORMAT", T_LOGFMT, OFF(log_json), 0, "FORMAT",
+     "text (default) or json"},
+};
+
+static void defaults(struct config *c)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->host, sizeof(c->host), "127.0.0.1");
+    c->port = 8000;
+    c->http_threads = 2;
+    c->io_loops = 0;
+    c->workers = 1024;
+    c->queue_max = 4096;
+    c->conn_limit = 4096;
+    c->max_body = 8u << 20;
+    c->idle_timeout = 60;
+    c->sse_keepalive = 10;
+    snprintf(c->base_url, sizeof(c->base_url), "https://api.openai.com/v1");
+    snprintf(c->auth_header, sizeof(c->auth_header), "Authorization");
+    c->upstream_timeout = 600;
+    c->connect_timeout = 10;
+    snprintf(c->approach, sizeof(c->approach), "auto");
+    snprintf(c->model, sizeof(c->model), "gpt-4o-mini");
+    c->n = 1;
+    c->log_level = LOG_INFO;
+}
+
+static bool parse_bool(const char *v, bool *out)
+{
+    if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") ||
+        !strcasecmp(v, "on")) {
+        *out = true;
+        return true;
+    }
+    if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "no") ||
+        !strcasecmp(v, "off") || !*v) {
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+static bool parse_double(const char *v, double *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtod(v, &end);
+    return errno == 0 && end != v && *end == '\0' && isfinite(*out);
+}
+
+static bool parse_long(const char *v, long *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtol(v, &end, 10);
+    return errno == 0 && end != v && *end == '\0';
+}
+
+static int set_value(struct config *c, const struct flag *f, const char *v, const char *src)
+{
+    char *field = (char *)c + f->off;
+    long l;
+    double d;
+    bool b;
+
+    switch (f->type) {
+    case T_STR:
+        if (strlen(v) >= f->len) {
+            fprintf(stderr, "%s: value too long for --%s\n", src, f->name);
+            return -1;
+        }
+        snprintf(field, f->len, "%s", v);
+        return 0;
+    case T_SECRET: {
+        char **p = (char **)(void *)field;
+
+        free(*p);
+        *p = *v ? xstrdup(v) : NULL; /* an empty key counts as unset */
+        return 0;
+    }
+    case T_INT:
+        if (!parse_long(v, &l) || l < 0 || l > 65535 * 1000L) {
+            fprintf(stderr, "%s: --%s needs a non-negative integer\n", src, f->name);
+            return -1;
+        }
+        *(int *)(void *)field = (int)l;
+        return 0;
+    case T_UINT:
+        if (!parse_long(v, &l) || l < 1 || l > 1000000) {
+            fprintf(stderr, "%s: --%s needs an integer between 1 and 1000000\n", src, f->name);
+            return -1;
+        }
+        *(unsigned *)(void *)field = (unsigned)l;
+        return 0;
+    case T_DOUBLE:
+        if (!parse_double(v, &d) || d <= 0) {
+            fprintf(stderr, "%s: --%s needs a positive number\n", src, f->name);
+            return -1;
+        }
+        *(double *)(void *)field = d;
+        return 0;
+    case T_BOOL:
+        if (!parse_bool(v, &b)) {
+            fprintf(stderr, "%s: --%s needs true or false\n", src, f->name);
+            return -1;
+        }
+        *(bool *)(void *)field = b;
+        return 0;
+    case T_SIZE: {
+        char *end;
+        double mult = 1;
+
+        errno = 0;
+        d = strtod(v, &end);
+        if (*end == 'k' || *end == 'K')
+            mult = 1024, end++;
+        else if (*end == 'm' || *end == 'M')
+            mult = 1024 * 1024, end++;
+        else if (*end == 'g' || *end == 'G')
+            mult = 1024.0 * 1024 * 1024, end++;
+        if (errno || end == v || *end || d * mult < 1024 || d * mult > 4.0 * 1024 * 1024 * 1024) {
+            fprintf(stderr, "%s: --%s needs a size between 1k and 4G\n", src, f->name);
+            return -1;
+        }
+        *(size_t *)(void *)field = (size_t)(d * mult);
+        return 0;
+    }
+    case T_LOG: {
+        int lv = log_level_parse(v);
+
+        if (lv < 0) {
+            fprintf(stderr, "%s: --log needs error, warning, info or debug\n", src);
+            return -1;
+        }
+        *(int *)(void *)field = lv;
+        return 0;
+    }
+    case T_LOGFMT:
+        if (strcmp(v, "json") && strcmp(v, "text")) {
+            fprintf(stderr, "%s: --log-format needs text or json\n", src);
+            return -1;
+        }
+        *(bool *)(void *)field = strcmp(v, "json") == 0;
+        return 0;
+    }
+    return -1;
+}
+
+static int set_option(struct config *c, const struct approach_option *o, const char *v,
+                      const char *src)
+{
+    double d;
+    size_t i;
+
+    if (!parse_double(v, &d) || d < o->min || d > o->max || (o->integer && d != floor(d))) {
+        fprintf(stderr, "%s: %s needs %s between %g and %g\n", src, o->name,
+                o->integer ? "an integer" : "a number", o->min, o->max);
+        return -1;
+    }
+    for (i = 0; i < c->noptions; i++)
+        if (strcmp(c->options[i].name, o->name) == 0)
+            break;
+    if (i == c->noptions) {
+        if (c->noptions == PX_MAX_OPTIONS)
+            return -1;
+        c->noptions++;
+    }
+    c->options[i].name = o->name;
+    c->options[i].value = d;
+    return 0;
+}
+
+double config_option(const struct config *cfg, const char *name, double def)
+{
+    for (size_t i = 0; i < cfg->noptions; i++)
+        if (strcmp(cfg->options[i].name, name) == 0)
+            return cfg->options[i].value;
+    return def;
+}
+
+/* "best_of_n" -> "best-of-n" / "OPTILLM_BEST_OF_N" */
+static void option_names(const char *name, char *dash, size_t dl, char *env, size_t el)
+{
+    size_t i;
+
+    for (i = 0; name[i] && i + 1 < dl; i++)
+        dash[i] = name[i] == '_' ? '-' : name[i];
+    dash[i] = '\0';
+    snprintf(env, el, "OPTILLM_");
+    size_t pos = strlen(env);
+    for (i = 0; name[i] && pos + 1 < el; i++)
+        env[pos++] = (char)toupper((unsigned char)name[i]);
+    env[pos] = '\0';
+}
+
+static const struct flag *find_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < PX_ARRAY_LEN(flags); i++) {
+        if ((strlen(flags[i].name) == len && !strncmp(flags[i].name, name, len)) ||
+            (flags[i].alt && strlen(flags[i].alt) == len && !strncmp(flags[i].alt, name, len)))
+            return &flags[i];
+    }
+    return NULL;
+}
+
+static const struct approach_option *find_option_flag(const char *name, size_t len)
+{
+    char tmp[128];
+
+    if (len >= sizeof(tmp))
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        tmp[i] = name[i] == '-' ? '_' : name[i];
+    tmp[len] = '\0';
+    return approach_option_find(tmp);
+}
+
+void config_usage(const char *prog)
+{
+    printf("Usage: %s [options]\n\n"
+           "An OpenAI-compatible proxy that improves answers with inference-time approaches.\n"
+           "Point a client's base URL at http://HOST:PORT/v1 and prefix the model with an\n"
+           "approach (moa-gpt-4o-mini); a plain model name is passed through unchanged.\n\n"
+           "Options (each also reads the environment variable shown):\n",
+           prog);
+    for (size_t i = 0; i < PX_ARRAY_LEN(flags); i++) {
+        const struct flag *f = &flags[i];
+        char left[96];
+
+        snprintf(left, sizeof(left), "--%s%s%s%s%s", f->name, f->alt ? ", --" : "",
+                 f->alt ? f->alt : "", f->arg ? " " : "", f->arg ? f->arg : "");
+        printf("  %-36s %s%s%s%s\n", left, f->help, f->env ? " [" : "", f->env ? f->env : "",
+               f->env ? "]" : "");
+    }
+    printf("  %-36s %s\n", "-h, --help", "show this help and exit");
+    printf("  %-36s %s\n\n", "--version", "print the version and exit");
+    printf("Upstream key: OPENAI_API_KEY (or --upstream-key) is the server key. Without one,\n"
+           "each client's 'Authorization: Bearer <key>' goes upstream (many users, one proxy).\n"
+           "See README.md for the full rules.\n\n");
+    printf("Approaches (model prefix 'slug-model', body field optillm_approach, or a\n"
+           "<optillm_approach>slug</optillm_approach> tag; combine with a&b or a|b):\n");
+    for (size_t i = 0; i < approach_registry_len; i++) {
+        const struct approach *a = approach_registry[i];
+
+        printf("  %-20s %s\n", a->slug, a->summary);
+    }
+    printf("\nApproach options (flag, env OPTILLM_<NAME>, or body field optillm_<name>):\n");
+    for (size_t i = 0; i < approach_registry_len; i++) {
+        for (const struct approach_option *o = approach_registry[i]->options; o && o->name;
+             o++) {
+            char dash[96], env[128], left[128];
+
+            if (approach_option_find(o->name) != o)
+                continue;
+            option_names(o->name, dash, sizeof(dash), env, sizeof(env));
+            snprintf(left, sizeof(left), "--%s N", dash);
+            printf("  %-36s %s (default %g) [%s]\n", left, o->help, o->def, env);
+        }
+    }
+}
+
+int config_load(struct config *cfg, int argc, char **argv)
+{
+    const char *e;
+
+    defaults(cfg);
+    /* Environment first, flags override. */
+    for (size_t i = 0; i < PX_ARRAY_LEN(flags); i++) {
+        if (flags[i].env && (e = getenv(flags[i].env)) && *e &&
+            set_value(cfg, &flags[i], e, flags[i].env) < 0)
+            return -1;
+    }
+    if ((e = getenv("OPENAI_API_KEY")) && *e) {
+        free(cfg->upstream_key);
+        cfg->upstream_key = xstrdup(e);
+    }
+    for (size_t i = 0; i < approach_registry_len; i++) {
+        for (const struct approach_option *o = approach_registry[i]->options; o && o->name;
+             o++) {
+            char dash[96], env[128];
+
+            option_names(o->name, dash, sizeof(dash), env, sizeof(env));
+            if ((e = getenv(env)) && *e && set_option(cfg, o, e, env) < 0)
+                return -1;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *name, *eq, *val = NULL;
+        size_t len;
+
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            config_usage(argv[0]);
+            return 1;
+        }
+        if (!strcmp(a, "--version")) {
+            printf("optillm-c %s\n", PX_VERSION);
+            return 1;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "unexpected argument '%s' (see --help)\n", a);
+            return -1;
+        }
+        name = a + 2;
+        eq = strchr(name, '=');
+        len = eq ? (size_t)(eq - name) : strlen(name);
+        if (eq)
+            val = eq + 1;
+        const struct flag *f = find_flag(name, len);
+        const struct approach_option *o = f ? NULL : find_option_flag(name, len);
+        if (!f && !o) {
+            fprintf(stderr, "unknown option '--%.*s' (see --help)\n", (int)len, name);
+            return -1;
+        }
+        if (!val) {
+            if (f && f->type == T_BOOL &&
+                (i + 1 >= argc || !parse_bool(argv[i + 1], &(bool){false}))) {
+                val = "true";
+            } else if (i + 1 < argc) {
+                val = argv[++i];
+            } else {
+                fprintf(stderr, "option '--%.*s' needs a value\n", (int)len, name);
+                return -1;
+            }
+        }
+        if (f ? set_value(cfg, f, val, "command line") : set_option(cfg, o, val, "command line"))
+            return -1;
+    }
+    /* Normalise the base URL: no trailing slash. */
+    {
+        size_t l = strlen(cfg->base_url);
+
+        while (l && cfg->base_url[l - 1] == '/')
+            cfg->base_url[--l] = '\0';
+        if (strncmp(cfg->base_url, "http://", 7) && strncmp(cfg->base_url, "https://", 8)) {
+            fprintf(stderr, "--base-url must start with http:// or https://\n");
+            return -1;
+        }
+    }
+    if (cfg->port > 65535) {
+        fprintf(stderr, "--port must be at most 65535\n");
+        return -1;
+    }
+    if (cfg->n < 1 || cfg->n > 128) {
+        fprintf(stderr, "--n must be between 1 and 128\n");
+        return -1;
+    }
+    {
+        struct route r;
+        struct px_error err;
+
+        if (route_parse_value(cfg->approach, &r, &err) < 0) {
+            fprintf(stderr, "--approach: %s\n", err.message);
+            return -1;
+        }
+    }
+    if (!cfg->io_loops) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+        cfg->io_loops = cores > 0 && cores < 64 ? (unsigned)cores : 2;
+    }
+    return 0;
+}
+
+void config_cleanup(struct config *cfg)
+{
+    free(cfg->upstream_key);
+    free(cfg->gate_key);
+    free(cfg->prompts_dir);
+    cfg->upstream_key = cfg->gate_key = cfg->prompts_dir = NULL;
+}

@@ -1,0 +1,829 @@
+/* engine.c: runs a request's route (one approach, a&b pipeline, a|b fan-out, n runs in
+ * parallel) on an approach thread, provides the upstream transport behind llm_*, streams the
+ * final stage to the client, and writes the OpenAI response. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "arena.h"
+#include "internal.h"
+#include "log.h"
+
+#define ENGINE_STACK    (256u << 10)
+#define ENGINE_MAX_RUNS 64 /* n x parallel approaches per request */
+
+/* ---- SSE sink -------------------------------------------------------------------------------- */
+
+enum { F_BEFORE, F_INSIDE, F_AFTER };
+
+struct sink {
+    pthread_mutex_t mu; /* guards everything below */
+    struct exchange *ex;
+    char id[48];
+    long created;
+    const char *model;
+    bool head_sent;
+    bool call_streamed; /* the current streamed call emitted content */
+    long long last_send_us;
+    enum llm_filter filter;
+    int fstate;
+    bool fstarted; /* inside <output>: leading blanks skipped */
+    struct buf hold;
+};
+
+void response_new_id(char *buf, size_t len)
+{
+    unsigned char r[12];
+
+    if (RAND_bytes(r, sizeof(r)) != 1)
+        memset(r, 0, sizeof(r));
+    snprintf(buf, len, "chatcmpl-%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1],
+             r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]);
+}
+
+static cJSON *chunk_new(struct sink *s)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "id", s->id);
+    cJSON_AddStringToObject(o, "object", "chat.completion.chunk");
+    cJSON_AddNumberToObject(o, "created", (double)s->created);
+    cJSON_AddStringToObject(o, "model", s->model);
+    return o;
+}
+
+/* Sends a chunk (and frees it). Caller holds s->mu. */
+static void do_send(struct sink *s, cJSON *chunk)
+{
+    char *j = cJSON_PrintUnformatted(chunk);
+    size_t jl = strlen(j);
+    char *line = xmalloc(jl + 9);
+
+    memcpy(line, "data: ", 6);
+    memcpy(line + 6, j, jl);
+    memcpy(line + 6 + jl, "\n\n", 3);
+    exchange_stream(s->ex, 200, "text/event-stream", line, jl + 8, false);
+    s->last_send_us = px_now_us();
+    free(line);
+    cJSON_free(j);
+    cJSON_Delete(chunk);
+}
+
+static cJSON *choice_obj(cJSON *chunk, int index)
+{
+    cJSON *choices = cJSON_AddArrayToObject(chunk, "choices");
+    cJSON *c = cJSON_CreateObject();
+
+    cJSON_AddNumberToObject(c, "index", index);
+    cJSON_AddItemToArray(choices, c);
+    return c;
+}
+
+static void do_head(struct sink *s, int index)
+{
+    cJSON *chunk = chunk_new(s);
+    cJSON *c = choice_obj(chunk, index);
+    cJSON *d = cJSON_AddObjectToObject(c, "delta");
+
+    cJSON_AddStringToObject(d, "role", "assistant");
+    cJSON_AddStringToObject(d, "content", "");
+    cJSON_AddNullToObject(c, "finish_reason");
+    do_send(s, chunk);
+}
+
+static void do_content(struct sink *s, int index, const char *text, size_t len)
+{
+    cJSON *chunk, *c, *d;
+    char *t;
+
+    if (len == 0)
+        return;
+    if (!s->head_sent) {
+        do_head(s, 0);
+        s->head_sent = true;
+    }
+    chunk = chunk_new(s);
+    c = choice_obj(chunk, index);
+    d = cJSON_AddObjectToObject(c, "delta");
+    t = xstrndup(text, len);
+    cJSON_AddStringToObject(d, "content", t);
+    free(t);
+    cJSON_AddNullToObject(c, "finish_reason");
+    do_send(s, chunk);
+    s->call_streamed = true;
+}
+
+/* Streams through the <output> filter: holds back a possible partial tag. */
+static void filter_feed(struct sink *s, const char *text, size_t len, bool end)
+{
+    static const char open[] = "<output>";
+    static const char close[] = "</output>";
+
+    buf_append(&s->hold, text, len);
+    for (;;) {
+        const char *h = buf_cstr(&s->hold);
+        if (s->fstate == F_BEFORE) {
+            const char *p = strstr(h, open);
+
+            if (!p) {
+                if (s->hold.len > sizeof(open))
+                    buf_consume(&s->hold, s->hold.len - (sizeof(open) - 1));
+                return;
+            }
+            buf_consume(&s->hold, (size_t)(p - h) + sizeof(open) - 1);
+            s->fstate = F_INSIDE;
+            continue;
+        }
+        if (s->fstate == F_INSIDE) {
+            const char *p = strstr(h, close);
+            size_t emit;
+
+            if (!s->fstarted) { /* skip blanks right after <output> */
+                size_t k = 0;
+                while (k < s->hold.len && (h[k] == '\n' || h[k] == ' ' || h[k] == '\r'))
+                    k++;
+                buf_consume(&s->hold, k);
+                h = buf_cstr(&s->hold);
+                p = strstr(h, close);
+                if (s->hold.len == 0)
+                    return;
+                s->fstarted = true;
+            }
+            if (p) {
+                emit = (size_t)(p - h);
+                do_content(s, 0, h, emit);
+                buf_reset(&s->hold);
+                s->fstate = F_AFTER;
+                return;
+            }
+            emit = end ? s->hold.len
+                       : (s->hold.len > sizeof(close) - 1 ? s->hold.len - (sizeof(close) - 1) : 0);
+            do_content(s, 0, h, emit);
+            buf_consume(&s->hold, emit);
+            return;
+        }
+        buf_reset(&s->hold);
+        return;
+    }
+}
+
+static void sink_delta(void *sinkp, const char *text, size_t len)
+{
+    struct sink *s = sinkp;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->filter == LLM_FILTER_OUTPUT)
+        filter_feed(s, text, len, false);
+    else
+        do_content(s, 0, text, len);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void sink_begin_call(struct sink *s, enum llm_filter filter)
+{
+    pthread_mutex_lock(&s->mu);
+    s->filter = filter;
+    s->fstate = F_BEFORE;
+    s->fstarted = false;
+    s->call_streamed = false;
+    buf_reset(&s->hold);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Ends a streamed call; returns whether it streamed any content. */
+static bool sink_end_call(struct sink *s)
+{
+    bool streamed;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->filter == LLM_FILTER_OUTPUT && s->fstate == F_INSIDE)
+        filter_feed(s, "", 0, true);
+    streamed = s->call_streamed;
+    pthread_mutex_unlock(&s->mu);
+    return streamed;
+}
+
+static void sink_keepalive(struct sink *s, double interval)
+{
+    static const char ka[] = ": keep-alive\n\n";
+
+    pthread_mutex_lock(&s->mu);
+    if (px_now_us() - s->last_send_us >= (long long)(interval * 1e6) - 1000) {
+        exchange_stream(s->ex, 200, "text/event-stream", ka, sizeof(ka) - 1, false);
+        s->last_send_us = px_now_us();
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- transport -------------------------------------------------------------------------------- */
+
+struct transport {
+    struct exchange *ex;
+};
+
+/* n support, remembered for the process's life (one upstream per server for now). */
+static int n_support = -1;
+
+static int t_get_n(struct llm *llm)
+{
+    (void)llm;
+    return __atomic_load_n(&n_support, __ATOMIC_RELAXED);
+}
+
+static void t_set_n(struct llm *llm, int v)
+{
+    (void)llm;
+    __atomic_store_n(&n_support, v, __ATOMIC_RELAXED);
+}
+
+static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool stream,
+                       size_t *len)
+{
+    const struct chat_request *req = ctx->req;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *msgs;
+    double t = c->params.temperature;
+    long mt = c->params.max_tokens;
+    char *s;
+
+    cJSON_AddStringToObject(o, "model", req->upstream_model);
+    msgs = cJSON_AddArrayToObject(o, "messages");
+    for (size_t i = 0; i < c->nmsgs; i++) {
+        const struct llm_msg *m = &c->msgs[i];
+
+        if (m->raw) {
+            cJSON_AddItemToArray(msgs, cJSON_Duplicate(m->raw, 1));
+        } else {
+            cJSON *mo = cJSON_CreateObject();
+
+            cJSON_AddStringToObject(mo, "role", m->role ? m->role : "user");
+            cJSON_AddStringToObject(mo, "content", m->content ? m->content : "");
+            cJSON_AddItemToArray(msgs, mo);
+        }
+    }
+    if (isnan(t))
+        t = req->temperature;
+    if (!isnan(t))
+        cJSON_AddNumberToObject(o, "temperature", t);
+    if (mt < 0)
+        mt = req->max_tokens;
+    if (mt >= 0)
+        cJSON_AddNumberToObject(o, req->max_is_completion ? "max_completion_tokens" : "max_tokens",
+                                (double)mt);
+    if (c->params.n > 1)
+        cJSON_AddNumberToObject(o, "n", c->params.n);
+    if (stream) {
+        cJSON_AddTrueToObject(o, "stream");
+        cJSON *so = cJSON_AddObjectToObject(o, "stream_options");
+        cJSON_AddTrueToObject(so, "include_usage");
+    }
+    s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    *len = strlen(s);
+    return s;
+}
+
+static void take_usage(const cJSON *u, struct usage *out)
+{
+    const cJSON *v;
+
+    if (!cJSON_IsObject(u))
+        return;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")))
+        out->prompt_tokens = (long)v->valuedouble;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")))
+        out->completion_tokens = (long)v->valuedouble;
+    v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens_details");
+    if (cJSON_IsObject(v) &&
+        cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(v, "reasoning_tokens")))
+        out->reasoning_tokens = (long)v->valuedouble;
+}
+
+/* The upstream's error message: error.message of an OpenAI-shaped body, else the text. */
+static const char *error_message(struct arena *a, const char *body, size_t len)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const char *msg = NULL;
+
+    if (root) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
+        const cJSON *m = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "message") : e;
+
+        if (cJSON_IsString(m))
+            msg = arena_strndup(a, m->valuestring, 1000);
+        cJSON_Delete(root);
+    }
+    if (!msg)
+        msg = len ? arena_strndup(a, body, len < 300 ? len : 300) : "upstream error";
+    return msg;
+}
+
+static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_reply *r)
+{
+    struct arena *a = ctx->arena;
+
+    r->latency_ms = (x->end_us - x->start_us) / 1000;
+    r->http_status = (int)x->http_status;
+    if (x->aborted) {
+        r->status = PX_ECANCELLED;
+        r->error = "the request was cancelled";
+        r->usage.calls = 1;
+        return;
+    }
+    r->usage.calls = 1;
+    if (x->result != CURLE_OK) {
+        r->status = x->result == CURLE_OPERATION_TIMEDOUT ? PX_ETIMEDOUT : PX_EUPSTREAM;
+        r->error = x->result == CURLE_OPERATION_TIMEDOUT
+                       ? arena_printf(a, "the upstream did not answer within %g s",
+                                      ctx->cfg->upstream_timeout)
+                       : arena_printf(a, "upstream unreachable: %s",
+                                      x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
+        if (x->kind == XFER_STREAM && x->sse)
+            sse_parser_usage(x->sse, &r->usage), r->usage.calls = 1;
+        return;
+    }
+    if (x->http_status >= 400 || x->http_status < 200) {
+        r->status = PX_EHTTP;
+        r->error = error_message(a, buf_cstr(&x->resp), x->resp.len);
+        return;
+    }
+    if (x->kind == XFER_STREAM) {
+        size_t len;
+        const char *text = sse_parser_text(x->sse, &len);
+
+        sse_parser_usage(x->sse, &r->usage);
+        r->usage.calls = 1;
+        if (sse_parser_error(x->sse)) {
+            r->status = PX_EUPSTREAM;
+            r->error = arena_strdup(a, sse_parser_error(x->sse));
+            return;
+        }
+        r->choices = arena_calloc(a, 1, sizeof(*r->choices));
+        r->choices[0].text = arena_strndup(a, text, len);
+        r->choices[0].finish_reason = arena_strdup(a, sse_parser_finish(x->sse));
+        r->nchoices = 1;
+        r->status = PX_OK;
+        return;
+    }
+    cJSON *root = cJSON_ParseWithLength(buf_cstr(&x->resp), x->resp.len);
+    const cJSON *choices = root ? cJSON_GetObjectItemCaseSensitive(root, "choices") : NULL;
+    if (!cJSON_IsArray(choices)) {
+        r->status = PX_EUPSTREAM;
+        r->error = "the upstream's answer is not a chat completion";
+        cJSON_Delete(root);
+        return;
+    }
+    take_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), &r->usage);
+    r->usage.calls = 1;
+    int n = cJSON_GetArraySize(choices);
+    r->choices = arena_calloc(a, (size_t)(n > 0 ? n : 1), sizeof(*r->choices));
+    const cJSON *c;
+    cJSON_ArrayForEach(c, choices)
+    {
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(c, "message");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+        const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c, "finish_reason");
+        struct llm_choice *ch = &r->choices[r->nchoices++];
+
+        ch->text = cJSON_IsString(content) ? arena_strdup(a, content->valuestring) : "";
+        ch->finish_reason = cJSON_IsString(fr) ? arena_strdup(a, fr->valuestring) : "";
+    }
+    r->status = PX_OK;
+    cJSON_Delete(root);
+}
+
+static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *calls, size_t m)
+{
+    struct transport *t = llm->impl;
+    struct exchange *ex = t->ex;
+    struct sink *sink = ctx->sink;
+    struct xfer_group g;
+    struct xfer **xs = arena_calloc(ctx->arena, m ? m : 1, sizeof(*xs));
+    bool streaming_call = false;
+    int to_submit = 0;
+
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    for (size_t i = 0; i < m; i++) {
+        struct llm_call *c = &calls[i];
+        bool stream = c->stream_to_client && sink && !streaming_call;
+        size_t len;
+        char *body;
+
+        memset(&c->reply, 0, sizeof(c->reply));
+        if (exchange_cancelled(ex)) {
+            c->reply.status = PX_ECANCELLED;
+            c->reply.error = "the request was cancelled";
+            continue;
+        }
+        body = call_body(ctx, c, stream, &len);
+        xs[i] = xfer_create(ctx->cfg, stream ? XFER_STREAM : XFER_CALL, ex, "/chat/completions",
+                            ex->upstream_key, body, len);
+        xs[i]->group = &g;
+        if (stream) {
+            streaming_call = true;
+            xs[i]->sse = sse_parser_create();
+            xs[i]->on_delta = sink_delta;
+            xs[i]->sink = sink;
+            sink_begin_call(sink, c->params.filter);
+        }
+        to_submit++;
+        log_at(LOG_DEBUG, ex->id, "upstream call %s%s", c->stage ? c->stage : "?",
+               stream ? " (streamed)" : "");
+    }
+    g.pending = to_submit;
+    for (size_t i = 0; i < m; i++) {
+        if (xs[i] && io_submit(xs[i]) < 0) {
+            xs[i]->aborted = true;
+            pthread_mutex_lock(&g.mu);
+            g.pending--;
+            pthread_mutex_unlock(&g.mu);
+        }
+    }
+    /* Wait for the stage, sending SSE keep-alives to a streaming client meanwhile. */
+    pthread_mutex_lock(&g.mu);
+    while (g.pending > 0) {
+        if (sink && ctx->cfg->sse_keepalive > 0) {
+            struct timespec ts;
+            double iv = ctx->cfg->sse_keepalive;
+
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)iv;
+            ts.tv_nsec += (long)((iv - floor(iv)) * 1e9);
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&g.cv, &g.mu, &ts) == ETIMEDOUT && g.pending > 0) {
+                pthread_mutex_unlock(&g.mu);
+                sink_keepalive(sink, iv);
+                pthread_mutex_lock(&g.mu);
+            }
+        } else {
+            pthread_cond_wait(&g.cv, &g.mu);
+        }
+    }
+    pthread_mutex_unlock(&g.mu);
+    for (size_t i = 0; i < m; i++) {
+        if (!xs[i])
+            continue;
+        parse_reply(ctx, xs[i], &calls[i].reply);
+        if (xs[i]->kind == XFER_STREAM && sink_end_call(sink) && calls[i].reply.status == PX_OK)
+            ctx->streamed = true;
+        if (calls[i].reply.status != PX_OK && calls[i].reply.status != PX_ECANCELLED)
+            log_at(LOG_WARN, ex->id, "upstream call %s failed: HTTP %d: %s",
+                   calls[i].stage ? calls[i].stage : "?", calls[i].reply.http_status,
+                   calls[i].reply.error);
+        xfer_destroy(xs[i]);
+    }
+    pthread_cond_destroy(&g.cv);
+    pthread_mutex_destroy(&g.mu);
+}
+
+static const struct llm_ops transport_ops = {.run = t_run, .get_n = t_get_n, .set_n = t_set_n};
+
+/* ---- running a route -------------------------------------------------------------------------- */
+
+struct run {
+    struct exchange *ex;
+    const struct route *route;
+    const struct chat_request *req;
+    struct sink *sink; /* NULL unless this run streams its final stage */
+    struct arena *arena;
+    /* results */
+    int nresults;
+    int rc[ROUTE_MAX];
+    const char *text[ROUTE_MAX];
+    const char *finish[ROUTE_MAX];
+    bool streamed;
+    struct usage usage;
+    struct px_error err;
+};
+
+static void usage_add(struct usage *to, const struct usage *u)
+{
+    to->prompt_tokens += u->prompt_tokens;
+    to->completion_tokens += u->completion_tokens;
+    to->reasoning_tokens += u->reasoning_tokens;
+    to->calls += u->calls;
+}
+
+/* One approach on one request. */
+static int run_approach(struct run *r, const struct approach *a, const struct chat_request *req,
+                        bool stream_final, const char **text, const char **finish)
+{
+    struct transport t = {.ex = r->ex};
+    struct llm llm = {.ops = &transport_ops, .impl = &t};
+    struct chat_result res = {0};
+    struct approach_ctx ctx = {
+        .arena = r->arena,
+        .req = req,
+        .cfg = px_config,
+        .llm = &llm,
+        .err = &r->err,
+        .stream_final = stream_final && r->sink,
+        .sink = stream_final ? r->sink : NULL,
+        .req_id = r->ex->id,
+    };
+    int rc = a->run(&ctx, &res);
+
+    usage_add(&r->usage, &ctx.usage);
+    if (rc < 0)
+        return rc;
+    if (exchange_cancelled(r->ex))
+        return px_fail(&r->err, PX_ECANCELLED, NULL, "the request was cancelled");
+    *text = res.text ? res.text : "";
+    *finish = res.finish_reason ? res.finish_reason : "stop";
+    if (ctx.streamed)
+        r->streamed = true;
+    return PX_OK;
+}
+
+/* The request b of a pipeline step: the original system prompt, a's answer as the query. */
+static const struct chat_request *pipeline_request(struct arena *a, const struct chat_request *orig,
+                                                   const char *answer)
+{
+    struct chat_request *q = arena_alloc(a, sizeof(*q));
+    const char *sys = chat_system(a, orig);
+    size_t n = 0;
+
+    *q = *orig;
+    q->msgs = arena_calloc(a, 2, sizeof(*q->msgs));
+    if (*sys) {
+        q->msgs[n].role = "system";
+        q->msgs[n++].content = sys;
+    }
+    q->msgs[n].role = "user";
+    q->msgs[n++].content = answer;
+    q->nmsgs = n;
+    return q;
+}
+
+struct branch {
+    struct run *parent;
+    const struct approach *a;
+    struct run sub;
+    int rc;
+    const char *text;
+    const char *finish;
+};
+
+static void *branch_main(void *arg)
+{
+    struct branch *b = arg;
+
+    b->rc = run_approach(&b->sub, b->a, b->sub.req, false, &b->text, &b->finish);
+    return NULL;
+}
+
+static int spawn_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    int rc;
+
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, ENGINE_STACK);
+    rc = pthread_create(t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+static void arena_destroy_cb(void *p)
+{
+    arena_destroy(p);
+}
+
+/* Runs the route once: fills r->text[]/r->rc[] (one result, or one per '|' approach). */
+static void run_route(struct run *r)
+{
+    const struct route *rt = r->route;
+
+    if (rt->op == ROUTE_OR) {
+        struct branch br[ROUTE_MAX];
+        pthread_t th[ROUTE_MAX];
+        bool started[ROUTE_MAX];
+
+        for (int i = 0; i < rt->count; i++) {
+            memset(&br[i], 0, sizeof(br[i]));
+            br[i].parent = r;
+            br[i].a = rt->steps[i];
+            br[i].sub.ex = r->ex;
+            br[i].sub.req = r->req;
+            br[i].sub.arena = arena_create();
+            arena_defer(r->arena, arena_destroy_cb, br[i].sub.arena);
+            started[i] = spawn_thread(&th[i], branch_main, &br[i]) == 0;
+            if (!started[i])
+                branch_main(&br[i]);
+        }
+        for (int i = 0; i < rt->count; i++) {
+            if (started[i])
+                pthread_join(th[i], NULL);
+            usage_add(&r->usage, &br[i].sub.usage);
+            r->rc[i] = br[i].rc;
+            r->text[i] = br[i].text;
+            r->finish[i] = br[i].finish;
+            if (br[i].rc < 0 && r->err.code == 0)
+                r->err = br[i].sub.err;
+        }
+        r->nresults = rt->count;
+        return;
+    }
+    const struct chat_request *req = r->req;
+    const char *text = NULL, *finish = NULL;
+    int rc = PX_OK;
+    for (int i = 0; i < rt->count && rc == PX_OK; i++) {
+        if (i > 0)
+            req = pipeline_request(r->arena, r->req, text);
+        rc = run_approach(r, rt->steps[i], req, i == rt->count - 1, &text, &finish);
+    }
+    r->nresults = 1;
+    r->rc[0] = rc;
+    r->text[0] = text;
+    r->finish[0] = finish;
+}
+
+static void *run_main(void *arg)
+{
+    run_route(arg);
+    return NULL;
+}
+
+/* ---- the response ----------------------------------------------------------------------------- */
+
+static cJSON *usage_json(const struct usage *u)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *d;
+
+    cJSON_AddNumberToObject(o, "prompt_tokens", (double)u->prompt_tokens);
+    cJSON_AddNumberToObject(o, "completion_tokens", (double)u->completion_tokens);
+    cJSON_AddNumberToObject(o, "total_tokens", (double)(u->prompt_tokens + u->completion_tokens));
+    d = cJSON_AddObjectToObject(o, "completion_tokens_details");
+    cJSON_AddNumberToObject(d, "reasoning_tokens", (double)u->reasoning_tokens);
+    return o;
+}
+
+struct choice_out {
+    const char *text;
+    const char *finish;
+};
+
+static void reply_json(struct exchange *ex, struct sink *s, const struct choice_out *ch, int nch,
+                       const struct usage *u)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *choices;
+    char *body;
+
+    cJSON_AddStringToObject(o, "id", s->id);
+    cJSON_AddStringToObject(o, "object", "chat.completion");
+    cJSON_AddNumberToObject(o, "created", (double)s->created);
+    cJSON_AddStringToObject(o, "model", ex->req.model);
+    choices = cJSON_AddArrayToObject(o, "choices");
+    for (int i = 0; i < nch; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON *m = cJSON_AddObjectToObject(c, "message");
+
+        cJSON_AddNumberToObject(c, "index", i);
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddStringToObject(m, "content", ch[i].text);
+        cJSON_AddStringToObject(c, "finish_reason", ch[i].finish);
+        cJSON_AddItemToArray(choices, c);
+    }
+    cJSON_AddItemToObject(o, "usage", usage_json(u));
+    body = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    exchange_reply(ex, 200, "application/json", body, strlen(body));
+    cJSON_free(body);
+}
+
+/* Ends a stream: content of choices not streamed yet, finish chunks, usage, [DONE]. */
+static void reply_stream(struct exchange *ex, struct sink *s, const struct choice_out *ch, int nch,
+                         bool streamed, const struct usage *u)
+{
+    static const char done[] = "data: [DONE]\n\n";
+
+    pthread_mutex_lock(&s->mu);
+    if (!s->head_sent) {
+        do_head(s, 0);
+        s->head_sent = true;
+    }
+    for (int i = 0; i < nch; i++) {
+        cJSON *chunk, *c;
+
+        if (!streamed) {
+            if (i > 0)
+                do_head(s, i);
+            do_content(s, i, ch[i].text, strlen(ch[i].text));
+        }
+        chunk = chunk_new(s);
+        c = choice_obj(chunk, i);
+        cJSON_AddObjectToObject(c, "delta");
+        cJSON_AddStringToObject(c, "finish_reason", ch[i].finish);
+        do_send(s, chunk);
+    }
+    if (ex->req.include_usage) {
+        cJSON *chunk = chunk_new(s);
+
+        cJSON_AddArrayToObject(chunk, "choices");
+        cJSON_AddItemToObject(chunk, "usage", usage_json(u));
+        do_send(s, chunk);
+    }
+    exchange_stream(ex, 200, "text/event-stream", done, sizeof(done) - 1, true);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void engine_run(void *arg)
+{
+    struct exchange *ex = arg;
+    const struct chat_request *req = &ex->req;
+    int nruns = req->n;
+    int per = req->route.op == ROUTE_OR ? req->route.count : 1;
+    struct sink sink;
+    struct usage total = {0};
+    struct run *runs;
+    struct px_error err = {0};
+
+    memset(&sink, 0, sizeof(sink));
+    pthread_mutex_init(&sink.mu, NULL);
+    sink.ex = ex;
+    response_new_id(sink.id, sizeof(sink.id));
+    sink.created = (long)time(NULL);
+    sink.model = req->model;
+    sink.last_send_us = px_now_us();
+    buf_init(&sink.hold, 0);
+
+    if (nruns * per > ENGINE_MAX_RUNS) {
+        px_fail(&err, PX_EINVAL, "n", "n x approaches must be at most %d for approach requests",
+                ENGINE_MAX_RUNS);
+        exchange_reply_error(ex, &err);
+        goto out;
+    }
+    runs = arena_calloc(ex->arena, (size_t)nruns, sizeof(*runs));
+    {
+        pthread_t *th = arena_calloc(ex->arena, (size_t)nruns, sizeof(*th));
+        bool *started = arena_calloc(ex->arena, (size_t)nruns, sizeof(*started));
+        bool stream_final = req->stream && nruns == 1 && req->route.op != ROUTE_OR;
+
+        for (int i = 0; i < nruns; i++) {
+            runs[i].ex = ex;
+            runs[i].route = &req->route;
+            runs[i].req = req;
+            runs[i].sink = req->stream ? &sink : NULL;
+            if (!stream_final)
+                runs[i].sink = NULL;
+            runs[i].arena = i == 0 ? ex->arena : arena_create();
+            if (i > 0)
+                arena_defer(ex->arena, arena_destroy_cb, runs[i].arena);
+        }
+        /* Run 0 on this thread, the others beside it. */
+        for (int i = 1; i < nruns; i++)
+            started[i] = spawn_thread(&th[i], run_main, &runs[i]) == 0;
+        run_route(&runs[0]);
+        for (int i = 1; i < nruns; i++) {
+            if (started[i])
+                pthread_join(th[i], NULL);
+            else
+                run_route(&runs[i]);
+        }
+    }
+    /* Choices from every successful result; failed runs are left out (never padded). */
+    struct choice_out *ch = arena_calloc(ex->arena, (size_t)(nruns * per), sizeof(*ch));
+    int nch = 0;
+    bool streamed = false;
+    for (int i = 0; i < nruns; i++) {
+        usage_add(&total, &runs[i].usage);
+        for (int j = 0; j < runs[i].nresults; j++) {
+            if (runs[i].rc[j] == PX_OK) {
+                ch[nch].text = runs[i].text[j];
+                ch[nch++].finish = runs[i].finish[j];
+            } else if (err.code == 0) {
+                err = runs[i].err;
+            }
+        }
+        streamed = streamed || runs[i].streamed;
+    }
+    pthread_mutex_lock(&ex->mu);
+    ex->usage = total;
+    pthread_mutex_unlock(&ex->mu);
+    if (exchange_cancelled(ex))
+        goto out;
+    if (nch == 0) {
+        if (err.code == 0)
+            px_fail(&err, PX_EUPSTREAM, NULL, "the approach produced no answer");
+        exchange_reply_error(ex, &err); /* in-band when the stream has begun */
+    } else if (req->stream) {
+        reply_stream(ex, &sink, ch, nch, streamed, &total);
+    } else {
+        reply_json(ex, &sink, ch, nch, &total);
+    }
+out:
+    buf_free(&sink.hold);
+    pthread_mutex_destroy(&sink.mu);
+    exchange_unref(ex);
+}

@@ -1,0 +1,157 @@
+/* exchange.c: the client exchange: reference counting, replies and the resume protocol. */
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "internal.h"
+#include "log.h"
+
+static bool id_char_ok(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_' || c == '.';
+}
+
+struct exchange *exchange_create(struct MHD_Connection *conn, const char *method, const char *url)
+{
+    struct exchange *ex = xcalloc(1, sizeof(*ex));
+    const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    size_t i;
+
+    pthread_mutex_init(&ex->mu, NULL);
+    ex->refs = 1; /* the MHD side; dropped in notify_completed */
+    ex->conn = conn;
+    ex->fd = ci ? ci->connect_fd : -1;
+    ex->method = method;
+    ex->url = url;
+    ex->start_us = px_now_us();
+    ex->arena = arena_create();
+    ex->status = 0;
+    buf_init(&ex->body, 0);
+    buf_init(&ex->out, 0);
+    /* The client's request id when it is sane (<= 64 of [A-Za-z0-9._-]), else ours. */
+    for (i = 0; rid && rid[i] && i < 64 && id_char_ok(rid[i]); i++)
+        ;
+    if (rid && i > 0 && rid[i] == '\0') {
+        snprintf(ex->id, sizeof(ex->id), "%s", rid);
+    } else {
+        unsigned char r[8];
+
+        if (RAND_bytes(r, sizeof(r)) != 1)
+            memset(r, 0, sizeof(r));
+        snprintf(ex->id, sizeof(ex->id), "req_%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1],
+                 r[2], r[3], r[4], r[5], r[6], r[7]);
+    }
+    return ex;
+}
+
+void exchange_ref(struct exchange *ex)
+{
+    pthread_mutex_lock(&ex->mu);
+    ex->refs++;
+    pthread_mutex_unlock(&ex->mu);
+}
+
+void exchange_unref(struct exchange *ex)
+{
+    int left;
+
+    if (!ex)
+        return;
+    pthread_mutex_lock(&ex->mu);
+    left = --ex->refs;
+    pthread_mutex_unlock(&ex->mu);
+    if (left > 0)
+        return;
+    arena_destroy(ex->arena);
+    buf_free(&ex->body);
+    buf_free(&ex->out);
+    pthread_mutex_destroy(&ex->mu);
+    free(ex);
+}
+
+void exchange_do_resume(struct exchange *ex)
+{
+    if (ex->suspended && !ex->closed) {
+        ex->suspended = false;
+        MHD_resume_connection(ex->conn);
+    }
+}
+
+bool exchange_cancelled(struct exchange *ex)
+{
+    bool c;
+
+    pthread_mutex_lock(&ex->mu);
+    c = ex->cancelled;
+    pthread_mutex_unlock(&ex->mu);
+    return c;
+}
+
+void exchange_reply(struct exchange *ex, int status, const char *ctype, const char *body,
+                    size_t len)
+{
+    pthread_mutex_lock(&ex->mu);
+    if (ex->phase < EX_REPLY) {
+        ex->status = status;
+        snprintf(ex->content_type, sizeof(ex->content_type), "%s", ctype ? ctype : "");
+        buf_reset(&ex->out);
+        buf_append(&ex->out, body, len);
+        ex->streaming = false;
+        ex->out_done = true;
+        ex->phase = EX_REPLY;
+        if (!ex->first_byte_us)
+            ex->first_byte_us = px_now_us();
+    } else if (ex->streaming && !ex->out_done) {
+        /* A stream is under way: an error can only go in-band. */
+        buf_puts(&ex->out, "data: ");
+        buf_append(&ex->out, body, len);
+        buf_puts(&ex->out, "\n\ndata: [DONE]\n\n");
+        ex->out_done = true;
+    }
+    exchange_do_resume(ex);
+    pthread_mutex_unlock(&ex->mu);
+}
+
+void exchange_reply_error(struct exchange *ex, const struct px_error *err)
+{
+    size_t len;
+    char *body = http_error_json(err, &len);
+    int status = px_http_status(err);
+
+    if (status == 503) {
+        pthread_mutex_lock(&ex->mu);
+        ex->retry_after = 1;
+        pthread_mutex_unlock(&ex->mu);
+    }
+    exchange_reply(ex, status, "application/json", body, len);
+    free(body);
+}
+
+bool exchange_stream(struct exchange *ex, int status, const char *ctype, const char *data,
+                     size_t len, bool done)
+{
+    bool ok;
+
+    pthread_mutex_lock(&ex->mu);
+    ok = !ex->cancelled;
+    if (ex->phase < EX_REPLY) {
+        ex->status = status;
+        snprintf(ex->content_type, sizeof(ex->content_type), "%s", ctype);
+        ex->streaming = true;
+        ex->phase = EX_REPLY;
+        ex->first_byte_us = px_now_us();
+    }
+    if (ok && ex->streaming && !ex->out_done) {
+        buf_append(&ex->out, data, len);
+        if (done)
+            ex->out_done = true;
+    }
+    exchange_do_resume(ex);
+    pthread_mutex_unlock(&ex->mu);
+    return ok;
+}

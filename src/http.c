@@ -1,0 +1,109 @@
+/* http.c: the only place that writes error bodies, and complete-response helpers. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+#include "log.h"
+
+static const char *default_type(int code, int status)
+{
+    if (code == PX_EHTTP)
+        return status >= 500 ? "server_error" : "invalid_request_error";
+    switch (code) {
+    case PX_EINVAL:
+    case PX_EAUTH:
+    case PX_ENOTFOUND:
+    case PX_EMETHOD:
+    case PX_ETOOBIG:
+        return "invalid_request_error";
+    default:
+        return "server_error";
+    }
+}
+
+static const char *default_code(int code)
+{
+    switch (code) {
+    case PX_EAUTH:
+        return "invalid_api_key";
+    case PX_ENOTFOUND:
+        return "not_found";
+    case PX_EMETHOD:
+        return "method_not_allowed";
+    case PX_ETOOBIG:
+        return "request_too_large";
+    case PX_EBUSY:
+        return "overloaded";
+    case PX_ECANCELLED:
+        return "shutting_down";
+    case PX_EUPSTREAM:
+        return "upstream_error";
+    case PX_ETIMEDOUT:
+        return "upstream_timeout";
+    default:
+        return NULL;
+    }
+}
+
+char *http_error_json(const struct px_error *err, size_t *len)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(root, "error");
+    int status = px_http_status(err);
+    const char *code = err->err_code[0] ? err->err_code : default_code(err->code);
+    char *s;
+
+    cJSON_AddStringToObject(e, "message", err->message[0] ? err->message : "error");
+    cJSON_AddStringToObject(e, "type", err->type[0] ? err->type : default_type(err->code, status));
+    if (err->param[0])
+        cJSON_AddStringToObject(e, "param", err->param);
+    else
+        cJSON_AddNullToObject(e, "param");
+    if (code)
+        cJSON_AddStringToObject(e, "code", code);
+    else
+        cJSON_AddNullToObject(e, "code");
+    s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (len)
+        *len = strlen(s);
+    return s;
+}
+
+enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *ctype,
+                           const char *body, size_t len, const char *req_id, int retry_after)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    enum MHD_Result ret;
+
+    if (!r)
+        return MHD_NO;
+    if (ctype && *ctype)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (req_id)
+        MHD_add_response_header(r, "X-Request-Id", req_id);
+    if (retry_after > 0) {
+        char ra[16];
+
+        snprintf(ra, sizeof(ra), "%d", retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    ret = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_error *err,
+                                 const char *req_id)
+{
+    size_t len;
+    char *body = http_error_json(err, &len);
+    int status = px_http_status(err);
+    enum MHD_Result ret = http_queue(conn, status, "application/json", body, len, req_id,
+                                     status == 503 ? 1 : 0);
+
+    cJSON_free(body);
+    return ret;
+}

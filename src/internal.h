@@ -1,0 +1,228 @@
+/* internal.h: the server's private contracts: the client exchange (one HTTP request and its
+ * reply), the upstream transfers run by the I/O loops, the approach pool and the engine.
+ *
+ * DESIGN. libmicrohttpd's threads parse a request, then suspend its connection and hand it
+ * to an I/O loop (passthrough: one transfer relayed to the client) or to the approach pool
+ * (an approach thread runs plain sequential C and waits on a condition variable while its
+ * transfers run on the I/O loops). Every loop owns a curl multi handle and its connection
+ * pool; transfers reach a loop through its locked queue plus curl_multi_wakeup. The reply is
+ * produced into exchange.out and the connection resumed; MHD drains it (a content reader for
+ * streams). Protocol and invariants: shared/notes/mhd-curl-findings.md section 4.
+ *
+ * Lock order: MHD response mutex -> exchange.mu -> MHD internals; group.mu and loop.mu are
+ * leaves (never held while taking another lock). No curl call that can re-enter a write
+ * callback is made while holding exchange.mu. */
+#ifndef INTERNAL_H
+#define INTERNAL_H
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "approach.h"
+#include "buf.h"
+#include "chat.h"
+#include "config.h"
+#include "llm.h"
+#include "px.h"
+
+struct io_loop;
+struct xfer;
+
+enum ex_phase {
+    EX_RECEIVING = 0, /* MHD thread collects the body */
+    EX_WORKING,       /* handed off; connection suspended */
+    EX_REPLY,         /* status and first bytes (or the whole body) are ready */
+    EX_SENT           /* the response was queued */
+};
+
+/* One client request and its reply. Reference-counted; freed when the last holder lets go. */
+struct exchange {
+    pthread_mutex_t mu; /* guards every field down to 'usage' */
+    int refs;
+    bool suspended;   /* MHD_suspend_connection called, matching resume not yet (I2) */
+    bool closed;      /* notify_completed ran: never touch conn or fd again (I4) */
+    bool cancelled;   /* closed, client gone, or shutting down: abort upstream work */
+    bool client_gone; /* hang-up seen while suspended */
+    bool pipelined;   /* fd had data, not EOF: stop POLLIN watching, re-check by timer */
+    bool watched;     /* an I/O loop watches the fd while suspended */
+    enum ex_phase phase;
+    int status;          /* reply status */
+    bool streaming;      /* reply produced incrementally through 'out' (content reader) */
+    bool sse_started;    /* engine: the SSE head (role chunk or keep-alive) was sent */
+    struct buf out;      /* reply bytes not yet handed to MHD */
+    bool out_done;       /* nothing more will be appended */
+    bool out_error;      /* end the stream with an error (connection closed) */
+    char content_type[128];
+    int retry_after;     /* seconds, 0 = no header */
+    bool relay_paused;   /* the relay transfer returned CURL_WRITEFUNC_PAUSE */
+    struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
+    struct usage usage;  /* totals for the access log */
+    long long first_byte_us;
+
+    /* Set before hand-off, read-only afterwards. */
+    struct MHD_Connection *conn;
+    int fd;
+    struct arena *arena; /* owned; destroyed with the exchange */
+    struct chat_request req;
+    char id[40];             /* request id */
+    const char *upstream_key; /* in the arena; never logged */
+    long long start_us;
+    struct io_loop *home;    /* the loop that watches the fd */
+    const char *method;      /* MHD-owned strings, valid while the request lives */
+    const char *url;
+
+    /* MHD thread only (before hand-off). */
+    struct buf body;
+    bool too_big;
+};
+
+struct exchange *exchange_create(struct MHD_Connection *conn, const char *method, const char *url);
+void exchange_ref(struct exchange *ex);
+void exchange_unref(struct exchange *ex);
+/* Resumes the connection if suspended. Caller holds ex->mu. */
+void exchange_do_resume(struct exchange *ex);
+/* Sets a complete reply (copied) and resumes. Ignored once cancelled. Thread-safe. */
+void exchange_reply(struct exchange *ex, int status, const char *ctype, const char *body,
+                    size_t len);
+/* Sets an OpenAI-shaped error reply and resumes. Thread-safe. */
+void exchange_reply_error(struct exchange *ex, const struct px_error *err);
+/* Streaming: starts (status, content type) if not yet started, appends bytes, resumes the
+ * connection if it waits. 'done' ends the stream. Returns false once cancelled. */
+bool exchange_stream(struct exchange *ex, int status, const char *ctype, const char *data,
+                     size_t len, bool done);
+bool exchange_cancelled(struct exchange *ex);
+
+/* ---- http.c: response bodies ---------------------------------------------------------------- */
+
+/* The OpenAI error body {"error":{"message","type","param","code"}}; malloc'd. */
+char *http_error_json(const struct px_error *err, size_t *len);
+/* Queues a complete response on conn (MHD thread). */
+enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *ctype,
+                           const char *body, size_t len, const char *req_id, int retry_after);
+enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_error *err,
+                                 const char *req_id);
+
+/* ---- auth.c ----------------------------------------------------------------------------------- */
+
+/* Client authentication and upstream key resolution (DESIGN.md's two tables). 'authorization'
+ * and 'x_upstream' are header values or NULL. On success *upstream_key points at the key to
+ * send (borrowed from cfg or the header values). 401/400 with a message naming no key. */
+int auth_resolve(const struct config *cfg, const char *authorization, const char *x_upstream,
+                 const char **upstream_key, struct px_error *err);
+/* Only the gate (for /v1/models, /v1/approaches): 0 or PX_EAUTH. */
+int auth_gate(const struct config *cfg, const char *authorization, struct px_error *err);
+/* Constant-time string equality (length-independent timing via SHA-256 digests). */
+bool auth_equal(const char *a, const char *b);
+
+/* ---- upstream.c: transfers and I/O loops ------------------------------------------------------ */
+
+enum xfer_kind {
+    XFER_RELAY,  /* passthrough: the upstream's answer goes to the exchange as is */
+    XFER_CALL,   /* an approach call: buffered, parsed by the approach thread */
+    XFER_STREAM  /* an approach's final call streamed to the client through a sink */
+};
+
+/* Wait-group for one stage of an approach. */
+struct xfer_group {
+    pthread_mutex_t mu; /* guards pending */
+    pthread_cond_t cv;
+    int pending;
+};
+
+/* Called on the I/O thread for each parsed upstream SSE content delta of an XFER_STREAM. */
+typedef void xfer_delta_fn(void *sink, const char *text, size_t len);
+
+struct xfer {
+    enum xfer_kind kind;
+    struct exchange *ex;      /* referenced while the transfer lives */
+    struct xfer_group *group; /* XFER_CALL/XFER_STREAM */
+    char *url;                /* malloc'd */
+    char *body;               /* malloc'd; NULL for GET */
+    size_t body_len;
+    struct curl_slist *headers;
+    bool stream_relay;        /* XFER_RELAY of a stream request: relay chunk by chunk */
+    xfer_delta_fn *on_delta;  /* XFER_STREAM */
+    void *sink;
+
+    /* Results (written by the I/O thread, read after the group/exchange is signalled). */
+    long http_status;
+    CURLcode result;
+    bool aborted;
+    struct buf resp;          /* buffered body (XFER_CALL, error bodies, relays not streamed) */
+    char content_type[128];
+    long long start_us, end_us;
+    struct sse_parser *sse;   /* XFER_STREAM */
+
+    /* I/O thread only. */
+    CURL *easy;
+    struct io_loop *loop;
+    struct xfer *next;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+int io_start(const struct config *cfg);
+/* Stops the loops: aborts remaining transfers (their exchanges get 503) and joins. */
+void io_stop(void);
+/* Frees the loops after io_stop and after every approach thread has finished. */
+void io_free(void);
+/* Creates a transfer for base_url + path with the resolved key (may be NULL) in cfg's header. */
+struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct exchange *ex,
+                         const char *path, const char *key, char *body, size_t body_len);
+void xfer_destroy(struct xfer *x);
+/* Hands x to a loop (round-robin); returns 0 or PX_EBUSY when shutting down. The loop owns
+ * XFER_RELAY transfers and frees them; XFER_CALL/STREAM are freed by their creator after the
+ * group signals. */
+int io_submit(struct xfer *x);
+/* Asks ex->home to watch the client fd while the exchange is suspended. */
+void io_watch(struct exchange *ex);
+/* Wakes a loop (content reader drained a paused relay, or a connection was suspended). */
+void io_wake(struct io_loop *loop);
+struct io_loop *io_pick(void);
+
+/* ---- sse.c: incremental upstream SSE parser ---------------------------------------------------- */
+
+struct sse_parser;
+struct sse_parser *sse_parser_create(void);
+void sse_parser_destroy(struct sse_parser *p);
+/* Feeds bytes; for every content delta calls on_delta. Accumulates the full text, the
+ * finish_reason and the usage. Returns 0, or -1 when the stream is malformed or too big. */
+int sse_parser_feed(struct sse_parser *p, const char *data, size_t len, xfer_delta_fn *on_delta,
+                    void *sink);
+const char *sse_parser_text(struct sse_parser *p, size_t *len);
+const char *sse_parser_finish(struct sse_parser *p);
+const char *sse_parser_error(struct sse_parser *p); /* an in-band error message, or NULL */
+void sse_parser_usage(struct sse_parser *p, struct usage *u);
+bool sse_parser_done(struct sse_parser *p);
+
+/* ---- pool.c: approach threads ----------------------------------------------------------------- */
+
+int pool_start(unsigned max_threads, unsigned queue_max);
+/* Queues fn(arg); returns 0, or PX_EBUSY when the queue is full or the pool stopping. */
+int pool_submit(void (*fn)(void *), void *arg);
+void pool_stop(void);
+/* Queue depth and thread counts (for logs/metrics). */
+void pool_stats(unsigned *queued, unsigned *threads, unsigned *busy);
+
+/* ---- engine.c: runs a route for an exchange on an approach thread ------------------------------ */
+
+void engine_run(void *exchange);
+/* The upstream-transport implementation of struct llm for an exchange. */
+void engine_llm_init(struct llm *llm, struct exchange *ex);
+
+/* ---- server.c ---------------------------------------------------------------------------------- */
+
+int server_start(const struct config *cfg);
+/* The bound port (after server_start). */
+int server_port(void);
+/* Stops accepting new connections. */
+void server_quiesce(void);
+void server_stop(void);
+
+/* ---- response.c: OpenAI response JSON ---------------------------------------------------------- */
+
+/* A "chatcmpl-..." id into buf. Thread-safe. */
+void response_new_id(char *buf, size_t len);
+
+#endif

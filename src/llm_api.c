@@ -1,0 +1,223 @@
+/* llm_api.c: llm_sample / llm_batch / llm_final on top of a transport (struct llm_ops):
+ * n detection and fallback, partial failure, usage accounting. Transport-independent, so the
+ * approaches' unit tests run it over a fake transport. */
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "approach.h"
+#include "arena.h"
+#include "log.h"
+#include "prompt.h"
+
+struct llm_params llm_params_default(void)
+{
+    struct llm_params p = {.temperature = NAN, .max_tokens = -1, .n = 1};
+
+    return p;
+}
+
+static void usage_add(struct usage *to, const struct usage *u)
+{
+    to->prompt_tokens += u->prompt_tokens;
+    to->completion_tokens += u->completion_tokens;
+    to->reasoning_tokens += u->reasoning_tokens;
+    to->calls += u->calls;
+}
+
+static int fail_from(struct approach_ctx *ctx, const struct llm_reply *r)
+{
+    const char *msg = r->error && *r->error ? r->error : "upstream call failed";
+
+    if (r->status == PX_EHTTP || r->http_status >= 400)
+        return px_fail_http(ctx->err, r->http_status, msg);
+    return px_fail(ctx->err, r->status < 0 ? r->status : PX_EUPSTREAM, NULL, "%s", msg);
+}
+
+static void run(struct approach_ctx *ctx, struct llm_call *calls, size_t m)
+{
+    ctx->llm->ops->run(ctx->llm, ctx, calls, m);
+    for (size_t i = 0; i < m; i++)
+        usage_add(&ctx->usage, &calls[i].reply.usage);
+}
+
+int llm_batch(struct approach_ctx *ctx, struct llm_call *calls, size_t m)
+{
+    int ok = 0;
+
+    if (m == 0)
+        return 0;
+    run(ctx, calls, m);
+    for (size_t i = 0; i < m; i++)
+        if (calls[i].reply.status == PX_OK && calls[i].reply.nchoices > 0)
+            ok++;
+    if (ok == 0) {
+        for (size_t i = 0; i < m; i++)
+            if (calls[i].reply.status != PX_OK)
+                return fail_from(ctx, &calls[i].reply);
+        return px_fail(ctx->err, PX_EUPSTREAM, NULL, "the upstream returned no choices");
+    }
+    return ok;
+}
+
+/* Does an error on an n>1 call say the upstream refuses n? llama.cpp: "Only one completion
+ * choice is allowed" (400, sometimes 500); others name the parameter n. */
+static bool refuses_n(const struct llm_reply *r)
+{
+    char low[256];
+    size_t i;
+
+    if (r->http_status != 400 && r->http_status != 422 && r->http_status != 500)
+        return false;
+    if (!r->error)
+        return r->http_status != 500;
+    for (i = 0; i + 1 < sizeof(low) && r->error[i]; i++)
+        low[i] = (char)tolower((unsigned char)r->error[i]);
+    low[i] = '\0';
+    return strstr(low, "choice") || strstr(low, "'n'") || strstr(low, "\"n\"") ||
+           strstr(low, "`n`") || strstr(low, " n ") || strstr(low, "n must") ||
+           strstr(low, "n > 1") || strstr(low, "n>1") || strstr(low, "parameter n") ||
+           strstr(low, "param n");
+}
+
+int llm_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs,
+               const struct llm_params *p, int k, const char *stage, struct llm_choice *out)
+{
+    struct llm_params base = p ? *p : llm_params_default();
+    int got = 0;
+    int need = k;
+    const struct llm_reply *first_fail = NULL;
+    struct llm_reply n_fail;
+
+    if (k <= 0)
+        return 0;
+    if (k > 1 && ctx->llm->ops->get_n(ctx->llm) != 0) {
+        struct llm_call c = {.msgs = msgs, .nmsgs = nmsgs, .params = base, .stage = stage};
+
+        c.params.n = k;
+        run(ctx, &c, 1);
+        if (c.reply.status == PX_OK) {
+            for (int i = 0; i < c.reply.nchoices && got < k; i++)
+                out[got++] = c.reply.choices[i];
+            if (got >= k) {
+                if (ctx->llm->ops->get_n(ctx->llm) < 0)
+                    ctx->llm->ops->set_n(ctx->llm, 1);
+                return got;
+            }
+            /* Fewer choices than asked (Ollama ignores n): fetch the rest one by one. */
+            log_at(LOG_INFO, ctx->req_id, "upstream returned %d of %d choices; using single calls",
+                   c.reply.nchoices, k);
+            ctx->llm->ops->set_n(ctx->llm, 0);
+            need = k - got;
+        } else if (refuses_n(&c.reply)) {
+            log_at(LOG_INFO, ctx->req_id,
+                   "upstream refused n=%d (HTTP %d); using parallel single calls from now on", k,
+                   c.reply.http_status);
+            ctx->llm->ops->set_n(ctx->llm, 0);
+            n_fail = c.reply;
+            first_fail = &n_fail;
+        } else {
+            return fail_from(ctx, &c.reply);
+        }
+    }
+    struct llm_call *calls = arena_calloc(ctx->arena, (size_t)need, sizeof(*calls));
+    for (int i = 0; i < need; i++) {
+        calls[i].msgs = msgs;
+        calls[i].nmsgs = nmsgs;
+        calls[i].params = base;
+        calls[i].params.n = 1;
+        calls[i].stage = stage;
+    }
+    run(ctx, calls, (size_t)need);
+    for (int i = 0; i < need; i++) {
+        if (calls[i].reply.status == PX_OK && calls[i].reply.nchoices > 0)
+            out[got++] = calls[i].reply.choices[0];
+        else if (calls[i].reply.status != PX_OK && !first_fail)
+            first_fail = &calls[i].reply;
+    }
+    if (got == 0) {
+        if (first_fail)
+            return fail_from(ctx, first_fail);
+        return px_fail(ctx->err, PX_EUPSTREAM, NULL, "the upstream returned no choices");
+    }
+    return got;
+}
+
+int llm_final(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs,
+              const struct llm_params *p, const char *stage, struct llm_choice *out)
+{
+    struct llm_call c = {.msgs = msgs, .nmsgs = nmsgs, .stage = stage};
+
+    c.params = p ? *p : llm_params_default();
+    c.params.n = 1;
+    c.stream_to_client = ctx->stream_final;
+    run(ctx, &c, 1);
+    if (c.reply.status != PX_OK)
+        return fail_from(ctx, &c.reply);
+    if (c.reply.nchoices < 1)
+        return px_fail(ctx->err, PX_EUPSTREAM, NULL, "the upstream returned no choices");
+    *out = c.reply.choices[0];
+    return PX_OK;
+}
+
+size_t llm_msgs2(struct approach_ctx *ctx, const char *system, const char *user,
+                 struct llm_msg **out)
+{
+    struct llm_msg *m = arena_calloc(ctx->arena, 2, sizeof(*m));
+    size_t n = 0;
+
+    if (system && *system) {
+        m[n].role = "system";
+        m[n++].content = system;
+    }
+    m[n].role = "user";
+    m[n++].content = user ? user : "";
+    *out = m;
+    return n;
+}
+
+size_t llm_msgs_conversation(struct approach_ctx *ctx, const char *system_prefix,
+                             const char *user_suffix, struct llm_msg **out)
+{
+    const struct chat_request *req = ctx->req;
+    struct llm_msg *m = arena_calloc(ctx->arena, req->nmsgs + 2, sizeof(*m));
+    size_t n = 0;
+
+    if (system_prefix && *system_prefix) {
+        m[n].role = "system";
+        m[n++].content = system_prefix;
+    }
+    for (size_t i = 0; i < req->nmsgs; i++) {
+        m[n].role = req->msgs[i].role;
+        m[n].content = req->msgs[i].content;
+        m[n++].raw = req->msgs[i].raw;
+    }
+    if (user_suffix && *user_suffix) {
+        m[n].role = "user";
+        m[n++].content = user_suffix;
+    }
+    *out = m;
+    return n;
+}
+
+double approach_opt(const struct approach_ctx *ctx, const char *name)
+{
+    return chat_option(ctx->req, ctx->cfg, name);
+}
+
+char *approach_prompt(struct approach_ctx *ctx, const char *name, ...)
+{
+    const char *tmpl = prompt_get(name);
+    va_list ap;
+    char *s;
+
+    if (!tmpl) {
+        log_at(LOG_ERROR, ctx->req_id, "prompt %s is missing", name);
+        return arena_strdup(ctx->arena, "");
+    }
+    va_start(ap, name);
+    s = prompt_vrender(ctx->arena, tmpl, ap);
+    va_end(ap);
+    return s;
+}

@@ -1,0 +1,122 @@
+/* registry.c: THE approach table. Adding an approach = one file in approaches/ + one row here
+ * + its prompts in prompts/<slug>/. */
+#include <stdio.h>
+#include <string.h>
+
+#include "approach.h"
+#include "log.h"
+#include "prompt.h"
+
+extern const struct approach approach_bon;
+extern const struct approach approach_moa;
+extern const struct approach approach_self_consistency;
+extern const struct approach approach_majority_voting;
+extern const struct approach approach_re2;
+extern const struct approach approach_cot_reflection;
+
+const struct approach *const approach_registry[] = {
+    &approach_bon,
+    &approach_moa,
+    &approach_self_consistency,
+    &approach_majority_voting,
+    &approach_re2,
+    &approach_cot_reflection,
+    NULL,
+};
+const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;
+
+static bool name_eq(const char *name, const char *s, size_t len)
+{
+    return strlen(name) == len && memcmp(name, s, len) == 0;
+}
+
+const struct approach *approach_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < approach_registry_len; i++) {
+        const struct approach *a = approach_registry[i];
+
+        if (name_eq(a->slug, name, len))
+            return a;
+        for (const char *const *al = a->aliases; al && *al; al++)
+            if (name_eq(*al, name, len))
+                return a;
+    }
+    return NULL;
+}
+
+const struct approach_option *approach_option_find(const char *name)
+{
+    for (size_t i = 0; i < approach_registry_len; i++) {
+        const struct approach_option *o = approach_registry[i]->options;
+
+        for (; o && o->name; o++)
+            if (strcmp(o->name, name) == 0)
+                return o;
+    }
+    return NULL;
+}
+
+const char *approach_slug_list(void)
+{
+    /* Built from const data on every call into a static buffer: identical for all callers,
+     * so concurrent writers write the same bytes; keep it simple by building it once. */
+    static char list[1024];
+    static int built;
+
+    if (!__atomic_load_n(&built, __ATOMIC_ACQUIRE)) {
+        char tmp[1024];
+        size_t pos = 0;
+
+        tmp[0] = '\0';
+        for (size_t i = 0; i < approach_registry_len && pos < sizeof(tmp); i++)
+            pos += (size_t)snprintf(tmp + pos, sizeof(tmp) - pos, "%s%s", i ? ", " : "",
+                                    approach_registry[i]->slug);
+        memcpy(list, tmp, sizeof(list));
+        __atomic_store_n(&built, 1, __ATOMIC_RELEASE);
+    }
+    return list;
+}
+
+static bool slug_ok(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return false;
+    return true;
+}
+
+int registry_check(void)
+{
+    int bad = 0;
+
+    for (size_t i = 0; i < approach_registry_len; i++) {
+        const struct approach *a = approach_registry[i];
+
+        if (!slug_ok(a->slug) || !a->run || !a->summary) {
+            log_error("registry: approach %zu (%s) is malformed", i, a->slug);
+            bad = 1;
+        }
+        if (strcmp(a->slug, "none") == 0 || strcmp(a->slug, "auto") == 0) {
+            log_error("registry: slug %s is reserved", a->slug);
+            bad = 1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            const struct approach *b = approach_registry[j];
+
+            if (approach_find(a->slug, strlen(a->slug)) != a ||
+                (b->aliases && a->aliases && approach_find(*a->aliases, strlen(*a->aliases)) != a)) {
+                log_error("registry: duplicate name %s", a->slug);
+                bad = 1;
+            }
+        }
+        for (const char *const *p = a->prompts; p && *p; p++) {
+            if (!prompt_get(*p)) {
+                log_error("registry: approach %s needs missing prompt %s", a->slug, *p);
+                bad = 1;
+            }
+        }
+    }
+    return bad ? -1 : 0;
+}

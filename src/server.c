@@ -1,0 +1,502 @@
+/* server.c: libmicrohttpd set-up (epoll thread pool, suspend/resume), routing of the
+ * endpoints, request hand-off and the access log. */
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "arena.h"
+#include "internal.h"
+#include "log.h"
+
+static struct MHD_Daemon *daemon_;
+static const struct config *srv_cfg;
+static int bound_port;
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+static const char *header(struct MHD_Connection *c, const char *name)
+{
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+static enum MHD_Result reply_now(struct exchange *ex, int status, const char *ctype,
+                                 const char *body, size_t len)
+{
+    ex->status = status;
+    ex->phase = EX_SENT;
+    return http_queue(ex->conn, status, ctype, body, len, ex->id, 0);
+}
+
+static enum MHD_Result error_now(struct exchange *ex, const struct px_error *err)
+{
+    ex->status = px_http_status(err);
+    ex->phase = EX_SENT;
+    if (err->code == PX_EAUTH || err->code == PX_EINVAL)
+        log_at(LOG_INFO, ex->id, "%s %s: %d %s", ex->method, ex->url, ex->status, err->message);
+    return http_queue_error(ex->conn, err, ex->id);
+}
+
+/* Suspends the connection before anyone else can see the exchange (I2, I7). MHD thread. */
+static void suspend_for_work(struct exchange *ex)
+{
+    pthread_mutex_lock(&ex->mu);
+    ex->refs++; /* the worker's reference (relay transfer or approach job) */
+    ex->suspended = true;
+    ex->phase = EX_WORKING;
+    ex->home = io_pick();
+    MHD_suspend_connection(ex->conn);
+    pthread_mutex_unlock(&ex->mu);
+    io_watch(ex);
+}
+
+static void fail_after_suspend(struct exchange *ex, int code, const char *msg)
+{
+    struct px_error err;
+
+    px_fail(&err, code, NULL, "%s", msg);
+    exchange_reply_error(ex, &err);
+    exchange_unref(ex); /* the worker reference nobody took */
+}
+
+/* ---- endpoints ------------------------------------------------------------------------------- */
+
+static enum MHD_Result do_health(struct exchange *ex)
+{
+    static const char ok[] = "{\"status\":\"ok\"}";
+
+    return reply_now(ex, 200, "application/json", ok, sizeof(ok) - 1);
+}
+
+static enum MHD_Result do_approaches(struct exchange *ex)
+{
+    struct px_error err;
+    cJSON *root, *data;
+    char *s;
+    enum MHD_Result r;
+
+    if (auth_gate(srv_cfg, header(ex->conn, "Authorization"), &err) < 0)
+        return error_now(ex, &err);
+    root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    data = cJSON_AddArrayToObject(root, "data");
+    for (size_t i = 0; i < approach_registry_len; i++) {
+        const struct approach *a = approach_registry[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON *al = cJSON_AddArrayToObject(o, "aliases");
+        cJSON *opts = cJSON_AddArrayToObject(o, "options");
+
+        cJSON_AddStringToObject(o, "id", a->slug);
+        cJSON_AddStringToObject(o, "object", "approach");
+        cJSON_AddStringToObject(o, "summary", a->summary);
+        for (const char *const *p = a->aliases; p && *p; p++)
+            cJSON_AddItemToArray(al, cJSON_CreateString(*p));
+        for (const struct approach_option *op = a->options; op && op->name; op++) {
+            cJSON *ov = cJSON_CreateObject();
+
+            cJSON_AddStringToObject(ov, "name", op->name);
+            cJSON_AddNumberToObject(ov, "default", op->def);
+            cJSON_AddNumberToObject(ov, "value", config_option(srv_cfg, op->name, op->def));
+            cJSON_AddStringToObject(ov, "help", op->help);
+            cJSON_AddItemToArray(opts, ov);
+        }
+        cJSON_AddNumberToObject(o, "upstream_calls", a->calls);
+        cJSON_AddNumberToObject(o, "rounds", a->rounds);
+        cJSON_AddItemToArray(data, o);
+    }
+    s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    r = reply_now(ex, 200, "application/json", s, strlen(s));
+    cJSON_free(s);
+    return r;
+}
+
+static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, size_t len,
+                             bool stream)
+{
+    struct xfer *x =
+        xfer_create(srv_cfg, XFER_RELAY, ex, path, ex->upstream_key, body, len);
+
+    x->stream_relay = stream;
+    suspend_for_work(ex);
+    if (io_submit(x) < 0) {
+        xfer_destroy(x);
+        fail_after_suspend(ex, PX_ECANCELLED, "the server is shutting down");
+        return MHD_YES;
+    }
+    exchange_unref(ex); /* the transfer holds its own reference */
+    return MHD_YES;
+}
+
+static enum MHD_Result do_models(struct exchange *ex)
+{
+    struct px_error err;
+    const char *key;
+
+    if (auth_resolve(srv_cfg, header(ex->conn, "Authorization"),
+                     header(ex->conn, "X-Upstream-Api-Key"), &key, &err) < 0)
+        return error_now(ex, &err);
+    ex->upstream_key = arena_strdup(ex->arena, key);
+    return relay(ex, "/models", NULL, 0, false);
+}
+
+/* The body that goes upstream for a passthrough: the client's bytes unchanged when nothing
+ * had to change, else the parsed body with the model replaced and our fields removed. */
+static char *passthrough_body(struct exchange *ex, size_t *len)
+{
+    cJSON *root = ex->req.body;
+    bool changed = strcmp(ex->req.model, ex->req.upstream_model) != 0;
+    cJSON *it, *next;
+
+    for (it = root->child; it; it = next) {
+        next = it->next;
+        if (it->string && strncmp(it->string, "optillm_", 8) == 0) {
+            cJSON_DeleteItemFromObjectCaseSensitive(root, it->string);
+            changed = true;
+        }
+    }
+    /* Tags were removed from the messages (the parsed content differs from the raw text). */
+    if (!changed && strstr(buf_cstr(&ex->body), "<optillm_approach>"))
+        changed = true;
+    if (!cJSON_GetObjectItemCaseSensitive(root, "model"))
+        changed = true;
+    if (!changed) {
+        *len = ex->body.len;
+        return xstrndup(buf_cstr(&ex->body), ex->body.len);
+    }
+    if (cJSON_GetObjectItemCaseSensitive(root, "model"))
+        cJSON_ReplaceItemInObjectCaseSensitive(root, "model",
+                                               cJSON_CreateString(ex->req.upstream_model));
+    else
+        cJSON_AddStringToObject(root, "model", ex->req.upstream_model);
+    char *s = cJSON_PrintUnformatted(root);
+    *len = strlen(s);
+    return s;
+}
+
+static enum MHD_Result do_chat(struct exchange *ex)
+{
+    struct px_error err;
+    const char *key;
+
+    if (auth_resolve(srv_cfg, header(ex->conn, "Authorization"),
+                     header(ex->conn, "X-Upstream-Api-Key"), &key, &err) < 0)
+        return error_now(ex, &err);
+    ex->upstream_key = arena_strdup(ex->arena, key);
+    if (chat_request_parse(ex->arena, buf_cstr(&ex->body), ex->body.len, srv_cfg, &ex->req,
+                           &err) < 0)
+        return error_now(ex, &err);
+    if (ex->req.route.count == 0) {
+        size_t len;
+        char *body = passthrough_body(ex, &len);
+
+        return relay(ex, "/chat/completions", body, len, ex->req.stream);
+    }
+    suspend_for_work(ex);
+    if (pool_submit(engine_run, ex) < 0) {
+        struct px_error busy;
+
+        px_fail(&busy, PX_EBUSY, NULL,
+                "the proxy is at capacity (approach queue full); retry shortly");
+        log_at(LOG_WARN, ex->id, "approach queue full: 503");
+        exchange_reply_error(ex, &busy);
+        exchange_unref(ex);
+    }
+    return MHD_YES;
+}
+
+/* ---- libmicrohttpd callbacks ------------------------------------------------------------------ */
+
+static const char *strip_v1(const char *url)
+{
+    if (strncmp(url, "/v1/", 4) == 0)
+        return url + 3;
+    return url;
+}
+
+static enum MHD_Result dispatch(struct exchange *ex)
+{
+    const char *path = strip_v1(ex->url);
+    bool get = strcmp(ex->method, "GET") == 0;
+    bool post = strcmp(ex->method, "POST") == 0;
+    struct px_error err;
+    const char *allow = NULL;
+
+    if (strcmp(path, "/health") == 0) {
+        if (get || strcmp(ex->method, "HEAD") == 0)
+            return do_health(ex);
+        allow = "GET";
+    } else if (strcmp(path, "/chat/completions") == 0) {
+        if (post) {
+            if (ex->too_big) {
+                px_fail(&err, PX_ETOOBIG, NULL, "request body exceeds %zu bytes",
+                        srv_cfg->max_body);
+                return error_now(ex, &err);
+            }
+            return do_chat(ex);
+        }
+        allow = "POST";
+    } else if (strcmp(path, "/models") == 0) {
+        if (get)
+            return do_models(ex);
+        allow = "GET";
+    } else if (strcmp(path, "/approaches") == 0) {
+        if (get)
+            return do_approaches(ex);
+        allow = "GET";
+    }
+    if (allow) {
+        px_fail(&err, PX_EMETHOD, NULL, "method %.16s is not allowed on %.200s (allowed: %s)",
+                ex->method, ex->url, allow);
+        return error_now(ex, &err);
+    }
+    px_fail(&err, PX_ENOTFOUND, NULL, "unknown path %.200s", ex->url);
+    return error_now(ex, &err);
+}
+
+static ssize_t content_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct exchange *ex = cls;
+    ssize_t n;
+    bool wake_relay = false;
+    struct io_loop *rl;
+
+    (void)pos;
+    pthread_mutex_lock(&ex->mu);
+    rl = ex->relay_loop;
+    if (ex->out.len > 0) {
+        n = (ssize_t)(ex->out.len < max ? ex->out.len : max);
+        memcpy(buf, ex->out.data, (size_t)n);
+        buf_consume(&ex->out, (size_t)n);
+        wake_relay = ex->relay_paused && ex->out.len < PX_STREAM_LOW_WATER;
+        pthread_mutex_unlock(&ex->mu);
+        if (wake_relay)
+            io_wake(rl);
+        return n;
+    }
+    if (ex->out_done || ex->cancelled) {
+        bool error = ex->out_error || (ex->cancelled && !ex->out_done);
+
+        pthread_mutex_unlock(&ex->mu);
+        return error ? MHD_CONTENT_READER_END_WITH_ERROR : MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    ex->suspended = true; /* I5: return 0 only right after suspending */
+    MHD_suspend_connection(ex->conn);
+    pthread_mutex_unlock(&ex->mu);
+    io_wake(ex->home); /* the home loop watches the fd again */
+    return 0;
+}
+
+static void reader_free(void *cls)
+{
+    exchange_unref(cls);
+}
+
+static enum MHD_Result send_reply(struct exchange *ex)
+{
+    struct MHD_Response *r;
+    int status;
+    char ctype[128];
+    int retry_after;
+
+    pthread_mutex_lock(&ex->mu);
+    if (ex->client_gone) {
+        pthread_mutex_unlock(&ex->mu);
+        return MHD_NO; /* MHD closes the connection; notify_completed follows */
+    }
+    if (ex->phase != EX_REPLY) {
+        pthread_mutex_unlock(&ex->mu);
+        return MHD_YES;
+    }
+    ex->phase = EX_SENT;
+    status = ex->status;
+    retry_after = ex->retry_after;
+    snprintf(ctype, sizeof(ctype), "%s", ex->content_type);
+    if (ex->streaming) {
+        ex->refs++; /* the content reader's; dropped in reader_free */
+        pthread_mutex_unlock(&ex->mu);
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, content_reader, ex,
+                                              reader_free);
+        if (r) {
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+            MHD_add_response_header(r, "X-Accel-Buffering", "no");
+        }
+    } else {
+        r = MHD_create_response_from_buffer(ex->out.len, ex->out.data, MHD_RESPMEM_MUST_COPY);
+        pthread_mutex_unlock(&ex->mu);
+    }
+    if (!r)
+        return MHD_NO;
+    if (ctype[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(r, "X-Request-Id", ex->id);
+    if (retry_after > 0) {
+        char ra[16];
+
+        snprintf(ra, sizeof(ra), "%d", retry_after);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    enum MHD_Result ret = MHD_queue_response(ex->conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                      const char *method, const char *version,
+                                      const char *upload, size_t *upload_size, void **con_cls)
+{
+    struct exchange *ex = *con_cls;
+
+    (void)cls;
+    (void)version;
+    if (!ex) {
+        /* First call: headers only. Never answer here (P9). */
+        ex = exchange_create(conn, method, url);
+        *con_cls = ex;
+        const char *cl = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            unsigned long long v = strtoull(cl, &end, 10);
+
+            if (*end == '\0' && v > srv_cfg->max_body)
+                ex->too_big = true;
+        }
+        return MHD_YES;
+    }
+    if (ex->phase == EX_RECEIVING) {
+        if (*upload_size > 0) {
+            if (!ex->too_big && ex->body.len + *upload_size > srv_cfg->max_body)
+                ex->too_big = true;
+            if (ex->too_big) {
+                struct px_error err;
+
+                /* Answer at once; MHD closes the connection after it, discarding the rest. */
+                px_fail(&err, PX_ETOOBIG, NULL, "request body exceeds %zu bytes",
+                        srv_cfg->max_body);
+                *upload_size = 0;
+                buf_free(&ex->body);
+                return error_now(ex, &err);
+            }
+            buf_append(&ex->body, upload, *upload_size);
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        return dispatch(ex);
+    }
+    if (ex->phase == EX_SENT) {
+        *upload_size = 0; /* the rest of a refused upload is discarded */
+        return MHD_YES;
+    }
+    return send_reply(ex);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    struct exchange *ex = *con_cls;
+    struct io_loop *home, *rl;
+
+    (void)cls;
+    (void)conn;
+    if (!ex)
+        return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&ex->mu);
+    ex->closed = true;
+    ex->cancelled = true;
+    ex->conn = NULL;
+    home = ex->home;
+    rl = ex->relay_loop;
+    int status = ex->status;
+    struct usage u = ex->usage;
+    pthread_mutex_unlock(&ex->mu);
+    if (log_level >= LOG_INFO) {
+        long long us = px_now_us() - ex->start_us;
+
+        log_at(LOG_INFO, ex->id,
+               "%s %s approach=%s model=%s status=%d%s calls=%ld prompt_tokens=%ld "
+               "completion_tokens=%ld ms=%.1f",
+               ex->method, ex->url, ex->req.route_name ? ex->req.route_name : "-",
+               ex->req.model ? ex->req.model : "-", status,
+               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)", u.calls,
+               u.prompt_tokens, u.completion_tokens, (double)us / 1000.0);
+    }
+    io_wake(home);
+    if (rl != home)
+        io_wake(rl);
+    exchange_unref(ex);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    /* P20: our own way of dropping a departed client is not an error worth a line. */
+    if (strstr(msg, "Application reported internal error"))
+        return;
+    log_at(LOG_WARN, NULL, "libmicrohttpd: %s", msg);
+}
+
+int server_start(const struct config *cfg)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+
+    srv_cfg = cfg;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, cfg->host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)cfg->port);
+        sl = sizeof(*s4);
+    } else if (inet_pton(AF_INET6, cfg->host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)cfg->port);
+        sl = sizeof(*s6);
+        flags |= MHD_USE_IPv6;
+    } else {
+        log_error("--host %s is not an IPv4 or IPv6 address", cfg->host);
+        return -1;
+    }
+    (void)sl;
+    daemon_ = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_logger, NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_NOTIFY_COMPLETED,
+        completed, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->conn_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(PX_MAX_HEADER_BYTES * 2),
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned)4096, MHD_OPTION_END);
+    if (!daemon_) {
+        log_error("cannot listen on %s:%d (in use, or not allowed)", cfg->host, cfg->port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
+    bound_port = di ? di->port : cfg->port;
+    return 0;
+}
+
+int server_port(void)
+{
+    return bound_port;
+}
+
+void server_quiesce(void)
+{
+    if (daemon_)
+        MHD_quiesce_daemon(daemon_);
+}
+
+void server_stop(void)
+{
+    if (daemon_)
+        MHD_stop_daemon(daemon_);
+    daemon_ = NULL;
+}

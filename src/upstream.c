@@ -1,0 +1,596 @@
+/* upstream.c: the I/O loops. Each loop is one thread with its own curl multi handle and
+ * connection pool (curl 7.88 cannot share a connection cache across threads), carrying many
+ * transfers at once, and watching suspended clients' sockets for hang-ups. */
+#define _GNU_SOURCE /* POLLRDHUP */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
+#include "arena.h"
+#include "internal.h"
+#include "log.h"
+
+struct io_loop {
+    pthread_t thread;
+    CURLM *multi;
+    unsigned index;
+
+    pthread_mutex_t mu; /* guards q_head, q_tail, watch_q, nwatch_q, cap_watch_q, stopping */
+    struct xfer *q_head, *q_tail;
+    struct exchange **watch_q;
+    size_t nwatch_q, cap_watch_q;
+    bool stopping;
+
+    /* Loop thread only. */
+    struct xfer *active;
+    size_t nactive;
+    struct exchange **watched;
+    size_t nwatched, cap_watched;
+};
+
+static struct io_loop *loops;
+static unsigned nloops;
+static unsigned rr; /* round-robin cursor (atomic builtins) */
+static const struct config *io_cfg;
+
+/* ---- transfers ------------------------------------------------------------------------------- */
+
+struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct exchange *ex,
+                         const char *path, const char *key, char *body, size_t body_len)
+{
+    struct xfer *x = xcalloc(1, sizeof(*x));
+    size_t ulen = strlen(cfg->base_url) + strlen(path) + 1;
+
+    x->kind = kind;
+    x->ex = ex;
+    if (ex)
+        exchange_ref(ex);
+    x->url = xmalloc(ulen);
+    snprintf(x->url, ulen, "%s%s", cfg->base_url, path);
+    x->body = body;
+    x->body_len = body_len;
+    buf_init(&x->resp, PX_MAX_UPSTREAM_REPLY);
+    if (body)
+        x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
+    x->headers = curl_slist_append(x->headers, "Expect:");
+    x->headers = curl_slist_append(x->headers, "User-Agent: optillm-c/" PX_VERSION);
+    if (key) {
+        /* The only place a key is formatted; the string lives in the slist and is freed with
+         * the transfer. CURLOPT_VERBOSE is never set, so curl does not print it. */
+        bool bearer = strcasecmp(cfg->auth_header, "Authorization") == 0;
+        size_t hl = strlen(cfg->auth_header) + strlen(key) + 16;
+        char *h = xmalloc(hl);
+
+        snprintf(h, hl, "%s: %s%s", cfg->auth_header, bearer ? "Bearer " : "", key);
+        x->headers = curl_slist_append(x->headers, h);
+        explicit_bzero(h, hl);
+        free(h);
+    }
+    return x;
+}
+
+void xfer_destroy(struct xfer *x)
+{
+    if (!x)
+        return;
+    if (x->easy)
+        curl_easy_cleanup(x->easy);
+    free(x->url);
+    free(x->body);
+    curl_slist_free_all(x->headers);
+    buf_free(&x->resp);
+    sse_parser_destroy(x->sse);
+    exchange_unref(x->ex);
+    free(x);
+}
+
+static void first_bytes(struct xfer *x)
+{
+    if (x->http_status == 0) {
+        const char *ct = NULL;
+
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->http_status);
+        curl_easy_getinfo(x->easy, CURLINFO_CONTENT_TYPE, &ct);
+        snprintf(x->content_type, sizeof(x->content_type), "%s", ct ? ct : "application/json");
+    }
+}
+
+static size_t relay_stream(struct xfer *x, const char *data, size_t n)
+{
+    struct exchange *ex = x->ex;
+
+    pthread_mutex_lock(&ex->mu);
+    if (ex->cancelled) {
+        pthread_mutex_unlock(&ex->mu);
+        return 0; /* aborts the transfer */
+    }
+    if (ex->phase < EX_REPLY) {
+        ex->status = (int)x->http_status;
+        snprintf(ex->content_type, sizeof(ex->content_type), "%s", x->content_type);
+        ex->streaming = true;
+        ex->phase = EX_REPLY;
+        ex->first_byte_us = px_now_us();
+    }
+    if (ex->out.len > PX_STREAM_HIGH_WATER) {
+        ex->relay_paused = true;
+        pthread_mutex_unlock(&ex->mu);
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    buf_append(&ex->out, data, n);
+    exchange_do_resume(ex);
+    pthread_mutex_unlock(&ex->mu);
+    return n;
+}
+
+static size_t write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct xfer *x = userp;
+    size_t n = size * nmemb;
+
+    first_bytes(x);
+    if (x->kind == XFER_RELAY && x->stream_relay)
+        return relay_stream(x, data, n);
+    if (x->kind == XFER_STREAM && x->http_status < 300) {
+        if (x->ex && exchange_cancelled(x->ex))
+            return 0;
+        if (sse_parser_feed(x->sse, data, n, x->on_delta, x->sink) < 0)
+            return 0;
+        return n;
+    }
+    if (buf_append(&x->resp, data, n) < 0)
+        return 0; /* over the cap: aborts with CURLE_WRITE_ERROR */
+    return n;
+}
+
+static void start(struct io_loop *l, struct xfer *x)
+{
+    CURL *e = curl_easy_init();
+
+    if (!e) {
+        log_error("curl_easy_init failed");
+        abort();
+    }
+    x->easy = e;
+    x->loop = l;
+    x->start_us = px_now_us();
+    curl_easy_setopt(e, CURLOPT_URL, x->url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(io_cfg->upstream_timeout * 1000));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(io_cfg->connect_timeout * 1000));
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    if (x->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+    } else {
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    }
+    x->next = l->active;
+    l->active = x;
+    l->nactive++;
+    curl_multi_add_handle(l->multi, e);
+}
+
+static void unlink_active(struct io_loop *l, struct xfer *x)
+{
+    for (struct xfer **pp = &l->active; *pp; pp = &(*pp)->next) {
+        if (*pp == x) {
+            *pp = x->next;
+            l->nactive--;
+            return;
+        }
+    }
+}
+
+/* The reply of a relay transfer that ended (or failed before its first byte). */
+/* Usage of a relayed non-stream answer, for the access log. */
+static void relay_usage(struct xfer *x)
+{
+    struct usage u = {.calls = 1};
+
+    if (!x->stream_relay && x->http_status == 200 && x->resp.len) {
+        cJSON *root = cJSON_ParseWithLength(buf_cstr(&x->resp), x->resp.len);
+        const cJSON *us = root ? cJSON_GetObjectItemCaseSensitive(root, "usage") : NULL;
+        const cJSON *v;
+
+        if (cJSON_IsObject(us)) {
+            if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(us, "prompt_tokens")))
+                u.prompt_tokens = (long)v->valuedouble;
+            if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(us, "completion_tokens")))
+                u.completion_tokens = (long)v->valuedouble;
+        }
+        cJSON_Delete(root);
+    }
+    pthread_mutex_lock(&x->ex->mu);
+    x->ex->usage = u;
+    pthread_mutex_unlock(&x->ex->mu);
+}
+
+static void relay_done(struct xfer *x)
+{
+    struct exchange *ex = x->ex;
+    struct px_error err;
+
+    relay_usage(x);
+    if (x->aborted) {
+        pthread_mutex_lock(&ex->mu);
+        bool replied = ex->phase >= EX_REPLY;
+        if (replied) {
+            ex->out_done = true;
+            ex->out_error = true;
+            exchange_do_resume(ex);
+        }
+        pthread_mutex_unlock(&ex->mu);
+        if (!replied) {
+            px_fail(&err, PX_ECANCELLED, NULL, "the server is shutting down");
+            exchange_reply_error(ex, &err);
+        }
+        return;
+    }
+    if (x->result != CURLE_OK) {
+        if (x->result == CURLE_OPERATION_TIMEDOUT)
+            px_fail(&err, PX_ETIMEDOUT, NULL, "the upstream did not answer within %g s",
+                    io_cfg->upstream_timeout);
+        else if (x->result == CURLE_WRITE_ERROR && x->resp.len >= PX_MAX_UPSTREAM_REPLY - 65536)
+            px_fail(&err, PX_EUPSTREAM, NULL, "the upstream's answer exceeds %u bytes",
+                    PX_MAX_UPSTREAM_REPLY);
+        else
+            px_fail(&err, PX_EUPSTREAM, NULL, "upstream unreachable: %s",
+                    x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
+        log_at(LOG_WARN, ex->id, "upstream %s: %s", x->url, err.message);
+        exchange_reply_error(ex, &err); /* in-band if a stream was under way */
+        return;
+    }
+    if (x->stream_relay) {
+        pthread_mutex_lock(&ex->mu);
+        if (ex->phase < EX_REPLY) { /* an empty body */
+            ex->status = (int)x->http_status;
+            snprintf(ex->content_type, sizeof(ex->content_type), "%s", x->content_type);
+            ex->streaming = true;
+            ex->phase = EX_REPLY;
+        }
+        ex->out_done = true;
+        exchange_do_resume(ex);
+        pthread_mutex_unlock(&ex->mu);
+        return;
+    }
+    exchange_reply(ex, (int)x->http_status, x->content_type, buf_cstr(&x->resp), x->resp.len);
+}
+
+static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
+{
+    x->result = result;
+    x->end_us = px_now_us();
+    if (x->easy) {
+        first_bytes(x);
+        curl_multi_remove_handle(l->multi, x->easy);
+        curl_easy_cleanup(x->easy);
+        x->easy = NULL;
+    }
+    unlink_active(l, x);
+    if (x->kind == XFER_RELAY) {
+        relay_done(x);
+        xfer_destroy(x);
+        return;
+    }
+    struct xfer_group *g = x->group;
+    pthread_mutex_lock(&g->mu);
+    g->pending--;
+    pthread_cond_signal(&g->cv);
+    pthread_mutex_unlock(&g->mu); /* x may be freed by its owner from here on */
+}
+
+/* Aborts a transfer that never started (queued at shutdown). */
+static void finish_unstarted(struct xfer *x)
+{
+    x->aborted = true;
+    x->result = CURLE_ABORTED_BY_CALLBACK;
+    if (x->kind == XFER_RELAY) {
+        relay_done(x);
+        xfer_destroy(x);
+        return;
+    }
+    pthread_mutex_lock(&x->group->mu);
+    x->group->pending--;
+    pthread_cond_signal(&x->group->cv);
+    pthread_mutex_unlock(&x->group->mu);
+}
+
+/* ---- the loop -------------------------------------------------------------------------------- */
+
+static void watch_add(struct io_loop *l, struct exchange *ex)
+{
+    if (l->nwatched == l->cap_watched) {
+        l->cap_watched = l->cap_watched ? l->cap_watched * 2 : 64;
+        l->watched = xrealloc(l->watched, l->cap_watched * sizeof(*l->watched));
+    }
+    l->watched[l->nwatched++] = ex;
+}
+
+/* Checks a suspended client for a hang-up (caller holds ex->mu, ex->suspended is set, so the
+ * fd is valid: MHD cannot close a suspended connection). */
+static void check_hangup(struct exchange *ex)
+{
+    struct pollfd p = {.fd = ex->fd, .events = POLLIN | POLLRDHUP};
+
+    if (poll(&p, 1, 0) <= 0)
+        return;
+    if (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+        ex->client_gone = true;
+        ex->cancelled = true;
+        log_at(LOG_INFO, ex->id, "client disconnected; cancelling its upstream work");
+        exchange_do_resume(ex); /* MHD then drops the connection */
+    } else if (p.revents & POLLIN) {
+        ex->pipelined = true; /* a pipelined request, not EOF: re-check by timer (P3) */
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    struct io_loop *l = arg;
+    struct curl_waitfd *extra = NULL;
+    struct exchange **extra_ex = NULL;
+    size_t cap_extra = 0;
+    struct xfer **to_unpause = NULL;
+    size_t cap_unpause = 0;
+
+    for (;;) {
+        bool stopping, any_pipelined = false, more_queued;
+        struct xfer *q;
+        int running;
+
+        pthread_mutex_lock(&l->mu);
+        q = l->q_head;
+        l->q_head = l->q_tail = NULL;
+        for (size_t i = 0; i < l->nwatch_q; i++)
+            watch_add(l, l->watch_q[i]);
+        l->nwatch_q = 0;
+        stopping = l->stopping;
+        pthread_mutex_unlock(&l->mu);
+
+        while (q) {
+            struct xfer *next = q->next;
+
+            if (stopping)
+                finish_unstarted(q);
+            else
+                start(l, q);
+            q = next;
+        }
+        curl_multi_perform(l->multi, &running);
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(l->multi, &left))) {
+            if (msg->msg == CURLMSG_DONE) {
+                struct xfer *x;
+
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+                finish(l, x, msg->data.result);
+            }
+        }
+
+        /* Cancelled requests and back-pressure. */
+        size_t nun = 0;
+        for (struct xfer *x = l->active, *next; x; x = next) {
+            bool abort_it, unpause = false;
+
+            next = x->next;
+            if (!x->ex) {
+                if (stopping) {
+                    x->aborted = true;
+                    finish(l, x, CURLE_ABORTED_BY_CALLBACK);
+                }
+                continue;
+            }
+            pthread_mutex_lock(&x->ex->mu);
+            abort_it = x->ex->cancelled || stopping;
+            if (!abort_it && x->kind == XFER_RELAY && x->ex->relay_paused &&
+                x->ex->out.len < PX_STREAM_LOW_WATER) {
+                x->ex->relay_paused = false;
+                unpause = true;
+            }
+            pthread_mutex_unlock(&x->ex->mu);
+            if (abort_it) {
+                x->aborted = true;
+                finish(l, x, CURLE_ABORTED_BY_CALLBACK);
+            } else if (unpause) {
+                if (nun == cap_unpause) {
+                    cap_unpause = cap_unpause ? cap_unpause * 2 : 16;
+                    to_unpause = xrealloc(to_unpause, cap_unpause * sizeof(*to_unpause));
+                }
+                to_unpause[nun++] = x;
+            }
+        }
+        for (size_t i = 0; i < nun; i++) /* outside ex->mu: this re-enters write_cb (I6) */
+            curl_easy_pause(to_unpause[i]->easy, CURLPAUSE_CONT);
+
+        /* Suspended clients to watch. */
+        size_t nextra = 0;
+        for (size_t i = 0; i < l->nwatched;) {
+            struct exchange *ex = l->watched[i];
+            bool drop;
+
+            pthread_mutex_lock(&ex->mu);
+            drop = ex->closed || stopping;
+            if (!drop && ex->suspended) {
+                if (ex->pipelined) {
+                    check_hangup(ex);
+                    any_pipelined = true;
+                } else if (ex->fd >= 0) {
+                    if (nextra == cap_extra) {
+                        cap_extra = cap_extra ? cap_extra * 2 : 64;
+                        extra = xrealloc(extra, cap_extra * sizeof(*extra));
+                        extra_ex = xrealloc(extra_ex, cap_extra * sizeof(*extra_ex));
+                    }
+                    extra[nextra].fd = ex->fd;
+                    extra[nextra].events = CURL_WAIT_POLLIN;
+                    extra[nextra].revents = 0;
+                    extra_ex[nextra++] = ex;
+                }
+            }
+            if (drop)
+                ex->watched = false;
+            pthread_mutex_unlock(&ex->mu);
+            if (drop) {
+                l->watched[i] = l->watched[--l->nwatched];
+                exchange_unref(ex);
+                continue;
+            }
+            i++;
+        }
+
+        if (stopping && l->nactive == 0 && l->nwatched == 0) {
+            pthread_mutex_lock(&l->mu);
+            more_queued = l->q_head != NULL;
+            pthread_mutex_unlock(&l->mu);
+            if (!more_queued)
+                break;
+            continue;
+        }
+        if (nun > 0)
+            continue;
+        pthread_mutex_lock(&l->mu);
+        more_queued = l->q_head != NULL || l->nwatch_q > 0 || l->stopping != stopping;
+        pthread_mutex_unlock(&l->mu);
+        if (more_queued)
+            continue; /* P15: never sleep on queued work */
+        curl_multi_poll(l->multi, extra, (unsigned)nextra, any_pipelined ? 100 : 1000, NULL);
+        for (size_t i = 0; i < nextra; i++) {
+            if (!extra[i].revents)
+                continue;
+            struct exchange *ex = extra_ex[i]; /* still referenced by the watch list */
+            pthread_mutex_lock(&ex->mu);
+            if (ex->suspended && !ex->closed)
+                check_hangup(ex);
+            pthread_mutex_unlock(&ex->mu);
+        }
+    }
+    free(extra);
+    free(extra_ex);
+    free(to_unpause);
+    return NULL;
+}
+
+/* ---- public ---------------------------------------------------------------------------------- */
+
+int io_start(const struct config *cfg)
+{
+    io_cfg = cfg;
+    nloops = cfg->io_loops;
+    loops = xcalloc(nloops, sizeof(*loops));
+    for (unsigned i = 0; i < nloops; i++) {
+        struct io_loop *l = &loops[i];
+
+        l->index = i;
+        l->multi = curl_multi_init();
+        if (!l->multi)
+            return -1;
+        curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, 4096L);
+        curl_multi_setopt(l->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+        pthread_mutex_init(&l->mu, NULL);
+        if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
+            log_error("cannot start I/O loop %u", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void io_stop(void)
+{
+    for (unsigned i = 0; i < nloops; i++) {
+        pthread_mutex_lock(&loops[i].mu);
+        loops[i].stopping = true;
+        pthread_mutex_unlock(&loops[i].mu);
+        curl_multi_wakeup(loops[i].multi);
+    }
+    for (unsigned i = 0; i < nloops; i++)
+        pthread_join(loops[i].thread, NULL);
+}
+
+void io_free(void)
+{
+    for (unsigned i = 0; i < nloops; i++) {
+        struct io_loop *l = &loops[i];
+
+        /* Transfers submitted after the loop stopped were refused by io_submit. */
+        for (size_t j = 0; j < l->nwatch_q; j++)
+            exchange_unref(l->watch_q[j]);
+        free(l->watch_q);
+        free(l->watched);
+        curl_multi_cleanup(l->multi);
+        pthread_mutex_destroy(&l->mu);
+    }
+    free(loops);
+    loops = NULL;
+    nloops = 0;
+}
+
+struct io_loop *io_pick(void)
+{
+    unsigned i = __atomic_fetch_add(&rr, 1, __ATOMIC_RELAXED);
+
+    return &loops[i % nloops];
+}
+
+int io_submit(struct xfer *x)
+{
+    struct io_loop *l = io_pick();
+
+    pthread_mutex_lock(&l->mu);
+    if (l->stopping) {
+        pthread_mutex_unlock(&l->mu);
+        return PX_ECANCELLED;
+    }
+    x->next = NULL;
+    if (l->q_tail)
+        l->q_tail->next = x;
+    else
+        l->q_head = x;
+    l->q_tail = x;
+    if (x->kind == XFER_RELAY && x->ex) {
+        pthread_mutex_lock(&x->ex->mu);
+        x->ex->relay_loop = l;
+        pthread_mutex_unlock(&x->ex->mu);
+    }
+    pthread_mutex_unlock(&l->mu);
+    curl_multi_wakeup(l->multi);
+    return PX_OK;
+}
+
+void io_watch(struct exchange *ex)
+{
+    struct io_loop *l = ex->home;
+
+    pthread_mutex_lock(&ex->mu);
+    if (ex->watched) {
+        pthread_mutex_unlock(&ex->mu);
+        return;
+    }
+    ex->watched = true;
+    ex->refs++;
+    pthread_mutex_unlock(&ex->mu);
+    pthread_mutex_lock(&l->mu);
+    if (l->nwatch_q == l->cap_watch_q) {
+        l->cap_watch_q = l->cap_watch_q ? l->cap_watch_q * 2 : 64;
+        l->watch_q = xrealloc(l->watch_q, l->cap_watch_q * sizeof(*l->watch_q));
+    }
+    l->watch_q[l->nwatch_q++] = ex;
+    pthread_mutex_unlock(&l->mu);
+    curl_multi_wakeup(l->multi);
+}
+
+void io_wake(struct io_loop *l)
+{
+    if (l)
+        curl_multi_wakeup(l->multi);
+}

@@ -1,0 +1,1969 @@
+/*
+ * mock_upstream.c - standalone OpenAI-compatible mock LLM server for integration tests and
+ * benchmarks. Listens on 127.0.0.1 only; libmicrohttpd, one thread per connection.
+ *
+ * Usage: mock_upstream [--port N] [--latency MS] [--chunk-delay MS] [--seed N]
+ *                      [--noisy-key FILE] [--p P] [--q Q] [--require-key KEY]
+ * Defaults: port 0 (ephemeral), latency 0, chunk-delay 0, seed 0, p 0.6, q 0.8, no key.
+ * Prints "PORT <n>" once listening and runs until SIGTERM/SIGINT (then exits 0).
+ *
+ * Endpoints
+ *   POST /v1/chat/completions, /chat/completions   chat completion (JSON or SSE stream)
+ *   GET  /v1/models, /models   mock-model and mock-model-2; honours the global require_key
+ *   GET  /mock/stats           {calls, choices, in_flight, peak_concurrency, prompt_tokens,
+ *                              completion_tokens, reasoning_tokens, errors, aborted, dropped,
+ *                              models_calls, keys}. calls counts every chat request (errors
+ *                              too); choices and token sums count successful answers (a stream
+ *                              counts tokens only with include_usage); errors = error answers of
+ *                              chat/models; aborted = client gone before the answer was fully
+ *                              sent; dropped = drop=1 calls; keys = distinct credentials of chat
+ *                              requests in first-seen order ("Bearer x", "api-key: y" or "")
+ *   GET  /mock/requests        last 256 chat requests, oldest first: {seq, start_ms, end_ms (null
+ *                              while running), auth (as in keys), body (JSON, or a string if it
+ *                              did not parse, or {"_truncated":true,"bytes":n} above 4 MiB),
+ *                              headers (all, lower-case names; content-type and x-request-id
+ *                              always present, null when absent)}; ms since start, monotonic
+ *   POST /mock/reset           zero counters, request log, keys, ordinals; peak = in_flight
+ *   POST /mock/config          JSON {latency, chunk_delay, p, q, seed, noisy (bool),
+ *                              require_key (string|null)}: new global defaults -> {"ok":true}
+ *   GET  /mock/config          the current global defaults
+ *   anything else              404 JSON error (also a known path with the wrong method)
+ *
+ * Per-request options in the model name: "name@opt=val,opt=val" (the LAST '@' starts them;
+ * values are %XX-decoded, '+' stays literal; an unknown option or a bad value gives 400):
+ *   latency=MS                 sleep before answering (errors and streams too)
+ *   chunk_delay=MS             sleep between stream events
+ *   status=CODE                answer CODE (400..599): {"error":{"message":"mock error CODE",
+ *                              "type":"server_error","param":null,"code":"mock_CODE"}}
+ *   retry_after=S              add "Retry-After: S" to status/fail_* errors
+ *   fail_rate=F                500 for a seeded pseudo-random fraction F of calls
+ *   fail_first=K               the first K calls per distinct raw body (since reset) get 500
+ *   n_mode=honour|refuse|refuse500|ignore   n>1: n choices / 400 / 500 / one choice
+ *   require_key=KEY            need "Authorization: Bearer KEY" or "api-key: KEY", else 401
+ *                              (empty KEY lifts the global --require-key for this request)
+ *   reply=TEXT                 fixed reply text (wins over noisy mode)
+ *   reasoning=N                usage.completion_tokens_details.reasoning_tokens = N * choices
+ *   drop=1                     close the connection without any response
+ *   noisy=1, p=P, q=Q          noisy-model mode (below); p and q override the defaults
+ *   words=N                    words after the "mock reply <i>: " prefix (default 8, 1..100000)
+ * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
+ * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
+ *
+ * Replies: choice i is "mock reply <i>: " + the words of the last user message (each cut to 256
+ * bytes; "empty" when there are none) cycled to N words. prompt_tokens = 1 + bytes(all message
+ * text)/4 once per HTTP call; completion_tokens = sum over choices of 1 + bytes(text)/4;
+ * total_tokens = their sum (reasoning tokens are not added). max_tokens (or
+ * max_completion_tokens): a reply whose count exceeds it is cut to max_tokens*4 bytes (backed off
+ * to a UTF-8 boundary) with finish_reason "length". Streams: per choice a role chunk then one
+ * chunk per word (word + following spaces), then a finish chunk per choice, a usage chunk
+ * ("choices":[]) with stream_options.include_usage, then "data: [DONE]".
+ *
+ * Noisy mode: truth = the --noisy-key JSONL line {"question","answer"} whose question occurs in
+ * the last user message (longest wins; numeric answers only), else the first integer + - * ()
+ * expression with an operator in it, else 0. On the lower-cased system+user text: a whole word
+ * rate/rated/rates/rating/ratings/score/scores/scored/scoring plus an "answer is <num>" phrase ->
+ * rating of the last phrase of the last user message: "Rating: 9" if judged right, "Rating: 2"
+ * if judged wrong, the judgement being correct with probability q; else two or more phrases ->
+ * "Combining the candidates. The answer is M." (majority, ties: first seen); else "Let me work
+ * it out step by step. The answer is N." (N = truth with probability p, else truth + d, d in
+ * [-9,9] \ {0}). "<output>" in any message selects "<thinking>...</thinking>\n<reflection>
+ * Checked.</reflection>\n<output>The answer is N.</output>". Each choice is one sample; its seed
+ * mixes the global seed, a hash of model + messages and an ordinal counted per hash since the
+ * last reset (a call with n=k takes k consecutive ordinals), so the multiset of answers does not
+ * depend on arrival order.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+
+#define MAX_BODY       ((size_t)64 * 1024 * 1024)
+#define LOG_CAP        256
+#define LOG_BODY_MAX   ((size_t)4 * 1024 * 1024)
+#define MAX_N          128
+#define MAX_WORDS      100000
+#define MAX_KEYS       4096
+#define MAX_JSON_DEPTH 200
+#define MAX_PHRASES    4096
+#define MAX_WORD_BYTES 256
+
+/* ---- small helpers ---------------------------------------------------------------------- */
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap : 256;
+        while (nc < b->len + n + 1)
+            nc *= 2;
+        char *np = realloc(b->p, nc);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_adds(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+static const char *sb_str(const struct sbuf *b)
+{
+    return b->p ? b->p : "";
+}
+
+static void sb_free(struct sbuf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static bool is_alpha(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static char lower_c(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+#define FNV_INIT 0xcbf29ce484222325ULL
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double u01(uint64_t *s)
+{
+    return (double)(splitmix64(s) >> 11) * 0x1.0p-53;
+}
+
+/* PRNG state for (tag, seed, hash, ordinal). */
+static uint64_t mix_seed(uint64_t tag, uint64_t seed, uint64_t hash, uint64_t ordinal)
+{
+    uint64_t v[4] = {tag, seed, hash, ordinal};
+    uint64_t st = fnv1a(FNV_INIT, v, sizeof(v));
+    splitmix64(&st);
+    return st;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+static void fmt_num(double x, char *buf, size_t n)
+{
+    if (fabs(x) < 1e15 && x == floor(x))
+        snprintf(buf, n, "%lld", (long long)x);
+    else
+        snprintf(buf, n, "%.10g", x);
+}
+
+/* u64 -> u64 open-addressing map (key 0 is remapped to 1). */
+struct u64map {
+    uint64_t *keys, *vals;
+    size_t cap, len;
+};
+
+static uint64_t *map_slot(struct u64map *m, uint64_t key)
+{
+    key = key ? key : 1;
+    if ((m->len + 1) * 2 > m->cap) {
+        size_t nc = m->cap ? m->cap * 2 : 1024;
+        uint64_t *nk = calloc(nc, sizeof(*nk)), *nv = calloc(nc, sizeof(*nv));
+        if (!nk || !nv) {
+            free(nk);
+            free(nv);
+            return NULL;
+        }
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->keys[i])
+                continue;
+            size_t j = (size_t)(m->keys[i] * 0x9e3779b97f4a7c15ULL) & (nc - 1);
+            while (nk[j])
+                j = (j + 1) & (nc - 1);
+            nk[j] = m->keys[i];
+            nv[j] = m->vals[i];
+        }
+        free(m->keys);
+        free(m->vals);
+        m->keys = nk;
+        m->vals = nv;
+        m->cap = nc;
+    }
+    size_t j = (size_t)(key * 0x9e3779b97f4a7c15ULL) & (m->cap - 1);
+    while (m->keys[j] && m->keys[j] != key)
+        j = (j + 1) & (m->cap - 1);
+    if (!m->keys[j]) {
+        m->keys[j] = key;
+        m->vals[j] = 0;
+        m->len++;
+    }
+    return &m->vals[j];
+}
+
+static void map_free(struct u64map *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ---- global state ----------------------------------------------------------------------- */
+
+struct config {
+    long latency, chunk_delay;
+    double p, q;
+    uint64_t seed;
+    char *require_key;
+    bool noisy;
+};
+
+struct logent {
+    bool used, body_json;
+    uint64_t seq;
+    long long start_ms, end_ms;
+    char *auth, *body;
+    size_t body_len;
+    cJSON *headers;
+};
+
+struct state {
+    pthread_mutex_t mu;
+    struct config cfg;
+    unsigned long long calls, choices, in_flight, peak, prompt_tokens, completion_tokens;
+    unsigned long long reasoning_tokens, errors, aborted, dropped, models_calls, cmpl_id;
+    uint64_t epoch, seq;
+    char **keys;
+    size_t nkeys;
+    struct u64map ordinals, body_calls;
+    struct logent log[LOG_CAP];
+};
+
+struct keyent {
+    char *question;
+    double answer;
+};
+
+static struct state g;
+static struct keyent *g_key;
+static size_t g_nkey;
+static long long g_t0;
+static int g_stop_pipe[2] = {-1, -1};
+
+static long long now_ms(void)
+{
+    return mono_ms() - g_t0;
+}
+
+static void log_clear(struct logent *e)
+{
+    free(e->auth);
+    free(e->body);
+    cJSON_Delete(e->headers);
+    memset(e, 0, sizeof(*e));
+}
+
+/* Sleeps ms milliseconds; false when the client on fd hung up or the mock is stopping. */
+static bool sleep_watch(int fd, long ms)
+{
+    long long deadline = mono_ms() + ms;
+    bool watch = fd >= 0;
+    for (;;) {
+        long long left = deadline - mono_ms();
+        if (left <= 0)
+            return true;
+        struct pollfd pf[2] = {{.fd = g_stop_pipe[0], .events = POLLIN},
+                               {.fd = watch ? fd : -1, .events = POLLIN}};
+        int rc = poll(pf, 2, left > INT_MAX ? INT_MAX : (int)left);
+        if (rc <= 0)
+            continue;
+        if (pf[0].revents)
+            return false;
+        if (pf[1].revents & POLLNVAL) {
+            watch = false;
+        } else if (pf[1].revents & (POLLERR | POLLHUP)) {
+            return false;
+        } else if (pf[1].revents & POLLIN) {
+            char c;
+            ssize_t k = recv(fd, &c, 1, MSG_PEEK);
+            if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                return false;
+            if (k > 0)
+                watch = false; /* pipelined data: cannot watch for EOF any more */
+        }
+    }
+}
+
+static int conn_fd(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return ci ? ci->connect_fd : -1;
+}
+
+/* ---- responses -------------------------------------------------------------------------- */
+
+static enum MHD_Result send_body(struct MHD_Connection *c, unsigned int status, const char *ctype,
+                                 const char *body, const char *retry_after)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    if (retry_after)
+        MHD_add_response_header(resp, "Retry-After", retry_after);
+    enum MHD_Result ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* Sends obj (consumed) as JSON. */
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned int status, cJSON *obj,
+                                 const char *retry_after)
+{
+    char *s = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    if (!s)
+        return MHD_NO;
+    enum MHD_Result ret = send_body(c, status, "application/json", s, retry_after);
+    cJSON_free(s);
+    return ret;
+}
+
+static cJSON *error_obj(const char *msg, const char *type, const char *param, const char *code)
+{
+    cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", type);
+    if (param)
+        cJSON_AddStringToObject(e, "param", param);
+    else
+        cJSON_AddNullToObject(e, "param");
+    if (code)
+        cJSON_AddStringToObject(e, "code", code);
+    else
+        cJSON_AddNullToObject(e, "code");
+    return root;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned int status, const char *msg,
+                                  const char *type, const char *param, const char *code,
+                                  const char *retry_after)
+{
+    return send_json(c, status, error_obj(msg, type, param, code), retry_after);
+}
+
+/* Error answer to a chat/models request: counted in stats.errors. */
+static enum MHD_Result counted_error(struct MHD_Connection *c, unsigned int status, const char *msg,
+                                     const char *type, const char *param, const char *code,
+                                     const char *retry_after)
+{
+    pthread_mutex_lock(&g.mu);
+    g.errors++;
+    pthread_mutex_unlock(&g.mu);
+    return send_error(c, status, msg, type, param, code, retry_after);
+}
+
+static enum MHD_Result mock_status_error(struct MHD_Connection *c, long status,
+                                         const char *retry_after)
+{
+    char msg[64], code[32];
+    snprintf(msg, sizeof(msg), "mock error %ld", status);
+    snprintf(code, sizeof(code), "mock_%ld", status);
+    return counted_error(c, (unsigned int)status, msg, "server_error", NULL, code, retry_after);
+}
+
+/* ---- per-request state ------------------------------------------------------------------ */
+
+enum route { R_CHAT, R_MODELS, R_STATS, R_REQUESTS, R_RESET, R_CONFIG, R_BADMETHOD, R_NOTFOUND };
+
+struct req {
+    enum route route;
+    struct sbuf body;
+    bool too_large, counted, dropped;
+    uint64_t seq, epoch;
+    long long start_ms;
+};
+
+static enum route route_for(const char *method, const char *url)
+{
+    bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions"))
+        return post ? R_CHAT : R_BADMETHOD;
+    if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
+        return get ? R_MODELS : R_BADMETHOD;
+    if (!strcmp(url, "/mock/stats"))
+        return get ? R_STATS : R_BADMETHOD;
+    if (!strcmp(url, "/mock/requests"))
+        return get ? R_REQUESTS : R_BADMETHOD;
+    if (!strcmp(url, "/mock/reset"))
+        return post ? R_RESET : R_BADMETHOD;
+    if (!strcmp(url, "/mock/config"))
+        return (get || post) ? R_CONFIG : R_BADMETHOD;
+    return R_NOTFOUND;
+}
+
+/* Credential as recorded in stats.keys and the request log (malloc'd). */
+static char *credential(struct MHD_Connection *c)
+{
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    const char *api = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "api-key");
+    if (auth)
+        return strdup(auth);
+    if (!api)
+        return strdup("");
+    size_t n = strlen(api) + 10;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "api-key: %s", api);
+    return s;
+}
+
+static bool key_ok(struct MHD_Connection *c, const char *key)
+{
+    if (!key || !*key)
+        return true;
+    const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    const char *api = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "api-key");
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        const char *v = auth + 7;
+        while (*v == ' ')
+            v++;
+        if (strcmp(v, key) == 0)
+            return true;
+    }
+    return api && strcmp(api, key) == 0;
+}
+
+static enum MHD_Result header_iter(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    char name[128];
+    size_t i = 0;
+    for (; key[i] && i + 1 < sizeof(name); i++)
+        name[i] = lower_c(key[i]);
+    name[i] = '\0';
+    if (!cJSON_HasObjectItem(cls, name))
+        cJSON_AddStringToObject(cls, name, value ? value : "");
+    return MHD_YES;
+}
+
+/* Counts a chat request and records it in the request log. */
+static void account_request(struct req *r, struct MHD_Connection *c, const char *cred,
+                            bool body_json)
+{
+    cJSON *hdrs = cJSON_CreateObject();
+    if (hdrs) {
+        MHD_get_connection_values(c, MHD_HEADER_KIND, header_iter, hdrs);
+        if (!cJSON_HasObjectItem(hdrs, "content-type"))
+            cJSON_AddNullToObject(hdrs, "content-type");
+        if (!cJSON_HasObjectItem(hdrs, "x-request-id"))
+            cJSON_AddNullToObject(hdrs, "x-request-id");
+    }
+    bool keep_body = !r->too_large && r->body.len <= LOG_BODY_MAX;
+    char *body = keep_body ? strdup(sb_str(&r->body)) : NULL;
+    char *auth = strdup(cred);
+
+    pthread_mutex_lock(&g.mu);
+    g.calls++;
+    if (++g.in_flight > g.peak)
+        g.peak = g.in_flight;
+    r->counted = true;
+    r->epoch = g.epoch;
+    r->seq = ++g.seq;
+    struct logent *e = &g.log[(r->seq - 1) % LOG_CAP];
+    log_clear(e);
+    e->used = true;
+    e->seq = r->seq;
+    e->start_ms = r->start_ms;
+    e->end_ms = -1;
+    e->auth = auth;
+    e->body = body;
+    e->body_len = r->body.len;
+    e->body_json = body_json && body;
+    e->headers = hdrs;
+    bool seen = false;
+    for (size_t i = 0; i < g.nkeys && !seen; i++)
+        seen = strcmp(g.keys[i], cred) == 0;
+    if (!seen && g.nkeys < MAX_KEYS) {
+        if (!g.keys)
+            g.keys = calloc(MAX_KEYS, sizeof(*g.keys));
+        char *k = g.keys ? strdup(cred) : NULL;
+        if (k)
+            g.keys[g.nkeys++] = k;
+    }
+    pthread_mutex_unlock(&g.mu);
+}
+
+/* ---- model-name options ----------------------------------------------------------------- */
+
+enum n_mode { N_HONOUR, N_REFUSE, N_REFUSE500, N_IGNORE };
+
+struct opts {
+    long latency, chunk_delay, status, fail_first, reasoning, words, retry_after;
+    double fail_rate, p, q;
+    enum n_mode n_mode;
+    bool drop, noisy;
+    uint64_t seed;
+    char *require_key, *reply;
+};
+
+static int hexval(char c)
+{
+    if (is_digit(c))
+        return c - '0';
+    c = lower_c(c);
+    return (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+}
+
+static char *url_decode(const char *s, size_t n)
+{
+    char *out = malloc(n + 1);
+    size_t j = 0;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (s[i] == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 &&
+            (lo = hexval(s[i + 2])) >= 0) {
+            out[j++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[j++] = s[i];
+        }
+    }
+    out[j] = '\0';
+    return out;
+}
+
+static bool parse_bool(const char *v, bool *out)
+{
+    if (!strcmp(v, "1") || !strcmp(v, "true")) {
+        *out = true;
+        return true;
+    }
+    if (!strcmp(v, "0") || !strcmp(v, "false")) {
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+static bool apply_opt(struct opts *o, const char *name, char *val)
+{
+    const long maxms = 3600L * 1000;
+    if (!strcmp(name, "latency"))
+        return parse_long(val, 0, maxms, &o->latency);
+    if (!strcmp(name, "chunk_delay"))
+        return parse_long(val, 0, maxms, &o->chunk_delay);
+    if (!strcmp(name, "status"))
+        return parse_long(val, 400, 599, &o->status);
+    if (!strcmp(name, "retry_after"))
+        return parse_long(val, 0, 86400, &o->retry_after);
+    if (!strcmp(name, "fail_rate"))
+        return parse_double(val, 0, 1, &o->fail_rate);
+    if (!strcmp(name, "fail_first"))
+        return parse_long(val, 0, LONG_MAX, &o->fail_first);
+    if (!strcmp(name, "reasoning"))
+        return parse_long(val, 0, 1000000000L, &o->reasoning);
+    if (!strcmp(name, "words"))
+        return parse_long(val, 1, MAX_WORDS, &o->words);
+    if (!strcmp(name, "p"))
+        return parse_double(val, 0, 1, &o->p);
+    if (!strcmp(name, "q"))
+        return parse_double(val, 0, 1, &o->q);
+    if (!strcmp(name, "drop"))
+        return parse_bool(val, &o->drop);
+    if (!strcmp(name, "noisy"))
+        return parse_bool(val, &o->noisy);
+    if (!strcmp(name, "n_mode")) {
+        static const char *const modes[] = {"honour", "refuse", "refuse500", "ignore"};
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(val, modes[i])) {
+                o->n_mode = (enum n_mode)i;
+                return true;
+            }
+        if (!strcmp(val, "honor") || !strcmp(val, "default")) {
+            o->n_mode = N_HONOUR;
+            return true;
+        }
+        return false;
+    }
+    char **dst = !strcmp(name, "reply")         ? &o->reply
+                 : !strcmp(name, "require_key") ? &o->require_key
+                                                : NULL;
+    if (!dst)
+        return false;
+    free(*dst);
+    *dst = strdup(val);
+    return *dst != NULL;
+}
+
+/* Fills o from the global defaults and the options in model; NULL or an error message. */
+static const char *parse_opts(const char *model, struct opts *o, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&g.mu);
+    o->latency = g.cfg.latency;
+    o->chunk_delay = g.cfg.chunk_delay;
+    o->p = g.cfg.p;
+    o->q = g.cfg.q;
+    o->seed = g.cfg.seed;
+    o->noisy = g.cfg.noisy;
+    o->require_key = g.cfg.require_key ? strdup(g.cfg.require_key) : NULL;
+    pthread_mutex_unlock(&g.mu);
+    o->reasoning = -1;
+    o->words = 8;
+    const char *at = strrchr(model, '@');
+    if (!at)
+        return NULL;
+    const char *s = at + 1;
+    while (*s) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        const char *eq = memchr(s, '=', len);
+        if (len > 0) {
+            size_t nlen = eq ? (size_t)(eq - s) : len;
+            char *name = url_decode(s, nlen);
+            char *val = eq ? url_decode(eq + 1, len - nlen - 1) : strdup("1");
+            bool ok = name && val && apply_opt(o, name, val);
+            if (!ok)
+                snprintf(err, errlen, "mock: bad model option '%.*s'", (int)(len > 200 ? 200 : len),
+                         s);
+            free(name);
+            free(val);
+            if (!ok)
+                return err;
+        }
+        s = comma ? comma + 1 : s + len;
+    }
+    return NULL;
+}
+
+/* ---- messages --------------------------------------------------------------------------- */
+
+struct msginfo {
+    size_t prompt_bytes;
+    struct sbuf last_user;
+    struct sbuf classify; /* lower-cased system/developer/user text */
+    bool output_tag;
+    uint64_t hash; /* model + messages */
+};
+
+static bool content_text(const cJSON *content, struct sbuf *out)
+{
+    if (!content || cJSON_IsNull(content))
+        return true;
+    if (cJSON_IsString(content)) {
+        sb_adds(out, content->valuestring);
+        return true;
+    }
+    if (!cJSON_IsArray(content))
+        return false;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, content)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+        bool is_text = !type || (cJSON_IsString(type) && !strcmp(type->valuestring, "text"));
+        if (is_text && cJSON_IsString(text))
+            sb_adds(out, text->valuestring);
+    }
+    return true;
+}
+
+static const char *collect_messages(const cJSON *messages, const char *model, struct msginfo *mi)
+{
+    if (!cJSON_IsArray(messages) || cJSON_GetArraySize(messages) < 1)
+        return "'messages' must be a non-empty array";
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages)
+    {
+        if (!cJSON_IsObject(m))
+            return "each message must be an object";
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const char *rs = cJSON_IsString(role) ? role->valuestring : "user";
+        struct sbuf t = {0};
+        if (!content_text(cJSON_GetObjectItemCaseSensitive(m, "content"), &t)) {
+            sb_free(&t);
+            return "message content must be a string or an array of parts";
+        }
+        mi->prompt_bytes += t.len;
+        const char *ts = sb_str(&t);
+        if (strstr(ts, "<output>"))
+            mi->output_tag = true;
+        if (!strcmp(rs, "user")) {
+            sb_free(&mi->last_user);
+            sb_add(&mi->last_user, ts, t.len);
+        }
+        if (!strcmp(rs, "user") || !strcmp(rs, "system") || !strcmp(rs, "developer")) {
+            size_t base = mi->classify.len;
+            sb_add(&mi->classify, ts, t.len);
+            sb_add(&mi->classify, "\n", 1);
+            for (size_t i = base; !mi->classify.oom && i < mi->classify.len; i++)
+                mi->classify.p[i] = lower_c(mi->classify.p[i]);
+        }
+        sb_free(&t);
+    }
+    if (mi->last_user.oom || mi->classify.oom)
+        return "out of memory";
+    char *js = cJSON_PrintUnformatted(messages);
+    mi->hash = fnv1a(fnv1a(FNV_INIT, model, strlen(model) + 1), js ? js : "", js ? strlen(js) : 0);
+    cJSON_free(js);
+    return NULL;
+}
+
+/* ---- noisy mode ------------------------------------------------------------------------- */
+
+/* Parses the number after "answer is" at p. */
+static bool parse_answer_at(const char *p, double *out)
+{
+    for (int k = 0; k < 8 && *p && strchr(" \t:*$", *p); k++)
+        p++;
+    const char *q = p;
+    if (*q == '-')
+        q++;
+    if (!is_digit(*q))
+        return false;
+    while (is_digit(*q))
+        q++;
+    if (*q == '.' && is_digit(q[1])) {
+        q++;
+        while (is_digit(*q))
+            q++;
+    }
+    char buf[64];
+    size_t len = (size_t)(q - p);
+    if (len >= sizeof(buf))
+        return false;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    *out = strtod(buf, NULL);
+    return true;
+}
+
+/* Numbers of the "answer is <num>" phrases in lower-cased s (up to max stored); total count. */
+static size_t find_answers(const char *s, double *vals, size_t max, double *last)
+{
+    size_t n = 0;
+    for (const char *p = strstr(s, "answer is"); p; p = strstr(p + 1, "answer is")) {
+        double v;
+        if (!parse_answer_at(p + 9, &v))
+            continue;
+        if (vals && n < max)
+            vals[n] = v;
+        if (last)
+            *last = v;
+        n++;
+    }
+    return n;
+}
+
+static bool has_rate_word(const char *s)
+{
+    static const char *const words[] = {"rate",  "rated",  "rates",  "rating", "ratings",
+                                        "score", "scores", "scored", "scoring"};
+    for (const char *p = s; *p; p++) {
+        if (!is_alpha(*p) || (p > s && is_alpha(p[-1])))
+            continue;
+        size_t len = 0;
+        while (is_alpha(p[len]))
+            len++;
+        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+            if (strlen(words[i]) == len && !strncmp(p, words[i], len))
+                return true;
+        p += len - 1;
+    }
+    return false;
+}
+
+/* Integer expression parser: + - * and parentheses, standard precedence. */
+struct ap {
+    const char *s;
+    size_t i, n;
+    int depth, ops;
+};
+
+static bool ap_expr(struct ap *p, long long *v);
+
+static void ap_ws(struct ap *p)
+{
+    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t'))
+        p->i++;
+}
+
+static bool ap_factor(struct ap *p, long long *v)
+{
+    ap_ws(p);
+    if (p->i >= p->n || ++p->depth > 64)
+        return false;
+    char c = p->s[p->i];
+    bool ok = false;
+    if (c == '-') {
+        long long x;
+        p->i++;
+        ok = ap_factor(p, &x) && x != LLONG_MIN;
+        if (ok)
+            *v = -x;
+    } else if (c == '(') {
+        p->i++;
+        ok = ap_expr(p, v);
+        ap_ws(p);
+        ok = ok && p->i < p->n && p->s[p->i] == ')';
+        if (ok)
+            p->i++;
+    } else if (is_digit(c)) {
+        long long x = 0;
+        int nd = 0;
+        while (p->i < p->n && is_digit(p->s[p->i]) && ++nd <= 18)
+            x = x * 10 + (p->s[p->i++] - '0');
+        ok = nd <= 18;
+        *v = x;
+    }
+    p->depth--;
+    return ok;
+}
+
+static bool ap_term(struct ap *p, long long *v)
+{
+    if (!ap_factor(p, v))
+        return false;
+    for (;;) {
+        size_t save = p->i;
+        int ops = p->ops, depth = p->depth;
+        long long r, t;
+        ap_ws(p);
+        if (p->i < p->n && p->s[p->i] == '*') {
+            p->i++;
+            if (ap_factor(p, &r) && !__builtin_mul_overflow(*v, r, &t)) {
+                *v = t;
+                p->ops = ops + 1;
+                continue;
+            }
+        }
+        p->i = save;
+        p->ops = ops;
+        p->depth = depth;
+        return true;
+    }
+}
+
+static bool ap_expr(struct ap *p, long long *v)
+{
+    if (!ap_term(p, v))
+        return false;
+    for (;;) {
+        size_t save = p->i;
+        int ops = p->ops, depth = p->depth;
+        long long r, t;
+        ap_ws(p);
+        char c = p->i < p->n ? p->s[p->i] : '\0';
+        if (c == '+' || c == '-') {
+            p->i++;
+            bool ok = ap_term(p, &r);
+            ok = ok && !(c == '+' ? __builtin_add_overflow(*v, r, &t)
+                                  : __builtin_sub_overflow(*v, r, &t));
+            if (ok) {
+                *v = t;
+                p->ops = ops + 1;
+                continue;
+            }
+        }
+        p->i = save;
+        p->ops = ops;
+        p->depth = depth;
+        return true;
+    }
+}
+
+/* The first expression with at least one operator in s. */
+static bool eval_first_expr(const char *s, double *out)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i], prev = i ? s[i - 1] : ' ';
+        bool start = (is_digit(c) && !is_digit(prev)) || c == '(' ||
+                     (c == '-' && i + 1 < n && is_digit(s[i + 1]) && !is_alpha(prev) &&
+                      !is_digit(prev) && prev != ')');
+        if (!start)
+            continue;
+        struct ap p = {.s = s, .i = i, .n = n};
+        long long v;
+        if (ap_expr(&p, &v) && p.ops > 0) {
+            *out = (double)v;
+            return true;
+        }
+    }
+    return false;
+}
+
+static double truth_for(const char *last_user)
+{
+    size_t best = 0;
+    double ans = 0;
+    for (size_t i = 0; i < g_nkey; i++) {
+        size_t len = strlen(g_key[i].question);
+        if (len > best && strstr(last_user, g_key[i].question)) {
+            best = len;
+            ans = g_key[i].answer;
+        }
+    }
+    if (best == 0 && !eval_first_expr(last_user, &ans))
+        ans = 0;
+    return ans;
+}
+
+enum nkind { NK_QUESTION, NK_RATING, NK_AGG };
+
+struct nplan {
+    enum nkind kind;
+    double ans, value; /* value: candidate (rating) or majority (aggregation) */
+    bool cand_correct, wrap;
+};
+
+static void noisy_plan(const struct msginfo *mi, struct nplan *np)
+{
+    const char *all = sb_str(&mi->classify);
+    np->ans = truth_for(sb_str(&mi->last_user));
+    np->wrap = mi->output_tag;
+    double last_all = 0, cand;
+    size_t n_all = find_answers(all, NULL, 0, &last_all);
+    if (n_all > 0 && has_rate_word(all)) {
+        struct sbuf lu = {0};
+        sb_add(&lu, sb_str(&mi->last_user), mi->last_user.len);
+        for (size_t i = 0; i < lu.len; i++)
+            lu.p[i] = lower_c(lu.p[i]);
+        if (find_answers(sb_str(&lu), NULL, 0, &cand) == 0)
+            cand = last_all;
+        sb_free(&lu);
+        np->kind = NK_RATING;
+        np->value = cand;
+        np->cand_correct = fabs(cand - np->ans) < 1e-9;
+        return;
+    }
+    np->kind = NK_QUESTION;
+    if (n_all < 2)
+        return;
+    double *vals = malloc(MAX_PHRASES * sizeof(*vals));
+    if (!vals)
+        return;
+    size_t n = find_answers(all, vals, MAX_PHRASES, NULL), best = 0, best_count = 0;
+    n = n > MAX_PHRASES ? MAX_PHRASES : n;
+    for (size_t i = 0; i < n; i++) {
+        size_t count = 0;
+        for (size_t j = 0; j < n; j++)
+            count += vals[j] == vals[i];
+        if (count > best_count) {
+            best_count = count;
+            best = i;
+        }
+    }
+    np->kind = NK_AGG;
+    np->value = vals[best];
+    free(vals);
+}
+
+static char *noisy_text(const struct nplan *np, const struct opts *o, uint64_t msg_hash,
+                        uint64_t ordinal)
+{
+    uint64_t st = mix_seed(0x4e4f495359ULL, o->seed, msg_hash, ordinal);
+    char num[64], buf[256];
+    if (np->kind == NK_RATING) {
+        bool judged_correct = u01(&st) < o->q ? np->cand_correct : !np->cand_correct;
+        return strdup(judged_correct ? "Rating: 9" : "Rating: 2");
+    }
+    if (np->kind == NK_AGG) {
+        fmt_num(np->value, num, sizeof(num));
+        if (np->wrap)
+            snprintf(buf, sizeof(buf),
+                     "<thinking>Combining the candidates.</thinking>\n<reflection>Checked."
+                     "</reflection>\n<output>The answer is %s.</output>",
+                     num);
+        else
+            snprintf(buf, sizeof(buf), "Combining the candidates. The answer is %s.", num);
+        return strdup(buf);
+    }
+    double v = np->ans;
+    if (u01(&st) >= o->p) {
+        int d = (int)(u01(&st) * 18.0);
+        d = d > 17 ? 17 : d;
+        v += d < 9 ? d - 9 : d - 8;
+    }
+    fmt_num(v, num, sizeof(num));
+    if (np->wrap)
+        snprintf(buf, sizeof(buf),
+                 "<thinking>Working.</thinking>\n<reflection>Checked.</reflection>\n<output>The "
+                 "answer is %s.</output>",
+                 num);
+    else
+        snprintf(buf, sizeof(buf), "Let me work it out step by step. The answer is %s.", num);
+    return strdup(buf);
+}
+
+/* "mock reply <i>: " + the words of text (each cut to 256 bytes) cycled to nwords words. */
+static char *plain_text(size_t i, const char *text, long nwords)
+{
+    struct sbuf b = {0};
+    char head[48];
+    snprintf(head, sizeof(head), "mock reply %zu: ", i);
+    sb_adds(&b, head);
+    const char *p = text;
+    bool any = false;
+    for (long w = 0; w < nwords && !b.oom;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (!*p) {
+            text = any ? text : "empty"; /* no words at all: cycle a placeholder */
+            p = text;
+            continue;
+        }
+        size_t len = 0;
+        while (p[len] && p[len] != ' ' && p[len] != '\t' && p[len] != '\n' && p[len] != '\r')
+            len++;
+        size_t keep = len;
+        if (keep > MAX_WORD_BYTES) {
+            keep = MAX_WORD_BYTES;
+            while (keep > 0 && ((unsigned char)p[keep] & 0xC0) == 0x80)
+                keep--; /* keep UTF-8 valid */
+        }
+        if (w++ > 0)
+            sb_add(&b, " ", 1);
+        sb_add(&b, p, keep);
+        p += len;
+        any = true;
+    }
+    if (b.oom) {
+        sb_free(&b);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* ---- chat completions ------------------------------------------------------------------- */
+
+static size_t tokens_of(const char *s)
+{
+    return 1 + strlen(s) / 4;
+}
+
+static cJSON *usage_obj(size_t pt, size_t ct, long reasoning_total)
+{
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)pt);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)ct);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(pt + ct));
+    if (reasoning_total >= 0) {
+        cJSON *d = cJSON_AddObjectToObject(u, "completion_tokens_details");
+        cJSON_AddNumberToObject(d, "reasoning_tokens", (double)reasoning_total);
+    }
+    return u;
+}
+
+enum phase { PH_ROLE, PH_WORD, PH_FINISH, PH_USAGE, PH_DONE, PH_END };
+
+struct stream {
+    char *id, *model;
+    long long created;
+    char **texts;
+    const char **finish;
+    size_t n;
+    cJSON *usage; /* NULL unless include_usage */
+    int fd;
+    long delay_ms;
+    enum phase phase;
+    size_t choice, off, events;
+    char *pending;
+    size_t plen, ppos;
+};
+
+static void free_texts(char **texts, size_t n)
+{
+    for (size_t i = 0; texts && i < n; i++)
+        free(texts[i]);
+    free(texts);
+}
+
+static void stream_free(void *cls)
+{
+    struct stream *s = cls;
+    free(s->id);
+    free(s->model);
+    free_texts(s->texts, s->n);
+    free(s->finish);
+    cJSON_Delete(s->usage);
+    free(s->pending);
+    free(s);
+}
+
+static char *sse_event(const struct stream *s, cJSON *choices, cJSON *usage)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", s->id);
+    cJSON_AddStringToObject(o, "object", "chat.completion.chunk");
+    cJSON_AddNumberToObject(o, "created", (double)s->created);
+    cJSON_AddStringToObject(o, "model", s->model);
+    cJSON_AddItemToObject(o, "choices", choices);
+    if (usage)
+        cJSON_AddItemToObject(o, "usage", usage);
+    char *js = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!js)
+        return NULL;
+    size_t n = strlen(js);
+    char *ev = malloc(n + 9);
+    if (ev) {
+        memcpy(ev, "data: ", 6);
+        memcpy(ev + 6, js, n);
+        memcpy(ev + 6 + n, "\n\n", 3);
+    }
+    cJSON_free(js);
+    return ev;
+}
+
+static char *delta_event(const struct stream *s, size_t idx, bool role, const char *content,
+                         size_t clen, const char *finish)
+{
+    cJSON *arr = cJSON_CreateArray(), *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(arr, ch);
+    cJSON_AddNumberToObject(ch, "index", (double)idx);
+    cJSON *delta = cJSON_AddObjectToObject(ch, "delta");
+    if (role)
+        cJSON_AddStringToObject(delta, "role", "assistant");
+    if (content) {
+        char *piece = malloc(clen + 1);
+        if (piece) {
+            memcpy(piece, content, clen);
+            piece[clen] = '\0';
+            cJSON_AddStringToObject(delta, "content", piece);
+            free(piece);
+        }
+    }
+    if (finish)
+        cJSON_AddStringToObject(ch, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(ch, "finish_reason");
+    return sse_event(s, arr, NULL);
+}
+
+/* The next SSE event; NULL at the end (phase PH_END) or on allocation failure. */
+static char *next_event(struct stream *s)
+{
+    for (;;) {
+        switch (s->phase) {
+        case PH_ROLE:
+            s->phase = PH_WORD;
+            s->off = 0;
+            return delta_event(s, s->choice, true, "", 0, NULL);
+        case PH_WORD: {
+            const char *t = s->texts[s->choice];
+            if (t[s->off]) {
+                size_t end = s->off;
+                while (t[end] && t[end] != ' ')
+                    end++;
+                while (t[end] == ' ')
+                    end++;
+                size_t start = s->off;
+                s->off = end;
+                return delta_event(s, s->choice, false, t + start, end - start, NULL);
+            }
+            if (++s->choice < s->n) {
+                s->phase = PH_ROLE;
+            } else {
+                s->phase = PH_FINISH;
+                s->choice = 0;
+            }
+            continue;
+        }
+        case PH_FINISH:
+            if (s->choice < s->n) {
+                size_t i = s->choice++;
+                return delta_event(s, i, false, NULL, 0, s->finish[i]);
+            }
+            s->phase = PH_USAGE;
+            continue;
+        case PH_USAGE:
+            s->phase = PH_DONE;
+            if (s->usage) {
+                cJSON *u = s->usage;
+                s->usage = NULL;
+                return sse_event(s, cJSON_CreateArray(), u);
+            }
+            continue;
+        case PH_DONE:
+            s->phase = PH_END;
+            return strdup("data: [DONE]\n\n");
+        case PH_END:
+            return NULL;
+        }
+    }
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct stream *s = cls;
+    (void)pos;
+    if (!s->pending) {
+        if (s->phase == PH_END)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (s->events > 0 && s->delay_ms > 0 && !sleep_watch(s->fd, s->delay_ms))
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        s->pending = next_event(s);
+        if (!s->pending)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        s->events++;
+        s->plen = strlen(s->pending);
+        s->ppos = 0;
+    }
+    size_t k = s->plen - s->ppos;
+    k = k > max ? max : k;
+    memcpy(buf, s->pending + s->ppos, k);
+    s->ppos += k;
+    if (s->ppos == s->plen) {
+        free(s->pending);
+        s->pending = NULL;
+    }
+    return (ssize_t)k;
+}
+
+static enum MHD_Result send_stream(struct MHD_Connection *c, struct stream *s)
+{
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, (size_t)4096,
+                                                                  stream_reader, s, stream_free);
+    if (!resp) {
+        stream_free(s);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* Rejects bodies nested deeper than max (keeps cJSON recursion within the small stacks). */
+static bool json_depth_ok(const char *s, size_t n, int max)
+{
+    int depth = 0;
+    bool in_str = false, esc = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max)
+                return false;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return true;
+}
+
+/* Decides fail_first / fail_rate for this raw body. */
+static bool injected_failure(const struct req *r, const struct opts *o)
+{
+    if (o->fail_first <= 0 && o->fail_rate <= 0)
+        return false;
+    uint64_t h = fnv1a(FNV_INIT, sb_str(&r->body), r->body.len), ord = 0;
+    pthread_mutex_lock(&g.mu);
+    uint64_t *slot = map_slot(&g.body_calls, h);
+    if (slot)
+        ord = (*slot)++;
+    pthread_mutex_unlock(&g.mu);
+    if (o->fail_first > 0 && ord < (uint64_t)o->fail_first)
+        return true;
+    uint64_t st = mix_seed(0x4641494cULL, o->seed, h, ord);
+    return o->fail_rate > 0 && u01(&st) < o->fail_rate;
+}
+
+static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
+{
+    cJSON *root = NULL;
+    struct opts o = {0};
+    struct msginfo mi = {0};
+    char **texts = NULL;
+    const char **finish = NULL;
+    char err[320], ra[24];
+    const char *retry = NULL, *msg;
+    enum MHD_Result ret = MHD_NO;
+    size_t n = 1;
+
+    char *cred = credential(c);
+    if (!cred)
+        return MHD_NO;
+    if (!r->too_large && json_depth_ok(sb_str(&r->body), r->body.len, MAX_JSON_DEPTH))
+        root = cJSON_ParseWithLength(sb_str(&r->body), r->body.len);
+    account_request(r, c, cred, root != NULL);
+    free(cred);
+    if (r->too_large) {
+        ret = counted_error(c, 413, "Request body too large", "invalid_request_error", NULL, NULL,
+                            NULL);
+        goto out;
+    }
+    if (!cJSON_IsObject(root)) {
+        ret = counted_error(c, 400, "We could not parse the JSON body of your request.",
+                            "invalid_request_error", NULL, NULL, NULL);
+        goto out;
+    }
+    const cJSON *jmodel = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const char *model = cJSON_IsString(jmodel) ? jmodel->valuestring : "mock-model";
+    msg = parse_opts(model, &o, err, sizeof(err));
+    if (msg) {
+        ret = counted_error(c, 400, msg, "invalid_request_error", "model", NULL, NULL);
+        goto out;
+    }
+    if (o.retry_after > 0) {
+        snprintf(ra, sizeof(ra), "%ld", o.retry_after);
+        retry = ra;
+    }
+    if (!key_ok(c, o.require_key)) {
+        ret = counted_error(c, 401, "Incorrect API key provided", "invalid_request_error", NULL,
+                            "invalid_api_key", NULL);
+        goto out;
+    }
+    msg = collect_messages(cJSON_GetObjectItemCaseSensitive(root, "messages"), model, &mi);
+    if (msg) {
+        ret = counted_error(c, 400, msg, "invalid_request_error", "messages", NULL, NULL);
+        goto out;
+    }
+    if (o.latency > 0 && !sleep_watch(conn_fd(c), o.latency))
+        goto out; /* client gone or shutting down: close without a response */
+    if (o.drop) {
+        r->dropped = true;
+        pthread_mutex_lock(&g.mu);
+        g.dropped++;
+        pthread_mutex_unlock(&g.mu);
+        goto out;
+    }
+    if (o.status > 0) {
+        ret = mock_status_error(c, o.status, retry);
+        goto out;
+    }
+    if (injected_failure(r, &o)) {
+        ret = mock_status_error(c, 500, retry);
+        goto out;
+    }
+    const cJSON *jn = cJSON_GetObjectItemCaseSensitive(root, "n");
+    if (jn && !cJSON_IsNull(jn)) {
+        if (!cJSON_IsNumber(jn) || jn->valuedouble < 1 || jn->valuedouble > MAX_N ||
+            jn->valuedouble != floor(jn->valuedouble)) {
+            ret = counted_error(c, 400, "'n' must be an integer between 1 and 128",
+                                "invalid_request_error", "n", NULL, NULL);
+            goto out;
+        }
+        n = (size_t)jn->valuedouble;
+    }
+    if (n > 1 && (o.n_mode == N_REFUSE || o.n_mode == N_REFUSE500)) {
+        ret = counted_error(c, o.n_mode == N_REFUSE ? 400 : 500,
+                            "Only one completion choice is allowed", "invalid_request_error", "n",
+                            NULL, NULL);
+        goto out;
+    }
+    if (o.n_mode == N_IGNORE)
+        n = 1;
+    long max_tokens = 0;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
+    if (!cJSON_IsNumber(mt))
+        mt = cJSON_GetObjectItemCaseSensitive(root, "max_completion_tokens");
+    if (cJSON_IsNumber(mt) && mt->valuedouble >= 1)
+        max_tokens = mt->valuedouble > 1e9 ? 1000000000L : (long)mt->valuedouble;
+
+    /* Generate the choices. */
+    texts = calloc(n, sizeof(*texts));
+    finish = calloc(n, sizeof(*finish));
+    if (!texts || !finish)
+        goto out;
+    struct nplan np = {0};
+    uint64_t ord0 = 0;
+    bool noisy = o.noisy && !o.reply;
+    if (noisy) {
+        noisy_plan(&mi, &np);
+        pthread_mutex_lock(&g.mu);
+        uint64_t *slot = map_slot(&g.ordinals, mi.hash);
+        if (slot) {
+            ord0 = *slot;
+            *slot += n;
+        }
+        pthread_mutex_unlock(&g.mu);
+    }
+    size_t ct = 0, pt = 1 + mi.prompt_bytes / 4;
+    for (size_t i = 0; i < n; i++) {
+        texts[i] = o.reply ? strdup(o.reply)
+                   : noisy ? noisy_text(&np, &o, mi.hash, ord0 + i)
+                           : plain_text(i, sb_str(&mi.last_user), o.words);
+        if (!texts[i])
+            goto out;
+        finish[i] = "stop";
+        size_t len = strlen(texts[i]);
+        if (max_tokens > 0 && 1 + len / 4 > (size_t)max_tokens) {
+            size_t cut = (size_t)max_tokens * 4;
+            while (cut > 0 && ((unsigned char)texts[i][cut] & 0xC0) == 0x80)
+                cut--; /* keep UTF-8 valid */
+            texts[i][cut] = '\0';
+            finish[i] = "length";
+        }
+        ct += tokens_of(texts[i]);
+    }
+    long rt = o.reasoning >= 0 ? o.reasoning * (long)n : -1;
+    bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    bool usage =
+        !stream || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
+    char id[48];
+    pthread_mutex_lock(&g.mu);
+    snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
+    g.choices += n;
+    if (usage) {
+        g.prompt_tokens += pt;
+        g.completion_tokens += ct;
+        g.reasoning_tokens += rt > 0 ? (unsigned long long)rt : 0;
+    }
+    pthread_mutex_unlock(&g.mu);
+
+    if (stream) {
+        struct stream *s = calloc(1, sizeof(*s));
+        if (!s)
+            goto out;
+        s->id = strdup(id);
+        s->model = strdup(model);
+        s->created = (long long)time(NULL);
+        s->texts = texts;
+        s->finish = finish;
+        s->n = n;
+        s->usage = usage ? usage_obj(pt, ct, rt) : NULL;
+        s->fd = conn_fd(c);
+        s->delay_ms = o.chunk_delay;
+        texts = NULL;
+        finish = NULL;
+        if (!s->id || !s->model) {
+            stream_free(s);
+            goto out;
+        }
+        ret = send_stream(c, s);
+        goto out;
+    }
+    cJSON *resp = cJSON_CreateObject();
+    cJSON_AddStringToObject(resp, "id", id);
+    cJSON_AddStringToObject(resp, "object", "chat.completion");
+    cJSON_AddNumberToObject(resp, "created", (double)time(NULL));
+    cJSON_AddStringToObject(resp, "model", model);
+    cJSON *choices = cJSON_AddArrayToObject(resp, "choices");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddItemToArray(choices, ch);
+        cJSON_AddNumberToObject(ch, "index", (double)i);
+        cJSON *m = cJSON_AddObjectToObject(ch, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddStringToObject(m, "content", texts[i]);
+        cJSON_AddStringToObject(ch, "finish_reason", finish[i]);
+    }
+    cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));
+    ret = send_json(c, MHD_HTTP_OK, resp, NULL);
+out:
+    free_texts(texts, n);
+    free(finish);
+    cJSON_Delete(root);
+    sb_free(&mi.last_user);
+    sb_free(&mi.classify);
+    free(o.require_key);
+    free(o.reply);
+    return ret;
+}
+
+/* ---- other endpoints -------------------------------------------------------------------- */
+
+static enum MHD_Result handle_models(struct MHD_Connection *c)
+{
+    pthread_mutex_lock(&g.mu);
+    g.models_calls++;
+    char *key = g.cfg.require_key ? strdup(g.cfg.require_key) : NULL;
+    pthread_mutex_unlock(&g.mu);
+    bool ok = key_ok(c, key);
+    free(key);
+    if (!ok)
+        return counted_error(c, 401, "Incorrect API key provided", "invalid_request_error", NULL,
+                             "invalid_api_key", NULL);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(root, "data");
+    static const char *const ids[] = {"mock-model", "mock-model-2"};
+    for (int i = 0; i < 2; i++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddItemToArray(data, m);
+        cJSON_AddStringToObject(m, "id", ids[i]);
+        cJSON_AddStringToObject(m, "object", "model");
+        cJSON_AddNumberToObject(m, "created", 0);
+        cJSON_AddStringToObject(m, "owned_by", "mock");
+    }
+    return send_json(c, MHD_HTTP_OK, root, NULL);
+}
+
+static enum MHD_Result handle_stats(struct MHD_Connection *c)
+{
+    cJSON *root = cJSON_CreateObject();
+    pthread_mutex_lock(&g.mu);
+    const struct {
+        const char *name;
+        unsigned long long v;
+    } nums[] = {{"calls", g.calls},
+                {"choices", g.choices},
+                {"in_flight", g.in_flight},
+                {"peak_concurrency", g.peak},
+                {"prompt_tokens", g.prompt_tokens},
+                {"completion_tokens", g.completion_tokens},
+                {"reasoning_tokens", g.reasoning_tokens},
+                {"errors", g.errors},
+                {"aborted", g.aborted},
+                {"dropped", g.dropped},
+                {"models_calls", g.models_calls}};
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+        cJSON_AddNumberToObject(root, nums[i].name, (double)nums[i].v);
+    cJSON *keys = cJSON_AddArrayToObject(root, "keys");
+    for (size_t i = 0; i < g.nkeys; i++)
+        cJSON_AddItemToArray(keys, cJSON_CreateString(g.keys[i]));
+    pthread_mutex_unlock(&g.mu);
+    return send_json(c, MHD_HTTP_OK, root, NULL);
+}
+
+static enum MHD_Result handle_requests(struct MHD_Connection *c)
+{
+    cJSON *arr = cJSON_CreateArray();
+    pthread_mutex_lock(&g.mu);
+    uint64_t first = g.seq > LOG_CAP ? g.seq - LOG_CAP + 1 : 1;
+    for (uint64_t seq = first; seq <= g.seq; seq++) {
+        const struct logent *e = &g.log[(seq - 1) % LOG_CAP];
+        if (!e->used || e->seq != seq)
+            continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, o);
+        cJSON_AddNumberToObject(o, "seq", (double)e->seq);
+        cJSON_AddNumberToObject(o, "start_ms", (double)e->start_ms);
+        if (e->end_ms >= 0)
+            cJSON_AddNumberToObject(o, "end_ms", (double)e->end_ms);
+        else
+            cJSON_AddNullToObject(o, "end_ms");
+        cJSON_AddStringToObject(o, "auth", e->auth ? e->auth : "");
+        cJSON *body = e->body_json ? cJSON_Parse(e->body) : NULL;
+        if (!body && e->body)
+            body = cJSON_CreateString(e->body);
+        if (!body) {
+            body = cJSON_CreateObject();
+            cJSON_AddBoolToObject(body, "_truncated", 1);
+            cJSON_AddNumberToObject(body, "bytes", (double)e->body_len);
+        }
+        cJSON_AddItemToObject(o, "body", body);
+        cJSON_AddItemToObject(o, "headers",
+                              e->headers ? cJSON_Duplicate(e->headers, 1) : cJSON_CreateObject());
+    }
+    pthread_mutex_unlock(&g.mu);
+    return send_json(c, MHD_HTTP_OK, arr, NULL);
+}
+
+static enum MHD_Result send_ok(struct MHD_Connection *c)
+{
+    return send_body(c, MHD_HTTP_OK, "application/json", "{\"ok\":true}", NULL);
+}
+
+static enum MHD_Result handle_reset(struct MHD_Connection *c)
+{
+    pthread_mutex_lock(&g.mu);
+    g.calls = g.choices = g.prompt_tokens = g.completion_tokens = g.reasoning_tokens = 0;
+    g.errors = g.aborted = g.dropped = g.models_calls = g.cmpl_id = g.seq = 0;
+    g.peak = g.in_flight; /* in_flight is a gauge: requests still running stay counted */
+    g.epoch++;
+    for (size_t i = 0; i < LOG_CAP; i++)
+        log_clear(&g.log[i]);
+    for (size_t i = 0; i < g.nkeys; i++)
+        free(g.keys[i]);
+    g.nkeys = 0;
+    map_free(&g.ordinals);
+    map_free(&g.body_calls);
+    pthread_mutex_unlock(&g.mu);
+    return send_ok(c);
+}
+
+static enum MHD_Result handle_config(struct MHD_Connection *c, const char *method,
+                                     const struct req *r)
+{
+    if (!strcmp(method, "GET")) {
+        cJSON *root = cJSON_CreateObject();
+        pthread_mutex_lock(&g.mu);
+        cJSON_AddNumberToObject(root, "latency", (double)g.cfg.latency);
+        cJSON_AddNumberToObject(root, "chunk_delay", (double)g.cfg.chunk_delay);
+        cJSON_AddNumberToObject(root, "p", g.cfg.p);
+        cJSON_AddNumberToObject(root, "q", g.cfg.q);
+        cJSON_AddNumberToObject(root, "seed", (double)g.cfg.seed);
+        cJSON_AddBoolToObject(root, "noisy", g.cfg.noisy);
+        if (g.cfg.require_key)
+            cJSON_AddStringToObject(root, "require_key", g.cfg.require_key);
+        else
+            cJSON_AddNullToObject(root, "require_key");
+        pthread_mutex_unlock(&g.mu);
+        return send_json(c, MHD_HTTP_OK, root, NULL);
+    }
+    cJSON *root = NULL;
+    if (!r->too_large && json_depth_ok(sb_str(&r->body), r->body.len, MAX_JSON_DEPTH))
+        root = cJSON_ParseWithLength(sb_str(&r->body), r->body.len);
+    const cJSON *lat = cJSON_GetObjectItemCaseSensitive(root, "latency");
+    const cJSON *cd = cJSON_GetObjectItemCaseSensitive(root, "chunk_delay");
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "p");
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(root, "q");
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(root, "seed");
+    const cJSON *noisy = cJSON_GetObjectItemCaseSensitive(root, "noisy");
+    const cJSON *rk = cJSON_GetObjectItemCaseSensitive(root, "require_key");
+    bool ok = cJSON_IsObject(root) &&
+              (!lat || (cJSON_IsNumber(lat) && lat->valuedouble >= 0 && lat->valuedouble < 4e6)) &&
+              (!cd || (cJSON_IsNumber(cd) && cd->valuedouble >= 0 && cd->valuedouble < 4e6)) &&
+              (!p || (cJSON_IsNumber(p) && p->valuedouble >= 0 && p->valuedouble <= 1)) &&
+              (!q || (cJSON_IsNumber(q) && q->valuedouble >= 0 && q->valuedouble <= 1)) &&
+              (!seed || (cJSON_IsNumber(seed) && seed->valuedouble >= 0)) &&
+              (!noisy || cJSON_IsBool(noisy)) && (!rk || cJSON_IsString(rk) || cJSON_IsNull(rk));
+    if (!ok) {
+        cJSON_Delete(root);
+        return send_error(c, 400, "mock: bad /mock/config body", "invalid_request_error", NULL,
+                          NULL, NULL);
+    }
+    char *key = cJSON_IsString(rk) ? strdup(rk->valuestring) : NULL;
+    pthread_mutex_lock(&g.mu);
+    if (lat)
+        g.cfg.latency = (long)lat->valuedouble;
+    if (cd)
+        g.cfg.chunk_delay = (long)cd->valuedouble;
+    if (p)
+        g.cfg.p = p->valuedouble;
+    if (q)
+        g.cfg.q = q->valuedouble;
+    if (seed)
+        g.cfg.seed = seed->valuedouble >= 1.8e19 ? UINT64_MAX : (uint64_t)seed->valuedouble;
+    if (noisy)
+        g.cfg.noisy = cJSON_IsTrue(noisy);
+    if (rk) {
+        free(g.cfg.require_key);
+        g.cfg.require_key = key;
+        key = NULL;
+    }
+    pthread_mutex_unlock(&g.mu);
+    free(key);
+    cJSON_Delete(root);
+    return send_ok(c);
+}
+
+/* ---- MHD glue --------------------------------------------------------------------------- */
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    struct req *r = *con_cls;
+    if (!r) {
+        /* First call: only remember the request (queueing now would force Connection: close). */
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            return MHD_NO;
+        r->start_ms = now_ms();
+        r->route = route_for(method, url);
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        if (r->body.len + *upload_size > MAX_BODY)
+            r->too_large = true;
+        if (!r->too_large) {
+            sb_add(&r->body, upload, *upload_size);
+            r->too_large = r->body.oom;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    switch (r->route) {
+    case R_CHAT:
+        return handle_chat(c, r);
+    case R_MODELS:
+        return handle_models(c);
+    case R_STATS:
+        return handle_stats(c);
+    case R_REQUESTS:
+        return handle_requests(c);
+    case R_RESET:
+        return handle_reset(c);
+    case R_CONFIG:
+        return handle_config(c, method, r);
+    case R_BADMETHOD:
+        return send_error(c, 404, "Method not allowed for this path", "invalid_request_error", NULL,
+                          "not_found", NULL);
+    case R_NOTFOUND:
+        break;
+    }
+    return send_error(c, 404, "Not found", "invalid_request_error", NULL, "not_found", NULL);
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    struct req *r = *con_cls;
+    if (!r)
+        return;
+    if (r->counted) {
+        pthread_mutex_lock(&g.mu);
+        if (g.in_flight > 0)
+            g.in_flight--;
+        if (r->epoch == g.epoch) {
+            if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->dropped)
+                g.aborted++;
+            struct logent *e = &g.log[(r->seq - 1) % LOG_CAP];
+            if (e->used && e->seq == r->seq)
+                e->end_ms = now_ms();
+        }
+        pthread_mutex_unlock(&g.mu);
+    }
+    sb_free(&r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+/* ---- startup ---------------------------------------------------------------------------- */
+
+static bool load_key(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "mock_upstream: cannot open %s\n", path);
+        return false;
+    }
+    struct sbuf b = {0};
+    char chunk[8192];
+    size_t k;
+    while ((k = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        sb_add(&b, chunk, k);
+    fclose(f);
+    if (b.oom) {
+        sb_free(&b);
+        return false;
+    }
+    size_t cap = 0, lineno = 0;
+    for (const char *s = sb_str(&b); *s;) {
+        const char *nl = strchr(s, '\n');
+        size_t len = nl ? (size_t)(nl - s) : strlen(s);
+        lineno++;
+        cJSON *o = cJSON_ParseWithLength(s, len);
+        const cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "question");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "answer");
+        double ans = 0;
+        bool ok = cJSON_IsString(q) && q->valuestring[0] &&
+                  (cJSON_IsNumber(a)
+                       ? (ans = a->valuedouble, true)
+                       : cJSON_IsString(a) && parse_double(a->valuestring, -1e300, 1e300, &ans));
+        if (ok && g_nkey == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct keyent *nk = realloc(g_key, cap * sizeof(*nk));
+            ok = nk != NULL;
+            if (nk)
+                g_key = nk;
+        }
+        if (ok && (g_key[g_nkey].question = strdup(q->valuestring)) != NULL)
+            g_key[g_nkey++].answer = ans;
+        else if (len > 0 && !(len == 1 && s[0] == '\r'))
+            fprintf(stderr, "mock_upstream: %s:%zu: skipped (need question and numeric answer)\n",
+                    path, lineno);
+        cJSON_Delete(o);
+        s += len + (nl ? 1 : 0);
+    }
+    sb_free(&b);
+    return true;
+}
+
+static void usage_exit(void)
+{
+    fprintf(stderr, "usage: mock_upstream [--port N] [--latency MS] [--chunk-delay MS] [--seed N]"
+                    " [--noisy-key FILE] [--p P] [--q Q] [--require-key KEY]\n");
+    exit(2);
+}
+
+static void cleanup(void)
+{
+    for (size_t i = 0; i < LOG_CAP; i++)
+        log_clear(&g.log[i]);
+    for (size_t i = 0; i < g.nkeys; i++)
+        free(g.keys[i]);
+    free(g.keys);
+    map_free(&g.ordinals);
+    map_free(&g.body_calls);
+    free(g.cfg.require_key);
+    for (size_t i = 0; i < g_nkey; i++)
+        free(g_key[i].question);
+    free(g_key);
+    for (int i = 0; i < 2; i++)
+        if (g_stop_pipe[i] >= 0)
+            close(g_stop_pipe[i]);
+    pthread_mutex_destroy(&g.mu);
+}
+
+int main(int argc, char **argv)
+{
+    long port = 0;
+    const char *key_file = NULL;
+    pthread_mutex_init(&g.mu, NULL);
+    g.cfg.p = 0.6;
+    g.cfg.q = 0.8;
+    g_t0 = mono_ms();
+    for (int i = 1; i < argc; i += 2) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h") || !v)
+            usage_exit();
+        bool ok = true;
+        if (!strcmp(a, "--port"))
+            ok = parse_long(v, 0, 65535, &port);
+        else if (!strcmp(a, "--latency"))
+            ok = parse_long(v, 0, 3600L * 1000, &g.cfg.latency);
+        else if (!strcmp(a, "--chunk-delay"))
+            ok = parse_long(v, 0, 3600L * 1000, &g.cfg.chunk_delay);
+        else if (!strcmp(a, "--p"))
+            ok = parse_double(v, 0, 1, &g.cfg.p);
+        else if (!strcmp(a, "--q"))
+            ok = parse_double(v, 0, 1, &g.cfg.q);
+        else if (!strcmp(a, "--noisy-key"))
+            key_file = v;
+        else if (!strcmp(a, "--require-key")) {
+            free(g.cfg.require_key);
+            g.cfg.require_key = strdup(v);
+        } else if (!strcmp(a, "--seed")) {
+            char *end;
+            errno = 0;
+            g.cfg.seed = strtoull(v, &end, 10);
+            ok = !errno && end != v && !*end;
+        } else {
+            ok = false;
+        }
+        if (!ok)
+            usage_exit();
+    }
+    if ((key_file && !load_key(key_file)) || pipe(g_stop_pipe) != 0) {
+        cleanup();
+        return 1;
+    }
+    struct sigaction sa = {.sa_handler = SIG_IGN};
+    sigaction(SIGPIPE, &sa, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* inherited by all MHD threads */
+
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
+        (uint16_t)port, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR,
+        (const struct sockaddr *)&addr, MHD_OPTION_THREAD_STACK_SIZE, (size_t)256 * 1024,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)4000, MHD_OPTION_NOTIFY_COMPLETED, completed,
+        NULL, MHD_OPTION_END);
+    const union MHD_DaemonInfo *info = d ? MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT) : NULL;
+    if (!info) {
+        fprintf(stderr, "mock_upstream: cannot listen on 127.0.0.1:%ld\n", port);
+        if (d)
+            MHD_stop_daemon(d);
+        cleanup();
+        return 1;
+    }
+    printf("PORT %u\n", (unsigned int)info->port);
+    fflush(stdout);
+
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0) {
+    }
+    if (write(g_stop_pipe[1], "x", 1) < 0) { /* wakes every sleeping handler */
+        fprintf(stderr, "mock_upstream: stop pipe write failed\n");
+    }
+    MHD_stop_daemon(d);
+    cleanup();
+    return 0;
+}
