@@ -140,8 +140,8 @@ static bool fraction_rating(const char *s, double *out)
 
 static bool markup(char c)
 {
-    return isspace((unsigned char)c) || c == '*' || c == '#' || c == '`' || c == '"' ||
-           c == '\'' || c == '_';
+    return isspace((unsigned char)c) || c == '*' || c == '#' || c == '`' || c == '"' || c == '\'' ||
+           c == '_';
 }
 
 /* A reply that is a number ("8", "**8**", "8.") or starts with one followed by punctuation
@@ -295,12 +295,9 @@ static int bon_run(struct approach_ctx *ctx, struct chat_result *out)
         c[n].len = strlen(samples[i].text);
         n++;
     }
-    if (n == 0) {
+    if (n == 0) { /* every sample was empty: so is the answer, as the upstream gave it */
         out->text = "";
-        out->finish_reason = samples[0].finish_reason && strcmp(samples[0].finish_reason,
-                                                                "length") == 0
-                                 ? "length"
-                                 : "stop";
+        out->finish_reason = "stop";
         return PX_OK;
     }
     count_support(ctx, c, n);

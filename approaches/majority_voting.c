@@ -5,10 +5,10 @@
  * extracted and compared by answer.h (numbers by value, \boxed{}, "the answer is", choices)
  * instead of a first-matching-line regex; a failed sample is dropped instead of failing the
  * n call; ties go to the smaller answer key, not to the first sample to arrive, and the
- * returned sample is chosen by content (a completed one, then the shortest, then the first in
- * byte order), so the result does not depend on the order of parallel replies. Samples
- * without an extractable answer do not vote; when no sample has one, the samples are grouped
- * by text similarity as in self_consistency. Truncated samples vote only when none completed.
+ * returned sample is chosen by content (the shortest, then the first in byte order), so the
+ * result does not depend on the order of parallel replies. Samples without an extractable
+ * answer do not vote; when no sample has one, the samples are grouped by text similarity as
+ * in self_consistency. Truncated samples vote only when none completed.
  *
  * The grouping code is the same as in self_consistency.c (each approach file exports one
  * symbol only); keep the two in step. */
@@ -136,11 +136,10 @@ static int sample_cmp(const void *pa, const void *pb)
     return strcmp(a->text, b->text);
 }
 
-/* Is member a a better representative than b: completed, shorter, then byte order. */
+/* Is member a a better representative than b: shorter, then byte order. (The members are
+ * all complete or all truncated: see collect().) */
 static bool better_member(const struct sample *a, const struct sample *b)
 {
-    if (truncated(a) != truncated(b))
-        return !truncated(a);
     if (a->len != b->len)
         return a->len < b->len;
     return strcmp(a->text, b->text) < 0;
@@ -195,8 +194,7 @@ static const struct sample *vote(struct approach_ctx *ctx, struct sample *s, int
 
 /* The usable samples of c[0..got): blank ones dropped, truncated ones dropped when any sample
  * completed, answer keys set. Sets *n; may be 0. */
-static struct sample *collect(struct approach_ctx *ctx, const struct llm_choice *c, int got,
-                              int *n)
+static struct sample *collect(struct approach_ctx *ctx, const struct llm_choice *c, int got, int *n)
 {
     struct sample *s = arena_calloc(ctx->arena, (size_t)got, sizeof(*s));
     bool any_complete = false;

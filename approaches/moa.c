@@ -17,10 +17,10 @@
 #include "arena.h"
 #include "buf.h"
 
-#define GEN_TEMPERATURE      1.0 /* OptiLLM's drafting temperature */
-#define JUDGE_TEMPERATURE    0.1
-#define CRITIQUE_MAX_TOKENS  1024
-#define FINAL_TEMPERATURE    0.1 /* OptiLLM's; the client's temperature wins when it sent one */
+#define GEN_TEMPERATURE     1.0 /* OptiLLM's drafting temperature */
+#define JUDGE_TEMPERATURE   0.1
+#define CRITIQUE_MAX_TOKENS 1024
+#define FINAL_TEMPERATURE   0.1 /* OptiLLM's; the client's temperature wins when it sent one */
 
 static bool blank(const char *s)
 {
@@ -57,8 +57,8 @@ static const char *critique(struct approach_ctx *ctx, const char *question, cons
 {
     struct llm_call call = {0};
     struct llm_msg *msgs;
-    const char *user = approach_prompt(ctx, "moa/critique", "question", question, "candidates",
-                                       cands, NULL);
+    const char *user =
+        approach_prompt(ctx, "moa/critique", "question", question, "candidates", cands, NULL);
 
     call.nmsgs = llm_msgs2(ctx, NULL, user, &msgs);
     call.msgs = msgs;

@@ -8,8 +8,11 @@
  * null content cannot crash it, and every choice depends on content only (sample order is
  * arrival order under concurrency): groups are formed over the samples sorted by text, ties
  * go to the group with an extracted answer, then to the smaller key; the returned member is
- * a completed one, then the shortest, then the first in byte order. Truncated samples vote
- * only when no sample completed (their last number is rarely their answer). */
+ * the shortest, then the first in byte order. Truncated samples vote only when no sample
+ * completed (the last number of a cut text is rarely its answer).
+ *
+ * majority_voting.c carries a copy of the grouping code (each approach file exports one
+ * symbol only); keep the two in step. */
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
@@ -134,11 +137,10 @@ static int sample_cmp(const void *pa, const void *pb)
     return strcmp(a->text, b->text);
 }
 
-/* Is member a a better representative than b: completed, shorter, then byte order. */
+/* Is member a a better representative than b: shorter, then byte order. (The members are
+ * all complete or all truncated: see collect().) */
 static bool better_member(const struct sample *a, const struct sample *b)
 {
-    if (truncated(a) != truncated(b))
-        return !truncated(a);
     if (a->len != b->len)
         return a->len < b->len;
     return strcmp(a->text, b->text) < 0;
@@ -193,8 +195,7 @@ static const struct sample *vote(struct approach_ctx *ctx, struct sample *s, int
 
 /* The usable samples of c[0..got): blank ones dropped, truncated ones dropped when any sample
  * completed, answer keys set. Sets *n; may be 0. */
-static struct sample *collect(struct approach_ctx *ctx, const struct llm_choice *c, int got,
-                              int *n)
+static struct sample *collect(struct approach_ctx *ctx, const struct llm_choice *c, int got, int *n)
 {
     struct sample *s = arena_calloc(ctx->arena, (size_t)got, sizeof(*s));
     bool any_complete = false;

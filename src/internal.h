@@ -76,6 +76,7 @@ struct exchange {
     /* MHD thread only (before hand-off). */
     struct buf body;
     bool too_big;
+    unsigned long long discarded; /* bytes of an oversized body read and dropped */
 };
 
 struct exchange *exchange_create(struct MHD_Connection *conn, const char *method, const char *url);

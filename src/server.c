@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "arena.h"
@@ -344,6 +345,14 @@ static enum MHD_Result send_reply(struct exchange *ex)
     return ret;
 }
 
+static enum MHD_Result too_big_now(struct exchange *ex)
+{
+    struct px_error err;
+
+    px_fail(&err, PX_ETOOBIG, NULL, "request body exceeds %zu bytes", srv_cfg->max_body);
+    return error_now(ex, &err);
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version,
                                       const char *upload, size_t *upload_size, void **con_cls)
@@ -353,7 +362,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     (void)cls;
     (void)version;
     if (!ex) {
-        /* First call: headers only. Never answer here (P9). */
+        /* First call: headers only. Never answer here (P9), except to refuse a declared
+         * oversized body before the client sends it (Expect: 100-continue). */
         ex = exchange_create(conn, method, url);
         *con_cls = ex;
         const char *cl = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -361,24 +371,31 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
             char *end;
             unsigned long long v = strtoull(cl, &end, 10);
 
-            if (*end == '\0' && v > srv_cfg->max_body)
+            if (*end == '\0' && v > srv_cfg->max_body) {
+                const char *expect = header(conn, MHD_HTTP_HEADER_EXPECT);
+
                 ex->too_big = true;
+                if (expect && strcasecmp(expect, "100-continue") == 0)
+                    return too_big_now(ex);
+            }
         }
         return MHD_YES;
     }
     if (ex->phase == EX_RECEIVING) {
         if (*upload_size > 0) {
-            if (!ex->too_big && ex->body.len + *upload_size > srv_cfg->max_body)
+            if (!ex->too_big && ex->body.len + *upload_size > srv_cfg->max_body) {
                 ex->too_big = true;
-            if (ex->too_big) {
-                struct px_error err;
-
-                /* Answer at once; MHD closes the connection after it, discarding the rest. */
-                px_fail(&err, PX_ETOOBIG, NULL, "request body exceeds %zu bytes",
-                        srv_cfg->max_body);
-                *upload_size = 0;
                 buf_free(&ex->body);
-                return error_now(ex, &err);
+            }
+            if (ex->too_big) {
+                /* Read and drop the rest so the client can read our 413 (a client that is
+                 * still sending when we close would see a reset instead); past a hard cap,
+                 * answer at once and close. */
+                ex->discarded += *upload_size;
+                *upload_size = 0;
+                if (ex->discarded > 4 * (unsigned long long)srv_cfg->max_body + (64u << 20))
+                    return too_big_now(ex);
+                return MHD_YES;
             }
             buf_append(&ex->body, upload, *upload_size);
             *upload_size = 0;

@@ -30,13 +30,13 @@ struct fake_msg {
 
 /* One call the fake received. All strings are heap memory owned by the fake. */
 struct fake_record {
-    int round;    /* index of the run() invocation the call belonged to, from 0 */
-    int seq;      /* position among all calls, from 0 */
-    char *stage;  /* "" when the caller gave none */
+    int round;   /* index of the run() invocation the call belonged to, from 0 */
+    int seq;     /* position among all calls, from 0 */
+    char *stage; /* "" when the caller gave none */
     struct fake_msg *msgs;
     size_t nmsgs;
-    char *text;   /* all messages as "[role]\ncontent\n" blocks */
-    bool raw_last; /* the last message was sent as a raw client object */
+    char *text;         /* all messages as "[role]\ncontent\n" blocks */
+    bool raw_last;      /* the last message was sent as a raw client object */
     double temperature; /* NAN when left to the client */
     long max_tokens;
     int n;
@@ -60,10 +60,10 @@ struct fake_llm {
     const char *fail_message; /* default "fake upstream failure" */
 
     /* State, read by the tests. */
-    int n_support;   /* what get_n reports; -1 (unknown) until set_n is called */
-    int set_n_calls; /* how many times set_n was called */
-    int rounds;      /* run() invocations so far */
-    int invalid;     /* malformed calls seen (no messages, NULL content, n < 0 ...) */
+    int n_support;      /* what get_n reports; -1 (unknown) until set_n is called */
+    int set_n_calls;    /* how many times set_n was called */
+    int rounds;         /* run() invocations so far */
+    int invalid;        /* malformed calls seen (no messages, NULL content, n < 0 ...) */
     struct usage total; /* the sum of every reported usage, failed calls included */
     struct fake_record *calls;
     size_t ncalls;
