@@ -88,7 +88,6 @@ int llm_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsg
     int got = 0;
     int need = k;
     const struct llm_reply *first_fail = NULL;
-    struct llm_reply n_fail;
 
     if (k <= 0)
         return 0;
@@ -114,9 +113,8 @@ int llm_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsg
             log_at(LOG_INFO, ctx->req_id,
                    "upstream refused n=%d (HTTP %d); using parallel single calls from now on", k,
                    c.reply.http_status);
+            /* The refusal is not the stage's failure: only the single calls' results count. */
             ctx->llm->ops->set_n(ctx->llm, 0);
-            n_fail = c.reply;
-            first_fail = &n_fail;
         } else {
             return fail_from(ctx, &c.reply);
         }

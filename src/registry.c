@@ -87,27 +87,59 @@ static bool slug_ok(const char *s)
     return true;
 }
 
+/* Every name an approach answers to: its slug and aliases. */
+static size_t names_of(const struct approach *a, const char **out, size_t cap)
+{
+    size_t n = 0;
+
+    out[n++] = a->slug;
+    for (const char *const *al = a->aliases; al && *al && n < cap; al++)
+        out[n++] = *al;
+    return n;
+}
+
 int registry_check(void)
 {
     int bad = 0;
 
     for (size_t i = 0; i < approach_registry_len; i++) {
         const struct approach *a = approach_registry[i];
+        const char *mine[16];
+        size_t nm = names_of(a, mine, 16);
 
         if (!slug_ok(a->slug) || !a->run || !a->summary) {
             log_error("registry: approach %zu (%s) is malformed", i, a->slug);
             bad = 1;
         }
-        if (strcmp(a->slug, "none") == 0 || strcmp(a->slug, "auto") == 0) {
-            log_error("registry: slug %s is reserved", a->slug);
-            bad = 1;
+        for (size_t k = 0; k < nm; k++) {
+            if (!strcmp(mine[k], "none") || !strcmp(mine[k], "auto")) {
+                log_error("registry: name %s is reserved", mine[k]);
+                bad = 1;
+            }
         }
+        /* No name (slug or alias) may belong to two approaches. */
         for (size_t j = 0; j < i; j++) {
-            const struct approach *b = approach_registry[j];
+            const char *theirs[16];
+            size_t nt = names_of(approach_registry[j], theirs, 16);
 
-            if (approach_find(a->slug, strlen(a->slug)) != a ||
-                (b->aliases && a->aliases && approach_find(*a->aliases, strlen(*a->aliases)) != a)) {
-                log_error("registry: duplicate name %s", a->slug);
+            for (size_t k = 0; k < nm; k++)
+                for (size_t l = 0; l < nt; l++)
+                    if (!strcmp(mine[k], theirs[l])) {
+                        log_error("registry: name %s is used by %s and %s", mine[k],
+                                  approach_registry[j]->slug, a->slug);
+                        bad = 1;
+                    }
+        }
+        /* Option names are global (flags, env, body fields): unique across approaches. */
+        for (const struct approach_option *o = a->options; o && o->name; o++) {
+            const struct approach_option *first = approach_option_find(o->name);
+
+            if (first != o) {
+                log_error("registry: option %s of %s is already defined", o->name, a->slug);
+                bad = 1;
+            }
+            if (!(o->min <= o->def && o->def <= o->max)) {
+                log_error("registry: option %s default is out of range", o->name);
                 bad = 1;
             }
         }
