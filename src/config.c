@@ -320,8 +320,11 @@ void config_usage(const char *prog)
 
         snprintf(left, sizeof(left), "--%s%s%s%s%s", f->name, f->alt ? ", --" : "",
                  f->alt ? f->alt : "", f->arg ? " " : "", f->arg ? f->arg : "");
-        printf("  %-36s %s%s%s%s\n", left, f->help, f->env ? " [" : "", f->env ? f->env : "",
-               f->env ? "]" : "");
+        if (strlen(left) > 36)
+            printf("  %s\n  %-36s", left, "");
+        else
+            printf("  %-36s", left);
+        printf(" %s%s%s%s\n", f->help, f->env ? " [" : "", f->env ? f->env : "", f->env ? "]" : "");
     }
     printf("  %-36s %s\n", "-h, --help", "show this help and exit");
     printf("  %-36s %s\n\n", "--version", "print the version and exit");

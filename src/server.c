@@ -51,7 +51,6 @@ static void suspend_for_work(struct exchange *ex)
     ex->home = io_pick();
     MHD_suspend_connection(ex->conn);
     pthread_mutex_unlock(&ex->mu);
-    io_watch(ex);
 }
 
 static void fail_after_suspend(struct exchange *ex, int code, const char *msg)
@@ -197,6 +196,7 @@ static enum MHD_Result do_chat(struct exchange *ex)
         return relay(ex, "/chat/completions", body, len, ex->req.stream);
     }
     suspend_for_work(ex);
+    io_watch(ex);
     if (pool_submit(engine_run, ex) < 0) {
         struct px_error busy;
 
@@ -427,6 +427,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     ex->conn = NULL;
     home = ex->home;
     rl = ex->relay_loop;
+    /* Wake the loops only when upstream work may still be running (to abort it now); a
+     * finished exchange is dropped from the watch list on the loop's next pass. */
+    bool busy = ex->phase != EX_SENT || (ex->streaming && !ex->out_done);
     int status = ex->status;
     struct usage u = ex->usage;
     pthread_mutex_unlock(&ex->mu);
@@ -441,9 +444,11 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)", u.calls,
                u.prompt_tokens, u.completion_tokens, (double)us / 1000.0);
     }
-    io_wake(home);
-    if (rl != home)
-        io_wake(rl);
+    if (busy) {
+        io_wake(home);
+        if (rl != home)
+            io_wake(rl);
+    }
     exchange_unref(ex);
 }
 

@@ -541,9 +541,30 @@ struct io_loop *io_pick(void)
     return &loops[i % nloops];
 }
 
+/* Caller holds l->mu. Takes a reference for the watch list. */
+static void do_watch(struct io_loop *l, struct exchange *ex)
+{
+    pthread_mutex_lock(&ex->mu);
+    if (ex->watched) {
+        pthread_mutex_unlock(&ex->mu);
+        return;
+    }
+    ex->watched = true;
+    ex->refs++;
+    pthread_mutex_unlock(&ex->mu);
+    if (l->nwatch_q == l->cap_watch_q) {
+        l->cap_watch_q = l->cap_watch_q ? l->cap_watch_q * 2 : 64;
+        l->watch_q = xrealloc(l->watch_q, l->cap_watch_q * sizeof(*l->watch_q));
+    }
+    l->watch_q[l->nwatch_q++] = ex;
+}
+
 int io_submit(struct xfer *x)
 {
-    struct io_loop *l = io_pick();
+    /* A relay runs on its exchange's home loop, which also watches the client: one loop,
+     * one wake-up per request. Approach calls spread over all loops. */
+    bool relay = x->kind == XFER_RELAY && x->ex && x->ex->home;
+    struct io_loop *l = relay ? x->ex->home : io_pick();
 
     pthread_mutex_lock(&l->mu);
     if (l->stopping) {
@@ -556,10 +577,11 @@ int io_submit(struct xfer *x)
     else
         l->q_head = x;
     l->q_tail = x;
-    if (x->kind == XFER_RELAY && x->ex) {
+    if (relay) {
         pthread_mutex_lock(&x->ex->mu);
         x->ex->relay_loop = l;
         pthread_mutex_unlock(&x->ex->mu);
+        do_watch(l, x->ex);
     }
     pthread_mutex_unlock(&l->mu);
     curl_multi_wakeup(l->multi);
@@ -570,20 +592,8 @@ void io_watch(struct exchange *ex)
 {
     struct io_loop *l = ex->home;
 
-    pthread_mutex_lock(&ex->mu);
-    if (ex->watched) {
-        pthread_mutex_unlock(&ex->mu);
-        return;
-    }
-    ex->watched = true;
-    ex->refs++;
-    pthread_mutex_unlock(&ex->mu);
     pthread_mutex_lock(&l->mu);
-    if (l->nwatch_q == l->cap_watch_q) {
-        l->cap_watch_q = l->cap_watch_q ? l->cap_watch_q * 2 : 64;
-        l->watch_q = xrealloc(l->watch_q, l->cap_watch_q * sizeof(*l->watch_q));
-    }
-    l->watch_q[l->nwatch_q++] = ex;
+    do_watch(l, ex);
     pthread_mutex_unlock(&l->mu);
     curl_multi_wakeup(l->multi);
 }
