@@ -70,17 +70,7 @@ $(BUILD)/tests/itest_%: $(BUILD)/tests/integration/itest_%.o $(HARNESS_OBJ) $(BU
 # line is the total: "N passed, N failed".
 test: deps
 	@$(MAKE) --no-print-directory all $(UNIT) $(ITEST)
-	@mkdir -p $(BUILD)/logs
-	@set -e; : > $(BUILD)/test.log; \
-	for t in $(UNIT) $(ITEST); do \
-	    echo "== $$t" | tee -a $(BUILD)/test.log; \
-	    if PX_BUILD=$(BUILD) timeout 600 $$t > $(BUILD)/logs/$$(basename $$t).out 2>&1; then :; \
-	    else echo "$$t: 0 passed, 1 failed (exit $$?)" >> $(BUILD)/logs/$$(basename $$t).out; fi; \
-	    tail -n 40 $(BUILD)/logs/$$(basename $$t).out | grep -E '^\[  (PASSED|FAILED)|^\[ +(ERROR|FAILED) +\]|passed, [0-9]+ failed' | tee -a $(BUILD)/test.log || true; \
-	done; \
-	awk '/^\[  PASSED  \] [0-9]+ test/ { p += $$4 } /^\[  FAILED  \] [0-9]+ test/ { f += $$4 } \
-	     / 0 passed, 1 failed/ { f += 1 } \
-	     END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' $(BUILD)/test.log
+	@scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST)
 
 check-sanitize:
 	$(MAKE) SANITIZE=address,undefined test

@@ -1,0 +1,29 @@
+#!/bin/bash
+# Runs test binaries, keeps each one's output in BUILD/logs/, prints their cmocka summaries and
+# ends with the total as "N passed, N failed". A binary that crashes or times out without a
+# summary counts as one failure. Usage: scripts/run_tests.sh BUILD test...
+set -u
+build=$1
+shift
+mkdir -p "$build/logs"
+passed=0
+failed=0
+for t in "$@"; do
+    name=$(basename "$t")
+    out="$build/logs/$name.out"
+    echo "== $name"
+    PX_BUILD=$build timeout 600 "$t" > "$out" 2>&1
+    rc=$?
+    p=$(awk '/^\[  PASSED  \] [0-9]+ test/ { s += $4 } END { print s + 0 }' "$out")
+    f=$(awk '/^\[  FAILED  \] [0-9]+ test/ { s += $4 } END { print s + 0 }' "$out")
+    grep -E '^\[  (PASSED|FAILED)  \]|^\[  ERROR   \]|^\[   LINE   \]' "$out" | tail -n 20
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "$name exited with status $rc without a failing test: counted as 1 failure"
+        tail -n 5 "$out"
+        f=1
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,670 @@
+// sdk_test.mjs: compatibility test of the proxy with the official `openai` npm SDK.
+//
+// Starts build/mock_upstream and build/optillm (build dir from $PX_BUILD, default "build",
+// relative to the repository root two levels up), points `new OpenAI({baseURL})` at the proxy
+// and checks what a user of the SDK would see: plain and streamed completions, every approach
+// and combination, the optillm_approach body field, n, models.list, the SDK's error classes,
+// client timeouts and aborts. Only 127.0.0.1 is used. The last line printed is always
+// "N passed, M failed"; the exit code is non-zero when anything failed.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import OpenAI from 'openai';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..', '..');
+const BUILD = path.resolve(ROOT, process.env.PX_BUILD || 'build');
+const GLOBAL_TIMEOUT_MS = 120_000;
+const QUESTION = [{ role: 'user', content: 'What is 6 * 7?' }];
+const KEY = 'sk-sdk-test';
+const GATE_KEY = 'gate-xyz';
+const UPSTREAM_KEY = 'sk-upstream-sdk-test';
+
+// ---- tiny runner ------------------------------------------------------------------------------
+
+let passed = 0;
+let failed = 0;
+let finished = false;
+
+async function test(name, fn) {
+    const t0 = Date.now();
+    try {
+        await fn();
+        passed++;
+        console.log(`ok   ${name} (${Date.now() - t0} ms)`);
+    } catch (e) {
+        failed++;
+        console.log(`FAIL ${name} (${Date.now() - t0} ms)`);
+        const text = e && e.stack ? e.stack : String(e);
+        for (const line of text.split('\n').slice(0, 12)) console.log(`     ${line}`);
+    }
+}
+
+function summary(extraFailures = 0) {
+    finished = true;
+    console.log(`${passed} passed, ${failed + extraFailures} failed`);
+}
+
+// ---- child processes --------------------------------------------------------------------------
+
+const children = []; // {name, proc, log: string[], exited: Promise<{code, signal}>}
+
+function startChild(name, file, args, env) {
+    const proc = spawn(file, args, {
+        cwd: ROOT,
+        env: { PATH: '/usr/bin:/bin', ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const child = { name, proc, log: [], lineWaiters: [], code: undefined, signal: undefined };
+    child.exited = new Promise((resolve) => {
+        proc.on('exit', (code, signal) => {
+            child.code = code;
+            child.signal = signal;
+            resolve({ code, signal });
+            for (const w of child.lineWaiters) w.fail(new Error(`${name} exited (code ${code}, signal ${signal})`));
+            child.lineWaiters = [];
+        });
+    });
+    proc.on('error', (e) => {
+        for (const w of child.lineWaiters) w.fail(new Error(`${name}: ${e.message}`));
+        child.lineWaiters = [];
+    });
+    // Always drain both pipes: the proxy logs one line per request on stderr.
+    for (const stream of [proc.stdout, proc.stderr]) {
+        let pending = '';
+        stream.setEncoding('utf8');
+        stream.on('data', (d) => {
+            pending += d;
+            let nl;
+            while ((nl = pending.indexOf('\n')) >= 0) {
+                const line = pending.slice(0, nl);
+                pending = pending.slice(nl + 1);
+                child.log.push(line);
+                if (child.log.length > 400) child.log.shift();
+                for (const w of [...child.lineWaiters]) {
+                    const m = w.re.exec(line);
+                    if (m) {
+                        child.lineWaiters.splice(child.lineWaiters.indexOf(w), 1);
+                        w.ok(m);
+                    }
+                }
+            }
+        });
+    }
+    children.push(child);
+    return child;
+}
+
+function waitLine(child, re, ms = 10_000) {
+    for (const line of child.log) {
+        const m = re.exec(line);
+        if (m) return Promise.resolve(m);
+    }
+    if (child.code !== undefined) return Promise.reject(new Error(`${child.name} is not running`));
+    return new Promise((ok, fail) => {
+        const t = setTimeout(() => fail(new Error(`${child.name}: no line matching ${re} in ${ms} ms`)), ms);
+        child.lineWaiters.push({
+            re,
+            ok: (m) => (clearTimeout(t), ok(m)),
+            fail: (e) => (clearTimeout(t), fail(e)),
+        });
+    });
+}
+
+async function startMock() {
+    const c = startChild('mock_upstream', path.join(BUILD, 'mock_upstream'), ['--port', '0'], {});
+    c.port = Number((await waitLine(c, /^PORT (\d+)/))[1]);
+    return c;
+}
+
+async function startProxy(mockPort, extraArgs = [], env = {}) {
+    const args = ['--port', '0', '--base-url', `http://127.0.0.1:${mockPort}/v1`, '--sse-keepalive', '0.5'];
+    const c = startChild('optillm', path.join(BUILD, 'optillm'), [...args, ...extraArgs], env);
+    c.port = Number((await waitLine(c, /listening on http:\/\/127\.0\.0\.1:(\d+)\/v1/))[1]);
+    return c;
+}
+
+function alive(child) {
+    return child.code === undefined;
+}
+
+// SIGTERM, then SIGKILL after graceMs. Returns {code, signal}.
+async function stopChild(child, graceMs = 5000) {
+    if (!alive(child)) return { code: child.code, signal: child.signal };
+    child.proc.kill('SIGTERM');
+    let t;
+    const r = await Promise.race([
+        child.exited,
+        new Promise((ok) => (t = setTimeout(() => ok(null), graceMs))),
+    ]);
+    clearTimeout(t);
+    if (r) return r;
+    child.proc.kill('SIGKILL');
+    await child.exited;
+    return { code: null, signal: 'SIGKILL', timedOut: true };
+}
+
+function killAllNow() {
+    for (const c of children) if (alive(c)) c.proc.kill('SIGKILL');
+}
+
+function dumpLogs() {
+    for (const c of children) {
+        if (!c.log.length) continue;
+        console.log(`---- last lines of ${c.name} (pid ${c.proc.pid}, port ${c.port}) ----`);
+        for (const line of c.log.slice(-25)) console.log(`  ${line}`);
+    }
+}
+
+process.on('exit', killAllNow);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(sig, () => {
+        killAllNow();
+        if (!finished) {
+            console.log(`interrupted by ${sig}`);
+            summary(1);
+        }
+        process.exit(1);
+    });
+}
+process.on('uncaughtException', (e) => {
+    killAllNow();
+    console.log(`uncaught exception: ${e && e.stack ? e.stack : e}`);
+    if (!finished) summary(1);
+    process.exit(1);
+});
+process.on('unhandledRejection', (e) => {
+    killAllNow();
+    console.log(`unhandled rejection: ${e && e.stack ? e.stack : e}`);
+    if (!finished) summary(1);
+    process.exit(1);
+});
+const deadline = setTimeout(() => {
+    console.log(`global timeout: the test did not finish within ${GLOBAL_TIMEOUT_MS / 1000} s`);
+    dumpLogs();
+    killAllNow();
+    summary(1);
+    process.exit(1);
+}, GLOBAL_TIMEOUT_MS);
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+let mock;
+
+async function mockGet(p) {
+    const r = await fetch(`http://127.0.0.1:${mock.port}${p}`);
+    assert.equal(r.status, 200, `mock ${p}`);
+    return r.json();
+}
+
+async function mockReset() {
+    const r = await fetch(`http://127.0.0.1:${mock.port}/mock/reset`, { method: 'POST' });
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+}
+
+// A fetch that keeps a copy of every SSE body exactly as it came over the wire, so the stream
+// can be checked beyond what the SDK tolerates (it normalises chunks and skips comments).
+const rawStreams = [];
+async function recordingFetch(url, init) {
+    const res = await fetch(url, init);
+    if ((res.headers.get('content-type') || '').includes('text/event-stream')) {
+        rawStreams.push({
+            status: res.status,
+            text: res.clone().text().catch((e) => `<<read error: ${e}>>`),
+        });
+    }
+    return res;
+}
+
+function makeClient(port, opts = {}) {
+    return new OpenAI({
+        baseURL: `http://127.0.0.1:${port}/v1`,
+        apiKey: KEY,
+        fetch: recordingFetch,
+        ...opts,
+    });
+}
+
+// Checks the last recorded SSE body: only data lines and comments, every data payload JSON
+// except the final [DONE], every choice with index, delta and an explicit finish_reason.
+async function checkRawSse() {
+    assert.ok(rawStreams.length > 0, 'no SSE body was recorded');
+    const rec = rawStreams[rawStreams.length - 1];
+    const text = await rec.text;
+    assert.equal(rec.status, 200);
+    const lines = text.split(/\r?\n/);
+    const data = [];
+    let comments = 0;
+    for (const line of lines) {
+        if (line === '') continue;
+        if (line.startsWith(':')) {
+            comments++;
+            continue;
+        }
+        assert.ok(line.startsWith('data: '), `unexpected SSE line: ${JSON.stringify(line.slice(0, 200))}`);
+        data.push(line.slice(6));
+    }
+    assert.ok(data.length >= 2, 'too few data lines');
+    assert.equal(data[data.length - 1], '[DONE]', 'the stream does not end with data: [DONE]');
+    for (const d of data.slice(0, -1)) {
+        let j;
+        assert.doesNotThrow(() => (j = JSON.parse(d)), `data line is not JSON: ${d.slice(0, 200)}`);
+        assert.ok(!('error' in j), `error in stream: ${d.slice(0, 300)}`);
+        assert.ok(Array.isArray(j.choices), `chunk without choices: ${d.slice(0, 200)}`);
+        for (const c of j.choices) {
+            assert.equal(typeof c.index, 'number', `choice without index: ${d.slice(0, 200)}`);
+            assert.equal(typeof c.delta, 'object', `choice without delta: ${d.slice(0, 200)}`);
+            assert.ok('finish_reason' in c, `choice without finish_reason: ${d.slice(0, 200)}`);
+        }
+    }
+    return { comments, dataLines: data.length };
+}
+
+function checkUsage(u, what = 'usage') {
+    assert.ok(u, `${what} missing`);
+    for (const k of ['prompt_tokens', 'completion_tokens', 'total_tokens'])
+        assert.ok(Number.isInteger(u[k]) && u[k] >= 0, `${what}.${k} = ${u[k]}`);
+    assert.ok(u.total_tokens > 0, `${what}.total_tokens = 0`);
+    assert.equal(u.total_tokens, u.prompt_tokens + u.completion_tokens, `${what}: total != prompt + completion`);
+}
+
+// Non-stream completion as an approach returns it.
+function checkCompletion(r, model, nChoices, { answer = '42', noTags = false } = {}) {
+    assert.equal(typeof r.id, 'string');
+    assert.ok(r.id.length > 0, 'empty id');
+    assert.equal(r.object, 'chat.completion');
+    assert.ok(Number.isInteger(r.created), 'created');
+    assert.equal(r.model, model, 'model differs from the one sent');
+    assert.equal(r.choices.length, nChoices, 'number of choices');
+    r.choices.forEach((c, i) => {
+        assert.equal(c.index, i, 'choice index');
+        assert.equal(c.message.role, 'assistant');
+        assert.equal(typeof c.message.content, 'string');
+        assert.ok(c.message.content.length > 0, 'empty content');
+        if (answer) assert.ok(c.message.content.includes(answer), `choice ${i}: no "${answer}" in ${JSON.stringify(c.message.content)}`);
+        if (noTags)
+            assert.ok(!/<thinking>|<output>/.test(c.message.content), `tags in ${JSON.stringify(c.message.content)}`);
+        assert.equal(c.finish_reason, 'stop', `choice ${i}: finish_reason`);
+    });
+    checkUsage(r.usage);
+}
+
+async function collect(stream) {
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    return chunks;
+}
+
+// Streamed completion: per-choice text, one finish per choice, one final usage chunk.
+function checkChunks(chunks, model, nChoices, { answer = '42', noTags = false, usage = true } = {}) {
+    assert.ok(chunks.length >= 3, `only ${chunks.length} chunks`);
+    const id = chunks[0].id;
+    assert.ok(typeof id === 'string' && id.length > 0, 'chunk id');
+    const text = new Map();
+    const finishes = new Map();
+    const usageAt = [];
+    chunks.forEach((ch, k) => {
+        assert.equal(ch.object, 'chat.completion.chunk', `chunk ${k} object`);
+        assert.equal(ch.id, id, `chunk ${k} has another id`);
+        assert.equal(ch.model, model, `chunk ${k} model`);
+        if (ch.usage) usageAt.push(k);
+        for (const c of ch.choices) {
+            if (!text.has(c.index)) text.set(c.index, '');
+            if (typeof c.delta?.content === 'string') text.set(c.index, text.get(c.index) + c.delta.content);
+            if (c.finish_reason != null) finishes.set(c.index, [...(finishes.get(c.index) || []), c.finish_reason]);
+        }
+    });
+    assert.deepEqual([...text.keys()].sort(), [...Array(nChoices).keys()], 'choice indexes');
+    for (const [i, t] of text) {
+        assert.ok(t.length > 0, `choice ${i}: empty text`);
+        if (answer) assert.ok(t.includes(answer), `choice ${i}: no "${answer}" in ${JSON.stringify(t)}`);
+        if (noTags) assert.ok(!/<thinking>|<output>/.test(t), `choice ${i}: tags in ${JSON.stringify(t)}`);
+        assert.deepEqual(finishes.get(i), ['stop'], `choice ${i}: finish reasons`);
+    }
+    if (usage) {
+        assert.deepEqual(usageAt, [chunks.length - 1], 'usage must be in exactly one chunk, the last');
+        const last = chunks[chunks.length - 1];
+        assert.deepEqual(last.choices, [], 'usage chunk choices');
+        checkUsage(last.usage, 'stream usage');
+    } else {
+        assert.deepEqual(usageAt, [], 'usage sent without include_usage');
+    }
+    return text;
+}
+
+async function expectError(promise, cls, check) {
+    let err;
+    try {
+        const r = await promise;
+        if (r && typeof r[Symbol.asyncIterator] === 'function') await collect(r);
+    } catch (e) {
+        err = e;
+    }
+    assert.ok(err, `expected ${cls.name}, but the request succeeded`);
+    assert.ok(
+        err instanceof cls,
+        `expected ${cls.name}, got ${err?.constructor?.name} (status ${err?.status}): ${err?.message}`,
+    );
+    if (check) check(err);
+    return err;
+}
+
+// ---- the cases --------------------------------------------------------------------------------
+
+async function main() {
+    const t0 = Date.now();
+    mock = await startMock();
+    const proxy = await startProxy(mock.port);
+    const client = makeClient(proxy.port);
+    const noRetry = makeClient(proxy.port, { maxRetries: 0 });
+
+    // 1. passthrough
+    await test('passthrough: chat.completions.create', async () => {
+        await mockReset();
+        const r = await client.chat.completions.create({
+            model: 'mock',
+            messages: [
+                { role: 'system', content: 'You are terse.' },
+                { role: 'user', content: 'Say hello to the SDK' },
+            ],
+        });
+        checkCompletion(r, 'mock', 1, { answer: 'mock reply 0:' });
+        // The client's key reached the upstream (no server key configured).
+        const reqs = await mockGet('/mock/requests');
+        assert.equal(reqs.length, 1);
+        assert.equal(reqs[0].auth, `Bearer ${KEY}`);
+        assert.equal(reqs[0].body.model, 'mock');
+    });
+
+    // 2. passthrough stream
+    await test('passthrough: stream with include_usage', async () => {
+        const s = await client.chat.completions.create({
+            model: 'mock',
+            messages: [{ role: 'user', content: 'Say hello to the SDK' }],
+            stream: true,
+            stream_options: { include_usage: true },
+        });
+        const chunks = await collect(s);
+        checkChunks(chunks, 'mock', 1, { answer: 'mock reply 0:' });
+        await checkRawSse();
+    });
+
+    await test('passthrough: stream without include_usage has no usage chunk', async () => {
+        const s = await client.chat.completions.create({
+            model: 'mock',
+            messages: [{ role: 'user', content: 'Say hello' }],
+            stream: true,
+        });
+        checkChunks(await collect(s), 'mock', 1, { answer: 'mock reply 0:', usage: false });
+        await checkRawSse();
+    });
+
+    // 3. every approach, combinations and aliases
+    const slugs = [
+        'bon',
+        'moa',
+        'self_consistency',
+        'majority_voting',
+        're2',
+        'cot_reflection',
+        'bon&moa',
+        're2|bon',
+        'self-consistency',
+        'mixture-of-agents',
+    ];
+    for (const slug of slugs) {
+        const model = `${slug}-mock@noisy=1,p=1`;
+        const n = slug === 're2|bon' ? 2 : 1;
+        const noTags = slug === 'cot_reflection';
+        await test(`approach ${slug}: non-stream`, async () => {
+            const r = await client.chat.completions.create({ model, messages: QUESTION });
+            checkCompletion(r, model, n, { noTags });
+        });
+        await test(`approach ${slug}: stream`, async () => {
+            const s = await client.chat.completions.create({
+                model,
+                messages: QUESTION,
+                stream: true,
+                stream_options: { include_usage: true },
+            });
+            checkChunks(await collect(s), model, n, { noTags });
+            await checkRawSse();
+        });
+    }
+
+    await test('approach stream with keep-alive comments before the answer', async () => {
+        const model = 're2-mock@noisy=1,p=1,latency=1300';
+        const s = await client.chat.completions.create({
+            model,
+            messages: QUESTION,
+            stream: true,
+            stream_options: { include_usage: true },
+        });
+        checkChunks(await collect(s), model, 1);
+        const raw = await checkRawSse();
+        assert.ok(raw.comments >= 1, `no ': keep-alive' comment in the stream (${raw.comments})`);
+    });
+
+    // 4. optillm_approach as an extra body field (the SDK sends unknown params as-is)
+    await test('optillm_approach: moa as an extra create() param', async () => {
+        await mockReset();
+        const model = 'mock@noisy=1,p=1';
+        const r = await client.chat.completions.create({ model, messages: QUESTION, optillm_approach: 'moa' });
+        checkCompletion(r, model, 1);
+        assert.ok(r.choices[0].message.content.startsWith('Combining the candidates'), r.choices[0].message.content);
+        const stats = await mockGet('/mock/stats');
+        assert.equal(stats.calls, 3, 'moa makes 3 upstream calls');
+        const reqs = await mockGet('/mock/requests');
+        assert.ok(!JSON.stringify(reqs).includes('optillm_approach'), 'optillm_approach reached the upstream');
+    });
+
+    await test('optillm_approach: bon as an extra param, streamed', async () => {
+        await mockReset();
+        const model = 'mock@noisy=1,p=1';
+        const s = await client.chat.completions.create({
+            model,
+            messages: QUESTION,
+            optillm_approach: 'bon',
+            stream: true,
+            stream_options: { include_usage: true },
+        });
+        checkChunks(await collect(s), model, 1);
+        assert.equal((await mockGet('/mock/stats')).calls, 4, 'bon makes 4 upstream calls');
+    });
+
+    // 5. n
+    await test('n=2 with re2-mock: 2 choices', async () => {
+        const r = await client.chat.completions.create({ model: 're2-mock', messages: QUESTION, n: 2 });
+        checkCompletion(r, 're2-mock', 2, { answer: 'mock reply' });
+    });
+
+    await test('n=2 with re2-mock, streamed: 2 choices', async () => {
+        const s = await client.chat.completions.create({
+            model: 're2-mock',
+            messages: QUESTION,
+            n: 2,
+            stream: true,
+            stream_options: { include_usage: true },
+        });
+        checkChunks(await collect(s), 're2-mock', 2, { answer: 'mock reply' });
+        await checkRawSse();
+    });
+
+    // 6. models
+    await test('models.list: .data and async iteration', async () => {
+        const page = await client.models.list();
+        assert.deepEqual(page.data.map((m) => m.id).sort(), ['mock-model', 'mock-model-2']);
+        for (const m of page.data) assert.equal(m.object, 'model');
+        const ids = [];
+        for await (const m of client.models.list()) ids.push(m.id);
+        assert.deepEqual(ids.sort(), ['mock-model', 'mock-model-2']);
+    });
+
+    // 7. errors
+    const msg = (content = 'x') => [{ role: 'user', content }];
+    await test('error: upstream 429 -> RateLimitError, not retried with maxRetries 0', async () => {
+        await mockReset();
+        await expectError(noRetry.chat.completions.create({ model: 'mock@status=429', messages: msg() }), OpenAI.RateLimitError, (e) => {
+            assert.equal(e.status, 429);
+            assert.ok(e instanceof OpenAI.APIError);
+            assert.ok(e.message.includes('mock error 429'), e.message);
+        });
+        assert.equal((await mockGet('/mock/stats')).calls, 1);
+    });
+    await test('error: upstream 400 -> BadRequestError', async () => {
+        await expectError(noRetry.chat.completions.create({ model: 'mock@status=400', messages: msg() }), OpenAI.BadRequestError, (e) =>
+            assert.equal(e.status, 400),
+        );
+    });
+    await test('error: upstream 500 -> InternalServerError', async () => {
+        await expectError(noRetry.chat.completions.create({ model: 'mock@status=500', messages: msg() }), OpenAI.InternalServerError, (e) =>
+            assert.equal(e.status, 500),
+        );
+    });
+    await test('error: upstream 429 inside an approach -> RateLimitError', async () => {
+        await expectError(noRetry.chat.completions.create({ model: 'bon-mock@status=429', messages: msg() }), OpenAI.RateLimitError, (e) =>
+            assert.equal(e.status, 429),
+        );
+    });
+    await test('error: upstream 429 inside a streamed approach, before any byte -> RateLimitError', async () => {
+        await expectError(
+            noRetry.chat.completions.create({ model: 'moa-mock@status=429', messages: msg(), stream: true }),
+            OpenAI.RateLimitError,
+            (e) => assert.equal(e.status, 429),
+        );
+    });
+    await test('error: upstream 429 in a streamed approach after keep-alives -> APIError while iterating', async () => {
+        await expectError(
+            noRetry.chat.completions.create({ model: 'bon-mock@status=429,latency=1200', messages: msg(), stream: true }),
+            OpenAI.APIError,
+            (e) => assert.ok(String(e.message).includes('mock error 429'), e.message),
+        );
+    });
+    await test('error: messages: [] -> BadRequestError with param "messages"', async () => {
+        await expectError(noRetry.chat.completions.create({ model: 'mock', messages: [] }), OpenAI.BadRequestError, (e) => {
+            assert.equal(e.status, 400);
+            assert.equal(e.param, 'messages');
+        });
+    });
+    await test('error: model "moa&nosuch-mock" -> BadRequestError (param model)', async () => {
+        await expectError(noRetry.chat.completions.create({ model: 'moa&nosuch-mock', messages: msg() }), OpenAI.BadRequestError, (e) => {
+            assert.equal(e.status, 400);
+            assert.equal(e.param, 'model');
+        });
+    });
+    await test('error: model "nosuch&moa-mock" -> BadRequestError', async () => {
+        await mockReset();
+        try {
+            await expectError(noRetry.chat.completions.create({ model: 'nosuch&moa-mock', messages: msg() }), OpenAI.BadRequestError, (e) =>
+                assert.equal(e.status, 400),
+            );
+        } catch (e) {
+            const reqs = await mockGet('/mock/requests');
+            e.message += `; upstream received ${reqs.length} call(s), models ${JSON.stringify(reqs.map((r) => r.body?.model))}`;
+            throw e;
+        }
+    });
+    await test('error: optillm_approach "nosuch" -> BadRequestError (param optillm_approach)', async () => {
+        await expectError(
+            noRetry.chat.completions.create({ model: 'mock', messages: msg(), optillm_approach: 'nosuch' }),
+            OpenAI.BadRequestError,
+            (e) => assert.equal(e.param, 'optillm_approach'),
+        );
+    });
+
+    // gate key on a second proxy (it needs a server key for the upstream then)
+    const gated = await startProxy(mock.port, ['--optillm-api-key', GATE_KEY], { OPENAI_API_KEY: UPSTREAM_KEY });
+    await test('gate: wrong key -> AuthenticationError (401)', async () => {
+        const bad = makeClient(gated.port, { apiKey: 'wrong-key', maxRetries: 0 });
+        await expectError(bad.chat.completions.create({ model: 'mock', messages: msg() }), OpenAI.AuthenticationError, (e) =>
+            assert.equal(e.status, 401),
+        );
+        await expectError(bad.models.list(), OpenAI.AuthenticationError, (e) => assert.equal(e.status, 401));
+    });
+    await test('gate: right key works; the gate key never reaches the upstream', async () => {
+        await mockReset();
+        const good = makeClient(gated.port, { apiKey: GATE_KEY, maxRetries: 0 });
+        const r = await good.chat.completions.create({ model: 'moa-mock@noisy=1,p=1', messages: QUESTION });
+        checkCompletion(r, 'moa-mock@noisy=1,p=1', 1);
+        const s = await good.chat.completions.create({
+            model: 'mock',
+            messages: msg('hi'),
+            stream: true,
+            stream_options: { include_usage: true },
+        });
+        checkChunks(await collect(s), 'mock', 1, { answer: 'mock reply 0:' });
+        const stats = await mockGet('/mock/stats');
+        assert.deepEqual(stats.keys, [`Bearer ${UPSTREAM_KEY}`]);
+        assert.ok(!JSON.stringify(await mockGet('/mock/requests')).includes(GATE_KEY), 'gate key forwarded');
+    });
+
+    // 8. client-side timeouts and aborts; the proxy must survive them
+    await test('timeout: 500 ms against latency=3000 -> APIConnectionTimeoutError; proxy still answers', async () => {
+        const t = Date.now();
+        await expectError(
+            noRetry.chat.completions.create({ model: 'mock@latency=3000', messages: msg() }, { timeout: 500 }),
+            OpenAI.APIConnectionTimeoutError,
+        );
+        assert.ok(Date.now() - t < 2500, `timeout took ${Date.now() - t} ms`);
+        const r = await noRetry.chat.completions.create({ model: 'mock', messages: msg('again') }, { timeout: 5000 });
+        checkCompletion(r, 'mock', 1, { answer: 'mock reply 0:' });
+        assert.ok(alive(proxy), 'proxy exited');
+    });
+    await test('timeout during an approach (moa, latency=3000) -> APIConnectionTimeoutError; proxy still answers', async () => {
+        await expectError(
+            noRetry.chat.completions.create({ model: 'moa-mock@latency=3000', messages: msg() }, { timeout: 500 }),
+            OpenAI.APIConnectionTimeoutError,
+        );
+        const r = await noRetry.chat.completions.create({ model: 're2-mock@noisy=1,p=1', messages: QUESTION }, { timeout: 5000 });
+        checkCompletion(r, 're2-mock@noisy=1,p=1', 1);
+        assert.ok(alive(proxy), 'proxy exited');
+    });
+    await test('abort of a streamed approach while waiting -> APIUserAbortError; proxy still answers', async () => {
+        const ac = new AbortController();
+        const timer = setTimeout(() => ac.abort(), 800);
+        try {
+            await expectError(
+                noRetry.chat.completions.create(
+                    { model: 'bon-mock@noisy=1,latency=2000', messages: QUESTION, stream: true },
+                    { signal: ac.signal },
+                ),
+                OpenAI.APIUserAbortError,
+            );
+        } finally {
+            clearTimeout(timer);
+        }
+        const s = await noRetry.chat.completions.create(
+            { model: 'cot_reflection-mock@noisy=1,p=1', messages: QUESTION, stream: true },
+            { timeout: 5000 },
+        );
+        checkChunks(await collect(s), 'cot_reflection-mock@noisy=1,p=1', 1, { noTags: true, usage: false });
+        assert.ok(alive(proxy), 'proxy exited');
+    });
+
+    // Orderly shutdown: every child still running and exiting 0 on SIGTERM.
+    await test('shutdown: proxies and mock exit 0 on SIGTERM', async () => {
+        for (const c of [proxy, gated, mock]) {
+            assert.ok(alive(c), `${c.name} (port ${c.port}) died during the test: code ${c.code}, signal ${c.signal}`);
+            const r = await stopChild(c);
+            assert.deepEqual(r, { code: 0, signal: null }, `${c.name} (port ${c.port}) exit`);
+        }
+    });
+
+    console.log(`elapsed ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+}
+
+try {
+    await main();
+} catch (e) {
+    failed++;
+    console.log(`FAIL setup: ${e && e.stack ? e.stack : e}`);
+} finally {
+    if (failed) dumpLogs();
+    await Promise.all(children.map((c) => stopChild(c, 2000)));
+    clearTimeout(deadline);
+    summary();
+    process.exitCode = failed ? 1 : 0;
+}
