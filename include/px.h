@@ -49,6 +49,10 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 
+/* Writes prefix + 'words' x 16 hex digits into buf: a unique id (request ids, completion ids).
+ * Not a secret. Thread-safe. */
+void px_random_id(char *buf, size_t len, const char *prefix, int words);
+
 /* Monotonic clock in milliseconds / microseconds. Thread-safe. */
 long long px_now_ms(void);
 long long px_now_us(void);

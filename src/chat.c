@@ -38,10 +38,10 @@ static size_t match_name(const char *s, const struct approach **out)
             names[nn++] = *al;
         for (size_t j = 0; j < nn; j++) {
             size_t len = strlen(names[j]);
-            char end = s[len];
 
+            /* strncmp first: s may be shorter than the name. */
             if (len > best && strncmp(s, names[j], len) == 0 &&
-                (end == '-' || end == '&' || end == '|' || end == '\0')) {
+                (s[len] == '-' || s[len] == '&' || s[len] == '|' || s[len] == '\0')) {
                 best = len;
                 *out = a;
             }
@@ -132,6 +132,9 @@ int route_parse_model(const char *model, struct route *out, const char **rest,
                        "model '%.200s' names an approach but no model; use e.g. '%.100s-gpt-4o-mini'",
                        model, model);
     p++; /* the '-' */
+    if (*p == '\0')
+        return px_fail(err, PX_EINVAL, "model", "model '%.200s' names an approach but no model",
+                       model);
     {
         /* A second plain prefix ("moa-bon-gpt-4o") would be silently dropped by OptiLLM. */
         const char *q = p;

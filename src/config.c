@@ -209,7 +209,8 @@ static int set_value(struct config *c, const struct flag *f, const char *v, cons
             mult = 1024 * 1024, end++;
         else if (*end == 'g' || *end == 'G')
             mult = 1024.0 * 1024 * 1024, end++;
-        if (errno || end == v || *end || d * mult < 1024 || d * mult > 4.0 * 1024 * 1024 * 1024) {
+        if (errno || end == v || *end || !isfinite(d) || d * mult < 1024 ||
+            d * mult > 4.0 * 1024 * 1024 * 1024) {
             fprintf(stderr, "%s: --%s needs a size between 1k and 4G\n", src, f->name);
             return -1;
         }

@@ -4,7 +4,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,12 +37,7 @@ struct sink {
 
 void response_new_id(char *buf, size_t len)
 {
-    unsigned char r[12];
-
-    if (RAND_bytes(r, sizeof(r)) != 1)
-        memset(r, 0, sizeof(r));
-    snprintf(buf, len, "chatcmpl-%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1],
-             r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11]);
+    px_random_id(buf, len, "chatcmpl-", 2);
 }
 
 static cJSON *chunk_new(struct sink *s)

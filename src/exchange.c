@@ -1,5 +1,4 @@
 /* exchange.c: the client exchange: reference counting, replies and the resume protocol. */
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,12 +38,7 @@ struct exchange *exchange_create(struct MHD_Connection *conn, const char *method
     if (rid && i > 0 && rid[i] == '\0') {
         snprintf(ex->id, sizeof(ex->id), "%s", rid);
     } else {
-        unsigned char r[8];
-
-        if (RAND_bytes(r, sizeof(r)) != 1)
-            memset(r, 0, sizeof(r));
-        snprintf(ex->id, sizeof(ex->id), "req_%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1],
-                 r[2], r[3], r[4], r[5], r[6], r[7]);
+        px_random_id(ex->id, sizeof(ex->id), "req_", 1);
     }
     return ex;
 }

@@ -66,7 +66,7 @@ struct exchange {
     int fd;
     struct arena *arena; /* owned; destroyed with the exchange */
     struct chat_request req;
-    char id[40];             /* request id */
+    char id[72];             /* request id (the client's, <= 64 chars, or ours) */
     const char *upstream_key; /* in the arena; never logged */
     long long start_us;
     struct io_loop *home;    /* the loop that watches the fd */

@@ -2,10 +2,14 @@
 #include "px.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 int px_fail(struct px_error *err, int code, const char *param, const char *fmt, ...)
 {
@@ -119,4 +123,41 @@ long long px_now_us(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Ids: unique, unpredictable enough for correlation (not secrets): splitmix64 over a seed
+ * from the kernel and a process-wide counter. */
+static uint64_t id_seed;
+static uint64_t id_counter;
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+void px_random_id(char *buf, size_t len, const char *prefix, int words)
+{
+    uint64_t seed = __atomic_load_n(&id_seed, __ATOMIC_RELAXED);
+    size_t pos;
+
+    if (seed == 0) {
+        uint64_t s = 0;
+
+        if (getrandom(&s, sizeof(s), 0) != (ssize_t)sizeof(s))
+            s = (uint64_t)px_now_us() ^ ((uint64_t)getpid() << 32);
+        s |= 1;
+        __atomic_compare_exchange_n(&id_seed, &seed, s, false, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED);
+        seed = __atomic_load_n(&id_seed, __ATOMIC_RELAXED);
+    }
+    pos = (size_t)snprintf(buf, len, "%s", prefix);
+    for (int i = 0; i < words && pos + 16 < len; i++) {
+        uint64_t n = __atomic_fetch_add(&id_counter, 1, __ATOMIC_RELAXED);
+
+        pos += (size_t)snprintf(buf + pos, len - pos, "%016llx",
+                                (unsigned long long)splitmix64(seed ^ splitmix64(n)));
+    }
 }

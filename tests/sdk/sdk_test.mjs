@@ -8,6 +8,8 @@
 // "N passed, M failed"; the exit code is non-zero when anything failed.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -113,8 +115,14 @@ function waitLine(child, re, ms = 10_000) {
     });
 }
 
+// In a&b the second approach gets the first one's answer ("... The answer is 42.") as its user
+// message, which holds no arithmetic; this key tells the noisy mock that its truth is 42.
+let keyDir;
 async function startMock() {
-    const c = startChild('mock_upstream', path.join(BUILD, 'mock_upstream'), ['--port', '0'], {});
+    keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'optillm-sdk-'));
+    const key = path.join(keyDir, 'key.jsonl');
+    fs.writeFileSync(key, JSON.stringify({ question: 'The answer is 42', answer: 42 }) + '\n');
+    const c = startChild('mock_upstream', path.join(BUILD, 'mock_upstream'), ['--port', '0', '--noisy-key', key], {});
     c.port = Number((await waitLine(c, /^PORT (\d+)/))[1]);
     return c;
 }
@@ -337,13 +345,15 @@ function checkChunks(chunks, model, nChoices, { answer = '42', noTags = false, u
 
 async function expectError(promise, cls, check) {
     let err;
+    let got;
     try {
         const r = await promise;
-        if (r && typeof r[Symbol.asyncIterator] === 'function') await collect(r);
+        got = r;
+        if (r && typeof r[Symbol.asyncIterator] === 'function') got = await collect(r);
     } catch (e) {
         err = e;
     }
-    assert.ok(err, `expected ${cls.name}, but the request succeeded`);
+    assert.ok(err, `expected ${cls.name}, but the request succeeded: ${JSON.stringify(got)?.slice(0, 400)}`);
     assert.ok(
         err instanceof cls,
         `expected ${cls.name}, got ${err?.constructor?.name} (status ${err?.status}): ${err?.message}`,
@@ -420,8 +430,16 @@ async function main() {
         const n = slug === 're2|bon' ? 2 : 1;
         const noTags = slug === 'cot_reflection';
         await test(`approach ${slug}: non-stream`, async () => {
+            await mockReset();
             const r = await client.chat.completions.create({ model, messages: QUESTION });
             checkCompletion(r, model, n, { noTags });
+            if (slug === 'bon&moa') {
+                // The pipeline: moa's drafts answer bon's answer, not the original question.
+                const users = (await mockGet('/mock/requests')).map((q) => q.body.messages.filter((m) => m.role === 'user').pop()?.content);
+                assert.ok(users.includes('What is 6 * 7?'), 'bon never saw the question');
+                assert.ok(users.some((u) => typeof u === 'string' && u.startsWith('Let me work it out') && u.includes('42')),
+                    `moa never got bon's answer: ${JSON.stringify(users.map((u) => String(u).slice(0, 60)))}`);
+            }
         });
         await test(`approach ${slug}: stream`, async () => {
             const s = await client.chat.completions.create({
@@ -563,8 +581,9 @@ async function main() {
             );
         } catch (e) {
             const reqs = await mockGet('/mock/requests');
-            e.message += `; upstream received ${reqs.length} call(s), models ${JSON.stringify(reqs.map((r) => r.body?.model))}`;
-            throw e;
+            throw new assert.AssertionError({
+                message: `${e.message}; the upstream received ${reqs.length} call(s) with model(s) ${JSON.stringify(reqs.map((r) => r.body?.model))}`,
+            });
         }
     });
     await test('error: optillm_approach "nosuch" -> BadRequestError (param optillm_approach)', async () => {
@@ -622,20 +641,28 @@ async function main() {
         checkCompletion(r, 're2-mock@noisy=1,p=1', 1);
         assert.ok(alive(proxy), 'proxy exited');
     });
-    await test('abort of a streamed approach while waiting -> APIUserAbortError; proxy still answers', async () => {
+    await test('abort of a streamed approach while it waits upstream: ends at once; proxy still answers', async () => {
+        // The SDK ends the iteration quietly when the signal aborts the body read (its Stream
+        // treats a transport AbortError as the end); before the response it throws
+        // APIUserAbortError. Either way it must end at the abort, not when the answer is ready.
         const ac = new AbortController();
         const timer = setTimeout(() => ac.abort(), 800);
+        const t = Date.now();
+        const chunks = [];
         try {
-            await expectError(
-                noRetry.chat.completions.create(
-                    { model: 'bon-mock@noisy=1,latency=2000', messages: QUESTION, stream: true },
-                    { signal: ac.signal },
-                ),
-                OpenAI.APIUserAbortError,
+            const s = await noRetry.chat.completions.create(
+                { model: 'bon-mock@noisy=1,latency=2500', messages: QUESTION, stream: true },
+                { signal: ac.signal },
             );
+            for await (const c of s) chunks.push(c);
+        } catch (e) {
+            assert.ok(e instanceof OpenAI.APIUserAbortError, `${e?.constructor?.name}: ${e?.message}`);
         } finally {
             clearTimeout(timer);
         }
+        const ms = Date.now() - t;
+        assert.ok(ms >= 700 && ms < 1800, `the stream ended after ${ms} ms, not at the abort (800 ms)`);
+        assert.ok(!chunks.some((c) => c.choices.some((ch) => ch.finish_reason)), 'a finished answer arrived');
         const s = await noRetry.chat.completions.create(
             { model: 'cot_reflection-mock@noisy=1,p=1', messages: QUESTION, stream: true },
             { timeout: 5000 },
@@ -664,6 +691,7 @@ try {
 } finally {
     if (failed) dumpLogs();
     await Promise.all(children.map((c) => stopChild(c, 2000)));
+    if (keyDir) fs.rmSync(keyDir, { recursive: true, force: true });
     clearTimeout(deadline);
     summary();
     process.exitCode = failed ? 1 : 0;

@@ -432,7 +432,7 @@ static void test_option_env(void **state)
 
 static void test_bad_flags(void **state)
 {
-    static const char *const bad[][4] = {
+    static const char *const bad[][3] = {
         {"--nosuch", NULL},
         {"--nosuch=1", NULL},
         {"--", NULL},
@@ -484,6 +484,20 @@ static void test_bad_flags(void **state)
     for (size_t i = 0; i < PX_ARRAY_LEN(bad); i++) {
         print_message("%s %s\n", bad[i][0], bad[i][1] ? bad[i][1] : "");
         assert_int_equal(load(&cfg, bad[i]), -1);
+        config_cleanup(&cfg);
+    }
+}
+
+/* A size must be a finite number: strtod also accepts "nan" and "inf". */
+static void test_bad_size_not_finite(void **state)
+{
+    static const char *const bad[] = {"nan", "NaN", "nank", "inf", "-inf", "infM"};
+    struct config cfg;
+
+    (void)state;
+    for (size_t i = 0; i < PX_ARRAY_LEN(bad); i++) {
+        print_message("--max-body %s\n", bad[i]);
+        assert_int_equal(load(&cfg, ARGS("--max-body", bad[i])), -1);
         config_cleanup(&cfg);
     }
 }
@@ -622,6 +636,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_option_flags, setup, teardown),
         cmocka_unit_test_setup_teardown(test_option_env, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_flags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_size_not_finite, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_env, setup, teardown),
         cmocka_unit_test_setup_teardown(test_help, setup, teardown),
         cmocka_unit_test_setup_teardown(test_version, setup, teardown),
