@@ -1,9 +1,11 @@
 /* auth.c: may this client use the proxy, and which key goes upstream (DESIGN.md tables). */
+#define _DEFAULT_SOURCE /* explicit_bzero */
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <string.h>
 #include <strings.h>
 
+#include "arena.h"
 #include "internal.h"
 
 bool auth_equal(const char *a, const char *b)
@@ -67,10 +69,25 @@ int auth_gate(const struct config *cfg, const char *authorization, struct px_err
     return PX_OK;
 }
 
-int auth_resolve(const struct config *cfg, const char *authorization, const char *x_upstream,
-                 const char **upstream_key, struct px_error *err)
+/* x_upstream without surrounding blanks, in 'a'; NULL when absent or blank. */
+static const char *trimmed(struct arena *a, const char *v)
 {
-    static __thread char tok[4096];
+    size_t len;
+
+    if (!v)
+        return NULL;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    len = strlen(v);
+    while (len && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    return len ? arena_strndup(a, v, len) : NULL;
+}
+
+int auth_resolve(const struct config *cfg, struct arena *a, const char *authorization,
+                 const char *x_upstream, const char **upstream_key, struct px_error *err)
+{
+    char tok[16384];
     bool has_bearer = bearer(authorization, tok, sizeof(tok));
     bool gated = cfg->gate_key != NULL;
     int rc;
@@ -78,17 +95,18 @@ int auth_resolve(const struct config *cfg, const char *authorization, const char
     *upstream_key = NULL;
     if ((rc = auth_gate(cfg, authorization, err)) < 0)
         return rc;
-    if (cfg->client_keys && x_upstream && *x_upstream) {
+    x_upstream = trimmed(a, x_upstream);
+    if (cfg->client_keys && x_upstream) {
         if (!key_ok(x_upstream))
             return px_fail(err, PX_EINVAL, NULL,
                            "X-Upstream-Api-Key contains control characters");
         *upstream_key = x_upstream;
     } else if (cfg->client_keys && !gated && has_bearer) {
-        *upstream_key = tok;
+        *upstream_key = arena_strdup(a, tok);
     } else if (cfg->upstream_key) {
         *upstream_key = cfg->upstream_key;
     } else if (!gated && has_bearer) {
-        *upstream_key = tok;
+        *upstream_key = arena_strdup(a, tok);
     } else {
         px_fail(err, PX_EAUTH, NULL,
                 gated ? "No upstream API key: the server has none (set OPENAI_API_KEY or "
@@ -99,6 +117,7 @@ int auth_resolve(const struct config *cfg, const char *authorization, const char
         snprintf(err->err_code, sizeof(err->err_code), "missing_api_key");
         return PX_EAUTH;
     }
+    explicit_bzero(tok, sizeof(tok));
     if (!key_ok(*upstream_key)) {
         *upstream_key = NULL;
         return px_fail(err, PX_EINVAL, NULL, "the API key contains control characters");

@@ -209,9 +209,9 @@ static char *strip_tags(struct arena *a, const char *s, char **value)
             const char *vs = v;
             const char *ve = close;
 
-            while (vs < ve && (*vs == ' ' || *vs == '\t' || *vs == '\n'))
+            while (vs < ve && (*vs == ' ' || *vs == '\t' || *vs == '\n' || *vs == '\r'))
                 vs++;
-            while (ve > vs && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == '\n'))
+            while (ve > vs && (ve[-1] == ' ' || ve[-1] == '\t' || ve[-1] == '\n' || ve[-1] == '\r'))
                 ve--;
             *value = arena_strndup(a, vs, (size_t)(ve - vs));
         }
@@ -386,6 +386,8 @@ int chat_request_parse(struct arena *a, const char *body, size_t len, const stru
         return px_fail(err, PX_EINVAL, NULL, "the request body must be a JSON object");
 
     v = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (cJSON_IsNull(v))
+        v = NULL;
     if (v && !cJSON_IsString(v))
         return px_fail(err, PX_EINVAL, "model", "'model' must be a string");
     /* Copied: the passthrough rewrites 'model' in the tree. */

@@ -109,9 +109,9 @@ enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_er
 
 /* Client authentication and upstream key resolution (DESIGN.md's two tables). 'authorization'
  * and 'x_upstream' are header values or NULL. On success *upstream_key points at the key to
- * send (borrowed from cfg or the header values). 401/400 with a message naming no key. */
-int auth_resolve(const struct config *cfg, const char *authorization, const char *x_upstream,
-                 const char **upstream_key, struct px_error *err);
+ * send: cfg's server key, or a copy in 'a'. 401/400 with a message naming no key. */
+int auth_resolve(const struct config *cfg, struct arena *a, const char *authorization,
+                 const char *x_upstream, const char **upstream_key, struct px_error *err);
 /* Only the gate (for /v1/models, /v1/approaches): 0 or PX_EAUTH. */
 int auth_gate(const struct config *cfg, const char *authorization, struct px_error *err);
 /* Constant-time string equality (length-independent timing via SHA-256 digests). */

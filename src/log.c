@@ -32,6 +32,12 @@ static const char *level_name(int level)
     return level >= 0 && level <= 3 ? n[level] : "?";
 }
 
+/* snprintf's result may exceed the room left: keep pos inside the line. */
+static size_t capped(size_t pos, size_t cap)
+{
+    return pos < cap - 10 ? pos : cap - 10;
+}
+
 /* Appends 's' to line[*pos..cap) as a JSON string body (json=1) or plain single-line text. */
 static void put_text(char *line, size_t cap, size_t *pos, const char *s, int json)
 {
@@ -69,28 +75,37 @@ void log_write(int level, const char *req_id, const char *file, const char *fmt,
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
     if (log_json) {
-        pos = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",", ts,
-                               level_name(level));
+        pos = capped((size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",", ts,
+                                      level_name(level)),
+                     sizeof(line));
         if (req_id) {
-            pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "\"req\":\"");
+            pos = capped(pos + (size_t)snprintf(line + pos, sizeof(line) - pos, "\"req\":\""),
+                         sizeof(line));
             put_text(line, sizeof(line), &pos, req_id, 1);
             line[pos++] = '"';
             line[pos++] = ',';
         }
-        pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "\"src\":\"%s\",\"msg\":\"", base);
+        pos = capped(pos + (size_t)snprintf(line + pos, sizeof(line) - pos,
+                                            "\"src\":\"%s\",\"msg\":\"", base),
+                     sizeof(line));
         put_text(line, sizeof(line), &pos, msg, 1);
         line[pos++] = '"';
         line[pos++] = '}';
     } else {
-        pos = (size_t)snprintf(line, sizeof(line), "%s %-5s ", ts, level_name(level));
+        pos = capped((size_t)snprintf(line, sizeof(line), "%s %-5s ", ts, level_name(level)),
+                     sizeof(line));
         if (req_id) {
-            pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "req=");
+            pos = capped(pos + (size_t)snprintf(line + pos, sizeof(line) - pos, "req="),
+                         sizeof(line));
             put_text(line, sizeof(line), &pos, req_id, 0);
             line[pos++] = ' ';
         }
-        pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "%s: ", base);
+        pos = capped(pos + (size_t)snprintf(line + pos, sizeof(line) - pos, "%s: ", base),
+                     sizeof(line));
         put_text(line, sizeof(line), &pos, msg, 0);
     }
+    if (pos > sizeof(line) - 2)
+        pos = sizeof(line) - 2;
     line[pos++] = '\n';
     line[pos] = '\0';
     fputs(line, stderr);

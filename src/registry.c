@@ -1,5 +1,6 @@
 /* registry.c: THE approach table. Adding an approach = one file in approaches/ + one row here
  * + its prompts in prompts/<slug>/. */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -56,25 +57,22 @@ const struct approach_option *approach_option_find(const char *name)
     return NULL;
 }
 
+static char slug_list[1024];
+static pthread_once_t slug_list_once = PTHREAD_ONCE_INIT;
+
+static void build_slug_list(void)
+{
+    size_t pos = 0;
+
+    for (size_t i = 0; i < approach_registry_len && pos < sizeof(slug_list); i++)
+        pos += (size_t)snprintf(slug_list + pos, sizeof(slug_list) - pos, "%s%s", i ? ", " : "",
+                                approach_registry[i]->slug);
+}
+
 const char *approach_slug_list(void)
 {
-    /* Built from const data on every call into a static buffer: identical for all callers,
-     * so concurrent writers write the same bytes; keep it simple by building it once. */
-    static char list[1024];
-    static int built;
-
-    if (!__atomic_load_n(&built, __ATOMIC_ACQUIRE)) {
-        char tmp[1024];
-        size_t pos = 0;
-
-        tmp[0] = '\0';
-        for (size_t i = 0; i < approach_registry_len && pos < sizeof(tmp); i++)
-            pos += (size_t)snprintf(tmp + pos, sizeof(tmp) - pos, "%s%s", i ? ", " : "",
-                                    approach_registry[i]->slug);
-        memcpy(list, tmp, sizeof(list));
-        __atomic_store_n(&built, 1, __ATOMIC_RELEASE);
-    }
-    return list;
+    pthread_once(&slug_list_once, build_slug_list);
+    return slug_list;
 }
 
 static bool slug_ok(const char *s)

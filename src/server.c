@@ -27,15 +27,19 @@ static const char *header(struct MHD_Connection *c, const char *name)
 static enum MHD_Result reply_now(struct exchange *ex, int status, const char *ctype,
                                  const char *body, size_t len)
 {
+    pthread_mutex_lock(&ex->mu);
     ex->status = status;
     ex->phase = EX_SENT;
+    pthread_mutex_unlock(&ex->mu);
     return http_queue(ex->conn, status, ctype, body, len, ex->id, 0);
 }
 
 static enum MHD_Result error_now(struct exchange *ex, const struct px_error *err)
 {
+    pthread_mutex_lock(&ex->mu);
     ex->status = px_http_status(err);
     ex->phase = EX_SENT;
+    pthread_mutex_unlock(&ex->mu);
     if (err->code == PX_EAUTH || err->code == PX_EINVAL)
         log_at(LOG_INFO, ex->id, "%s %s: %d %s", ex->method, ex->url, ex->status, err->message);
     return http_queue_error(ex->conn, err, ex->id);
@@ -136,10 +140,10 @@ static enum MHD_Result do_models(struct exchange *ex)
     struct px_error err;
     const char *key;
 
-    if (auth_resolve(srv_cfg, header(ex->conn, "Authorization"),
+    if (auth_resolve(srv_cfg, ex->arena, header(ex->conn, "Authorization"),
                      header(ex->conn, "X-Upstream-Api-Key"), &key, &err) < 0)
         return error_now(ex, &err);
-    ex->upstream_key = arena_strdup(ex->arena, key);
+    ex->upstream_key = key;
     return relay(ex, "/models", NULL, 0, false);
 }
 
@@ -182,10 +186,10 @@ static enum MHD_Result do_chat(struct exchange *ex)
     struct px_error err;
     const char *key;
 
-    if (auth_resolve(srv_cfg, header(ex->conn, "Authorization"),
+    if (auth_resolve(srv_cfg, ex->arena, header(ex->conn, "Authorization"),
                      header(ex->conn, "X-Upstream-Api-Key"), &key, &err) < 0)
         return error_now(ex, &err);
-    ex->upstream_key = arena_strdup(ex->arena, key);
+    ex->upstream_key = key;
     if (chat_request_parse(ex->arena, buf_cstr(&ex->body), ex->body.len, srv_cfg, &ex->req,
                            &err) < 0)
         return error_now(ex, &err);
@@ -381,7 +385,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         }
         return MHD_YES;
     }
-    if (ex->phase == EX_RECEIVING) {
+    pthread_mutex_lock(&ex->mu); /* other threads write the phase after the hand-off */
+    enum ex_phase phase = ex->phase;
+    pthread_mutex_unlock(&ex->mu);
+    if (phase == EX_RECEIVING) {
         if (*upload_size > 0) {
             if (!ex->too_big && ex->body.len + *upload_size > srv_cfg->max_body) {
                 ex->too_big = true;
@@ -403,7 +410,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         }
         return dispatch(ex);
     }
-    if (ex->phase == EX_SENT) {
+    if (phase == EX_SENT) {
         *upload_size = 0; /* the rest of a refused upload is discarded */
         return MHD_YES;
     }

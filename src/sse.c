@@ -59,6 +59,10 @@ static void data_line(struct sse_parser *p, const char *d, size_t len, xfer_delt
 
     while (len && (*d == ' '))
         d++, len--;
+    while (len && (d[len - 1] == ' ' || d[len - 1] == '\t'))
+        len--;
+    if (len == 0) /* an empty data line carries nothing */
+        return;
     if (len == 6 && memcmp(d, "[DONE]", 6) == 0) {
         p->done = true;
         return;

@@ -222,7 +222,8 @@ static void relay_done(struct xfer *x)
     relay_usage(x);
     if (x->aborted) {
         pthread_mutex_lock(&ex->mu);
-        bool replied = ex->phase >= EX_REPLY;
+        /* Cancelled (the client left): nobody to answer. Else the loop is stopping. */
+        bool replied = ex->phase >= EX_REPLY || ex->cancelled;
         if (replied) {
             ex->out_done = true;
             ex->out_error = true;
@@ -326,6 +327,8 @@ static void check_hangup(struct exchange *ex)
     if (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) {
         ex->client_gone = true;
         ex->cancelled = true;
+        if (ex->phase < EX_REPLY)
+            ex->status = 499; /* for the access log: the client closed the request */
         log_at(LOG_INFO, ex->id, "client disconnected; cancelling its upstream work");
         exchange_do_resume(ex); /* MHD then drops the connection */
     } else if (p.revents & POLLIN) {

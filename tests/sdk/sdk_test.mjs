@@ -61,17 +61,17 @@ function startChild(name, file, args, env) {
     });
     const child = { name, proc, log: [], lineWaiters: [], code: undefined, signal: undefined };
     child.exited = new Promise((resolve) => {
-        proc.on('exit', (code, signal) => {
+        const gone = (code, signal, why) => {
+            if (child.code !== undefined) return;
             child.code = code;
             child.signal = signal;
             resolve({ code, signal });
-            for (const w of child.lineWaiters) w.fail(new Error(`${name} exited (code ${code}, signal ${signal})`));
+            for (const w of child.lineWaiters) w.fail(new Error(`${name} ${why}`));
             child.lineWaiters = [];
-        });
-    });
-    proc.on('error', (e) => {
-        for (const w of child.lineWaiters) w.fail(new Error(`${name}: ${e.message}`));
-        child.lineWaiters = [];
+        };
+        proc.on('exit', (code, signal) => gone(code, signal, `exited (code ${code}, signal ${signal})`));
+        // A failed spawn (e.g. ENOENT) emits only 'error'.
+        proc.on('error', (e) => gone(-1, null, `could not be started: ${e.message}`));
     });
     // Always drain both pipes: the proxy logs one line per request on stderr.
     for (const stream of [proc.stdout, proc.stderr]) {

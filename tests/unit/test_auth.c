@@ -1,5 +1,4 @@
-/* test_auth.c: unit tests of client authentication and upstream key resolution (DESIGN.md's
- * "May this client use the proxy?" and "Which key goes upstream?" tables). */
+/* test_auth.c: unit tests of client authentication and upstream key resolution (auth.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +10,26 @@
 #include <string.h>
 
 #include "internal.h"
+#include <stdlib.h>
+
+#include "arena.h"
+
+static struct arena *arena_for_tests;
+
+static void free_test_arena(void)
+{
+    arena_destroy(arena_for_tests);
+}
+
+/* One arena for every call in this binary, freed at exit. */
+static struct arena *test_arena(void)
+{
+    if (!arena_for_tests) {
+        arena_for_tests = arena_create();
+        atexit(free_test_arena);
+    }
+    return arena_for_tests;
+}
 
 static char server_key[] = "sk-server-KEY-111";
 static char gate_key[] = "gate-secret-KEY-222";
@@ -60,7 +79,8 @@ struct auth_case {
 
 static const struct auth_case cases[] = {
     /* No gate, no server key: the client's Bearer goes upstream as is. */
-    {"open, no server key, Bearer", false, false, false, BEARER_CLIENT, NULL, PX_OK, CLIENT_K, NULL},
+    {"open, no server key, Bearer", false, false, false, BEARER_CLIENT, NULL, PX_OK, CLIENT_K,
+     NULL},
     {"open, no server key, placeholder Bearer", false, false, false, "Bearer sk-no-key", NULL,
      PX_OK, NONE, NULL},
     {"open, no key at all", false, false, false, NULL, NULL, PX_EAUTH, NONE, "missing_api_key"},
@@ -72,24 +92,26 @@ static const struct auth_case cases[] = {
      PX_EAUTH, NONE, "missing_api_key"},
     /* A server key beats the client's Bearer without --client-keys. */
     {"server key, Bearer", true, false, false, BEARER_CLIENT, NULL, PX_OK, SERVER, NULL},
-    {"server key, placeholder Bearer", true, false, false, "Bearer sk-no-key", NULL, PX_OK,
-     SERVER, NULL},
+    {"server key, placeholder Bearer", true, false, false, "Bearer sk-no-key", NULL, PX_OK, SERVER,
+     NULL},
     {"server key, nothing sent", true, false, false, NULL, NULL, PX_OK, SERVER, NULL},
-    {"server key, X-Upstream without --client-keys", true, false, false, BEARER_CLIENT, XUP,
-     PX_OK, SERVER, NULL},
+    {"server key, X-Upstream without --client-keys", true, false, false, BEARER_CLIENT, XUP, PX_OK,
+     SERVER, NULL},
     /* --client-keys without a gate: the client's Bearer wins. */
-    {"client-keys, server key, Bearer", true, false, true, BEARER_CLIENT, NULL, PX_OK, CLIENT_K, NULL},
-    {"client-keys, no server key, Bearer", false, false, true, BEARER_CLIENT, NULL, PX_OK,
-     CLIENT_K, NULL},
+    {"client-keys, server key, Bearer", true, false, true, BEARER_CLIENT, NULL, PX_OK, CLIENT_K,
+     NULL},
+    {"client-keys, no server key, Bearer", false, false, true, BEARER_CLIENT, NULL, PX_OK, CLIENT_K,
+     NULL},
     {"client-keys, server key, no Bearer", true, false, true, NULL, NULL, PX_OK, SERVER, NULL},
     {"client-keys, no key at all", false, false, true, NULL, NULL, PX_EAUTH, NONE,
      "missing_api_key"},
     /* --client-keys with X-Upstream-Api-Key: that header wins, with or without a gate. */
-    {"client-keys, X-Upstream beats Bearer", true, false, true, BEARER_CLIENT, XUP, PX_OK, XUP_K, NULL},
+    {"client-keys, X-Upstream beats Bearer", true, false, true, BEARER_CLIENT, XUP, PX_OK, XUP_K,
+     NULL},
     {"client-keys, X-Upstream, no Bearer", false, false, true, NULL, XUP, PX_OK, XUP_K, NULL},
     {"client-keys, empty X-Upstream", true, false, true, BEARER_CLIENT, "", PX_OK, CLIENT_K, NULL},
-    {"gate, client-keys, X-Upstream, server key", true, true, true, BEARER_GATE, XUP, PX_OK,
-     XUP_K, NULL},
+    {"gate, client-keys, X-Upstream, server key", true, true, true, BEARER_GATE, XUP, PX_OK, XUP_K,
+     NULL},
     {"gate, client-keys, X-Upstream, no server key", false, true, true, BEARER_GATE, XUP, PX_OK,
      XUP_K, NULL},
     /* Behind a gate the Bearer is the gate key: never forwarded. */
@@ -103,17 +125,17 @@ static const struct auth_case cases[] = {
      "invalid_api_key"},
     {"gate, gate key as Basic", true, true, false, "Basic gate-secret-KEY-222", NULL, PX_EAUTH,
      NONE, "invalid_api_key"},
-    {"gate, prefix of the gate key", true, true, false, "Bearer gate-secret-KEY-22", NULL,
-     PX_EAUTH, NONE, "invalid_api_key"},
-    {"gate, gate key plus a byte", true, true, false, "Bearer gate-secret-KEY-2222", NULL,
-     PX_EAUTH, NONE, "invalid_api_key"},
+    {"gate, prefix of the gate key", true, true, false, "Bearer gate-secret-KEY-22", NULL, PX_EAUTH,
+     NONE, "invalid_api_key"},
+    {"gate, gate key plus a byte", true, true, false, "Bearer gate-secret-KEY-2222", NULL, PX_EAUTH,
+     NONE, "invalid_api_key"},
     {"gate, wrong Bearer, X-Upstream", true, true, true, BEARER_CLIENT, XUP, PX_EAUTH, NONE,
      "invalid_api_key"},
     {"gate, right Bearer", true, true, false, BEARER_GATE, NULL, PX_OK, SERVER, NULL},
     {"gate, lower-case scheme", true, true, false, "bearer gate-secret-KEY-222", NULL, PX_OK,
      SERVER, NULL},
-    {"gate, right Bearer, X-Upstream ignored", true, true, false, BEARER_GATE, XUP, PX_OK,
-     SERVER, NULL},
+    {"gate, right Bearer, X-Upstream ignored", true, true, false, BEARER_GATE, XUP, PX_OK, SERVER,
+     NULL},
     {"gate, no server key", false, true, false, BEARER_GATE, NULL, PX_EAUTH, NONE,
      "missing_api_key"},
     {"gate, no server key, X-Upstream ignored", false, true, false, BEARER_GATE, XUP, PX_EAUTH,
@@ -126,17 +148,17 @@ static const struct auth_case cases[] = {
     {"tabs", false, false, false, "\tBearer\t" CLIENT "\t", NULL, PX_OK, CLIENT_K, NULL},
     {"no blank after scheme", false, false, false, "Bearer" CLIENT, NULL, PX_EAUTH, NONE,
      "missing_api_key"},
-    {"Token scheme", false, false, false, "Token " CLIENT, NULL, PX_EAUTH, NONE,
-     "missing_api_key"},
+    {"Token scheme", false, false, false, "Token " CLIENT, NULL, PX_EAUTH, NONE, "missing_api_key"},
     {"bare key", false, false, false, CLIENT, NULL, PX_EAUTH, NONE, "missing_api_key"},
     {"empty header", false, false, false, "", NULL, PX_EAUTH, NONE, "missing_api_key"},
     /* Keys that would break a header are refused. */
     {"client-keys, X-Upstream with \\x01", true, false, true, NULL, BAD_KEY, PX_EINVAL, NONE, NULL},
-    {"client-keys, X-Upstream with CR LF", true, false, true, NULL, "sk-a\r\nX-Evil: 1",
-     PX_EINVAL, NONE, NULL},
-    {"client-keys, X-Upstream with DEL", true, false, true, NULL, "sk-a\x7f", PX_EINVAL, NONE, NULL},
-    {"gate, client-keys, X-Upstream with \\x01", true, true, true, BEARER_GATE, BAD_KEY,
-     PX_EINVAL, NONE, NULL},
+    {"client-keys, X-Upstream with CR LF", true, false, true, NULL, "sk-a\r\nX-Evil: 1", PX_EINVAL,
+     NONE, NULL},
+    {"client-keys, X-Upstream with DEL", true, false, true, NULL, "sk-a\x7f", PX_EINVAL, NONE,
+     NULL},
+    {"gate, client-keys, X-Upstream with \\x01", true, true, true, BEARER_GATE, BAD_KEY, PX_EINVAL,
+     NONE, NULL},
     {"bad X-Upstream ignored without --client-keys", true, false, false, NULL, BAD_KEY, PX_OK,
      SERVER, NULL},
     {"Bearer with \\x01", false, false, false, "Bearer " BAD_KEY, NULL, PX_EINVAL, NONE, NULL},
@@ -155,7 +177,7 @@ static void test_resolve_table(void **state)
         print_message("case: %s\n", c->what);
         cfg_make(&cfg, c->server, c->gate, c->client_keys);
         memset(&err, 0, sizeof(err));
-        rc = auth_resolve(&cfg, c->authorization, c->x_upstream, &key, &err);
+        rc = auth_resolve(&cfg, test_arena(), c->authorization, c->x_upstream, &key, &err);
         assert_int_equal(rc, c->rc);
         if (rc == PX_OK) {
             assert_non_null(key);
@@ -196,13 +218,13 @@ static void test_missing_key_message(void **state)
 
     (void)state;
     cfg_make(&cfg, false, false, false);
-    assert_int_equal(auth_resolve(&cfg, NULL, NULL, &key, &err), PX_EAUTH);
+    assert_int_equal(auth_resolve(&cfg, test_arena(), NULL, NULL, &key, &err), PX_EAUTH);
     assert_non_null(strstr(err.message, "OPENAI_API_KEY"));
     assert_non_null(strstr(err.message, "Bearer"));
     assert_int_equal(px_http_status(&err), 401);
 
     cfg_make(&cfg, false, true, true);
-    assert_int_equal(auth_resolve(&cfg, BEARER_GATE, NULL, &key, &err), PX_EAUTH);
+    assert_int_equal(auth_resolve(&cfg, test_arena(), BEARER_GATE, NULL, &key, &err), PX_EAUTH);
     assert_non_null(strstr(err.message, "OPENAI_API_KEY"));
     assert_non_null(strstr(err.message, "X-Upstream-Api-Key"));
     assert_no_key_in(&err);
@@ -269,7 +291,7 @@ static void test_long_bearer(void **state)
     memset(hdr + 7, 'k', sizeof(hdr) - 8);
     hdr[sizeof(hdr) - 1] = '\0';
     cfg_make(&cfg, false, false, false);
-    rc = auth_resolve(&cfg, hdr, NULL, &key, &err);
+    rc = auth_resolve(&cfg, test_arena(), hdr, NULL, &key, &err);
     if (rc == PX_OK)
         assert_int_equal(strlen(key), sizeof(hdr) - 8);
     else
@@ -301,8 +323,7 @@ static void test_equal(void **state)
     assert_false(auth_equal(long_a, long_b));
 }
 
-/* The key of one call is not changed by a later call (the result may be a thread-local
- * buffer: DESIGN says borrowed from the header values). */
+/* The key of one call is not changed by a later call (it is copied into the arena). */
 static void test_key_lifetime(void **state)
 {
     struct config cfg;
@@ -312,9 +333,9 @@ static void test_key_lifetime(void **state)
 
     (void)state;
     cfg_make(&cfg, false, false, false);
-    assert_int_equal(auth_resolve(&cfg, "Bearer first-key", NULL, &k1, &err), PX_OK);
+    assert_int_equal(auth_resolve(&cfg, test_arena(), "Bearer first-key", NULL, &k1, &err), PX_OK);
     assert_string_equal(k1, "first-key");
-    assert_int_equal(auth_resolve(&cfg, "Bearer second-key", NULL, &k2, &err), PX_OK);
+    assert_int_equal(auth_resolve(&cfg, test_arena(), "Bearer second-key", NULL, &k2, &err), PX_OK);
     assert_string_equal(k2, "second-key");
     assert_string_equal(k1, "first-key");
 }

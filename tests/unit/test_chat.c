@@ -99,10 +99,10 @@ static void assert_route(const struct route *r, enum route_op op, const char *s0
 
 struct model_case {
     const char *model;
-    int rc;            /* 0, 1 or PX_EINVAL */
-    enum route_op op;  /* for 2+ steps */
-    const char *s[3];  /* expected slugs */
-    const char *rest;  /* expected upstream model (when rc >= 0) */
+    int rc;           /* 0, 1 or PX_EINVAL */
+    enum route_op op; /* for 2+ steps */
+    const char *s[3]; /* expected slugs */
+    const char *rest; /* expected upstream model (when rc >= 0) */
 };
 
 static const struct model_case model_cases[] = {
@@ -322,8 +322,12 @@ static void test_route_name(void **state)
         const char *value;
         const char *name;
     } cases[] = {
-        {"auto", "none"},          {"none", "none"},          {"moa", "moa"},
-        {"best-of-n", "bon"},      {"bon&moa", "bon&moa"},    {"moa|bon|re2", "moa|bon|re2"},
+        {"auto", "none"},
+        {"none", "none"},
+        {"moa", "moa"},
+        {"best-of-n", "bon"},
+        {"bon&moa", "bon&moa"},
+        {"moa|bon|re2", "moa|bon|re2"},
         {"self-consistency&moa", "self_consistency&moa"},
     };
     char buf[128];
@@ -359,9 +363,9 @@ static void test_parse_defaults(void **state)
     struct px_error err;
 
     cfg_init(&cfg);
-    assert_int_equal(parse(a, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &cfg,
-                           &req, &err),
-                     PX_OK);
+    assert_int_equal(
+        parse(a, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &cfg, &req, &err),
+        PX_OK);
     assert_string_equal(req.model, "m");
     assert_string_equal(req.upstream_model, "m");
     assert_int_equal(req.n, 1);
@@ -380,9 +384,9 @@ static void test_parse_defaults(void **state)
 
     /* n comes from the config when the body has none; the body wins. */
     cfg.n = 3;
-    assert_int_equal(parse(a, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &cfg,
-                           &req, &err),
-                     PX_OK);
+    assert_int_equal(
+        parse(a, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &cfg, &req, &err),
+        PX_OK);
     assert_int_equal(req.n, 3);
     assert_int_equal(parse(a, "{\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
                            &cfg, &req, &err),
@@ -390,10 +394,10 @@ static void test_parse_defaults(void **state)
     assert_int_equal(req.n, 2);
 
     /* An empty model string means the server's default model. */
-    assert_int_equal(
-        parse(a, "{\"model\":\"\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &cfg,
-              &req, &err),
-        PX_OK);
+    assert_int_equal(parse(a,
+                           "{\"model\":\"\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+                           &cfg, &req, &err),
+                     PX_OK);
     assert_string_equal(req.model, "m");
 }
 
@@ -649,9 +653,9 @@ static void test_chat_system_and_last_user(void **state)
     assert_string_equal(chat_system(a, &req), "A\n\nB\n\nC");
     assert_string_equal(chat_last_user(&req), "2");
 
-    assert_int_equal(parse(a, "{\"messages\":[{\"role\":\"assistant\",\"content\":\"x\"}]}", &cfg,
-                           &req, &err),
-                     PX_OK);
+    assert_int_equal(
+        parse(a, "{\"messages\":[{\"role\":\"assistant\",\"content\":\"x\"}]}", &cfg, &req, &err),
+        PX_OK);
     assert_string_equal(chat_system(a, &req), "");
     assert_string_equal(chat_last_user(&req), "");
 }
@@ -667,17 +671,18 @@ static void test_tags_removed(void **state)
 
     cfg_init(&cfg);
     assert_int_equal(
-        parse(a,
-              "{\"model\":\"gpt-4o\",\"messages\":["
-              "{\"role\":\"system\",\"content\":\"You are X. "
-              "<optillm_approach>moa</optillm_approach>\"},"
-              "{\"role\":\"user\",\"content\":\"<optillm_approach> bon "
-              "</optillm_approach>What is 2+2?\"},"
-              "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
-              "\"a <optillm_approach>re2</optillm_approach>b\"},{\"type\":\"text\",\"text\":"
-              "\"<optillm_approach>re2</optillm_approach> c\"}]},"
-              "{\"role\":\"developer\",\"content\":\"<optillm_approach>re2</optillm_approach>D\"}]}",
-              &cfg, &req, &err),
+        parse(
+            a,
+            "{\"model\":\"gpt-4o\",\"messages\":["
+            "{\"role\":\"system\",\"content\":\"You are X. "
+            "<optillm_approach>moa</optillm_approach>\"},"
+            "{\"role\":\"user\",\"content\":\"<optillm_approach> bon "
+            "</optillm_approach>What is 2+2?\"},"
+            "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
+            "\"a <optillm_approach>re2</optillm_approach>b\"},{\"type\":\"text\",\"text\":"
+            "\"<optillm_approach>re2</optillm_approach> c\"}]},"
+            "{\"role\":\"developer\",\"content\":\"<optillm_approach>re2</optillm_approach>D\"}]}",
+            &cfg, &req, &err),
         PX_OK);
     /* The first tag chose (nothing else did). */
     assert_route(&req.route, ROUTE_SINGLE, "moa", NULL, NULL);
@@ -695,12 +700,12 @@ static void test_tags_removed(void **state)
 }
 
 struct select_case {
-    const char *model;   /* NULL: no model field */
-    const char *field;   /* optillm_approach, or NULL */
-    const char *tag;     /* tag value in the user message, or NULL */
-    const char *server;  /* cfg->approach */
-    bool no_tags;        /* cfg->no_approach_tags */
-    const char *route;   /* expected route_name */
+    const char *model;    /* NULL: no model field */
+    const char *field;    /* optillm_approach, or NULL */
+    const char *tag;      /* tag value in the user message, or NULL */
+    const char *server;   /* cfg->approach */
+    bool no_tags;         /* cfg->no_approach_tags */
+    const char *route;    /* expected route_name */
     const char *upstream; /* expected upstream_model */
 };
 
@@ -758,9 +763,8 @@ static void test_selection_precedence(void **state)
                      "Question <optillm_approach>%s</optillm_approach> here", c->tag);
         else
             snprintf(content, sizeof(content), "Question  here");
-        snprintf(body, sizeof(body),
-                 "{%s%s\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}", model, field,
-                 content);
+        snprintf(body, sizeof(body), "{%s%s\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}",
+                 model, field, content);
         print_message("case %zu: %s (server %s%s)\n", i, body, c->server,
                       c->no_tags ? ", no tags" : "");
         assert_int_equal(parse(a, body, &cfg, &req, &err), PX_OK);
@@ -823,16 +827,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parse_fields, setup_arena, teardown_arena),
         cmocka_unit_test_setup_teardown(test_parse_errors_table, setup_arena, teardown_arena),
         cmocka_unit_test_setup_teardown(test_parse_valid_options, setup_arena, teardown_arena),
-        cmocka_unit_test_setup_teardown(test_chat_option_precedence, setup_arena,
-                                        teardown_arena),
+        cmocka_unit_test_setup_teardown(test_chat_option_precedence, setup_arena, teardown_arena),
         cmocka_unit_test_setup_teardown(test_parse_multipart, setup_arena, teardown_arena),
         cmocka_unit_test_setup_teardown(test_chat_system_and_last_user, setup_arena,
                                         teardown_arena),
         cmocka_unit_test_setup_teardown(test_tags_removed, setup_arena, teardown_arena),
         cmocka_unit_test_setup_teardown(test_selection_precedence, setup_arena, teardown_arena),
         cmocka_unit_test_setup_teardown(test_tag_unknown_is_400, setup_arena, teardown_arena),
-        cmocka_unit_test_setup_teardown(test_tag_in_assistant_kept, setup_arena,
-                                        teardown_arena),
+        cmocka_unit_test_setup_teardown(test_tag_in_assistant_kept, setup_arena, teardown_arena),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

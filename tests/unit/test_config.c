@@ -1,5 +1,4 @@
-/* test_config.c: unit tests of config_load (defaults, environment, flags), config_option and
- * --help. */
+/* test_config.c: unit tests of config_load (defaults, env, flags), options and --help. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -170,8 +169,8 @@ static const struct flag_case flag_cases[] = {
     {"optillm_api_key", "OPTILLM_API_KEY", "gate-2", K_PSTR, OFF(gate_key), "gate-2", 0},
     {"approach", "OPTILLM_APPROACH", "moa", K_STR, OFF(approach), "moa", 0},
     {"approach", "OPTILLM_APPROACH", "bon|moa", K_STR, OFF(approach), "bon|moa", 0},
-    {"approach", "OPTILLM_APPROACH", "self-consistency", K_STR, OFF(approach),
-     "self-consistency", 0},
+    {"approach", "OPTILLM_APPROACH", "self-consistency", K_STR, OFF(approach), "self-consistency",
+     0},
     {"approach", "OPTILLM_APPROACH", "none", K_STR, OFF(approach), "none", 0},
     {"model", "OPTILLM_MODEL", "llama-3.1-8b", K_STR, OFF(model), "llama-3.1-8b", 0},
     {"n", "OPTILLM_N", "4", K_INT, OFF(n), NULL, 4},
@@ -181,8 +180,8 @@ static const struct flag_case flag_cases[] = {
      OFF(return_full_response), NULL, 1},
     {"no-approach-tags", "OPTILLM_NO_APPROACH_TAGS", "true", K_BOOL, OFF(no_approach_tags), NULL,
      1},
-    {"prompts-dir", "OPTILLM_PROMPTS_DIR", "/tmp/prompts", K_PSTR, OFF(prompts_dir),
-     "/tmp/prompts", 0},
+    {"prompts-dir", "OPTILLM_PROMPTS_DIR", "/tmp/prompts", K_PSTR, OFF(prompts_dir), "/tmp/prompts",
+     0},
     {"workers", "OPTILLM_WORKERS", "16", K_UINT, OFF(workers), NULL, 16},
     {"queue", "OPTILLM_QUEUE", "32", K_UINT, OFF(queue_max), NULL, 32},
     {"io-loops", "OPTILLM_IO_LOOPS", "3", K_UINT, OFF(io_loops), NULL, 3},
@@ -388,8 +387,8 @@ static void test_option_flags(void **state)
         assert_true(config_option(&cfg, "moa_candidates", -1) == -1);
         config_cleanup(&cfg);
     }
-    assert_int_equal(load(&cfg, ARGS("--moa-candidates", "4", "--samples=7", "--mv-samples",
-                                     "9", "--best-of-n", "2", "--best-of-n", "3")),
+    assert_int_equal(load(&cfg, ARGS("--moa-candidates", "4", "--samples=7", "--mv-samples", "9",
+                                     "--best-of-n", "2", "--best-of-n", "3")),
                      0);
     assert_true(config_option(&cfg, "moa_candidates", -1) == 4);
     assert_true(config_option(&cfg, "samples", -1) == 7);
@@ -522,7 +521,8 @@ static void test_bad_env(void **state)
     }
 }
 
-/* ---- --help and --version --------------------------------------------------------------------- */
+/* ---- --help and --version ---------------------------------------------------------------------
+ */
 
 /* Runs config_load with stdout redirected to a temporary file; returns the output (malloc'd). */
 static char *capture_stdout(const char *const *args, int *rc)
@@ -561,25 +561,44 @@ static void test_help(void **state)
 {
     /* The flags table of config.c, names and alternative spellings. */
     static const char *const flag_names[] = {
-        "--host",          "--port",
-        "--base-url",      "--base_url",
-        "--upstream-key",  "--upstream-auth-header",
-        "--client-keys",   "--optillm-api-key",
-        "--optillm_api_key", "--approach",
-        "--model",         "--n",
-        "--return-full-response", "--return_full_response",
-        "--no-approach-tags", "--prompts-dir",
-        "--workers",       "--queue",
-        "--io-loops",      "--http-threads",
-        "--max-connections", "--max-body",
-        "--idle-timeout",  "--upstream-timeout",
-        "--connect-timeout", "--sse-keepalive",
-        "--log",           "--log-format",
-        "--help",          "--version",
-        "--best-of-n",     "--moa-candidates",
-        "--samples",       "--mv-samples",
-        "OPTILLM_BEST_OF_N", "OPTILLM_API_KEY",
-        "OPENAI_API_KEY",  "OPTILLM_PORT",
+        "--host",
+        "--port",
+        "--base-url",
+        "--base_url",
+        "--upstream-key",
+        "--upstream-auth-header",
+        "--client-keys",
+        "--optillm-api-key",
+        "--optillm_api_key",
+        "--approach",
+        "--model",
+        "--n",
+        "--return-full-response",
+        "--return_full_response",
+        "--no-approach-tags",
+        "--prompts-dir",
+        "--workers",
+        "--queue",
+        "--io-loops",
+        "--http-threads",
+        "--max-connections",
+        "--max-body",
+        "--idle-timeout",
+        "--upstream-timeout",
+        "--connect-timeout",
+        "--sse-keepalive",
+        "--log",
+        "--log-format",
+        "--help",
+        "--version",
+        "--best-of-n",
+        "--moa-candidates",
+        "--samples",
+        "--mv-samples",
+        "OPTILLM_BEST_OF_N",
+        "OPTILLM_API_KEY",
+        "OPENAI_API_KEY",
+        "OPTILLM_PORT",
     };
     static const char *const help_forms[][2] = {{"--help", NULL}, {"-h", NULL}};
     int rc;

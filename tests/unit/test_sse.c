@@ -242,7 +242,8 @@ static void test_empty_parser(void **state)
 
 static void test_comments_and_events_only(void **state)
 {
-    static const char s[] = ": keep-alive\n\n: keep-alive\r\n\r\nevent: ping\nid: 5\nretry: 100\n\n";
+    static const char s[] =
+        ": keep-alive\n\n: keep-alive\r\n\r\nevent: ping\nid: 5\nretry: 100\n\n";
     struct sse_parser *p = sse_parser_create();
     struct sink sk;
 
