@@ -25,8 +25,11 @@ UNIT     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 ITEST_SRC := $(wildcard tests/integration/itest_*.c)
 ITEST    := $(ITEST_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 HARNESS_OBJ := $(BUILD)/tests/integration/harness.o
+# The official OpenAI SDK (npm) against the proxy; skipped in sanitizer builds (slow, and the
+# C suites already cover the same paths there).
+SDK_TEST := $(if $(SANITIZE),,tests/sdk/run.sh)
 
-.PHONY: all deps run test unit integration check-sanitize format format-check clean bench
+.PHONY: all deps run test check-sanitize check-valgrind format format-check clean bench
 .SECONDARY:
 
 all: $(BUILD)/optillm $(BUILD)/mock_upstream
@@ -70,11 +73,18 @@ $(BUILD)/tests/itest_%: $(BUILD)/tests/integration/itest_%.o $(HARNESS_OBJ) $(BU
 # line is the total: "N passed, N failed".
 test: deps
 	@$(MAKE) --no-print-directory all $(UNIT) $(ITEST)
-	@scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST)
+	@scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST) $(SDK_TEST)
 
 check-sanitize:
 	$(MAKE) SANITIZE=address,undefined test
 	$(MAKE) SANITIZE=thread test
+
+# Unit tests under valgrind, and the integration tests with the proxy under valgrind (a
+# valgrind error makes the proxy exit 9, which fails the test that stops it).
+VALGRIND := valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite,indirect
+check-valgrind: deps
+	@$(MAKE) --no-print-directory all $(UNIT) $(ITEST)
+	@PX_UNIT_WRAPPER="$(VALGRIND)" PX_WRAPPER="$(VALGRIND)" scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -54,6 +54,8 @@ struct llm_reply {
     int status;                 /* PX_OK or a negative px_status */
     int http_status;            /* the upstream's HTTP status; 0 when none was received */
     const char *error;          /* upstream or transport error message when status != PX_OK */
+    const char *error_type;     /* the upstream error's "type", or NULL */
+    const char *error_code;     /* the upstream error's "code", or NULL */
     struct llm_choice *choices; /* nchoices entries on success */
     int nchoices;
     struct usage usage; /* this call's usage */

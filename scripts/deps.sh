@@ -4,6 +4,9 @@
 set -eu
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libpcre2-dev \
 libssl-dev libcmocka-dev $*"
+# The SDK compatibility test needs Node.js and npm (Debian's, unless the machine has its own).
+command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 missing=""
 for p in $pkgs; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -125,7 +125,16 @@ int route_parse_model(const char *model, struct route *out, const char **rest,
     memset(out, 0, sizeof(*out));
     *rest = model;
     rc = parse_token(&p, out, &has_none, err, "model");
-    if (rc <= 0)
+    if (rc == 0) {
+        /* A first part with '&' or '|' is a combination (as in OptiLLM): an unknown name in
+         * it is an error, not a model name. */
+        size_t first = strcspn(model, "-");
+
+        if (memchr(model, '&', first) || memchr(model, '|', first))
+            return unknown(model, err, "model");
+        return 0;
+    }
+    if (rc < 0)
         return rc;
     if (*p == '\0') /* "moa" alone: the approach with the server's default model */
         return px_fail(err, PX_EINVAL, "model",

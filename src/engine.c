@@ -298,8 +298,8 @@ static void take_usage(const cJSON *u, struct usage *out)
         out->reasoning_tokens = (long)v->valuedouble;
 }
 
-/* The upstream's error message: error.message of an OpenAI-shaped body, else the text. */
-static const char *error_message(struct arena *a, const char *body, size_t len)
+/* The upstream's error: error.message (type, code) of an OpenAI-shaped body, else the text. */
+static void error_fields(struct arena *a, const char *body, size_t len, struct llm_reply *r)
 {
     cJSON *root = cJSON_ParseWithLength(body, len);
     const char *msg = NULL;
@@ -307,14 +307,20 @@ static const char *error_message(struct arena *a, const char *body, size_t len)
     if (root) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
         const cJSON *m = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "message") : e;
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "type");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
 
         if (cJSON_IsString(m))
             msg = arena_strndup(a, m->valuestring, 1000);
+        if (cJSON_IsString(t))
+            r->error_type = arena_strndup(a, t->valuestring, 40);
+        if (cJSON_IsString(c))
+            r->error_code = arena_strndup(a, c->valuestring, 40);
         cJSON_Delete(root);
     }
     if (!msg)
         msg = len ? arena_strndup(a, body, len < 300 ? len : 300) : "upstream error";
-    return msg;
+    r->error = msg;
 }
 
 static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_reply *r)
@@ -343,7 +349,7 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
     }
     if (x->http_status >= 400 || x->http_status < 200) {
         r->status = PX_EHTTP;
-        r->error = error_message(a, buf_cstr(&x->resp), x->resp.len);
+        error_fields(a, buf_cstr(&x->resp), x->resp.len, r);
         return;
     }
     if (x->kind == XFER_STREAM) {

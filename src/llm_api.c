@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "approach.h"
@@ -30,8 +31,15 @@ static int fail_from(struct approach_ctx *ctx, const struct llm_reply *r)
 {
     const char *msg = r->error && *r->error ? r->error : "upstream call failed";
 
-    if (r->status == PX_EHTTP || r->http_status >= 400)
-        return px_fail_http(ctx->err, r->http_status, msg);
+    if (r->status == PX_EHTTP || r->http_status >= 400) {
+        px_fail_http(ctx->err, r->http_status, msg);
+        /* Keep the upstream's own type and code, as a passthrough would. */
+        if (ctx->err && r->error_type)
+            snprintf(ctx->err->type, sizeof(ctx->err->type), "%s", r->error_type);
+        if (ctx->err && r->error_code)
+            snprintf(ctx->err->err_code, sizeof(ctx->err->err_code), "%s", r->error_code);
+        return PX_EHTTP;
+    }
     return px_fail(ctx->err, r->status < 0 ? r->status : PX_EUPSTREAM, NULL, "%s", msg);
 }
 

@@ -61,6 +61,10 @@ char *chat_body(const char *model, const char *content, const char *extra);
 /* True when the file contains 'needle'. */
 bool file_contains(const char *path, const char *needle);
 
+/* Extra seconds timing assertions allow: 0 normally, more when the proxy runs under a
+ * wrapper such as valgrind (environment PX_WRAPPER). */
+double harness_slack(void);
+
 /* Hard timeout for a test binary: aborts (killing started processes) after 'secs'. */
 void harness_deadline(unsigned secs);
 

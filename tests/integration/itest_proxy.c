@@ -233,7 +233,7 @@ static void test_passthrough_stream_chunk_by_chunk(void **state)
     assert_non_null(strstr(ct, "text/event-stream"));
     /* The first chunk reached us long before the upstream finished. */
     assert_true(r.total_s > 1.0);
-    assert_true(r.first_s < 0.5);
+    assert_true(r.first_s < 0.5 + harness_slack());
     assert_true(r.chunks >= 8);
     /* Chunks arrived spread over the stream, not in one burst at the end. */
     assert_true(r.chunk_t[r.chunks / 2] < r.total_s - 0.3);
@@ -308,7 +308,7 @@ static void test_upstream_down_and_timeout(void **state)
     body = chat_body("gpt-x@latency=3000", "hi", NULL);
     assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
     j = expect_error(&r, 504);
-    assert_true(r.total_s < 2.0);
+    assert_true(r.total_s < 2.0 + harness_slack());
     cJSON_Delete(j);
     http_resp_free(&r);
     free(body);

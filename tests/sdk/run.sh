@@ -4,7 +4,7 @@
 # test. The last line printed is "N passed, M failed"; the exit status is non-zero on failure.
 # PX_BUILD (default "build", relative to the repository root) selects the binaries.
 set -eu
-cd "$(dirname "$0")"
+case "$0" in */*) cd "${0%/*}" ;; esac
 
 fail_setup() {
     echo "sdk test: $1" >&2

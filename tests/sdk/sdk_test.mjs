@@ -118,6 +118,10 @@ function waitLine(child, re, ms = 10_000) {
 // In a&b the second approach gets the first one's answer ("... The answer is 42.") as its user
 // message, which holds no arithmetic; this key tells the noisy mock that its truth is 42.
 let keyDir;
+function removeKeyDir() {
+    if (keyDir) fs.rmSync(keyDir, { recursive: true, force: true });
+    keyDir = undefined;
+}
 async function startMock() {
     keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'optillm-sdk-'));
     const key = path.join(keyDir, 'key.jsonl');
@@ -156,6 +160,7 @@ async function stopChild(child, graceMs = 5000) {
 
 function killAllNow() {
     for (const c of children) if (alive(c)) c.proc.kill('SIGKILL');
+    removeKeyDir();
 }
 
 function dumpLogs() {
@@ -435,10 +440,13 @@ async function main() {
             checkCompletion(r, model, n, { noTags });
             if (slug === 'bon&moa') {
                 // The pipeline: moa's drafts answer bon's answer, not the original question.
-                const users = (await mockGet('/mock/requests')).map((q) => q.body.messages.filter((m) => m.role === 'user').pop()?.content);
+                const reqs = await mockGet('/mock/requests');
+                const users = reqs.map((q) => q.body.messages.filter((m) => m.role === 'user').pop()?.content);
                 assert.ok(users.includes('What is 6 * 7?'), 'bon never saw the question');
-                assert.ok(users.some((u) => typeof u === 'string' && u.startsWith('Let me work it out') && u.includes('42')),
-                    `moa never got bon's answer: ${JSON.stringify(users.map((u) => String(u).slice(0, 60)))}`);
+                assert.ok(
+                    users.some((u) => typeof u === 'string' && u.startsWith('Let me work it out') && u.includes('42')),
+                    `moa never got bon's answer: ${JSON.stringify(users.map((u) => String(u).slice(0, 60)))}`,
+                );
             }
         });
         await test(`approach ${slug}: stream`, async () => {
@@ -691,7 +699,7 @@ try {
 } finally {
     if (failed) dumpLogs();
     await Promise.all(children.map((c) => stopChild(c, 2000)));
-    if (keyDir) fs.rmSync(keyDir, { recursive: true, force: true });
+    removeKeyDir();
     clearTimeout(deadline);
     summary();
     process.exitCode = failed ? 1 : 0;
