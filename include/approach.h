@@ -47,12 +47,12 @@ struct approach_option {
 };
 
 struct approach {
-    const char *slug;                        /* canonical name: "moa" */
-    const char *const *aliases;              /* NULL-terminated, or NULL */
-    approach_run_fn *run;                    /* never NULL */
-    const char *const *prompts;              /* prompt names it needs, NULL-terminated */
-    const struct approach_option *options;   /* terminated by a NULL name, or NULL */
-    const char *summary;                     /* one line, for GET /v1/approaches and --help */
+    const char *slug;                      /* canonical name: "moa" */
+    const char *const *aliases;            /* NULL-terminated, or NULL */
+    approach_run_fn *run;                  /* never NULL */
+    const char *const *prompts;            /* prompt names it needs, NULL-terminated */
+    const struct approach_option *options; /* terminated by a NULL name, or NULL */
+    const char *summary;                   /* one line, for GET /v1/approaches and --help */
     int calls;  /* upstream calls at default settings (documentation, /v1/approaches) */
     int rounds; /* sequential rounds at default settings */
 };

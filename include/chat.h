@@ -24,8 +24,9 @@ struct route {
 };
 
 struct chat_msg {
-    const char *role;    /* "system", "developer", "user", "assistant", "tool", ... */
-    const char *content; /* the text (text parts of multi-part content joined by "\n"); "" if none */
+    const char *role; /* "system", "developer", "user", "assistant", "tool", ... */
+    const char
+        *content; /* the text (text parts of multi-part content joined by "\n"); "" if none */
     const struct cJSON *raw; /* the original message object, or NULL for built messages */
 };
 
@@ -35,13 +36,13 @@ struct chat_request {
     const char *upstream_model; /* the model without the approach prefix */
     struct chat_msg *msgs;      /* in the arena */
     size_t nmsgs;
-    int n;              /* choices asked for (default 1) */
-    bool stream;        /* "stream": true */
-    bool include_usage; /* stream_options.include_usage */
-    double temperature; /* NAN when the client sent none */
-    long max_tokens;    /* -1 when the client sent none */
+    int n;                  /* choices asked for (default 1) */
+    bool stream;            /* "stream": true */
+    bool include_usage;     /* stream_options.include_usage */
+    double temperature;     /* NAN when the client sent none */
+    long max_tokens;        /* -1 when the client sent none */
     bool max_is_completion; /* the client used max_completion_tokens */
-    struct route route; /* what to run; count 0 = passthrough */
+    struct route route;     /* what to run; count 0 = passthrough */
     const char *route_name; /* "moa", "bon&moa", "none" ... for logs */
 };
 

@@ -9,8 +9,8 @@
 #define PX_VERSION "0.1.0"
 
 /* Caps (every growing buffer has one). */
-#define PX_MAX_UPSTREAM_REPLY (16u << 20) /* 16 MiB for one upstream answer */
-#define PX_MAX_HEADER_BYTES   (16u << 10) /* client headers, MHD memory per connection */
+#define PX_MAX_UPSTREAM_REPLY (16u << 20)  /* 16 MiB for one upstream answer */
+#define PX_MAX_HEADER_BYTES   (16u << 10)  /* client headers, MHD memory per connection */
 #define PX_STREAM_HIGH_WATER  (256u << 10) /* pause the upstream above this much unsent */
 #define PX_STREAM_LOW_WATER   (64u << 10)
 #define PX_MAX_OPTIONS        64
@@ -22,35 +22,35 @@ struct config_option_value {
 
 struct config {
     /* network */
-    char host[64];          /* bind address, default 127.0.0.1 */
-    int port;               /* default 8000; 0 = ephemeral (printed at start-up) */
-    unsigned http_threads;  /* libmicrohttpd pool size, default 2 */
-    unsigned io_loops;      /* upstream I/O loops, default = cores */
-    unsigned workers;       /* approach threads, max; default 1024 */
-    unsigned queue_max;     /* approach queue, default 4096 */
-    unsigned conn_limit;    /* client connections, default 4096 */
-    size_t max_body;        /* bytes, default 8 MiB */
-    unsigned idle_timeout;  /* seconds for idle/slow clients, default 60 */
-    double sse_keepalive;   /* seconds between SSE comments before the first byte, default 10 */
+    char host[64];         /* bind address, default 127.0.0.1 */
+    int port;              /* default 8000; 0 = ephemeral (printed at start-up) */
+    unsigned http_threads; /* libmicrohttpd pool size, default 2 */
+    unsigned io_loops;     /* upstream I/O loops, default = cores */
+    unsigned workers;      /* approach threads, max; default 1024 */
+    unsigned queue_max;    /* approach queue, default 4096 */
+    unsigned conn_limit;   /* client connections, default 4096 */
+    size_t max_body;       /* bytes, default 8 MiB */
+    unsigned idle_timeout; /* seconds for idle/slow clients, default 60 */
+    double sse_keepalive;  /* seconds between SSE comments before the first byte, default 10 */
 
     /* upstream */
-    char base_url[1024];    /* ends with /v1 normally; no trailing slash */
-    char *upstream_key;     /* server key (OPENAI_API_KEY / --upstream-key) or NULL */
-    char auth_header[64];   /* "Authorization" (Bearer) or e.g. "api-key" */
-    bool client_keys;       /* --client-keys */
+    char base_url[1024];     /* ends with /v1 normally; no trailing slash */
+    char *upstream_key;      /* server key (OPENAI_API_KEY / --upstream-key) or NULL */
+    char auth_header[64];    /* "Authorization" (Bearer) or e.g. "api-key" */
+    bool client_keys;        /* --client-keys */
     double upstream_timeout; /* seconds per call, default 600 */
     double connect_timeout;  /* seconds, default 10 */
 
     /* clients */
-    char *gate_key;         /* --optillm-api-key / OPTILLM_API_KEY, or NULL */
+    char *gate_key; /* --optillm-api-key / OPTILLM_API_KEY, or NULL */
 
     /* approaches */
-    char approach[128];     /* default route value; "auto" = passthrough */
-    char model[256];        /* default model when the body has none */
-    int n;                  /* default n */
+    char approach[128]; /* default route value; "auto" = passthrough */
+    char model[256];    /* default model when the body has none */
+    int n;              /* default n */
     bool return_full_response;
     bool no_approach_tags;
-    char *prompts_dir;      /* NULL: embedded prompts only */
+    char *prompts_dir;                                  /* NULL: embedded prompts only */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
 

@@ -36,9 +36,9 @@ enum llm_filter {
 };
 
 struct llm_params {
-    double temperature; /* NAN: the client's temperature if it sent one, else omitted */
-    long max_tokens;    /* < 0: the client's limit if it sent one, else omitted */
-    int n;              /* choices wanted from this call; 0 means 1 */
+    double temperature;     /* NAN: the client's temperature if it sent one, else omitted */
+    long max_tokens;        /* < 0: the client's limit if it sent one, else omitted */
+    int n;                  /* choices wanted from this call; 0 means 1 */
     enum llm_filter filter; /* llm_final only */
 };
 
@@ -66,8 +66,8 @@ struct llm_call {
     const struct llm_msg *msgs;
     size_t nmsgs;
     struct llm_params params;
-    const char *stage;     /* "bon/rate": for logs and the conversation log */
-    bool stream_to_client; /* set by llm_final only */
+    const char *stage;      /* "bon/rate": for logs and the conversation log */
+    bool stream_to_client;  /* set by llm_final only */
     struct llm_reply reply; /* filled in */
 };
 

@@ -24,12 +24,12 @@ enum px_status {
 
 /* Details of a failure. 'message' is safe to show a client (it never holds a key). */
 struct px_error {
-    int code;            /* enum px_status */
-    int http_status;     /* for PX_EHTTP: the upstream's status; otherwise 0 (derived from code) */
-    char param[64];      /* the offending request field, or "" */
-    char type[48];       /* OpenAI error type override, or "" for the default of 'code' */
-    char err_code[48];   /* OpenAI error code override, or "" */
-    char message[1024];  /* human-readable, single line */
+    int code;           /* enum px_status */
+    int http_status;    /* for PX_EHTTP: the upstream's status; otherwise 0 (derived from code) */
+    char param[64];     /* the offending request field, or "" */
+    char type[48];      /* OpenAI error type override, or "" for the default of 'code' */
+    char err_code[48];  /* OpenAI error code override, or "" */
+    char message[1024]; /* human-readable, single line */
 };
 
 /* Fills 'err' (if not NULL) and returns 'code'. 'param' may be NULL. printf-style message. */

@@ -98,8 +98,7 @@ int auth_resolve(const struct config *cfg, struct arena *a, const char *authoriz
     x_upstream = trimmed(a, x_upstream);
     if (cfg->client_keys && x_upstream) {
         if (!key_ok(x_upstream))
-            return px_fail(err, PX_EINVAL, NULL,
-                           "X-Upstream-Api-Key contains control characters");
+            return px_fail(err, PX_EINVAL, NULL, "X-Upstream-Api-Key contains control characters");
         *upstream_key = x_upstream;
     } else if (cfg->client_keys && !gated && has_bearer) {
         *upstream_key = arena_strdup(a, tok);

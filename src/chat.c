@@ -115,8 +115,7 @@ static int route_finish(struct route *r, bool has_none, struct px_error *err, co
     return PX_OK;
 }
 
-int route_parse_model(const char *model, struct route *out, const char **rest,
-                      struct px_error *err)
+int route_parse_model(const char *model, struct route *out, const char **rest, struct px_error *err)
 {
     const char *p = model;
     bool has_none = false;
@@ -137,9 +136,10 @@ int route_parse_model(const char *model, struct route *out, const char **rest,
     if (rc < 0)
         return rc;
     if (*p == '\0') /* "moa" alone: the approach with the server's default model */
-        return px_fail(err, PX_EINVAL, "model",
-                       "model '%.200s' names an approach but no model; use e.g. '%.100s-gpt-4o-mini'",
-                       model, model);
+        return px_fail(
+            err, PX_EINVAL, "model",
+            "model '%.200s' names an approach but no model; use e.g. '%.100s-gpt-4o-mini'", model,
+            model);
     p++; /* the '-' */
     if (*p == '\0')
         return px_fail(err, PX_EINVAL, "model", "model '%.200s' names an approach but no model",
@@ -235,8 +235,8 @@ static char *strip_tags(struct arena *a, const char *s, char **value)
         t++;
         len--;
     }
-    while (len && (t[len - 1] == ' ' || t[len - 1] == '\n' || t[len - 1] == '\t' ||
-                   t[len - 1] == '\r'))
+    while (len &&
+           (t[len - 1] == ' ' || t[len - 1] == '\n' || t[len - 1] == '\t' || t[len - 1] == '\r'))
         len--;
     char *res = arena_strndup(a, t, len);
     buf_free(&b);
@@ -286,8 +286,8 @@ static int parse_message(struct arena *a, cJSON *m, size_t idx, bool scan_tags, 
             if (!cJSON_IsObject(part) || !cJSON_IsString(type)) {
                 buf_free(&b);
                 return px_fail(err, PX_EINVAL, param,
-                               "message %zu: content part %zu must be an object with a 'type'",
-                               idx, pi);
+                               "message %zu: content part %zu must be an object with a 'type'", idx,
+                               pi);
             }
             if (strcmp(type->valuestring, "text") == 0) {
                 if (!cJSON_IsString(text)) {

@@ -20,13 +20,13 @@ const struct config *px_config;
 enum opt_type { T_STR, T_SECRET, T_INT, T_UINT, T_DOUBLE, T_BOOL, T_SIZE, T_LOG, T_LOGFMT };
 
 struct flag {
-    const char *name;  /* long flag without "--" */
-    const char *alt;   /* alternative spelling or NULL */
-    const char *env;   /* environment variable or NULL */
+    const char *name; /* long flag without "--" */
+    const char *alt;  /* alternative spelling or NULL */
+    const char *env;  /* environment variable or NULL */
     enum opt_type type;
-    size_t off;        /* offset in struct config */
-    size_t len;        /* for T_STR: buffer size; 0 = char * (malloc'd) */
-    const char *arg;   /* metavariable for --help */
+    size_t off;      /* offset in struct config */
+    size_t len;      /* for T_STR: buffer size; 0 = char * (malloc'd) */
+    const char *arg; /* metavariable for --help */
     const char *help;
 };
 
@@ -61,8 +61,8 @@ static const struct flag flags[] = {
     {"return-full-response", "return_full_response", "OPTILLM_RETURN_FULL_RESPONSE", T_BOOL,
      OFF(return_full_response), 0, NULL,
      "cot_reflection returns its thinking and reflection too, not only the output section"},
-    {"no-approach-tags", NULL, "OPTILLM_NO_APPROACH_TAGS", T_BOOL, OFF(no_approach_tags), 0,
-     NULL, "ignore <optillm_approach> tags in messages for selection (they are still removed)"},
+    {"no-approach-tags", NULL, "OPTILLM_NO_APPROACH_TAGS", T_BOOL, OFF(no_approach_tags), 0, NULL,
+     "ignore <optillm_approach> tags in messages for selection (they are still removed)"},
     {"prompts-dir", NULL, "OPTILLM_PROMPTS_DIR", T_SECRET, OFF(prompts_dir), 0, "DIR",
      "override built-in prompts with DIR/<approach>/<stage>.txt files"},
     {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
@@ -341,8 +341,7 @@ void config_usage(const char *prog)
     }
     printf("\nApproach options (flag, env OPTILLM_<NAME>, or body field optillm_<name>):\n");
     for (size_t i = 0; i < approach_registry_len; i++) {
-        for (const struct approach_option *o = approach_registry[i]->options; o && o->name;
-             o++) {
+        for (const struct approach_option *o = approach_registry[i]->options; o && o->name; o++) {
             char dash[96], env[128], left[128];
 
             if (approach_option_find(o->name) != o)
@@ -370,8 +369,7 @@ int config_load(struct config *cfg, int argc, char **argv)
         cfg->upstream_key = xstrdup(e);
     }
     for (size_t i = 0; i < approach_registry_len; i++) {
-        for (const struct approach_option *o = approach_registry[i]->options; o && o->name;
-             o++) {
+        for (const struct approach_option *o = approach_registry[i]->options; o && o->name; o++) {
             char dash[96], env[128];
 
             option_names(o->name, dash, sizeof(dash), env, sizeof(env));

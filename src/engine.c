@@ -214,7 +214,8 @@ static void sink_keepalive(struct sink *s, double interval)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* ---- transport -------------------------------------------------------------------------------- */
+/* ---- transport --------------------------------------------------------------------------------
+ */
 
 struct transport {
     struct exchange *ex;
@@ -235,8 +236,7 @@ static void t_set_n(struct llm *llm, int v)
     __atomic_store_n(&n_support, v, __ATOMIC_RELAXED);
 }
 
-static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool stream,
-                       size_t *len)
+static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool stream, size_t *len)
 {
     const struct chat_request *req = ctx->req;
     cJSON *o = cJSON_CreateObject();
@@ -487,7 +487,8 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
 
 static const struct llm_ops transport_ops = {.run = t_run, .get_n = t_get_n, .set_n = t_set_n};
 
-/* ---- running a route -------------------------------------------------------------------------- */
+/* ---- running a route --------------------------------------------------------------------------
+ */
 
 struct run {
     struct exchange *ex;
@@ -653,7 +654,8 @@ static void *run_main(void *arg)
     return NULL;
 }
 
-/* ---- the response ----------------------------------------------------------------------------- */
+/* ---- the response -----------------------------------------------------------------------------
+ */
 
 static cJSON *usage_json(const struct usage *u)
 {

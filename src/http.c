@@ -101,8 +101,8 @@ enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_er
     size_t len;
     char *body = http_error_json(err, &len);
     int status = px_http_status(err);
-    enum MHD_Result ret = http_queue(conn, status, "application/json", body, len, req_id,
-                                     status == 503 ? 1 : 0);
+    enum MHD_Result ret =
+        http_queue(conn, status, "application/json", body, len, req_id, status == 503 ? 1 : 0);
 
     cJSON_free(body);
     return ret;

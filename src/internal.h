@@ -48,17 +48,17 @@ struct exchange {
     bool pipelined;   /* fd had data, not EOF: stop POLLIN watching, re-check by timer */
     bool watched;     /* an I/O loop watches the fd while suspended */
     enum ex_phase phase;
-    int status;          /* reply status */
-    bool streaming;      /* reply produced incrementally through 'out' (content reader) */
-    bool sse_started;    /* engine: the SSE head (role chunk or keep-alive) was sent */
-    struct buf out;      /* reply bytes not yet handed to MHD */
-    bool out_done;       /* nothing more will be appended */
-    bool out_error;      /* end the stream with an error (connection closed) */
+    int status;       /* reply status */
+    bool streaming;   /* reply produced incrementally through 'out' (content reader) */
+    bool sse_started; /* engine: the SSE head (role chunk or keep-alive) was sent */
+    struct buf out;   /* reply bytes not yet handed to MHD */
+    bool out_done;    /* nothing more will be appended */
+    bool out_error;   /* end the stream with an error (connection closed) */
     char content_type[128];
-    int retry_after;     /* seconds, 0 = no header */
-    bool relay_paused;   /* the relay transfer returned CURL_WRITEFUNC_PAUSE */
+    int retry_after;            /* seconds, 0 = no header */
+    bool relay_paused;          /* the relay transfer returned CURL_WRITEFUNC_PAUSE */
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
-    struct usage usage;  /* totals for the access log */
+    struct usage usage;         /* totals for the access log */
     long long first_byte_us;
 
     /* Set before hand-off, read-only afterwards. */
@@ -66,11 +66,11 @@ struct exchange {
     int fd;
     struct arena *arena; /* owned; destroyed with the exchange */
     struct chat_request req;
-    char id[72];             /* request id (the client's, <= 64 chars, or ours) */
+    char id[72];              /* request id (the client's, <= 64 chars, or ours) */
     const char *upstream_key; /* in the arena; never logged */
     long long start_us;
-    struct io_loop *home;    /* the loop that watches the fd */
-    const char *method;      /* MHD-owned strings, valid while the request lives */
+    struct io_loop *home; /* the loop that watches the fd */
+    const char *method;   /* MHD-owned strings, valid while the request lives */
     const char *url;
 
     /* MHD thread only (before hand-off). */
@@ -105,7 +105,8 @@ enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *
 enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_error *err,
                                  const char *req_id);
 
-/* ---- auth.c ----------------------------------------------------------------------------------- */
+/* ---- auth.c -----------------------------------------------------------------------------------
+ */
 
 /* Client authentication and upstream key resolution (DESIGN.md's two tables). 'authorization'
  * and 'x_upstream' are header values or NULL. On success *upstream_key points at the key to
@@ -117,12 +118,13 @@ int auth_gate(const struct config *cfg, const char *authorization, struct px_err
 /* Constant-time string equality (length-independent timing via SHA-256 digests). */
 bool auth_equal(const char *a, const char *b);
 
-/* ---- upstream.c: transfers and I/O loops ------------------------------------------------------ */
+/* ---- upstream.c: transfers and I/O loops ------------------------------------------------------
+ */
 
 enum xfer_kind {
-    XFER_RELAY,  /* passthrough: the upstream's answer goes to the exchange as is */
-    XFER_CALL,   /* an approach call: buffered, parsed by the approach thread */
-    XFER_STREAM  /* an approach's final call streamed to the client through a sink */
+    XFER_RELAY, /* passthrough: the upstream's answer goes to the exchange as is */
+    XFER_CALL,  /* an approach call: buffered, parsed by the approach thread */
+    XFER_STREAM /* an approach's final call streamed to the client through a sink */
 };
 
 /* Wait-group for one stage of an approach. */
@@ -143,18 +145,18 @@ struct xfer {
     char *body;               /* malloc'd; NULL for GET */
     size_t body_len;
     struct curl_slist *headers;
-    bool stream_relay;        /* XFER_RELAY of a stream request: relay chunk by chunk */
-    xfer_delta_fn *on_delta;  /* XFER_STREAM */
+    bool stream_relay;       /* XFER_RELAY of a stream request: relay chunk by chunk */
+    xfer_delta_fn *on_delta; /* XFER_STREAM */
     void *sink;
 
     /* Results (written by the I/O thread, read after the group/exchange is signalled). */
     long http_status;
     CURLcode result;
     bool aborted;
-    struct buf resp;          /* buffered body (XFER_CALL, error bodies, relays not streamed) */
+    struct buf resp; /* buffered body (XFER_CALL, error bodies, relays not streamed) */
     char content_type[128];
     long long start_us, end_us;
-    struct sse_parser *sse;   /* XFER_STREAM */
+    struct sse_parser *sse; /* XFER_STREAM */
 
     /* I/O thread only. */
     CURL *easy;
@@ -182,7 +184,8 @@ void io_watch(struct exchange *ex);
 void io_wake(struct io_loop *loop);
 struct io_loop *io_pick(void);
 
-/* ---- sse.c: incremental upstream SSE parser ---------------------------------------------------- */
+/* ---- sse.c: incremental upstream SSE parser ----------------------------------------------------
+ */
 
 struct sse_parser;
 struct sse_parser *sse_parser_create(void);
@@ -197,7 +200,8 @@ const char *sse_parser_error(struct sse_parser *p); /* an in-band error message,
 void sse_parser_usage(struct sse_parser *p, struct usage *u);
 bool sse_parser_done(struct sse_parser *p);
 
-/* ---- pool.c: approach threads ----------------------------------------------------------------- */
+/* ---- pool.c: approach threads -----------------------------------------------------------------
+ */
 
 int pool_start(unsigned max_threads, unsigned queue_max);
 /* Queues fn(arg); returns 0, or PX_EBUSY when the queue is full or the pool stopping. */
@@ -206,13 +210,15 @@ void pool_stop(void);
 /* Queue depth and thread counts (for logs/metrics). */
 void pool_stats(unsigned *queued, unsigned *threads, unsigned *busy);
 
-/* ---- engine.c: runs a route for an exchange on an approach thread ------------------------------ */
+/* ---- engine.c: runs a route for an exchange on an approach thread ------------------------------
+ */
 
 void engine_run(void *exchange);
 /* The upstream-transport implementation of struct llm for an exchange. */
 void engine_llm_init(struct llm *llm, struct exchange *ex);
 
-/* ---- server.c ---------------------------------------------------------------------------------- */
+/* ---- server.c ----------------------------------------------------------------------------------
+ */
 
 int server_start(const struct config *cfg);
 /* The bound port (after server_start). */
@@ -221,7 +227,8 @@ int server_port(void);
 void server_quiesce(void);
 void server_stop(void);
 
-/* ---- response.c: OpenAI response JSON ---------------------------------------------------------- */
+/* ---- response.c: OpenAI response JSON ----------------------------------------------------------
+ */
 
 /* A "chatcmpl-..." id into buf. Thread-safe. */
 void response_new_id(char *buf, size_t len);

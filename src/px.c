@@ -3,10 +3,10 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -149,8 +149,7 @@ void px_random_id(char *buf, size_t len, const char *prefix, int words)
         if (getrandom(&s, sizeof(s), 0) != (ssize_t)sizeof(s))
             s = (uint64_t)px_now_us() ^ ((uint64_t)getpid() << 32);
         s |= 1;
-        __atomic_compare_exchange_n(&id_seed, &seed, s, false, __ATOMIC_RELAXED,
-                                    __ATOMIC_RELAXED);
+        __atomic_compare_exchange_n(&id_seed, &seed, s, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
         seed = __atomic_load_n(&id_seed, __ATOMIC_RELAXED);
     }
     pos = (size_t)snprintf(buf, len, "%s", prefix);

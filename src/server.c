@@ -121,8 +121,7 @@ static enum MHD_Result do_approaches(struct exchange *ex)
 static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, size_t len,
                              bool stream)
 {
-    struct xfer *x =
-        xfer_create(srv_cfg, XFER_RELAY, ex, path, ex->upstream_key, body, len);
+    struct xfer *x = xfer_create(srv_cfg, XFER_RELAY, ex, path, ex->upstream_key, body, len);
 
     x->stream_relay = stream;
     suspend_for_work(ex);
@@ -190,8 +189,8 @@ static enum MHD_Result do_chat(struct exchange *ex)
                      header(ex->conn, "X-Upstream-Api-Key"), &key, &err) < 0)
         return error_now(ex, &err);
     ex->upstream_key = key;
-    if (chat_request_parse(ex->arena, buf_cstr(&ex->body), ex->body.len, srv_cfg, &ex->req,
-                           &err) < 0)
+    if (chat_request_parse(ex->arena, buf_cstr(&ex->body), ex->body.len, srv_cfg, &ex->req, &err) <
+        0)
         return error_now(ex, &err);
     if (ex->req.route.count == 0) {
         size_t len;
@@ -213,7 +212,8 @@ static enum MHD_Result do_chat(struct exchange *ex)
     return MHD_YES;
 }
 
-/* ---- libmicrohttpd callbacks ------------------------------------------------------------------ */
+/* ---- libmicrohttpd callbacks ------------------------------------------------------------------
+ */
 
 static const char *strip_v1(const char *url)
 {
@@ -358,8 +358,8 @@ static enum MHD_Result too_big_now(struct exchange *ex)
 }
 
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
-                                      const char *method, const char *version,
-                                      const char *upload, size_t *upload_size, void **con_cls)
+                                      const char *method, const char *version, const char *upload,
+                                      size_t *upload_size, void **con_cls)
 {
     struct exchange *ex = *con_cls;
 
@@ -497,12 +497,11 @@ int server_start(const struct config *cfg)
     (void)sl;
     daemon_ = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_logger, NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_NOTIFY_COMPLETED,
-        completed, NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->conn_limit,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(PX_MAX_HEADER_BYTES * 2),
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)4096, MHD_OPTION_END);
+        mhd_logger, NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)cfg->conn_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(PX_MAX_HEADER_BYTES * 2), MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&ss, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_END);
     if (!daemon_) {
         log_error("cannot listen on %s:%d (in use, or not allowed)", cfg->host, cfg->port);
         return -1;

@@ -9,8 +9,8 @@
 #define SSE_MAX_LINE (4u << 20)
 
 struct sse_parser {
-    struct buf line;  /* a partial line */
-    struct buf text;  /* all content deltas of choice 0 */
+    struct buf line; /* a partial line */
+    struct buf text; /* all content deltas of choice 0 */
     char finish[32];
     char error[512];
     struct usage usage;

@@ -135,8 +135,7 @@ int proxy_start(struct proc *p, int mock_port, const char *const *args, const ch
     memset(p, 0, sizeof(*p));
     snprintf(path, sizeof(path), "%s/optillm", build_dir());
     snprintf(base, sizeof(base), "http://127.0.0.1:%d/v1", mock_port);
-    snprintf(p->log, sizeof(p->log), "%s/logs/proxy-%d-%d.log", build_dir(), (int)getpid(),
-             seq++);
+    snprintf(p->log, sizeof(p->log), "%s/logs/proxy-%d-%d.log", build_dir(), (int)getpid(), seq++);
     if (w && *w) {
         /* "valgrind --error-exitcode=9 ..." split on spaces. */
         char *save = NULL;

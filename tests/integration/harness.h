@@ -27,10 +27,10 @@ struct http_resp {
     long status;
     char *body;
     size_t len;
-    char *headers;      /* raw response headers */
-    double total_s;     /* time to the end of the response */
-    double first_s;     /* time to the first body byte */
-    int chunks;         /* body write callbacks */
+    char *headers;       /* raw response headers */
+    double total_s;      /* time to the end of the response */
+    double first_s;      /* time to the first body byte */
+    int chunks;          /* body write callbacks */
     double chunk_t[512]; /* arrival time of each write (s since start) */
 };
 

@@ -1,11 +1,11 @@
 /* itest_approaches.c: approaches through the real proxy against the mock upstream: accuracy on
  * the noisy model, wall time within each approach's round budget, selection, combinations, n,
  * usage sums against the mock's own count, n fallback, partial failure, streaming. */
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
 
 #include <pthread.h>
 #include <stdio.h>
@@ -78,7 +78,8 @@ static const char *content_of(cJSON *j, int i)
     return cJSON_IsString(t) ? t->valuestring : NULL;
 }
 
-/* ---- accuracy on the noisy model ---------------------------------------------------------------- */
+/* ---- accuracy on the noisy model ----------------------------------------------------------------
+ */
 
 #define NQ 240
 
@@ -199,7 +200,8 @@ static void test_noisy_accuracy(void **state)
     stop_proxy(&px);
 }
 
-/* ---- rounds: wall time at a fixed upstream latency ---------------------------------------------- */
+/* ---- rounds: wall time at a fixed upstream latency ----------------------------------------------
+ */
 
 static double wall(int port, const char *model, const char *extra)
 {
@@ -221,8 +223,8 @@ static void check_rounds(int port, const char *suffix)
     static const struct {
         const char *slug;
         int rounds;
-    } budget[] = {{"bon", 2},           {"moa", 3}, {"self_consistency", 1}, {"majority_voting", 1},
-                  {"re2", 1},           {"cot_reflection", 1}};
+    } budget[] = {{"bon", 2}, {"moa", 3},           {"self_consistency", 1}, {"majority_voting", 1},
+                  {"re2", 1}, {"cot_reflection", 1}};
     const double L = 0.3;
 
     for (size_t i = 0; i < sizeof(budget) / sizeof(budget[0]); i++) {
@@ -254,13 +256,15 @@ static void test_rounds_within_budget(void **state)
     stop_proxy(&px);
 }
 
-/* ---- usage -------------------------------------------------------------------------------------- */
+/* ---- usage --------------------------------------------------------------------------------------
+ */
 
 static void test_usage_is_the_sum_of_every_call(void **state)
 {
     struct proc px;
-    static const char *const slugs[] = {"bon",     "moa", "self_consistency", "majority_voting",
-                                        "re2",     "cot_reflection", "bon&moa", "re2|bon"};
+    static const char *const slugs[] = {
+        "bon",     "moa",    "self_consistency", "majority_voting", "re2", "cot_reflection",
+        "bon&moa", "re2|bon"};
 
     (void)state;
     start_proxy(&px, NULL);
@@ -275,8 +279,7 @@ static void test_usage_is_the_sum_of_every_call(void **state)
                                             "true}"
                                           : NULL);
             mock_reset(mock.port);
-            assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, auth, &r),
-                             0);
+            assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, auth, &r), 0);
             assert_int_equal(r.status, 200);
             cJSON *u = NULL, *j = NULL;
             if (stream) {
@@ -302,7 +305,8 @@ static void test_usage_is_the_sum_of_every_call(void **state)
                           ->valuedouble;
             fprintf(stderr, "%s%s: prompt %ld completion %ld reasoning %ld (mock %ld %ld %ld)\n",
                     slugs[i], stream ? " (stream)" : "", pt, ct, rt,
-                    mock_stat(mock.port, "prompt_tokens"), mock_stat(mock.port, "completion_tokens"),
+                    mock_stat(mock.port, "prompt_tokens"),
+                    mock_stat(mock.port, "completion_tokens"),
                     mock_stat(mock.port, "reasoning_tokens"));
             assert_int_equal(pt, mock_stat(mock.port, "prompt_tokens"));
             assert_int_equal(ct, mock_stat(mock.port, "completion_tokens"));
@@ -317,7 +321,8 @@ static void test_usage_is_the_sum_of_every_call(void **state)
     stop_proxy(&px);
 }
 
-/* ---- selection, combinations, n ----------------------------------------------------------------- */
+/* ---- selection, combinations, n -----------------------------------------------------------------
+ */
 
 /* Number of chat calls the mock received since the last reset. */
 static long calls(void)
@@ -488,17 +493,17 @@ static void test_n_fallback_and_partial_failure(void **state)
     /* A stage that yields nothing fails with the upstream's status and message. */
     body = chat_body("self_consistency-mock@status=503", "What is 2 + 2?", NULL);
     j = post(px.port, body, 503, NULL);
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j,
-                                                                                          "error"),
-                                                         "message")
-                            ->valuestring,
-                        "mock error 503");
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"), "message")
+            ->valuestring,
+        "mock error 503");
     cJSON_Delete(j);
     free(body);
     stop_proxy(&px);
 }
 
-/* ---- streaming ------------------------------------------------------------------------------------ */
+/* ---- streaming
+ * ------------------------------------------------------------------------------------ */
 
 /* Parses an SSE body into its data JSON objects; checks the chunk contract. Returns the
  * concatenated content of choice 0. */
@@ -556,8 +561,8 @@ static void test_streaming_through_approaches(void **state)
 {
     struct proc px;
     const char *args[] = {"--sse-keepalive", "0.2", NULL};
-    static const char *const slugs[] = {"bon", "moa", "self_consistency", "majority_voting", "re2",
-                                        "cot_reflection"};
+    static const char *const slugs[] = {
+        "bon", "moa", "self_consistency", "majority_voting", "re2", "cot_reflection"};
 
     (void)state;
     start_proxy(&px, args);
@@ -571,8 +576,7 @@ static void test_streaming_through_approaches(void **state)
                                    u ? "\"stream\":true,\"stream_options\":{\"include_usage\":"
                                        "true}"
                                      : "\"stream\":true");
-            assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, auth, &r),
-                             0);
+            assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, auth, &r), 0);
             assert_int_equal(r.status, 200);
             char *text = check_stream(&r, u);
             /* p=1: every sample is right; the streamed answer carries 42 and, for
@@ -587,8 +591,8 @@ static void test_streaming_through_approaches(void **state)
     }
     /* The final stage's tokens stream as they arrive: moa's synthesis of 10 words 100 ms apart
      * starts reaching us well before the end. */
-    char *body = chat_body("moa-mock@chunk_delay=100,words=10", "Tell me something.",
-                           "\"stream\":true");
+    char *body =
+        chat_body("moa-mock@chunk_delay=100,words=10", "Tell me something.", "\"stream\":true");
     struct http_resp r;
     assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, auth, &r), 0);
     assert_int_equal(r.status, 200);

@@ -1,10 +1,10 @@
 /* itest_proxy.c: the real build/optillm against the mock upstream over loopback: endpoints,
  * passthrough (body, streaming chunk timing), the key tables row by row, every error row. */
+#include <cmocka.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <setjmp.h>
-#include <cmocka.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -76,8 +76,7 @@ static cJSON *expect_error(struct http_resp *r, long status)
 
 static const char *err_message(cJSON *j)
 {
-    return cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"),
-                                            "message")
+    return cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"), "message")
         ->valuestring;
 }
 
@@ -94,7 +93,8 @@ static char *last_auth(void)
     return s;
 }
 
-/* ---- endpoints --------------------------------------------------------------------------------- */
+/* ---- endpoints ---------------------------------------------------------------------------------
+ */
 
 static void test_health_and_keepalive(void **state)
 {
@@ -152,7 +152,8 @@ static void test_models_passthrough(void **state)
     stop_proxy(&px);
 }
 
-/* ---- passthrough ------------------------------------------------------------------------------- */
+/* ---- passthrough -------------------------------------------------------------------------------
+ */
 
 static void test_passthrough_body_unchanged(void **state)
 {
@@ -315,7 +316,8 @@ static void test_upstream_down_and_timeout(void **state)
     stop_proxy(&px);
 }
 
-/* ---- client errors ------------------------------------------------------------------------------ */
+/* ---- client errors ------------------------------------------------------------------------------
+ */
 
 static void test_bad_requests(void **state)
 {
@@ -338,14 +340,16 @@ static void test_bad_requests(void **state)
         {"{\"model\":7,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "model"},
         {"{\"model\":\"x\",\"n\":0,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "n"},
         {"{\"model\":\"x\",\"n\":1.5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "n"},
-        {"{\"model\":\"x\",\"stream\":\"yes\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        {"{\"model\":\"x\",\"stream\":\"yes\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+         "}",
          "stream"},
         {"{\"model\":\"x\",\"temperature\":\"hot\",\"messages\":[{\"role\":\"user\",\"content\":"
          "\"x\"}]}",
          "temperature"},
         {"{\"model\":\"x\",\"max_tokens\":-3,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
          "max_tokens"},
-        {"{\"model\":\"moa&nosuch-x\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "model"},
+        {"{\"model\":\"moa&nosuch-x\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+         "model"},
         {"{\"model\":\"x\",\"optillm_approach\":\"nosuch\",\"messages\":[{\"role\":\"user\","
          "\"content\":\"x\"}]}",
          "optillm_approach"},
@@ -360,9 +364,8 @@ static void test_bad_requests(void **state)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", bad[i].body, h, &r), 0);
         cJSON *j = expect_error(&r, 400);
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j,
-                                                                                           "error"),
-                                                          "param");
+        const cJSON *p =
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"), "param");
         if (bad[i].param) {
             if (!cJSON_IsString(p) || strcmp(p->valuestring, bad[i].param) != 0)
                 fprintf(stderr, "case %zu: param %s, want %s\n", i,
@@ -436,7 +439,8 @@ static void test_slow_client_timeout(void **state)
     stop_proxy(&px);
 }
 
-/* ---- keys ------------------------------------------------------------------------------------------ */
+/* ---- keys
+ * ------------------------------------------------------------------------------------------ */
 
 struct key_case {
     const char *name;
@@ -456,12 +460,7 @@ static void test_key_table(void **state)
          {"Authorization: Bearer " CLIENT_KEY_A, NULL},
          200,
          "Bearer " CLIENT_KEY_A},
-        {"no gate, no server key, no Bearer: 401",
-         {NULL},
-         {NULL},
-         {NULL},
-         401,
-         NULL},
+        {"no gate, no server key, no Bearer: 401", {NULL}, {NULL}, {NULL}, 401, NULL},
         {"server key from OPENAI_API_KEY wins over a placeholder Bearer",
          {NULL},
          {"OPENAI_API_KEY=" SERVER_KEY, NULL},
@@ -555,9 +554,9 @@ static void test_key_table(void **state)
         /* Both the passthrough and an approach follow the same rules. */
         for (int k = 0; k < 2; k++) {
             mock_reset(mock.port);
-            assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", k ? abody : body,
-                                      c->headers, &r),
-                             0);
+            assert_int_equal(
+                http_req("POST", px.port, "/v1/chat/completions", k ? abody : body, c->headers, &r),
+                0);
             if (r.status != c->status)
                 fprintf(stderr, "  got %ld: %s\n", r.status, r.body);
             assert_int_equal(r.status, c->status);
@@ -712,8 +711,8 @@ static void test_queue_full_503(void **state)
 /* No key, full or partial, in any captured output of any proxy run above. */
 static void test_no_key_in_logs(void **state)
 {
-    static const char *const keys[] = {CLIENT_KEY_A, CLIENT_KEY_B, SERVER_KEY, GATE_KEY, OWN_KEY,
-                                       "LEAKCHECK"};
+    static const char *const keys[] = {CLIENT_KEY_A, CLIENT_KEY_B, SERVER_KEY,
+                                       GATE_KEY,     OWN_KEY,      "LEAKCHECK"};
 
     (void)state;
     assert_true(nlogs > 5);
