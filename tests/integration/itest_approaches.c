@@ -1,11 +1,14 @@
 /* itest_approaches.c: approaches through the real proxy against the mock upstream: accuracy on
  * the noisy model, wall time within each approach's round budget, selection, combinations, n,
  * usage sums against the mock's own count, n fallback, partial failure, streaming. */
-#include <cmocka.h>
-#include <setjmp.h>
+/* cmocka.h needs these first, in this order. */
+/* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
 
 #include <pthread.h>
 #include <stdio.h>

@@ -1,10 +1,13 @@
 /* itest_proxy.c: the real build/optillm against the mock upstream over loopback: endpoints,
  * passthrough (body, streaming chunk timing), the key tables row by row, every error row. */
-#include <cmocka.h>
-#include <setjmp.h>
+/* cmocka.h needs these first, in this order. */
+/* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

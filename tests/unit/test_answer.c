@@ -1,10 +1,12 @@
 /* test_answer.c: unit tests of answer extraction, number parsing, normalisation and comparison. */
-#include <setjmp.h>
+/* cmocka.h needs these first, in this order. */
+/* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-
+#include <setjmp.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <math.h>
 #include <pthread.h>

@@ -1,12 +1,14 @@
 /* test_approaches.c: bon, moa, self_consistency, majority_voting, re2 and cot_reflection run on
  * the fake upstream: stage structure, chosen answers, odd outputs, n fallback, partial
  * failure and usage sums. */
-#include <setjmp.h>
+/* cmocka.h needs these first, in this order. */
+/* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-
+#include <setjmp.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <ctype.h>
 #include <math.h>

@@ -1,10 +1,12 @@
 /* test_chat.c: unit tests of request parsing, approach selection and per-request options. */
-#include <setjmp.h>
+/* cmocka.h needs these first, in this order. */
+/* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-
+#include <setjmp.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -1,10 +1,12 @@
 /* test_config.c: unit tests of config_load (defaults, env, flags), options and --help. */
-#include <setjmp.h>
+/* cmocka.h needs these first, in this order. */
+/* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-
+#include <setjmp.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <fcntl.h>
 #include <stdbool.h>

@@ -1,10 +1,12 @@
 /* test_util.c: unit tests of the arena, the capped buffer, prompt rendering and log lines. */
-#include <setjmp.h>
+/* cmocka.h needs these first, in this order. */
+/* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-
+#include <setjmp.h>
 #include <cmocka.h>
+/* clang-format on */
 
 #include <cjson/cJSON.h>
 #include <fcntl.h>
