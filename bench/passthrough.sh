@@ -7,9 +7,14 @@ cd "$(dirname "$0")/.."
 DUR=${1:-10}
 BUILD=${PX_BUILD:-build}
 command -v wrk >/dev/null || scripts/deps.sh wrk
+# nginx as a reverse proxy to the same mock is the practical ceiling for any proxy on these
+# cores (shared/DESIGN.md): measured in the same run as the reference.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || scripts/deps.sh nginx-light
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 make -s all
 OUT=$(mktemp -d)
-trap 'kill $MOCK_PID $PX_PID 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$OUT"' EXIT
+NGX_PID=""
+trap 'kill $MOCK_PID $PX_PID $NGX_PID 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$OUT"' EXIT
 
 "$BUILD/mock_upstream" --port 0 > "$OUT/mock.port" &
 MOCK_PID=$!
@@ -27,6 +32,36 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 [ -n "$PX" ] || { echo "proxy did not start" >&2; exit 1; }
+
+NGX_PORT=$(( 20000 + RANDOM % 20000 ))
+mkdir -p "$OUT/ngx/logs"
+cat > "$OUT/ngx/nginx.conf" <<NGX
+worker_processes 2;
+pid $OUT/ngx/nginx.pid;
+error_log $OUT/ngx/logs/error.log error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $OUT/ngx/body;
+    proxy_temp_path $OUT/ngx/proxy;
+    fastcgi_temp_path $OUT/ngx/fcgi;
+    uwsgi_temp_path $OUT/ngx/uwsgi;
+    scgi_temp_path $OUT/ngx/scgi;
+    upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NGX_PORT;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+NGX
+"$NGINX" -p "$OUT/ngx" -c "$OUT/ngx/nginx.conf" -g 'daemon off;' &
+NGX_PID=$!
+sleep 0.3
 
 cat > "$OUT/post.lua" <<'LUA'
 wrk.method = "POST"
@@ -53,14 +88,16 @@ run() {
     echo
     echo "## Passthrough ($(date -u +%Y-%m-%d), ${DUR}s per run, $(nproc) cores, wrk, mock latency 0)"
     echo
-    echo "| connections | direct req/s | proxy req/s | ratio | direct p50/p99 µs | proxy p50/p99 µs | added p50/p99 µs | non-2xx |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| connections | direct req/s | nginx-as-proxy req/s | optillm req/s | optillm ÷ direct | optillm ÷ nginx-as-proxy | direct p50/p99 µs | nginx p50/p99 µs | optillm p50/p99 µs | optillm added p50/p99 µs | non-2xx |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$OUT/section.md"
 for c in 1 16 64; do
     read -r drps dp50 dp99 dbad < <(run "$MOCK" "$c")
+    read -r nrps np50 np99 nbad < <(run "$NGX_PORT" "$c")
     read -r prps pp50 pp99 pbad < <(run "$PX" "$c")
     ratio=$(awk -v a="$prps" -v b="$drps" 'BEGIN { printf "%.2f", a / b }')
-    echo "| $c | $drps | $prps | $ratio | $dp50 / $dp99 | $pp50 / $pp99 | $((pp50 - dp50)) / $((pp99 - dp99)) | $((dbad + pbad)) |" >> "$OUT/section.md"
+    nratio=$(awk -v a="$prps" -v b="$nrps" 'BEGIN { printf "%.2f", a / b }')
+    echo "| $c | $drps | $nrps | $prps | $ratio | $nratio | $dp50 / $dp99 | $np50 / $np99 | $pp50 / $pp99 | $((pp50 - dp50)) / $((pp99 - dp99)) | $((dbad + nbad + pbad)) |" >> "$OUT/section.md"
 done
 cat "$OUT/section.md"
 cat "$OUT/section.md" >> bench/RESULTS.md
