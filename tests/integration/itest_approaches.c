@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "answer.h"
 #include "arena.h"
@@ -621,6 +623,42 @@ static void test_streaming_through_approaches(void **state)
     stop_proxy(&px);
 }
 
+/* --prompts-dir replaces a built-in prompt at start-up; the others stay. */
+static void test_prompts_dir_override(void **state)
+{
+    char dir[256], sub[300], file[340];
+    struct proc px;
+    const char *args[] = {"--prompts-dir", dir, NULL};
+
+    (void)state;
+    snprintf(dir, sizeof(dir), "%s/logs/prompts-%d",
+             getenv("PX_BUILD") ? getenv("PX_BUILD") : "build", (int)getpid());
+    snprintf(sub, sizeof(sub), "%s/re2", dir);
+    mkdir(dir, 0755);
+    mkdir(sub, 0755);
+    snprintf(file, sizeof(file), "%s/reread.txt", sub);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs("OVERRIDDEN-PROMPT: {{question}} / {{question}}", f);
+    fclose(f);
+    start_proxy(&px, args);
+    char *body = chat_body("re2-mock", "What is 3 + 4?", NULL);
+    mock_reset(mock.port);
+    cJSON_Delete(post(px.port, body, 200, NULL));
+    assert_true(any_request_contains("OVERRIDDEN-PROMPT: What is 3 + 4? / What is 3 + 4?"));
+    free(body);
+    body = chat_body("bon-mock", "What is 3 + 4?", NULL);
+    mock_reset(mock.port);
+    cJSON_Delete(post(px.port, body, 200, NULL));
+    assert_true(any_request_contains("Rating: N")); /* bon's built-in prompt is unchanged */
+    assert_false(any_request_contains("OVERRIDDEN-PROMPT"));
+    free(body);
+    stop_proxy(&px);
+    remove(file);
+    rmdir(sub);
+    rmdir(dir);
+}
+
 static void test_no_key_in_logs(void **state)
 {
     (void)state;
@@ -640,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_streaming_through_approaches),
         cmocka_unit_test(test_rounds_within_budget),
         cmocka_unit_test(test_noisy_accuracy),
+        cmocka_unit_test(test_prompts_dir_override),
         cmocka_unit_test(test_no_key_in_logs),
     };
 
