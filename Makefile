@@ -7,7 +7,7 @@ CC      ?= cc
 OPT     ?= -O2 -g
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -MMD -MP -Iinclude -Isrc \
+CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -MMD -MP -Iinclude -Isrc -Ieval \
            -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wvla $(OPT) $(PKG_CFLAGS)
 LDLIBS  += $(PKG_LIBS) -lm -pthread
@@ -32,7 +32,10 @@ SDK_TEST := $(if $(SANITIZE),,tests/sdk/run.sh)
 .PHONY: all deps run test check-sanitize check-valgrind format format-check clean bench
 .SECONDARY:
 
-all: $(BUILD)/optillm $(BUILD)/mock_upstream
+EVAL_SRC := $(wildcard eval/*.c)
+EVAL_OBJ := $(EVAL_SRC:%.c=$(BUILD)/%.o)
+
+all: $(BUILD)/optillm $(BUILD)/mock_upstream $(if $(EVAL_SRC),$(BUILD)/optillm-eval)
 
 deps:
 	@scripts/deps.sh
@@ -58,6 +61,9 @@ $(BUILD)/libcore.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/optillm: $(BUILD)/src/main.o $(BUILD)/libcore.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/optillm-eval: $(EVAL_OBJ) $(BUILD)/libcore.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/mock_upstream: $(BUILD)/tests/mock_upstream.o

@@ -16,9 +16,10 @@ static bool id_char_ok(char c)
 struct exchange *exchange_create(struct MHD_Connection *conn, const char *method, const char *url)
 {
     struct exchange *ex = xcalloc(1, sizeof(*ex));
-    const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    const char *rid =
+        conn ? MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id") : NULL;
     const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD) : NULL;
     size_t i;
 
     pthread_mutex_init(&ex->mu, NULL);

@@ -79,6 +79,7 @@ struct exchange {
     unsigned long long discarded; /* bytes of an oversized body read and dropped */
 };
 
+/* conn NULL: an in-process exchange (engine_local), never suspended. */
 struct exchange *exchange_create(struct MHD_Connection *conn, const char *method, const char *url);
 void exchange_ref(struct exchange *ex);
 void exchange_unref(struct exchange *ex);

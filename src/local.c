@@ -1,0 +1,111 @@
+/* local.c: in-process requests (include/engine.h) for the evaluation runner. */
+#include <cjson/cJSON.h>
+#include <string.h>
+
+#include "answer.h"
+#include "arena.h"
+#include "engine.h"
+#include "internal.h"
+#include "log.h"
+#include "prompt.h"
+
+static const struct config *local_cfg;
+
+int engine_startup(const struct config *cfg)
+{
+    local_cfg = cfg;
+    px_config = cfg;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 ||
+        prompt_init(cfg->prompts_dir) != 0 || registry_check() != 0 || io_start(cfg) != 0) {
+        log_error("engine start-up failed");
+        return -1;
+    }
+    return 0;
+}
+
+void engine_shutdown(void)
+{
+    io_stop();
+    io_free();
+    prompt_cleanup();
+    answer_cleanup();
+    curl_global_cleanup();
+}
+
+/* Waits for a single buffered call (a passthrough) and copies its answer into the exchange. */
+static void local_passthrough(struct exchange *ex, char *body, size_t len)
+{
+    struct xfer_group g;
+    struct xfer *x =
+        xfer_create(local_cfg, XFER_CALL, ex, "/chat/completions", ex->upstream_key, body, len);
+
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    g.pending = 1;
+    x->group = &g;
+    if (io_submit(x) < 0) {
+        struct px_error err;
+
+        px_fail(&err, PX_ECANCELLED, NULL, "shutting down");
+        exchange_reply_error(ex, &err);
+        xfer_destroy(x);
+        goto out;
+    }
+    pthread_mutex_lock(&g.mu);
+    while (g.pending > 0)
+        pthread_cond_wait(&g.cv, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+    if (x->result != CURLE_OK) {
+        struct px_error err;
+
+        if (x->result == CURLE_OPERATION_TIMEDOUT)
+            px_fail(&err, PX_ETIMEDOUT, NULL, "the upstream did not answer within %g s",
+                    local_cfg->upstream_timeout);
+        else
+            px_fail(&err, PX_EUPSTREAM, NULL, "upstream unreachable: %s",
+                    x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
+        exchange_reply_error(ex, &err);
+    } else {
+        exchange_reply(ex, (int)x->http_status, x->content_type, buf_cstr(&x->resp), x->resp.len);
+    }
+    xfer_destroy(x);
+out:
+    pthread_cond_destroy(&g.cv);
+    pthread_mutex_destroy(&g.mu);
+}
+
+int engine_request(const char *body, size_t len, const char *upstream_key, char **resp,
+                   size_t *resp_len)
+{
+    struct exchange *ex = exchange_create(NULL, "POST", "/v1/chat/completions");
+    struct px_error err;
+    int status;
+
+    ex->upstream_key = upstream_key ? arena_strdup(ex->arena, upstream_key) : NULL;
+    buf_append(&ex->body, body, len);
+    if (chat_request_parse(ex->arena, body, len, local_cfg, &ex->req, &err) < 0) {
+        exchange_reply_error(ex, &err);
+    } else if (ex->req.route.count == 0) {
+        cJSON *root = ex->req.body;
+        char *out;
+
+        for (cJSON *it = root->child, *next; it; it = next) {
+            next = it->next;
+            if (it->string && strncmp(it->string, "optillm_", 8) == 0)
+                cJSON_DeleteItemFromObjectCaseSensitive(root, it->string);
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "model");
+        cJSON_AddStringToObject(root, "model", ex->req.upstream_model);
+        out = cJSON_PrintUnformatted(root);
+        local_passthrough(ex, out, strlen(out));
+    } else {
+        exchange_ref(ex); /* engine_run drops one */
+        engine_run(ex);
+    }
+    pthread_mutex_lock(&ex->mu);
+    status = ex->status;
+    *resp = buf_take(&ex->out, resp_len);
+    pthread_mutex_unlock(&ex->mu);
+    exchange_unref(ex);
+    return status;
+}
