@@ -36,9 +36,11 @@ struct chat_result {
 typedef int approach_run_fn(struct approach_ctx *ctx, struct chat_result *out);
 
 /* A numeric parameter of an approach: settable by flag --<name with '-'> (and '_'), by env
- * OPTILLM_<NAME>, and per request by the body field "optillm_<name>". */
+ * OPTILLM_<NAME>, and per request by the body field "optillm_<name>"; the alias works in each
+ * of those places too. Write rows with designated initializers. */
 struct approach_option {
-    const char *name; /* "best_of_n" */
+    const char *name;  /* "best_of_n" */
+    const char *alias; /* another accepted name (OptiLLM's, e.g. "mcts_simulations"), or NULL */
     double def;
     double min;
     double max;

@@ -346,10 +346,17 @@ double chat_option(const struct chat_request *req, const struct config *cfg, con
     const struct approach_option *o = approach_option_find(name);
     double def = o ? o->def : 0;
 
-    snprintf(key, sizeof(key), "optillm_%s", name);
+    if (o)
+        name = o->name; /* an alias reads the same value */
     if (req && req->body) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(req->body, key);
+        const cJSON *v;
 
+        snprintf(key, sizeof(key), "optillm_%s", name);
+        v = cJSON_GetObjectItemCaseSensitive(req->body, key);
+        if (!cJSON_IsNumber(v) && o && o->alias) {
+            snprintf(key, sizeof(key), "optillm_%s", o->alias);
+            v = cJSON_GetObjectItemCaseSensitive(req->body, key);
+        }
         if (cJSON_IsNumber(v))
             return v->valuedouble;
     }

@@ -342,13 +342,24 @@ void config_usage(const char *prog)
     printf("\nApproach options (flag, env OPTILLM_<NAME>, or body field optillm_<name>):\n");
     for (size_t i = 0; i < approach_registry_len; i++) {
         for (const struct approach_option *o = approach_registry[i]->options; o && o->name; o++) {
-            char dash[96], env[128], left[128];
+            char dash[96], env[128], left[256];
 
             if (approach_option_find(o->name) != o)
                 continue;
             option_names(o->name, dash, sizeof(dash), env, sizeof(env));
-            snprintf(left, sizeof(left), "--%s N", dash);
-            printf("  %-36s %s (default %g) [%s]\n", left, o->help, o->def, env);
+            if (o->alias) {
+                char adash[96], aenv[128];
+
+                option_names(o->alias, adash, sizeof(adash), aenv, sizeof(aenv));
+                snprintf(left, sizeof(left), "--%s, --%s N", dash, adash);
+            } else {
+                snprintf(left, sizeof(left), "--%s N", dash);
+            }
+            if (strlen(left) > 36)
+                printf("  %s\n  %-36s", left, "");
+            else
+                printf("  %-36s", left);
+            printf(" %s (default %g) [%s]\n", o->help, o->def, env);
         }
     }
 }
@@ -375,6 +386,11 @@ int config_load(struct config *cfg, int argc, char **argv)
             option_names(o->name, dash, sizeof(dash), env, sizeof(env));
             if ((e = getenv(env)) && *e && set_option(cfg, o, e, env) < 0)
                 return -1;
+            if (o->alias) {
+                option_names(o->alias, dash, sizeof(dash), env, sizeof(env));
+                if ((e = getenv(env)) && *e && set_option(cfg, o, e, env) < 0)
+                    return -1;
+            }
         }
     }
     for (int i = 1; i < argc; i++) {

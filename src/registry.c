@@ -51,7 +51,7 @@ const struct approach_option *approach_option_find(const char *name)
         const struct approach_option *o = approach_registry[i]->options;
 
         for (; o && o->name; o++)
-            if (strcmp(o->name, name) == 0)
+            if (strcmp(o->name, name) == 0 || (o->alias && strcmp(o->alias, name) == 0))
                 return o;
     }
     return NULL;
@@ -132,7 +132,7 @@ int registry_check(void)
         for (const struct approach_option *o = a->options; o && o->name; o++) {
             const struct approach_option *first = approach_option_find(o->name);
 
-            if (first != o) {
+            if (first != o || (o->alias && approach_option_find(o->alias) != o)) {
                 log_error("registry: option %s of %s is already defined", o->name, a->slug);
                 bad = 1;
             }
