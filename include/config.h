@@ -40,6 +40,11 @@ struct config {
     bool client_keys;        /* --client-keys */
     double upstream_timeout; /* seconds per call, default 600 */
     double connect_timeout;  /* seconds, default 10 */
+    int retries;             /* per call, for 429, 5xx and connect errors; default 2 */
+    double retry_base;       /* first backoff delay in seconds, default 0.5 (doubles) */
+    double request_timeout;  /* whole-request deadline in seconds; 0 = none (default 0) */
+    char *fallback_urls[8];  /* --fallback-base-url, tried in order after the primary fails */
+    int nfallback;
 
     /* clients */
     char *gate_key; /* --optillm-api-key / OPTILLM_API_KEY, or NULL */

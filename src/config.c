@@ -17,7 +17,19 @@
 
 const struct config *px_config;
 
-enum opt_type { T_STR, T_SECRET, T_INT, T_UINT, T_DOUBLE, T_BOOL, T_SIZE, T_LOG, T_LOGFMT };
+enum opt_type {
+    T_STR,
+    T_SECRET,
+    T_INT,
+    T_UINT,
+    T_DOUBLE,
+    T_BOOL,
+    T_SIZE,
+    T_LOG,
+    T_LOGFMT,
+    T_RETRIES,
+    T_URLS
+};
 
 struct flag {
     const char *name; /* long flag without "--" */
@@ -83,6 +95,17 @@ static const struct flag flags[] = {
      "SECONDS", "limit for one upstream call; exceeded gives 504 (default 600)"},
     {"connect-timeout", NULL, "OPTILLM_CONNECT_TIMEOUT", T_DOUBLE, OFF(connect_timeout), 0,
      "SECONDS", "limit for connecting to the upstream; exceeded gives 502 (default 10)"},
+    {"retries", NULL, "OPTILLM_RETRIES", T_RETRIES, OFF(retries), 0, "N",
+     "retries of an upstream call after 429, 5xx or a connect error, with exponential backoff "
+     "and jitter, honouring Retry-After; only before the first byte reached the client "
+     "(default 2)"},
+    {"retry-base-delay", NULL, "OPTILLM_RETRY_BASE_DELAY", T_DOUBLE, OFF(retry_base), 0, "SECONDS",
+     "first retry delay, doubled each time (default 0.5)"},
+    {"request-timeout", NULL, "OPTILLM_REQUEST_TIMEOUT", T_DOUBLE, OFF(request_timeout), 0,
+     "SECONDS", "deadline for a whole request, all stages and retries (default: none)"},
+    {"fallback-base-url", NULL, "OPTILLM_FALLBACK_BASE_URL", T_URLS, OFF(fallback_urls), 0, "URL",
+     "repeatable: upstreams tried in order when the primary still fails (connect error or "
+     "5xx) after its retries; the same key is sent"},
     {"sse-keepalive", NULL, "OPTILLM_SSE_KEEPALIVE", T_DOUBLE, OFF(sse_keepalive), 0, "SECONDS",
      "interval of ': keep-alive' comments on approach streams before the answer (default 10)"},
     {"log", NULL, "OPTILLM_LOG", T_LOG, OFF(log_level), 0, "LEVEL",
@@ -108,6 +131,8 @@ static void defaults(struct config *c)
     snprintf(c->auth_header, sizeof(c->auth_header), "Authorization");
     c->upstream_timeout = 600;
     c->connect_timeout = 10;
+    c->retries = 2;
+    c->retry_base = 0.5;
     snprintf(c->approach, sizeof(c->approach), "auto");
     snprintf(c->model, sizeof(c->model), "gpt-4o-mini");
     c->n = 1;
@@ -227,6 +252,31 @@ static int set_value(struct config *c, const struct flag *f, const char *v, cons
         *(int *)(void *)field = lv;
         return 0;
     }
+    case T_RETRIES:
+        if (!parse_long(v, &l) || l < 0 || l > 10) {
+            fprintf(stderr, "%s: --%s needs an integer between 0 and 10\n", src, f->name);
+            return -1;
+        }
+        *(int *)(void *)field = (int)l;
+        return 0;
+    case T_URLS:
+        if (c->nfallback == (int)PX_ARRAY_LEN(c->fallback_urls)) {
+            fprintf(stderr, "%s: at most %zu --%s\n", src, PX_ARRAY_LEN(c->fallback_urls), f->name);
+            return -1;
+        }
+        if (strncmp(v, "http://", 7) && strncmp(v, "https://", 8)) {
+            fprintf(stderr, "%s: --%s must start with http:// or https://\n", src, f->name);
+            return -1;
+        }
+        {
+            char *u = xstrdup(v);
+            size_t ul = strlen(u);
+
+            while (ul && u[ul - 1] == '/')
+                u[--ul] = '\0';
+            c->fallback_urls[c->nfallback++] = u;
+        }
+        return 0;
     case T_LOGFMT:
         if (strcmp(v, "json") && strcmp(v, "text")) {
             fprintf(stderr, "%s: --log-format needs text or json\n", src);
@@ -473,6 +523,9 @@ int config_load(struct config *cfg, int argc, char **argv)
 
 void config_cleanup(struct config *cfg)
 {
+    for (int i = 0; i < cfg->nfallback; i++)
+        free(cfg->fallback_urls[i]);
+    cfg->nfallback = 0;
     free(cfg->upstream_key);
     free(cfg->gate_key);
     free(cfg->prompts_dir);

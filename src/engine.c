@@ -329,13 +329,12 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
 
     r->latency_ms = (x->end_us - x->start_us) / 1000;
     r->http_status = (int)x->http_status;
+    r->usage.calls = x->attempts; /* retries and fallbacks included */
     if (x->aborted) {
         r->status = PX_ECANCELLED;
         r->error = "the request was cancelled";
-        r->usage.calls = 1;
         return;
     }
-    r->usage.calls = 1;
     if (x->result != CURLE_OK) {
         r->status = x->result == CURLE_OPERATION_TIMEDOUT ? PX_ETIMEDOUT : PX_EUPSTREAM;
         r->error = x->result == CURLE_OPERATION_TIMEDOUT
@@ -343,8 +342,10 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
                                       ctx->cfg->upstream_timeout)
                        : arena_printf(a, "upstream unreachable: %s",
                                       x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
-        if (x->kind == XFER_STREAM && x->sse)
-            sse_parser_usage(x->sse, &r->usage), r->usage.calls = 1;
+        if (x->kind == XFER_STREAM && x->sse) {
+            sse_parser_usage(x->sse, &r->usage);
+            r->usage.calls = x->attempts;
+        }
         return;
     }
     if (x->http_status >= 400 || x->http_status < 200) {
@@ -357,7 +358,7 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         const char *text = sse_parser_text(x->sse, &len);
 
         sse_parser_usage(x->sse, &r->usage);
-        r->usage.calls = 1;
+        r->usage.calls = x->attempts;
         if (sse_parser_error(x->sse)) {
             r->status = PX_EUPSTREAM;
             r->error = arena_strdup(a, sse_parser_error(x->sse));
@@ -379,7 +380,6 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         return;
     }
     take_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), &r->usage);
-    r->usage.calls = 1;
     int n = cJSON_GetArraySize(choices);
     r->choices = arena_calloc(a, (size_t)(n > 0 ? n : 1), sizeof(*r->choices));
     const cJSON *c;
@@ -437,6 +437,7 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
                stream ? " (streamed)" : "");
     }
     g.pending = to_submit;
+    long long wait_start = px_now_us();
     for (size_t i = 0; i < m; i++) {
         if (xs[i] && io_submit(xs[i]) < 0) {
             xs[i]->aborted = true;
@@ -469,6 +470,11 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
         }
     }
     pthread_mutex_unlock(&g.mu);
+    if (to_submit > 0) {
+        pthread_mutex_lock(&ex->mu);
+        ex->upstream_us += px_now_us() - wait_start;
+        pthread_mutex_unlock(&ex->mu);
+    }
     for (size_t i = 0; i < m; i++) {
         if (!xs[i])
             continue;

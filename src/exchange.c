@@ -23,6 +23,7 @@ struct exchange *exchange_create(struct MHD_Connection *conn, const char *method
     size_t i;
 
     pthread_mutex_init(&ex->mu, NULL);
+    metrics_inflight(1);
     ex->refs = 1; /* the MHD side; dropped in notify_completed */
     ex->conn = conn;
     ex->fd = ci ? ci->connect_fd : -1;
@@ -67,6 +68,7 @@ void exchange_unref(struct exchange *ex)
     buf_free(&ex->out);
     pthread_mutex_destroy(&ex->mu);
     free(ex);
+    metrics_inflight(-1);
 }
 
 void exchange_do_resume(struct exchange *ex)

@@ -59,6 +59,7 @@ struct exchange {
     bool relay_paused;          /* the relay transfer returned CURL_WRITEFUNC_PAUSE */
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
     struct usage usage;         /* totals for the access log */
+    long long upstream_us;      /* time spent waiting for the upstream (metrics: overhead) */
     long long first_byte_us;
 
     /* Set before hand-off, read-only afterwards. */
@@ -158,11 +159,17 @@ struct xfer {
     char content_type[128];
     long long start_us, end_us;
     struct sse_parser *sse; /* XFER_STREAM */
+    int attempts;           /* HTTP attempts made (retries and fallbacks included) */
+    int retries_used;       /* of the current base URL */
+    int base_index;         /* 0: --base-url, 1..: --fallback-base-url */
 
     /* I/O thread only. */
     CURL *easy;
     struct io_loop *loop;
     struct xfer *next;
+    char *path;       /* for rebuilding the URL on a fallback */
+    bool relaying;    /* XFER_RELAY stream: bytes go to the client as they arrive */
+    long long due_us; /* a retry waits until then */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -227,6 +234,20 @@ int server_port(void);
 /* Stops accepting new connections. */
 void server_quiesce(void);
 void server_stop(void);
+
+/* ---- metrics.c --------------------------------------------------------------------------------
+ */
+
+void metrics_retry(void);
+void metrics_cancel(void);
+void metrics_inflight(int delta);
+/* One upstream attempt's result: its HTTP status, or 0 for a transport error. */
+void metrics_upstream(int status);
+/* One answered request. 'upstream_us': time spent waiting for the upstream. */
+void metrics_request(const char *approach, int status, long long total_us, long long upstream_us,
+                     const struct usage *u, const char *tenant);
+/* Appends the Prometheus text exposition. */
+void metrics_render(struct buf *b);
 
 /* ---- response.c: OpenAI response JSON ----------------------------------------------------------
  */

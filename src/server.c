@@ -118,6 +118,21 @@ static enum MHD_Result do_approaches(struct exchange *ex)
     return r;
 }
 
+static enum MHD_Result do_metrics(struct exchange *ex)
+{
+    struct px_error err;
+    struct buf b;
+    enum MHD_Result r;
+
+    if (auth_gate(srv_cfg, header(ex->conn, "Authorization"), &err) < 0)
+        return error_now(ex, &err);
+    buf_init(&b, 0);
+    metrics_render(&b);
+    r = reply_now(ex, 200, "text/plain; version=0.0.4; charset=utf-8", buf_cstr(&b), b.len);
+    buf_free(&b);
+    return r;
+}
+
 static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, size_t len,
                              bool stream)
 {
@@ -247,6 +262,10 @@ static enum MHD_Result dispatch(struct exchange *ex)
     } else if (strcmp(path, "/models") == 0) {
         if (get)
             return do_models(ex);
+        allow = "GET";
+    } else if (strcmp(path, "/metrics") == 0 || strcmp(ex->url, "/metrics") == 0) {
+        if (get)
+            return do_metrics(ex);
         allow = "GET";
     } else if (strcmp(path, "/approaches") == 0) {
         if (get)
@@ -439,7 +458,12 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     bool busy = ex->phase != EX_SENT || (ex->streaming && !ex->out_done);
     int status = ex->status;
     struct usage u = ex->usage;
+    long long upstream_us = ex->upstream_us;
     pthread_mutex_unlock(&ex->mu);
+    if (busy && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        metrics_cancel(); /* the client left before its answer was complete */
+    metrics_request(ex->req.route_name ? ex->req.route_name : "-", status,
+                    px_now_us() - ex->start_us, upstream_us, &u, NULL);
     if (log_level >= LOG_INFO) {
         long long us = px_now_us() - ex->start_us;
 

@@ -3,6 +3,7 @@
  * transfers at once, and watching suspended clients' sockets for hang-ups. */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,8 @@ struct io_loop {
     /* Loop thread only. */
     struct xfer *active;
     size_t nactive;
+    struct xfer *delayed; /* retries waiting for their due time */
+    uint64_t rng;         /* jitter */
     struct exchange **watched;
     size_t nwatched, cap_watched;
 };
@@ -51,6 +54,7 @@ struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct e
         exchange_ref(ex);
     x->url = xmalloc(ulen);
     snprintf(x->url, ulen, "%s%s", cfg->base_url, path);
+    x->path = xstrdup(path);
     x->body = body;
     x->body_len = body_len;
     buf_init(&x->resp, PX_MAX_UPSTREAM_REPLY);
@@ -80,6 +84,7 @@ void xfer_destroy(struct xfer *x)
     if (x->easy)
         curl_easy_cleanup(x->easy);
     free(x->url);
+    free(x->path);
     free(x->body);
     curl_slist_free_all(x->headers);
     buf_free(&x->resp);
@@ -126,13 +131,30 @@ static size_t relay_stream(struct xfer *x, const char *data, size_t n)
     return n;
 }
 
+static bool retryable_status(long status)
+{
+    return status == 429 || status >= 500;
+}
+
+/* Could a failure of x still be retried (same upstream or a fallback)? */
+static bool may_retry(const struct xfer *x)
+{
+    return x->retries_used < io_cfg->retries || x->base_index < io_cfg->nfallback;
+}
+
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
     struct xfer *x = userp;
     size_t n = size * nmemb;
 
-    first_bytes(x);
-    if (x->kind == XFER_RELAY && x->stream_relay)
+    if (x->http_status == 0) {
+        first_bytes(x);
+        /* A stream is relayed as it arrives, unless this answer is an error we may still
+         * retry: then it is held back until the retry decision. */
+        x->relaying = x->kind == XFER_RELAY && x->stream_relay &&
+                      !(retryable_status(x->http_status) && may_retry(x));
+    }
+    if (x->relaying)
         return relay_stream(x, data, n);
     if (x->kind == XFER_STREAM && x->http_status < 300) {
         if (x->ex && exchange_cancelled(x->ex))
@@ -146,6 +168,19 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
+/* The request's deadline (--request-timeout) in monotonic microseconds, or 0. */
+static long long request_deadline(const struct xfer *x)
+{
+    if (io_cfg->request_timeout <= 0 || !x->ex)
+        return 0;
+    return x->ex->start_us + (long long)(io_cfg->request_timeout * 1e6);
+}
+
+static const char *base_url(int i)
+{
+    return i == 0 ? io_cfg->base_url : io_cfg->fallback_urls[i - 1];
+}
+
 static void start(struct io_loop *l, struct xfer *x)
 {
     CURL *e = curl_easy_init();
@@ -156,10 +191,23 @@ static void start(struct io_loop *l, struct xfer *x)
     }
     x->easy = e;
     x->loop = l;
-    x->start_us = px_now_us();
+    if (x->attempts == 0)
+        x->start_us = px_now_us();
+    x->attempts++;
+    x->http_status = 0;
+    x->relaying = false;
+    x->errbuf[0] = '\0';
+    buf_reset(&x->resp);
+    long timeout_ms = (long)(io_cfg->upstream_timeout * 1000);
+    long long deadline = request_deadline(x);
+    if (deadline) {
+        long left = (long)((deadline - px_now_us()) / 1000);
+
+        timeout_ms = left < timeout_ms ? (left > 1 ? left : 1) : timeout_ms;
+    }
     curl_easy_setopt(e, CURLOPT_URL, x->url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(io_cfg->upstream_timeout * 1000));
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(io_cfg->connect_timeout * 1000));
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
@@ -194,9 +242,9 @@ static void unlink_active(struct io_loop *l, struct xfer *x)
 /* Usage of a relayed non-stream answer, for the access log. */
 static void relay_usage(struct xfer *x)
 {
-    struct usage u = {.calls = 1};
+    struct usage u = {0};
 
-    if (!x->stream_relay && x->http_status == 200 && x->resp.len) {
+    if (!x->relaying && x->http_status == 200 && x->resp.len) {
         cJSON *root = cJSON_ParseWithLength(buf_cstr(&x->resp), x->resp.len);
         const cJSON *us = root ? cJSON_GetObjectItemCaseSensitive(root, "usage") : NULL;
         const cJSON *v;
@@ -209,8 +257,10 @@ static void relay_usage(struct xfer *x)
         }
         cJSON_Delete(root);
     }
+    u.calls = x->attempts;
     pthread_mutex_lock(&x->ex->mu);
     x->ex->usage = u;
+    x->ex->upstream_us = x->end_us - x->start_us;
     pthread_mutex_unlock(&x->ex->mu);
 }
 
@@ -250,7 +300,7 @@ static void relay_done(struct xfer *x)
         exchange_reply_error(ex, &err); /* in-band if a stream was under way */
         return;
     }
-    if (x->stream_relay) {
+    if (x->relaying || (x->stream_relay && x->resp.len == 0)) {
         pthread_mutex_lock(&ex->mu);
         if (ex->phase < EX_REPLY) { /* an empty body */
             ex->status = (int)x->http_status;
@@ -266,17 +316,83 @@ static void relay_done(struct xfer *x)
     exchange_reply(ex, (int)x->http_status, x->content_type, buf_cstr(&x->resp), x->resp.len);
 }
 
-static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
+static bool is_connect_error(CURLcode r)
 {
-    x->result = result;
-    x->end_us = px_now_us();
-    if (x->easy) {
-        first_bytes(x);
-        curl_multi_remove_handle(l->multi, x->easy);
-        curl_easy_cleanup(x->easy);
-        x->easy = NULL;
+    return r == CURLE_COULDNT_CONNECT || r == CURLE_COULDNT_RESOLVE_HOST ||
+           r == CURLE_COULDNT_RESOLVE_PROXY || r == CURLE_GOT_NOTHING || r == CURLE_SEND_ERROR ||
+           r == CURLE_RECV_ERROR || r == CURLE_SSL_CONNECT_ERROR;
+}
+
+static uint64_t next_rand(struct io_loop *l)
+{
+    l->rng ^= l->rng << 13;
+    l->rng ^= l->rng >> 7;
+    l->rng ^= l->rng << 17;
+    return l->rng;
+}
+
+/* Decides whether a failed attempt is tried again (429, 5xx, connect errors; before anything
+ * reached the client; within the retries, the fallbacks and the request's deadline). When it
+ * is, x is queued on l->delayed and true returned. */
+static bool schedule_retry(struct io_loop *l, struct xfer *x, long retry_after_s)
+{
+    bool conn = is_connect_error(x->result);
+    bool s5xx = x->result == CURLE_OK && x->http_status >= 500;
+    bool s429 = x->result == CURLE_OK && x->http_status == 429;
+    long long delay_us, now = px_now_us(), deadline = request_deadline(x);
+
+    if (x->aborted || !(conn || s5xx || s429) || x->relaying)
+        return false;
+    if (x->kind == XFER_STREAM && x->sse) {
+        size_t streamed;
+
+        sse_parser_text(x->sse, &streamed);
+        if (streamed > 0)
+            return false;
     }
-    unlink_active(l, x);
+    if (x->retries_used < io_cfg->retries) {
+        double base = io_cfg->retry_base * (double)(1 << x->retries_used);
+        double jitter = (double)(next_rand(l) >> 11) / 9007199254740992.0;
+
+        x->retries_used++;
+        delay_us = (long long)((base / 2 + jitter * base / 2) * 1e6);
+        if (retry_after_s > 60)
+            return false; /* the upstream asks for a long pause: let the client decide */
+        if (retry_after_s > 0 && retry_after_s * 1000000LL > delay_us)
+            delay_us = retry_after_s * 1000000LL;
+    } else if ((conn || s5xx) && x->base_index < io_cfg->nfallback) {
+        x->base_index++;
+        x->retries_used = 0;
+        delay_us = 0;
+        free(x->url);
+        size_t ulen = strlen(base_url(x->base_index)) + strlen(x->path) + 1;
+        x->url = xmalloc(ulen);
+        snprintf(x->url, ulen, "%s%s", base_url(x->base_index), x->path);
+    } else {
+        return false;
+    }
+    if (deadline && now + delay_us >= deadline)
+        return false;
+    if (x->sse) {
+        sse_parser_destroy(x->sse);
+        x->sse = sse_parser_create();
+    }
+    log_at(LOG_WARN, x->ex ? x->ex->id : NULL, "upstream %s: %s; retrying in %lld ms (%s %d)",
+           x->base_index ? "fallback" : "call",
+           conn ? (x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result))
+                : (s429 ? "HTTP 429" : "HTTP 5xx"),
+           delay_us / 1000, delay_us ? "retry" : "fallback",
+           delay_us ? x->retries_used : x->base_index);
+    metrics_retry();
+    x->due_us = now + delay_us;
+    x->next = l->delayed;
+    l->delayed = x;
+    return true;
+}
+
+/* Completes a transfer: a relay answers its client and is freed; a call signals its group. */
+static void complete(struct xfer *x)
+{
     if (x->kind == XFER_RELAY) {
         relay_done(x);
         xfer_destroy(x);
@@ -289,20 +405,32 @@ static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
     pthread_mutex_unlock(&g->mu); /* x may be freed by its owner from here on */
 }
 
+static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
+{
+    curl_off_t retry_after = 0;
+
+    x->result = result;
+    x->end_us = px_now_us();
+    if (x->easy) {
+        first_bytes(x);
+        curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry_after);
+        curl_multi_remove_handle(l->multi, x->easy);
+        curl_easy_cleanup(x->easy);
+        x->easy = NULL;
+    }
+    unlink_active(l, x);
+    metrics_upstream(result == CURLE_OK ? (int)x->http_status : 0);
+    if (schedule_retry(l, x, (long)retry_after))
+        return;
+    complete(x);
+}
+
 /* Aborts a transfer that never started (queued at shutdown). */
 static void finish_unstarted(struct xfer *x)
 {
     x->aborted = true;
     x->result = CURLE_ABORTED_BY_CALLBACK;
-    if (x->kind == XFER_RELAY) {
-        relay_done(x);
-        xfer_destroy(x);
-        return;
-    }
-    pthread_mutex_lock(&x->group->mu);
-    x->group->pending--;
-    pthread_cond_signal(&x->group->cv);
-    pthread_mutex_unlock(&x->group->mu);
+    complete(x);
 }
 
 /* ---- the loop -------------------------------------------------------------------------------- */
@@ -330,6 +458,7 @@ static void check_hangup(struct exchange *ex)
         if (ex->phase < EX_REPLY)
             ex->status = 499; /* for the access log: the client closed the request */
         log_at(LOG_INFO, ex->id, "client disconnected; cancelling its upstream work");
+        metrics_cancel();
         exchange_do_resume(ex); /* MHD then drops the connection */
     } else if (p.revents & POLLIN) {
         ex->pipelined = true; /* a pipelined request, not EOF: re-check by timer (P3) */
@@ -367,6 +496,27 @@ static void *loop_main(void *arg)
             else
                 start(l, q);
             q = next;
+        }
+        /* Retries that are due (or cancelled meanwhile). */
+        long long now = px_now_us(), next_due = 0;
+        for (struct xfer **pp = &l->delayed; *pp;) {
+            struct xfer *x = *pp;
+            bool cancel = stopping || (x->ex && exchange_cancelled(x->ex));
+
+            if (cancel || x->due_us <= now) {
+                *pp = x->next;
+                if (cancel) {
+                    x->aborted = true;
+                    x->result = CURLE_ABORTED_BY_CALLBACK;
+                    complete(x);
+                } else {
+                    start(l, x);
+                }
+                continue;
+            }
+            if (!next_due || x->due_us < next_due)
+                next_due = x->due_us;
+            pp = &x->next;
         }
         curl_multi_perform(l->multi, &running);
         CURLMsg *msg;
@@ -450,7 +600,7 @@ static void *loop_main(void *arg)
             i++;
         }
 
-        if (stopping && l->nactive == 0 && l->nwatched == 0) {
+        if (stopping && l->nactive == 0 && l->nwatched == 0 && !l->delayed) {
             pthread_mutex_lock(&l->mu);
             more_queued = l->q_head != NULL;
             pthread_mutex_unlock(&l->mu);
@@ -465,7 +615,13 @@ static void *loop_main(void *arg)
         pthread_mutex_unlock(&l->mu);
         if (more_queued)
             continue; /* P15: never sleep on queued work */
-        curl_multi_poll(l->multi, extra, (unsigned)nextra, any_pipelined ? 100 : 1000, NULL);
+        int timeout = any_pipelined ? 100 : 1000;
+        if (next_due) {
+            long long wait = (next_due - px_now_us()) / 1000;
+
+            timeout = wait < 1 ? 1 : (wait < timeout ? (int)wait : timeout);
+        }
+        curl_multi_poll(l->multi, extra, (unsigned)nextra, timeout, NULL);
         for (size_t i = 0; i < nextra; i++) {
             if (!extra[i].revents)
                 continue;
@@ -493,6 +649,7 @@ int io_start(const struct config *cfg)
         struct io_loop *l = &loops[i];
 
         l->index = i;
+        l->rng = (uint64_t)px_now_us() * 2654435761u + i + 1;
         l->multi = curl_multi_init();
         if (!l->multi)
             return -1;

@@ -711,6 +711,168 @@ static void test_queue_full_503(void **state)
     stop_proxy(&px);
 }
 
+/* ---- retries, fallback, deadline, metrics ---------------------------------------------------- */
+
+static void test_retries_and_fallback(void **state)
+{
+    struct proc px, dead;
+    struct http_resp r;
+    const char *h[] = {"Authorization: Bearer " CLIENT_KEY_A, NULL};
+    const char *args[] = {"--retries", "2", "--retry-base-delay", "0.05", NULL};
+
+    (void)state;
+    start_proxy(&px, args, NULL);
+    /* Two 500s, then an answer: the client sees only the answer. */
+    mock_reset(mock.port);
+    char *body = chat_body("gpt-x@fail_first=2", "retry me", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(mock_stat(mock.port, "calls"), 3);
+    http_resp_free(&r);
+    free(body);
+    /* Three 500s: the retries are spent and the upstream's error reaches the client. */
+    mock_reset(mock.port);
+    body = chat_body("gpt-x@fail_first=3", "retry me", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    cJSON_Delete(expect_error(&r, 500));
+    assert_int_equal(mock_stat(mock.port, "calls"), 3);
+    http_resp_free(&r);
+    free(body);
+    /* A stream: the failed attempt is held back, the retry is relayed chunk by chunk. */
+    mock_reset(mock.port);
+    body = chat_body("gpt-x@fail_first=1", "retry a stream", "\"stream\":true");
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "data: [DONE]"));
+    assert_null(strstr(r.body, "mock error"));
+    assert_int_equal(mock_stat(mock.port, "calls"), 2);
+    http_resp_free(&r);
+    free(body);
+    /* An approach's calls are retried too. */
+    mock_reset(mock.port);
+    body = chat_body("re2-gpt-x@fail_first=1", "retry an approach", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(mock_stat(mock.port, "calls"), 2);
+    http_resp_free(&r);
+    free(body);
+    /* 4xx other than 429 is not retried. */
+    mock_reset(mock.port);
+    body = chat_body("gpt-x@status=400", "no retry", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    cJSON_Delete(expect_error(&r, 400));
+    assert_int_equal(mock_stat(mock.port, "calls"), 1);
+    http_resp_free(&r);
+    free(body);
+    /* Retry-After is honoured: 429 with Retry-After: 1 waits at least a second. */
+    mock_reset(mock.port);
+    body = chat_body("gpt-x@status=429,retry_after=1", "slow down", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    cJSON_Delete(expect_error(&r, 429));
+    assert_int_equal(mock_stat(mock.port, "calls"), 3);
+    assert_true(r.total_s >= 2.0); /* two retries, each after >= 1 s */
+    http_resp_free(&r);
+    free(body);
+    stop_proxy(&px);
+
+    /* Fallback: the primary is down; the fallback answers. */
+    assert_int_equal(mock_start(&dead, NULL), 0);
+    int dead_port = dead.port;
+    assert_int_equal(proc_stop(&dead), 0);
+    char fallback[64];
+    snprintf(fallback, sizeof(fallback), "http://127.0.0.1:%d/v1", mock.port);
+    const char *fargs[] = {"--retries", "1", "--retry-base-delay", "0.05", "--fallback-base-url",
+                           fallback,    NULL};
+    assert_int_equal(proxy_start(&px, dead_port, fargs, NULL), 0);
+    snprintf(logs[nlogs++], sizeof(logs[0]), "%s", px.log);
+    mock_reset(mock.port);
+    body = chat_body("gpt-x", "fall back", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(mock_stat(mock.port, "calls"), 1);
+    http_resp_free(&r);
+    free(body);
+    stop_proxy(&px);
+}
+
+static void test_request_deadline(void **state)
+{
+    struct proc px;
+    struct http_resp r;
+    const char *h[] = {"Authorization: Bearer " CLIENT_KEY_A, NULL};
+    const char *args[] = {"--request-timeout", "0.5", NULL};
+
+    (void)state;
+    start_proxy(&px, args, NULL);
+    char *body = chat_body("moa-gpt-x@latency=2000", "too slow", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    cJSON_Delete(expect_error(&r, 504));
+    assert_true(r.total_s < 1.0 + harness_slack());
+    http_resp_free(&r);
+    free(body);
+    stop_proxy(&px);
+}
+
+/* The value of a series, matched at the start of a line (not in a HELP comment). */
+static long metric(const char *text, const char *series)
+{
+    for (const char *p = strstr(text, series); p; p = strstr(p + 1, series))
+        if (p == text || p[-1] == '\n')
+            return strtol(p + strlen(series), NULL, 10);
+    return -1;
+}
+
+static void test_metrics(void **state)
+{
+    struct proc px;
+    struct http_resp r;
+    const char *h[] = {"Authorization: Bearer " GATE_KEY, NULL};
+    const char *args[] = {"--optillm-api-key",  GATE_KEY, "--retries", "1",
+                          "--retry-base-delay", "0.01",   NULL};
+    const char *env[] = {"OPENAI_API_KEY=" SERVER_KEY, NULL};
+
+    (void)state;
+    start_proxy(&px, args, env);
+    /* Behind the gate. */
+    assert_int_equal(http_req("GET", px.port, "/metrics", NULL, NULL, &r), 0);
+    cJSON_Delete(expect_error(&r, 401));
+    http_resp_free(&r);
+    for (int i = 0; i < 3; i++) {
+        char *body = chat_body("gpt-x", "count me", NULL);
+
+        assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+        http_resp_free(&r);
+        free(body);
+    }
+    char *body = chat_body("re2-gpt-x@reasoning=2", "count me", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    http_resp_free(&r);
+    free(body);
+    body = chat_body("gpt-x@status=503", "fail me", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    http_resp_free(&r);
+    free(body);
+    assert_int_equal(http_req("GET", px.port, "/metrics", NULL, h, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(metric(r.body, "optillm_requests_total{approach=\"none\",status=\"200\"} "),
+                     3);
+    assert_int_equal(metric(r.body, "optillm_requests_total{approach=\"re2\",status=\"200\"} "), 1);
+    assert_int_equal(metric(r.body, "optillm_requests_total{approach=\"none\",status=\"503\"} "),
+                     1);
+    assert_int_equal(metric(r.body, "optillm_upstream_calls_total{status=\"503\"} "), 2);
+    assert_int_equal(metric(r.body, "optillm_upstream_calls_total{status=\"200\"} "), 4);
+    assert_int_equal(metric(r.body, "optillm_retries_total "), 1);
+    assert_true(metric(r.body, "optillm_tokens_total{tenant=\"-\",kind=\"reasoning\"} ") >= 2);
+    assert_true(metric(r.body, "optillm_tokens_total{tenant=\"-\",kind=\"prompt\"} ") > 0);
+    assert_non_null(strstr(r.body, "optillm_request_duration_seconds_bucket{le=\"+Inf\"}"));
+    assert_non_null(strstr(r.body, "optillm_proxy_overhead_seconds_count"));
+    assert_non_null(strstr(r.body, "optillm_in_flight_requests "));
+    assert_non_null(strstr(r.body, "optillm_queue_depth 0"));
+    assert_null(strstr(r.body, "LEAKCHECK"));
+    http_resp_free(&r);
+    stop_proxy(&px);
+}
+
 /* No key, full or partial, in any captured output of any proxy run above. */
 static void test_no_key_in_logs(void **state)
 {
@@ -744,6 +906,9 @@ int main(void)
         cmocka_unit_test(test_two_users_two_keys_at_once),
         cmocka_unit_test(test_client_disconnect_cancels_upstream),
         cmocka_unit_test(test_queue_full_503),
+        cmocka_unit_test(test_retries_and_fallback),
+        cmocka_unit_test(test_request_deadline),
+        cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_no_key_in_logs),
     };
 

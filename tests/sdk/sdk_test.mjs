@@ -132,7 +132,10 @@ async function startMock() {
 }
 
 async function startProxy(mockPort, extraArgs = [], env = {}) {
-    const args = ['--port', '0', '--base-url', `http://127.0.0.1:${mockPort}/v1`, '--sse-keepalive', '0.5'];
+    // --retries 0: the error cases check how the SDK maps statuses, at once; the proxy's own
+    // retries are covered by the C integration tests.
+    const args = ['--port', '0', '--base-url', `http://127.0.0.1:${mockPort}/v1`, '--sse-keepalive', '0.5',
+        '--retries', '0'];
     const c = startChild('optillm', path.join(BUILD, 'optillm'), [...args, ...extraArgs], env);
     c.port = Number((await waitLine(c, /listening on http:\/\/127\.0\.0\.1:(\d+)\/v1/))[1]);
     return c;
