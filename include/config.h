@@ -32,6 +32,7 @@ struct config {
     size_t max_body;       /* bytes, default 8 MiB */
     unsigned idle_timeout; /* seconds for idle/slow clients, default 60 */
     double sse_keepalive;  /* seconds between SSE comments before the first byte, default 10 */
+    double drain_timeout;  /* seconds to finish in-flight requests on SIGTERM, default 30 */
 
     /* upstream */
     char base_url[1024];     /* ends with /v1 normally; no trailing slash */

@@ -108,6 +108,9 @@ static const struct flag flags[] = {
      "5xx) after its retries; the same key is sent"},
     {"sse-keepalive", NULL, "OPTILLM_SSE_KEEPALIVE", T_DOUBLE, OFF(sse_keepalive), 0, "SECONDS",
      "interval of ': keep-alive' comments on approach streams before the answer (default 10)"},
+    {"drain-timeout", NULL, "OPTILLM_DRAIN_TIMEOUT", T_DOUBLE, OFF(drain_timeout), 0, "SECONDS",
+     "on SIGTERM/SIGINT: stop accepting, let requests in flight finish for this long, then "
+     "answer the rest 503 and exit 0 (default 30)"},
     {"log", NULL, "OPTILLM_LOG", T_LOG, OFF(log_level), 0, "LEVEL",
      "error, warning, info (default: one access line per request) or debug"},
     {"log-format", NULL, "OPTILLM_LOG_FORMAT", T_LOGFMT, OFF(log_json), 0, "FORMAT",
@@ -127,6 +130,7 @@ static void defaults(struct config *c)
     c->max_body = 8u << 20;
     c->idle_timeout = 60;
     c->sse_keepalive = 10;
+    c->drain_timeout = 30;
     snprintf(c->base_url, sizeof(c->base_url), "https://api.openai.com/v1");
     snprintf(c->auth_header, sizeof(c->auth_header), "Authorization");
     c->upstream_timeout = 600;

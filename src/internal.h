@@ -231,7 +231,7 @@ void engine_llm_init(struct llm *llm, struct exchange *ex);
 int server_start(const struct config *cfg);
 /* The bound port (after server_start). */
 int server_port(void);
-/* Stops accepting new connections. */
+/* Stops accepting new connections; requests arriving on open connections get 503. */
 void server_quiesce(void);
 void server_stop(void);
 
@@ -241,6 +241,8 @@ void server_stop(void);
 void metrics_retry(void);
 void metrics_cancel(void);
 void metrics_inflight(int delta);
+/* Requests alive now (received, processed or being answered). */
+long metrics_inflight_now(void);
 /* One upstream attempt's result: its HTTP status, or 0 for a transport error. */
 void metrics_upstream(int status);
 /* One answered request. 'upstream_us': time spent waiting for the upstream. */

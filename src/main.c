@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "answer.h"
 #include "internal.h"
@@ -73,8 +74,21 @@ int main(int argc, char **argv)
              cfg.client_keys ? "on" : "off", cfg.gate_key ? "on" : "off", cfg.approach);
 
     sigwait(&sigs, &sig);
-    log_info("signal %d: shutting down", sig);
     server_quiesce();
+    /* Drain: requests in flight may finish (a second signal cuts the wait short). */
+    {
+        long long until = px_now_us() + (long long)(cfg.drain_timeout * 1e6);
+        struct timespec tick = {0, 20 * 1000000L};
+        long left = metrics_inflight_now();
+
+        log_info("signal %d: draining %ld request(s) for up to %g s", sig, left, cfg.drain_timeout);
+        while ((left = metrics_inflight_now()) > 0 && px_now_us() < until) {
+            if (sigtimedwait(&sigs, NULL, &tick) > 0)
+                break;
+        }
+        if (left > 0)
+            log_warn("drain timeout: cancelling %ld request(s) with 503", left);
+    }
     io_stop();   /* aborts transfers: their requests are answered 503 */
     pool_stop(); /* approach threads finish and answer */
     server_stop();

@@ -8,7 +8,7 @@
 #define MAX_SERIES 256
 
 static const double dur_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                     2.5,   5,    10,    30,   60,  120, 300};
+                                     2.5,   5,    10,    30,   60,  120,  300};
 static const double ovh_buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                      0.005,  0.01,    0.025,  0.05,  0.1};
 #define NDUR PX_ARRAY_LEN(dur_buckets)
@@ -63,6 +63,11 @@ void metrics_cancel(void)
 void metrics_inflight(int delta)
 {
     __atomic_fetch_add(&inflight, delta, __ATOMIC_RELAXED);
+}
+
+long metrics_inflight_now(void)
+{
+    return __atomic_load_n(&inflight, __ATOMIC_RELAXED);
 }
 
 static void observe(struct hist *h, const double *b, size_t n, double v)
@@ -146,8 +151,8 @@ static void hist_out(struct buf *b, const char *name, const char *help, const st
     buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     for (size_t i = 0; i < n; i++)
         buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bk[i], h->buckets[i]);
-    buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, h->count,
-               name, h->sum, name, h->count);
+    buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, h->count, name,
+               h->sum, name, h->count);
 }
 
 void metrics_render(struct buf *b)

@@ -8,12 +8,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "internal.h"
 #include "log.h"
 
 static struct MHD_Daemon *daemon_;
+static int draining; /* set by server_quiesce (atomic builtins) */
 static const struct config *srv_cfg;
 static int bound_port;
 
@@ -240,6 +242,15 @@ static const char *strip_v1(const char *url)
 static enum MHD_Result dispatch(struct exchange *ex)
 {
     const char *path = strip_v1(ex->url);
+
+    if (__atomic_load_n(&draining, __ATOMIC_RELAXED) && strcmp(path, "/health") != 0) {
+        struct px_error err;
+
+        px_fail(&err, PX_ECANCELLED, NULL,
+                "the server is shutting down; retry on another "
+                "instance");
+        return error_now(ex, &err);
+    }
     bool get = strcmp(ex->method, "GET") == 0;
     bool post = strcmp(ex->method, "POST") == 0;
     struct px_error err;
@@ -542,8 +553,13 @@ int server_port(void)
 
 void server_quiesce(void)
 {
-    if (daemon_)
-        MHD_quiesce_daemon(daemon_);
+    __atomic_store_n(&draining, 1, __ATOMIC_RELAXED);
+    if (daemon_) {
+        MHD_socket s = MHD_quiesce_daemon(daemon_);
+
+        if (s != MHD_INVALID_SOCKET)
+            close(s); /* MHD hands the listening socket back to us */
+    }
 }
 
 void server_stop(void)

@@ -206,6 +206,23 @@ int proxy_start(struct proc *p, int mock_port, const char *const *args, const ch
     return -1;
 }
 
+int proc_wait(struct proc *p, double secs)
+{
+    int status = -1;
+
+    if (p->pid <= 0)
+        return -1;
+    for (int i = 0; i < (int)(secs * 100); i++) {
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            untrack(p->pid);
+            p->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        sleep_ms(10);
+    }
+    return -1;
+}
+
 int proc_stop(struct proc *p)
 {
     int status = -1;

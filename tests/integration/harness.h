@@ -22,6 +22,9 @@ int mock_start(struct proc *p, const char *const *args);
 int proxy_start(struct proc *p, int mock_port, const char *const *args, const char *const *env);
 /* SIGTERM, wait up to 10 s, then SIGKILL. Returns the exit status (or -1). */
 int proc_stop(struct proc *p);
+/* Waits up to 'secs' for the process to exit; returns its exit status (128+signal when
+ * killed), or -1 if it is still running. */
+int proc_wait(struct proc *p, double secs);
 
 struct http_resp {
     long status;

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -873,6 +874,68 @@ static void test_metrics(void **state)
     stop_proxy(&px);
 }
 
+struct slow_req {
+    int port;
+    const char *model;
+    long status;
+};
+
+static void *slow_thread(void *arg)
+{
+    struct slow_req *q = arg;
+    const char *h[] = {"Authorization: Bearer " CLIENT_KEY_A, NULL};
+    char *body = chat_body(q->model, "drain me", NULL);
+    struct http_resp r;
+
+    if (http_req("POST", q->port, "/v1/chat/completions", body, h, &r) == 0)
+        q->status = r.status;
+    http_resp_free(&r);
+    free(body);
+    return NULL;
+}
+
+/* SIGTERM: requests in flight finish (passthrough and approach); past --drain-timeout the
+ * rest get 503; the process exits 0 either way. */
+static void test_graceful_drain(void **state)
+{
+    struct proc px;
+    pthread_t t[2];
+    struct slow_req q[2];
+
+    (void)state;
+    start_proxy(&px, NULL, NULL);
+    q[0] = (struct slow_req){px.port, "gpt-x@latency=800", 0};
+    q[1] = (struct slow_req){px.port, "re2-gpt-x@latency=800", 0};
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, slow_thread, &q[i]);
+    nanosleep(&(struct timespec){0, 200000000L}, NULL);
+    kill(px.pid, SIGTERM);
+    /* New connections are refused at once. */
+    nanosleep(&(struct timespec){0, 100000000L}, NULL);
+    struct http_resp r;
+    assert_int_equal(http_req("GET", px.port, "/health", NULL, NULL, &r), -1);
+    http_resp_free(&r);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(q[i].status, 200);
+    }
+    assert_int_equal(proc_wait(&px, 5), 0);
+
+    const char *args[] = {"--drain-timeout", "0.3", NULL};
+    start_proxy(&px, args, NULL);
+    q[0] = (struct slow_req){px.port, "gpt-x@latency=3000", 0};
+    q[1] = (struct slow_req){px.port, "re2-gpt-x@latency=3000", 0};
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, slow_thread, &q[i]);
+    nanosleep(&(struct timespec){0, 200000000L}, NULL);
+    kill(px.pid, SIGTERM);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(q[i].status, 503);
+    }
+    assert_int_equal(proc_wait(&px, 5), 0);
+}
+
 /* No key, full or partial, in any captured output of any proxy run above. */
 static void test_no_key_in_logs(void **state)
 {
@@ -909,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_retries_and_fallback),
         cmocka_unit_test(test_request_deadline),
         cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_graceful_drain),
         cmocka_unit_test(test_no_key_in_logs),
     };
 
