@@ -48,7 +48,8 @@ struct config {
     int nfallback;
 
     /* clients */
-    char *gate_key; /* --optillm-api-key / OPTILLM_API_KEY, or NULL */
+    char *gate_key;     /* --optillm-api-key / OPTILLM_API_KEY, or NULL */
+    char *tenants_path; /* --tenants FILE, or NULL */
 
     /* approaches */
     char approach[128]; /* default route value; "auto" = passthrough */

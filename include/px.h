@@ -9,17 +9,18 @@
  * caller-supplied struct px_error. http_send_error() maps them to HTTP statuses. */
 enum px_status {
     PX_OK = 0,
-    PX_EINVAL = -1,     /* 400 invalid_request_error */
-    PX_EAUTH = -2,      /* 401 invalid_api_key */
-    PX_ENOTFOUND = -3,  /* 404 */
-    PX_EBUSY = -4,      /* 503 overloaded, with Retry-After */
-    PX_EUPSTREAM = -5,  /* 502 upstream unreachable or broken */
-    PX_ETIMEDOUT = -6,  /* 504 upstream timed out */
-    PX_EINTERNAL = -7,  /* 500 */
-    PX_ETOOBIG = -8,    /* 413 */
-    PX_EMETHOD = -9,    /* 405 */
-    PX_EHTTP = -10,     /* the upstream answered with an error status: see px_error.http_status */
-    PX_ECANCELLED = -11 /* the client went away or the server is shutting down */
+    PX_EINVAL = -1,      /* 400 invalid_request_error */
+    PX_EAUTH = -2,       /* 401 invalid_api_key */
+    PX_ENOTFOUND = -3,   /* 404 */
+    PX_EBUSY = -4,       /* 503 overloaded, with Retry-After */
+    PX_EUPSTREAM = -5,   /* 502 upstream unreachable or broken */
+    PX_ETIMEDOUT = -6,   /* 504 upstream timed out */
+    PX_EINTERNAL = -7,   /* 500 */
+    PX_ETOOBIG = -8,     /* 413 */
+    PX_EMETHOD = -9,     /* 405 */
+    PX_EHTTP = -10,      /* the upstream answered with an error status: see px_error.http_status */
+    PX_ECANCELLED = -11, /* the client went away or the server is shutting down */
+    PX_ELIMIT = -12      /* 429: a tenant's rate or token limit */
 };
 
 /* Details of a failure. 'message' is safe to show a client (it never holds a key). */
@@ -30,6 +31,7 @@ struct px_error {
     char type[48];      /* OpenAI error type override, or "" for the default of 'code' */
     char err_code[48];  /* OpenAI error code override, or "" */
     char message[1024]; /* human-readable, single line */
+    int retry_after;    /* seconds for a Retry-After header, or 0 */
 };
 
 /* Fills 'err' (if not NULL) and returns 'code'. 'param' may be NULL. printf-style message. */

@@ -53,20 +53,46 @@ static bool key_ok(const char *k)
     return true;
 }
 
+static int unknown_key(struct px_error *err)
+{
+    px_fail(err, PX_EAUTH, NULL,
+            "Invalid or missing API key for this proxy. Send 'Authorization: Bearer "
+            "<proxy key>'.");
+    snprintf(err->err_code, sizeof(err->err_code), "invalid_api_key");
+    return PX_EAUTH;
+}
+
+/* Client authentication: with tenants, the Bearer must be a tenant key or the gate key; with a
+ * gate only, the gate key. On success the matched tenant (or NULL) and its hold are set. */
+static int authenticate(const struct config *cfg, const char *authorization,
+                        const struct tenant **tenant, void **hold, struct px_error *err)
+{
+    char tok[16384];
+    bool has = bearer(authorization, tok, sizeof(tok));
+    int rc = PX_OK;
+
+    *tenant = NULL;
+    *hold = NULL;
+    if (tenants_enabled()) {
+        if (has)
+            *tenant = tenants_match(tok, hold);
+        if (!*tenant && !(has && cfg->gate_key && auth_equal(tok, cfg->gate_key)))
+            rc = unknown_key(err);
+    } else if (cfg->gate_key && (!has || !auth_equal(tok, cfg->gate_key))) {
+        rc = unknown_key(err);
+    }
+    explicit_bzero(tok, sizeof(tok));
+    return rc;
+}
+
 int auth_gate(const struct config *cfg, const char *authorization, struct px_error *err)
 {
-    char tok[4096];
+    const struct tenant *t;
+    void *hold;
+    int rc = authenticate(cfg, authorization, &t, &hold, err);
 
-    if (!cfg->gate_key)
-        return PX_OK;
-    if (!bearer(authorization, tok, sizeof(tok)) || !auth_equal(tok, cfg->gate_key)) {
-        px_fail(err, PX_EAUTH, NULL,
-                "Invalid or missing API key for this proxy. Send 'Authorization: Bearer "
-                "<proxy key>'.");
-        snprintf(err->err_code, sizeof(err->err_code), "invalid_api_key");
-        return PX_EAUTH;
-    }
-    return PX_OK;
+    tenants_release(hold);
+    return rc;
 }
 
 /* x_upstream without surrounding blanks, in 'a'; NULL when absent or blank. */
@@ -84,21 +110,28 @@ static const char *trimmed(struct arena *a, const char *v)
     return len ? arena_strndup(a, v, len) : NULL;
 }
 
-int auth_resolve(const struct config *cfg, struct arena *a, const char *authorization,
-                 const char *x_upstream, const char **upstream_key, struct px_error *err)
+int auth_resolve_tenant(const struct config *cfg, struct arena *a, const char *authorization,
+                        const char *x_upstream, const char **upstream_key,
+                        const struct tenant **tenant, void **hold, struct px_error *err)
 {
     char tok[16384];
     bool has_bearer = bearer(authorization, tok, sizeof(tok));
-    bool gated = cfg->gate_key != NULL;
+    bool gated = cfg->gate_key != NULL || tenants_enabled();
     int rc;
 
     *upstream_key = NULL;
-    if ((rc = auth_gate(cfg, authorization, err)) < 0)
+    if ((rc = authenticate(cfg, authorization, tenant, hold, err)) < 0) {
+        explicit_bzero(tok, sizeof(tok));
         return rc;
+    }
     x_upstream = trimmed(a, x_upstream);
-    if (cfg->client_keys && x_upstream) {
-        if (!key_ok(x_upstream))
-            return px_fail(err, PX_EINVAL, NULL, "X-Upstream-Api-Key contains control characters");
+    if (*tenant && (*tenant)->upstream_key) {
+        *upstream_key = (*tenant)->upstream_key;
+    } else if (cfg->client_keys && x_upstream) {
+        if (!key_ok(x_upstream)) {
+            rc = px_fail(err, PX_EINVAL, NULL, "X-Upstream-Api-Key contains control characters");
+            goto out;
+        }
         *upstream_key = x_upstream;
     } else if (cfg->client_keys && !gated && has_bearer) {
         *upstream_key = arena_strdup(a, tok);
@@ -114,12 +147,32 @@ int auth_resolve(const struct config *cfg, struct arena *a, const char *authoriz
                       : "No upstream API key: set OPENAI_API_KEY (or --upstream-key) on the "
                         "server, or send your provider key as 'Authorization: Bearer <key>'.");
         snprintf(err->err_code, sizeof(err->err_code), "missing_api_key");
-        return PX_EAUTH;
+        rc = PX_EAUTH;
+        goto out;
     }
-    explicit_bzero(tok, sizeof(tok));
     if (!key_ok(*upstream_key)) {
         *upstream_key = NULL;
-        return px_fail(err, PX_EINVAL, NULL, "the API key contains control characters");
+        rc = px_fail(err, PX_EINVAL, NULL, "the API key contains control characters");
     }
-    return PX_OK;
+out:
+    explicit_bzero(tok, sizeof(tok));
+    if (rc < 0) {
+        tenants_release(*hold);
+        *hold = NULL;
+        *tenant = NULL;
+    }
+    return rc;
+}
+
+int auth_resolve(const struct config *cfg, struct arena *a, const char *authorization,
+                 const char *x_upstream, const char **upstream_key, struct px_error *err)
+{
+    const struct tenant *t;
+    void *hold;
+    int rc = auth_resolve_tenant(cfg, a, authorization, x_upstream, upstream_key, &t, &hold, err);
+
+    if (rc == PX_OK && t && *upstream_key == t->upstream_key)
+        *upstream_key = arena_strdup(a, *upstream_key); /* outlives the tenant set */
+    tenants_release(hold);
+    return rc;
 }

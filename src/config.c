@@ -64,6 +64,9 @@ static const struct flag flags[] = {
      "its X-Upstream-Api-Key header behind one"},
     {"optillm-api-key", "optillm_api_key", "OPTILLM_API_KEY", T_SECRET, OFF(gate_key), 0, "KEY",
      "gate key: clients must send 'Authorization: Bearer KEY' (never forwarded upstream)"},
+    {"tenants", NULL, "OPTILLM_TENANTS", T_SECRET, OFF(tenants_path), 0, "FILE",
+     "multi-tenant keys: a JSON file of tenants (SHA-256 key digests, own upstream, allowed "
+     "approaches and models, limits); SIGHUP reloads it (see 'optillm keys')"},
     {"approach", NULL, "OPTILLM_APPROACH", T_STR, OFF(approach), SZ(approach), "NAME",
      "approach for requests that name none (default auto = passthrough)"},
     {"model", NULL, "OPTILLM_MODEL", T_STR, OFF(model), SZ(model), "NAME",
@@ -533,5 +536,6 @@ void config_cleanup(struct config *cfg)
     free(cfg->upstream_key);
     free(cfg->gate_key);
     free(cfg->prompts_dir);
-    cfg->upstream_key = cfg->gate_key = cfg->prompts_dir = NULL;
+    free(cfg->tenants_path);
+    cfg->upstream_key = cfg->gate_key = cfg->prompts_dir = cfg->tenants_path = NULL;
 }

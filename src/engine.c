@@ -397,6 +397,21 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
     cJSON_Delete(root);
 }
 
+/* A tenant's call budget per request: counts every call begun. */
+static bool budget_ok(struct exchange *ex)
+{
+    bool ok;
+
+    if (!ex->tenant || ex->tenant->max_calls <= 0)
+        return true;
+    pthread_mutex_lock(&ex->mu);
+    ok = ex->calls_started < ex->tenant->max_calls;
+    if (ok)
+        ex->calls_started++;
+    pthread_mutex_unlock(&ex->mu);
+    return ok;
+}
+
 static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *calls, size_t m)
 {
     struct transport *t = llm->impl;
@@ -419,6 +434,12 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
         if (exchange_cancelled(ex)) {
             c->reply.status = PX_ECANCELLED;
             c->reply.error = "the request was cancelled";
+            continue;
+        }
+        if (!budget_ok(ex)) {
+            c->reply.status = PX_ELIMIT;
+            c->reply.http_status = 429;
+            c->reply.error = "the tenant's limit of upstream calls per request is spent";
             continue;
         }
         body = call_body(ctx, c, stream, &len);

@@ -63,6 +63,7 @@ void exchange_unref(struct exchange *ex)
     pthread_mutex_unlock(&ex->mu);
     if (left > 0)
         return;
+    tenants_release(ex->tenant_hold);
     arena_destroy(ex->arena);
     buf_free(&ex->body);
     buf_free(&ex->out);

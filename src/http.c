@@ -17,6 +17,8 @@ static const char *default_type(int code, int status)
     case PX_EMETHOD:
     case PX_ETOOBIG:
         return "invalid_request_error";
+    case PX_ELIMIT:
+        return "rate_limit_error";
     default:
         return "server_error";
     }
@@ -101,8 +103,9 @@ enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_er
     size_t len;
     char *body = http_error_json(err, &len);
     int status = px_http_status(err);
+    int retry_after = err->retry_after > 0 ? err->retry_after : (status == 503 ? 1 : 0);
     enum MHD_Result ret =
-        http_queue(conn, status, "application/json", body, len, req_id, status == 503 ? 1 : 0);
+        http_queue(conn, status, "application/json", body, len, req_id, retry_after);
 
     cJSON_free(body);
     return ret;

@@ -67,8 +67,12 @@ struct exchange {
     int fd;
     struct arena *arena; /* owned; destroyed with the exchange */
     struct chat_request req;
-    char id[72];              /* request id (the client's, <= 64 chars, or ours) */
-    const char *upstream_key; /* in the arena; never logged */
+    char id[72];                 /* request id (the client's, <= 64 chars, or ours) */
+    const char *upstream_key;    /* in the arena; never logged */
+    const char *base_url;        /* the tenant's upstream, or NULL for the server's */
+    const struct tenant *tenant; /* matched tenant, or NULL; valid while tenant_hold is held */
+    void *tenant_hold;
+    long calls_started; /* upstream calls begun (tenant call budget); guarded by mu */
     long long start_us;
     struct io_loop *home; /* the loop that watches the fd */
     const char *method;   /* MHD-owned strings, valid while the request lives */
@@ -107,6 +111,39 @@ enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *
 enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_error *err,
                                  const char *req_id);
 
+/* ---- tenants.c: multi-tenant keys and limits ---- */
+
+struct tenant {
+    char name[64];
+    unsigned char digest[32]; /* SHA-256 of the tenant's proxy key */
+    char *base_url;           /* its own upstream, or NULL */
+    char *upstream_key;       /* its provider key (from the named environment variable), or NULL */
+    char **approaches;        /* allowed slugs ("none" = passthrough); empty = all */
+    size_t napproaches;
+    char **models; /* allowed upstream models; empty = all */
+    size_t nmodels;
+    long max_calls;      /* per request; 0 = no limit */
+    long rpm;            /* requests per minute; 0 = no limit */
+    long tokens_per_day; /* 0 = no limit */
+};
+
+/* Loads --tenants FILE before threads start; 0 or -1 (logged). */
+int tenants_init(const char *path);
+bool tenants_enabled(void);
+/* SIGHUP: re-reads the file; on failure the old set stays (logged). Thread-safe. */
+void tenants_reload(void);
+void tenants_cleanup(void);
+/* The tenant whose key digest matches 'key' (constant time over the set), or NULL. *hold keeps
+ * the tenant valid across reloads until tenants_release(*hold). */
+const struct tenant *tenants_match(const char *key, void **hold);
+void tenants_release(void *hold);
+/* May this tenant run this request (approaches, models, planned calls)? 401/400. */
+int tenants_allow(const struct tenant *t, const struct chat_request *req, struct px_error *err);
+/* Rate and daily-token limits; PX_ELIMIT (429) with *retry_after seconds. */
+int tenants_admit(const struct tenant *t, struct px_error *err, int *retry_after);
+/* Adds a finished request's tokens to the tenant's daily count. */
+void tenants_charge(const struct tenant *t, long tokens);
+
 /* ---- auth.c -----------------------------------------------------------------------------------
  */
 
@@ -115,7 +152,13 @@ enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_er
  * send: cfg's server key, or a copy in 'a'. 401/400 with a message naming no key. */
 int auth_resolve(const struct config *cfg, struct arena *a, const char *authorization,
                  const char *x_upstream, const char **upstream_key, struct px_error *err);
-/* Only the gate (for /v1/models, /v1/approaches): 0 or PX_EAUTH. */
+/* The same with tenants: *tenant is the matched tenant (or NULL) and *hold must be released
+ * with tenants_release. A tenant's own key wins; its requests use its base URL. */
+int auth_resolve_tenant(const struct config *cfg, struct arena *a, const char *authorization,
+                        const char *x_upstream, const char **upstream_key,
+                        const struct tenant **tenant, void **hold, struct px_error *err);
+/* Only the gate (for /v1/models, /v1/approaches, /metrics): 0 or PX_EAUTH. With tenants, a
+ * tenant key passes too. */
 int auth_gate(const struct config *cfg, const char *authorization, struct px_error *err);
 /* Constant-time string equality (length-independent timing via SHA-256 digests). */
 bool auth_equal(const char *a, const char *b);

@@ -1,6 +1,9 @@
 /* main.c: wiring only: configuration, start-up order, signals, shutdown. */
+#define _DEFAULT_SOURCE /* explicit_bzero */
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,62 @@ static void raise_fd_limit(unsigned want)
     }
 }
 
+static void hex(const unsigned char *d, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* optillm keys new [NAME] | optillm keys hash: tenant keys and their digests. */
+static int keys_main(int argc, char **argv)
+{
+    unsigned char raw[32], d[SHA256_DIGEST_LENGTH];
+    char key[80], digest[2 * SHA256_DIGEST_LENGTH + 1], line[16384];
+
+    if (argc >= 2 && strcmp(argv[1], "new") == 0) {
+        const char *name = argc >= 3 ? argv[2] : "NAME";
+        char rhex[65];
+
+        if (RAND_bytes(raw, sizeof(raw)) != 1) {
+            fprintf(stderr, "keys: no randomness available\n");
+            return 1;
+        }
+        hex(raw, sizeof(raw), rhex);
+        snprintf(key, sizeof(key), "sk-optillm-%s", rhex);
+        SHA256((unsigned char *)key, strlen(key), d);
+        hex(d, sizeof(d), digest);
+        printf("key:    %s\n", key);
+        printf("tenant: {\"name\": \"%s\", \"key_sha256\": \"%s\"}\n", name, digest);
+        fprintf(stderr, "Give the key to the tenant; put only the tenant line in the file.\n");
+        explicit_bzero(key, sizeof(key));
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "hash") == 0) {
+        size_t len;
+
+        if (!fgets(line, sizeof(line), stdin)) {
+            fprintf(stderr, "keys hash: give the key on standard input\n");
+            return 1;
+        }
+        len = strcspn(line, "\r\n");
+        line[len] = '\0';
+        SHA256((unsigned char *)line, len, d);
+        hex(d, sizeof(d), digest);
+        printf("%s\n", digest);
+        explicit_bzero(line, sizeof(line));
+        return 0;
+    }
+    fprintf(stderr, "usage: optillm keys new [NAME]   print a fresh key and its tenant line\n"
+                    "       optillm keys hash         print the SHA-256 digest of the key on "
+                    "stdin\n");
+    return 2;
+}
+
 static bool loopback(const char *host)
 {
     return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0;
@@ -38,6 +97,8 @@ int main(int argc, char **argv)
     cJSON_Hooks hooks = {.malloc_fn = xmalloc, .free_fn = free};
 
     cJSON_InitHooks(&hooks);
+    if (argc >= 2 && strcmp(argv[1], "keys") == 0)
+        return keys_main(argc - 1, argv + 1);
     rc = config_load(&cfg, argc, argv);
     if (rc != 0) {
         config_cleanup(&cfg);
@@ -53,8 +114,11 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 ||
-        prompt_init(cfg.prompts_dir) != 0 || registry_check() != 0) {
+        prompt_init(cfg.prompts_dir) != 0 || registry_check() != 0 ||
+        (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0)) {
         log_error("start-up failed");
         return 1;
     }
@@ -64,7 +128,7 @@ int main(int argc, char **argv)
         log_error("start-up failed");
         return 1;
     }
-    if (!loopback(cfg.host) && !cfg.gate_key)
+    if (!loopback(cfg.host) && !cfg.gate_key && !cfg.tenants_path)
         log_warn("listening on %s without a gate key (--optillm-api-key): anyone who can reach "
                  "this port can use the upstream through it",
                  cfg.host);
@@ -73,7 +137,16 @@ int main(int argc, char **argv)
              PX_VERSION, cfg.host, server_port(), cfg.base_url, cfg.upstream_key ? "set" : "none",
              cfg.client_keys ? "on" : "off", cfg.gate_key ? "on" : "off", cfg.approach);
 
-    sigwait(&sigs, &sig);
+    for (;;) {
+        sigwait(&sigs, &sig);
+        if (sig != SIGHUP)
+            break;
+        if (cfg.tenants_path)
+            tenants_reload();
+        else
+            log_info("SIGHUP: nothing to reload (no --tenants)");
+    }
+    sigdelset(&sigs, SIGHUP);
     server_quiesce();
     /* Drain: requests in flight may finish (a second signal cuts the wait short). */
     {
@@ -93,6 +166,7 @@ int main(int argc, char **argv)
     pool_stop(); /* approach threads finish and answer */
     server_stop();
     io_free();
+    tenants_cleanup();
     prompt_cleanup();
     answer_cleanup();
     curl_global_cleanup();

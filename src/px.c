@@ -50,6 +50,8 @@ int px_http_status(const struct px_error *err)
         return 405;
     case PX_ETOOBIG:
         return 413;
+    case PX_ELIMIT:
+        return 429;
     case PX_EBUSY:
     case PX_ECANCELLED:
         return 503;

@@ -151,15 +151,29 @@ static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, 
     return MHD_YES;
 }
 
+/* Authenticates the client and resolves the upstream key (and tenant) into the exchange.
+ * MHD thread, before the hand-off. */
+static int resolve(struct exchange *ex, struct px_error *err)
+{
+    const char *key;
+    int rc = auth_resolve_tenant(srv_cfg, ex->arena, header(ex->conn, "Authorization"),
+                                 header(ex->conn, "X-Upstream-Api-Key"), &key, &ex->tenant,
+                                 &ex->tenant_hold, err);
+
+    if (rc < 0)
+        return rc;
+    ex->upstream_key = key;
+    if (ex->tenant)
+        ex->base_url = ex->tenant->base_url;
+    return PX_OK;
+}
+
 static enum MHD_Result do_models(struct exchange *ex)
 {
     struct px_error err;
-    const char *key;
 
-    if (auth_resolve(srv_cfg, ex->arena, header(ex->conn, "Authorization"),
-                     header(ex->conn, "X-Upstream-Api-Key"), &key, &err) < 0)
+    if (resolve(ex, &err) < 0)
         return error_now(ex, &err);
-    ex->upstream_key = key;
     return relay(ex, "/models", NULL, 0, false);
 }
 
@@ -200,15 +214,23 @@ static char *passthrough_body(struct exchange *ex, size_t *len)
 static enum MHD_Result do_chat(struct exchange *ex)
 {
     struct px_error err;
-    const char *key;
 
-    if (auth_resolve(srv_cfg, ex->arena, header(ex->conn, "Authorization"),
-                     header(ex->conn, "X-Upstream-Api-Key"), &key, &err) < 0)
+    if (resolve(ex, &err) < 0)
         return error_now(ex, &err);
-    ex->upstream_key = key;
     if (chat_request_parse(ex->arena, buf_cstr(&ex->body), ex->body.len, srv_cfg, &ex->req, &err) <
         0)
         return error_now(ex, &err);
+    if (ex->tenant) {
+        if (tenants_allow(ex->tenant, &ex->req, &err) < 0)
+            return error_now(ex, &err);
+        int retry_after;
+
+        if (tenants_admit(ex->tenant, &err, &retry_after) < 0) {
+            err.retry_after = retry_after; /* px_fail cleared the record */
+            log_at(LOG_INFO, ex->id, "tenant %s: %s", ex->tenant->name, err.message);
+            return error_now(ex, &err);
+        }
+    }
     if (ex->req.route.count == 0) {
         size_t len;
         char *body = passthrough_body(ex, &len);
@@ -474,17 +496,20 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (busy && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         metrics_cancel(); /* the client left before its answer was complete */
     metrics_request(ex->req.route_name ? ex->req.route_name : "-", status,
-                    px_now_us() - ex->start_us, upstream_us, &u, NULL);
+                    px_now_us() - ex->start_us, upstream_us, &u,
+                    ex->tenant ? ex->tenant->name : NULL);
+    if (ex->tenant)
+        tenants_charge(ex->tenant, u.prompt_tokens + u.completion_tokens);
     if (log_level >= LOG_INFO) {
         long long us = px_now_us() - ex->start_us;
 
         log_at(LOG_INFO, ex->id,
-               "%s %s approach=%s model=%s status=%d%s calls=%ld prompt_tokens=%ld "
+               "%s %s tenant=%s approach=%s model=%s status=%d%s calls=%ld prompt_tokens=%ld "
                "completion_tokens=%ld ms=%.1f",
-               ex->method, ex->url, ex->req.route_name ? ex->req.route_name : "-",
-               ex->req.model ? ex->req.model : "-", status,
-               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)", u.calls,
-               u.prompt_tokens, u.completion_tokens, (double)us / 1000.0);
+               ex->method, ex->url, ex->tenant ? ex->tenant->name : "-",
+               ex->req.route_name ? ex->req.route_name : "-", ex->req.model ? ex->req.model : "-",
+               status, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)",
+               u.calls, u.prompt_tokens, u.completion_tokens, (double)us / 1000.0);
     }
     if (busy) {
         io_wake(home);

@@ -46,14 +46,15 @@ struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct e
                          const char *path, const char *key, char *body, size_t body_len)
 {
     struct xfer *x = xcalloc(1, sizeof(*x));
-    size_t ulen = strlen(cfg->base_url) + strlen(path) + 1;
+    const char *base = ex && ex->base_url ? ex->base_url : cfg->base_url;
+    size_t ulen = strlen(base) + strlen(path) + 1;
 
     x->kind = kind;
     x->ex = ex;
     if (ex)
         exchange_ref(ex);
     x->url = xmalloc(ulen);
-    snprintf(x->url, ulen, "%s%s", cfg->base_url, path);
+    snprintf(x->url, ulen, "%s%s", base, path);
     x->path = xstrdup(path);
     x->body = body;
     x->body_len = body_len;
@@ -176,9 +177,12 @@ static long long request_deadline(const struct xfer *x)
     return x->ex->start_us + (long long)(io_cfg->request_timeout * 1e6);
 }
 
-static const char *base_url(int i)
+/* Base URL number i of a transfer: its tenant's or the server's, then the fallbacks. */
+static const char *base_url(const struct xfer *x, int i)
 {
-    return i == 0 ? io_cfg->base_url : io_cfg->fallback_urls[i - 1];
+    if (i == 0)
+        return x->ex && x->ex->base_url ? x->ex->base_url : io_cfg->base_url;
+    return io_cfg->fallback_urls[i - 1];
 }
 
 static void start(struct io_loop *l, struct xfer *x)
@@ -360,14 +364,15 @@ static bool schedule_retry(struct io_loop *l, struct xfer *x, long retry_after_s
             return false; /* the upstream asks for a long pause: let the client decide */
         if (retry_after_s > 0 && retry_after_s * 1000000LL > delay_us)
             delay_us = retry_after_s * 1000000LL;
-    } else if ((conn || s5xx) && x->base_index < io_cfg->nfallback) {
+    } else if ((conn || s5xx) && x->base_index < io_cfg->nfallback &&
+               !(x->ex && x->ex->base_url)) { /* a tenant's own upstream has no fallback */
         x->base_index++;
         x->retries_used = 0;
         delay_us = 0;
         free(x->url);
-        size_t ulen = strlen(base_url(x->base_index)) + strlen(x->path) + 1;
+        size_t ulen = strlen(base_url(x, x->base_index)) + strlen(x->path) + 1;
         x->url = xmalloc(ulen);
-        snprintf(x->url, ulen, "%s%s", base_url(x->base_index), x->path);
+        snprintf(x->url, ulen, "%s%s", base_url(x, x->base_index), x->path);
     } else {
         return false;
     }
