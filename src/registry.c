@@ -14,6 +14,10 @@ extern const struct approach approach_self_consistency;
 extern const struct approach approach_majority_voting;
 extern const struct approach approach_re2;
 extern const struct approach approach_cot_reflection;
+extern const struct approach approach_mcts;
+extern const struct approach approach_plansearch;
+extern const struct approach approach_leap;
+extern const struct approach approach_rto;
 
 const struct approach *const approach_registry[] = {
     &approach_bon,
@@ -22,6 +26,10 @@ const struct approach *const approach_registry[] = {
     &approach_majority_voting,
     &approach_re2,
     &approach_cot_reflection,
+    &approach_mcts,
+    &approach_plansearch,
+    &approach_leap,
+    &approach_rto,
     NULL,
 };
 const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;
