@@ -164,6 +164,9 @@ int main(int argc, char **argv)
     }
     io_stop();   /* aborts transfers: their requests are answered 503 */
     pool_stop(); /* approach threads finish and answer */
+    /* Let libmicrohttpd write those answers before it closes every connection. */
+    for (int i = 0; i < 200 && metrics_inflight_now() > 0; i++)
+        nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
     server_stop();
     io_free();
     tenants_cleanup();

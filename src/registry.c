@@ -18,6 +18,10 @@ extern const struct approach approach_mcts;
 extern const struct approach approach_plansearch;
 extern const struct approach approach_leap;
 extern const struct approach approach_rto;
+extern const struct approach approach_cepo;
+extern const struct approach approach_mars;
+extern const struct approach approach_genselect;
+extern const struct approach approach_deepthink;
 
 const struct approach *const approach_registry[] = {
     &approach_bon,
@@ -30,6 +34,10 @@ const struct approach *const approach_registry[] = {
     &approach_plansearch,
     &approach_leap,
     &approach_rto,
+    &approach_cepo,
+    &approach_mars,
+    &approach_genselect,
+    &approach_deepthink,
     NULL,
 };
 const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;
