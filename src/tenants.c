@@ -28,9 +28,9 @@
 /* Usage counters live per tenant name and survive reloads. */
 struct tenant_usage {
     char name[64];
-    double tokens_bucket;    /* requests-per-minute bucket (fractional requests) */
-    long long bucket_us;     /* last refill */
-    long long day;           /* UTC day number of day_tokens */
+    double tokens_bucket; /* requests-per-minute bucket (fractional requests) */
+    long long bucket_us;  /* last refill */
+    long long day;        /* UTC day number of day_tokens */
     long long day_tokens;
     struct tenant_usage *next;
 };
@@ -220,7 +220,8 @@ static struct tenant_set *load(const char *path)
             if (cJSON_IsString(u)) {
                 size_t l = strlen(u->valuestring);
 
-                if (strncmp(u->valuestring, "http://", 7) && strncmp(u->valuestring, "https://", 8)) {
+                if (strncmp(u->valuestring, "http://", 7) &&
+                    strncmp(u->valuestring, "https://", 8)) {
                     log_error("tenants: upstream.base_url of %s must be http(s)", t->name);
                     bad = true;
                 }
@@ -232,8 +233,7 @@ static struct tenant_set *load(const char *path)
                 const char *v = getenv(k->valuestring);
 
                 if (!v || !*v) {
-                    log_error("tenants: %s's key variable %s is not set", t->name,
-                              k->valuestring);
+                    log_error("tenants: %s's key variable %s is not set", t->name, k->valuestring);
                     bad = true;
                 } else {
                     t->upstream_key = xstrdup(v);
@@ -379,8 +379,7 @@ int tenants_allow(const struct tenant *t, const struct chat_request *req, struct
         const char *slug = req->route.steps[i]->slug;
 
         if (!listed(t->approaches, t->napproaches, slug, strlen(slug)))
-            return px_fail(err, PX_EAUTH, "model", "approach '%s' is not available to you",
-                           slug);
+            return px_fail(err, PX_EAUTH, "model", "approach '%s' is not available to you", slug);
     }
     if (t->max_calls > 0) {
         long planned = 0;
@@ -430,8 +429,7 @@ int tenants_admit(const struct tenant *t, struct px_error *err, int *retry_after
     if (t->tokens_per_day > 0 && u->day_tokens >= t->tokens_per_day) {
         *retry_after = (int)(86400 - (long long)time(NULL) % 86400);
         rc = px_fail(err, PX_ELIMIT, NULL,
-                     "daily token limit of %ld reached; it resets at 00:00 UTC",
-                     t->tokens_per_day);
+                     "daily token limit of %ld reached; it resets at 00:00 UTC", t->tokens_per_day);
     } else if (t->rpm > 0) {
         /* A token bucket of rpm requests, refilled at rpm per minute. */
         if (u->bucket_us < 0) {

@@ -20,10 +20,10 @@
 
 #include "harness.h"
 
-#define ALICE "tenant-alice-LEAKCHECK-11aa"
-#define BOB   "tenant-bob-LEAKCHECK-22bb"
-#define CAROL "tenant-carol-LEAKCHECK-33cc"
-#define DAVE  "tenant-dave-LEAKCHECK-44dd"
+#define ALICE          "tenant-alice-LEAKCHECK-11aa"
+#define BOB            "tenant-bob-LEAKCHECK-22bb"
+#define CAROL          "tenant-carol-LEAKCHECK-33cc"
+#define DAVE           "tenant-dave-LEAKCHECK-44dd"
 #define ALICE_UPSTREAM "alice-provider-LEAKCHECK-55ee"
 #define SERVER_KEY     "server-LEAKCHECK-66ff"
 
@@ -163,11 +163,10 @@ static void test_tenants(void **state)
     assert_true(http_header(&r, "Retry-After", v, sizeof(v)));
     assert_true(atoi(v) >= 1 && atoi(v) <= 60);
     cJSON *j = http_json(&r);
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j,
-                                                                                          "error"),
-                                                         "type")
-                            ->valuestring,
-                        "rate_limit_error");
+    assert_string_equal(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"), "type")
+            ->valuestring,
+        "rate_limit_error");
     cJSON_Delete(j);
     http_resp_free(&r);
 
