@@ -48,8 +48,9 @@ struct config {
     int nfallback;
 
     /* clients */
-    char *gate_key;     /* --optillm-api-key / OPTILLM_API_KEY, or NULL */
-    char *tenants_path; /* --tenants FILE, or NULL */
+    char *gate_key;          /* --optillm-api-key / OPTILLM_API_KEY, or NULL */
+    char *tenants_path;      /* --tenants FILE, or NULL */
+    char *log_conversations; /* --log-conversations DIR, or NULL */
 
     /* approaches */
     char approach[128]; /* default route value; "auto" = passthrough */

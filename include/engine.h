@@ -21,4 +21,9 @@ void engine_shutdown(void);
 int engine_request(const char *body, size_t len, const char *upstream_key, char **resp,
                    size_t *resp_len);
 
+/* Like engine_request; also sets *upstream_calls to the upstream HTTP calls the request made
+ * (retries included). */
+int engine_request2(const char *body, size_t len, const char *upstream_key, char **resp,
+                    size_t *resp_len, long *upstream_calls);
+
 #endif

@@ -365,6 +365,27 @@ double chat_option(const struct chat_request *req, const struct config *cfg, con
 
 /* ---- the request -------------------------------------------------------------------------- */
 
+#define CHAT_MAX_DEPTH    64 /* JSON nesting: OpenAI bodies need about 8 */
+#define CHAT_MAX_MESSAGES 4096
+
+/* Nesting depth of a JSON value, stopping as soon as it exceeds the limit. */
+static int json_depth(const cJSON *v, int depth)
+{
+    int max = depth;
+
+    if (depth > CHAT_MAX_DEPTH)
+        return depth;
+    for (const cJSON *c = v->child; c; c = c->next) {
+        int d = json_depth(c, depth + 1);
+
+        if (d > max)
+            max = d;
+        if (max > CHAT_MAX_DEPTH)
+            break;
+    }
+    return max;
+}
+
 static int get_int(cJSON *root, const char *name, long min, long max, long *out,
                    struct px_error *err)
 {
@@ -400,6 +421,9 @@ int chat_request_parse(struct arena *a, const char *body, size_t len, const stru
     out->body = root;
     if (!cJSON_IsObject(root))
         return px_fail(err, PX_EINVAL, NULL, "the request body must be a JSON object");
+    if (json_depth(root, 0) > CHAT_MAX_DEPTH)
+        return px_fail(err, PX_EINVAL, NULL, "the request body nests deeper than %d levels",
+                       CHAT_MAX_DEPTH);
 
     v = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (cJSON_IsNull(v))
@@ -414,6 +438,9 @@ int chat_request_parse(struct arena *a, const char *body, size_t len, const stru
         return px_fail(err, PX_EINVAL, "messages", "'messages' is a required property");
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
         return px_fail(err, PX_EINVAL, "messages", "'messages' must be a non-empty array");
+    if (cJSON_GetArraySize(msgs) > CHAT_MAX_MESSAGES)
+        return px_fail(err, PX_EINVAL, "messages", "'messages' has more than %d entries",
+                       CHAT_MAX_MESSAGES);
     out->nmsgs = (size_t)cJSON_GetArraySize(msgs);
     out->msgs = arena_calloc(a, out->nmsgs, sizeof(*out->msgs));
     {

@@ -116,6 +116,10 @@ static const struct flag flags[] = {
      "answer the rest 503 and exit 0 (default 30)"},
     {"log", NULL, "OPTILLM_LOG", T_LOG, OFF(log_level), 0, "LEVEL",
      "error, warning, info (default: one access line per request) or debug"},
+    {"log-conversations", NULL, "OPTILLM_LOG_CONVERSATIONS", T_SECRET, OFF(log_conversations), 0,
+     "DIR",
+     "append one JSON line per request to DIR/conversations-<date>.jsonl: the request, every "
+     "upstream call (stage, latency, status, tokens) and the answer; never a key"},
     {"log-format", NULL, "OPTILLM_LOG_FORMAT", T_LOGFMT, OFF(log_json), 0, "FORMAT",
      "text (default) or json"},
 };
@@ -537,5 +541,7 @@ void config_cleanup(struct config *cfg)
     free(cfg->gate_key);
     free(cfg->prompts_dir);
     free(cfg->tenants_path);
+    free(cfg->log_conversations);
     cfg->upstream_key = cfg->gate_key = cfg->prompts_dir = cfg->tenants_path = NULL;
+    cfg->log_conversations = NULL;
 }

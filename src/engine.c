@@ -502,6 +502,8 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
         parse_reply(ctx, xs[i], &calls[i].reply);
         if (xs[i]->kind == XFER_STREAM && sink_end_call(sink) && calls[i].reply.status == PX_OK)
             ctx->streamed = true;
+        convlog_call(ex, calls[i].stage, calls[i].reply.latency_ms, calls[i].reply.status,
+                     calls[i].reply.http_status, &calls[i].reply.usage);
         if (calls[i].reply.status != PX_OK && calls[i].reply.status != PX_ECANCELLED)
             log_at(LOG_WARN, ex->id, "upstream call %s failed: HTTP %d: %s",
                    calls[i].stage ? calls[i].stage : "?", calls[i].reply.http_status,
@@ -839,6 +841,18 @@ void engine_run(void *arg)
     }
     pthread_mutex_lock(&ex->mu);
     ex->usage = total;
+    if (nch > 0 && px_config->log_conversations) {
+        struct buf all;
+
+        buf_init(&all, 0);
+        for (int i = 0; i < nch; i++) {
+            if (i)
+                buf_puts(&all, "\n\n---\n\n");
+            buf_puts(&all, ch[i].text);
+        }
+        ex->answer = arena_strndup(ex->arena, buf_cstr(&all), all.len);
+        buf_free(&all);
+    }
     pthread_mutex_unlock(&ex->mu);
     if (exchange_cancelled(ex))
         goto out;

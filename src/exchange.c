@@ -34,6 +34,7 @@ struct exchange *exchange_create(struct MHD_Connection *conn, const char *method
     ex->status = 0;
     buf_init(&ex->body, 0);
     buf_init(&ex->out, 0);
+    buf_init(&ex->calls_log, 0);
     /* The client's request id when it is sane (<= 64 of [A-Za-z0-9._-]), else ours. */
     for (i = 0; rid && rid[i] && i < 64 && id_char_ok(rid[i]); i++)
         ;
@@ -67,6 +68,7 @@ void exchange_unref(struct exchange *ex)
     arena_destroy(ex->arena);
     buf_free(&ex->body);
     buf_free(&ex->out);
+    buf_free(&ex->calls_log);
     pthread_mutex_destroy(&ex->mu);
     free(ex);
     metrics_inflight(-1);

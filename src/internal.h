@@ -72,7 +72,9 @@ struct exchange {
     const char *base_url;        /* the tenant's upstream, or NULL for the server's */
     const struct tenant *tenant; /* matched tenant, or NULL; valid while tenant_hold is held */
     void *tenant_hold;
-    long calls_started; /* upstream calls begun (tenant call budget); guarded by mu */
+    long calls_started;   /* upstream calls begun (tenant call budget); guarded by mu */
+    struct buf calls_log; /* --log-conversations: JSON of the calls so far; guarded by mu */
+    const char *answer;   /* the approach's final answer (arena), for the conversation log */
     long long start_us;
     struct io_loop *home; /* the loop that watches the fd */
     const char *method;   /* MHD-owned strings, valid while the request lives */
@@ -234,6 +236,8 @@ void io_watch(struct exchange *ex);
 /* Wakes a loop (content reader drained a paused relay, or a connection was suspended). */
 void io_wake(struct io_loop *loop);
 struct io_loop *io_pick(void);
+/* Wakes every loop (a cancelled approach request may have transfers on each). */
+void io_wake_all(void);
 
 /* ---- sse.c: incremental upstream SSE parser ----------------------------------------------------
  */
@@ -277,6 +281,15 @@ int server_port(void);
 /* Stops accepting new connections; requests arriving on open connections get 503. */
 void server_quiesce(void);
 void server_stop(void);
+
+/* ---- convlog.c: --log-conversations ---------------------------------------------------------- */
+
+int convlog_init(const char *dir);
+/* Records one upstream call of a request (no-op unless enabled). Thread-safe. */
+void convlog_call(struct exchange *ex, const char *stage, long long latency_ms, int status,
+                  int http_status, const struct usage *u);
+/* Appends the request's line (no-op unless enabled). */
+void convlog_write(struct exchange *ex, int status, long long duration_us);
 
 /* ---- metrics.c --------------------------------------------------------------------------------
  */

@@ -68,6 +68,9 @@ static void local_passthrough(struct exchange *ex, char *body, size_t len)
     } else {
         exchange_reply(ex, (int)x->http_status, x->content_type, buf_cstr(&x->resp), x->resp.len);
     }
+    pthread_mutex_lock(&ex->mu);
+    ex->usage.calls = x->attempts;
+    pthread_mutex_unlock(&ex->mu);
     xfer_destroy(x);
 out:
     pthread_cond_destroy(&g.cv);
@@ -76,6 +79,14 @@ out:
 
 int engine_request(const char *body, size_t len, const char *upstream_key, char **resp,
                    size_t *resp_len)
+{
+    long calls;
+
+    return engine_request2(body, len, upstream_key, resp, resp_len, &calls);
+}
+
+int engine_request2(const char *body, size_t len, const char *upstream_key, char **resp,
+                    size_t *resp_len, long *upstream_calls)
 {
     struct exchange *ex = exchange_create(NULL, "POST", "/v1/chat/completions");
     struct px_error err;
@@ -104,6 +115,7 @@ int engine_request(const char *body, size_t len, const char *upstream_key, char 
     }
     pthread_mutex_lock(&ex->mu);
     status = ex->status;
+    *upstream_calls = ex->usage.calls;
     *resp = buf_take(&ex->out, resp_len);
     pthread_mutex_unlock(&ex->mu);
     exchange_unref(ex);

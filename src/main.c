@@ -118,7 +118,8 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 ||
         prompt_init(cfg.prompts_dir) != 0 || registry_check() != 0 ||
-        (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0)) {
+        (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0) ||
+        convlog_init(cfg.log_conversations) != 0) {
         log_error("start-up failed");
         return 1;
     }

@@ -371,6 +371,8 @@ static enum MHD_Result send_reply(struct exchange *ex)
     ex->phase = EX_SENT;
     status = ex->status;
     retry_after = ex->retry_after;
+    bool streaming = ex->streaming;
+    long ncalls = ex->usage.calls;
     snprintf(ctype, sizeof(ctype), "%s", ex->content_type);
     if (ex->streaming) {
         ex->refs++; /* the content reader's; dropped in reader_free */
@@ -390,6 +392,12 @@ static enum MHD_Result send_reply(struct exchange *ex)
     if (ctype[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(r, "X-Request-Id", ex->id);
+    if (!streaming) {
+        char calls[24];
+
+        snprintf(calls, sizeof(calls), "%ld", ncalls);
+        MHD_add_response_header(r, "X-Optillm-Upstream-Calls", calls);
+    }
     if (retry_after > 0) {
         char ra[16];
 
@@ -473,7 +481,6 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
     struct exchange *ex = *con_cls;
-    struct io_loop *home, *rl;
 
     (void)cls;
     (void)conn;
@@ -484,8 +491,6 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     ex->closed = true;
     ex->cancelled = true;
     ex->conn = NULL;
-    home = ex->home;
-    rl = ex->relay_loop;
     /* Wake the loops only when upstream work may still be running (to abort it now); a
      * finished exchange is dropped from the watch list on the loop's next pass. */
     bool busy = ex->phase != EX_SENT || (ex->streaming && !ex->out_done);
@@ -500,6 +505,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                     ex->tenant ? ex->tenant->name : NULL);
     if (ex->tenant)
         tenants_charge(ex->tenant, u.prompt_tokens + u.completion_tokens);
+    convlog_write(ex, status, px_now_us() - ex->start_us);
     if (log_level >= LOG_INFO) {
         long long us = px_now_us() - ex->start_us;
 
@@ -511,11 +517,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                status, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)",
                u.calls, u.prompt_tokens, u.completion_tokens, (double)us / 1000.0);
     }
-    if (busy) {
-        io_wake(home);
-        if (rl != home)
-            io_wake(rl);
-    }
+    if (busy)
+        io_wake_all(); /* abort this request's transfers wherever they run */
     exchange_unref(ex);
 }
 

@@ -274,6 +274,16 @@ static void relay_done(struct xfer *x)
     struct px_error err;
 
     relay_usage(x);
+    if (io_cfg->log_conversations) {
+        struct usage u;
+
+        pthread_mutex_lock(&ex->mu);
+        u = ex->usage;
+        pthread_mutex_unlock(&ex->mu);
+        convlog_call(ex, "passthrough", (x->end_us - x->start_us) / 1000,
+                     x->result == CURLE_OK && x->http_status < 400 ? PX_OK : PX_EUPSTREAM,
+                     (int)x->http_status, &u);
+    }
     if (x->aborted) {
         pthread_mutex_lock(&ex->mu);
         /* Cancelled (the client left): nobody to answer. Else the loop is stopping. */
@@ -464,6 +474,7 @@ static void check_hangup(struct exchange *ex)
             ex->status = 499; /* for the access log: the client closed the request */
         log_at(LOG_INFO, ex->id, "client disconnected; cancelling its upstream work");
         metrics_cancel();
+        io_wake_all();          /* an approach's calls may run on every loop: abort them now */
         exchange_do_resume(ex); /* MHD then drops the connection */
     } else if (p.revents & POLLIN) {
         ex->pipelined = true; /* a pipelined request, not EOF: re-check by timer (P3) */
@@ -761,6 +772,12 @@ void io_watch(struct exchange *ex)
     do_watch(l, ex);
     pthread_mutex_unlock(&l->mu);
     curl_multi_wakeup(l->multi);
+}
+
+void io_wake_all(void)
+{
+    for (unsigned i = 0; i < nloops; i++)
+        curl_multi_wakeup(loops[i].multi);
 }
 
 void io_wake(struct io_loop *l)

@@ -660,6 +660,56 @@ static void test_prompts_dir_override(void **state)
     rmdir(dir);
 }
 
+/* --log-conversations: one JSON line per request with every upstream call and the answer. */
+static void test_conversation_log(void **state)
+{
+    char dir[256], file[400], line[65536];
+    struct proc px;
+    const char *args[] = {"--log-conversations", dir, NULL};
+    time_t now = time(NULL);
+    struct tm tm;
+
+    (void)state;
+    snprintf(dir, sizeof(dir), "%s/logs/conv-%d", getenv("PX_BUILD") ? getenv("PX_BUILD") : "build",
+             (int)getpid());
+    start_proxy(&px, args);
+    char *body = chat_body("bon-mock@noisy=1,p=1", "What is 5 * 5?", NULL);
+    cJSON_Delete(post(px.port, body, 200, NULL));
+    free(body);
+    body = chat_body("mock", "plain", NULL);
+    cJSON_Delete(post(px.port, body, 200, NULL));
+    free(body);
+    stop_proxy(&px);
+    gmtime_r(&now, &tm);
+    snprintf(file, sizeof(file), "%s/conversations-%04d-%02d-%02d.jsonl", dir, tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday);
+    FILE *f = fopen(file, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof(line), f));
+    cJSON *j = cJSON_Parse(line);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "approach")->valuestring, "bon");
+    cJSON *calls = cJSON_GetObjectItemCaseSensitive(j, "calls");
+    assert_int_equal(cJSON_GetArraySize(calls), 4); /* 1 n=3 call + 3 ratings */
+    cJSON *c0 = cJSON_GetArrayItem(calls, 0);
+    assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(c0, "stage")));
+    assert_true(cJSON_GetObjectItemCaseSensitive(c0, "latency_ms")->valuedouble >= 0);
+    assert_true(cJSON_GetObjectItemCaseSensitive(c0, "prompt_tokens")->valuedouble > 0);
+    assert_non_null(strstr(cJSON_GetObjectItemCaseSensitive(j, "answer")->valuestring, "25"));
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(j, "request"));
+    cJSON_Delete(j);
+    assert_non_null(fgets(line, sizeof(line), f)); /* the passthrough */
+    j = cJSON_Parse(line);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "calls")), 1);
+    cJSON_Delete(j);
+    assert_null(fgets(line, sizeof(line), f));
+    fclose(f);
+    assert_false(file_contains(file, KEY));
+    assert_false(file_contains(file, "LEAKCHECK"));
+    remove(file);
+    rmdir(dir);
+}
+
 static void test_no_key_in_logs(void **state)
 {
     (void)state;
@@ -680,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_rounds_within_budget),
         cmocka_unit_test(test_noisy_accuracy),
         cmocka_unit_test(test_prompts_dir_override),
+        cmocka_unit_test(test_conversation_log),
         cmocka_unit_test(test_no_key_in_logs),
     };
 

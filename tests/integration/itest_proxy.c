@@ -360,6 +360,10 @@ static void test_bad_requests(void **state)
         {"{\"model\":\"x\",\"optillm_best_of_n\":\"three\",\"messages\":[{\"role\":\"user\","
          "\"content\":\"x\"}]}",
          "optillm_best_of_n"},
+        {"{\"model\":\"x\",\"deep\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+         "[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],"
+         "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+         NULL},
     };
 
     (void)state;
@@ -671,6 +675,15 @@ static void test_client_disconnect_cancels_upstream(void **state)
     nanosleep(&(struct timespec){0, 300000000L}, NULL);
     assert_int_equal(mock_stat(mock.port, "aborted"), 2);
     assert_int_equal(mock_stat(mock.port, "in_flight"), 0);
+    /* An approach: every in-flight call of the fan-out is aborted within 100 ms. */
+    char *fan = chat_body("re2|cot_reflection|moa-gpt-x@latency=3000", "fan out", NULL);
+    mock_reset(mock.port);
+    assert_int_equal(http_req_abort("POST", px.port, "/v1/chat/completions", fan, h, 0.3), 0);
+    nanosleep(&(struct timespec){0, 100000000L}, NULL);
+    /* Three approaches in parallel: three calls in flight, all aborted. */
+    assert_int_equal(mock_stat(mock.port, "aborted"), 3);
+    assert_int_equal(mock_stat(mock.port, "in_flight"), 0);
+    free(fan);
     free(body);
     free(slow);
     stop_proxy(&px);
