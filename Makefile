@@ -28,8 +28,10 @@ HARNESS_OBJ := $(BUILD)/tests/integration/harness.o
 # The official OpenAI SDK (npm) against the proxy; skipped in sanitizer builds (slow, and the
 # C suites already cover the same paths there).
 SDK_TEST := $(if $(SANITIZE),,tests/sdk/run.sh)
+# Each fuzz target for 60 s (FUZZ_SECONDS); skipped in sanitizer builds (already ASan+UBSan).
+FUZZ_TEST := $(if $(SANITIZE),,tests/fuzz/run.sh)
 
-.PHONY: all deps run test check-sanitize check-valgrind format format-check clean bench
+.PHONY: all deps run test check-sanitize check-valgrind fuzz fuzz-build format format-check clean bench
 .SECONDARY:
 
 EVAL_SRC := $(wildcard eval/*.c)
@@ -78,8 +80,8 @@ $(BUILD)/tests/itest_%: $(BUILD)/tests/integration/itest_%.o $(HARNESS_OBJ) $(BU
 # Every test binary prints cmocka's summary; a crashed binary counts as a failure. The last
 # line is the total: "N passed, N failed".
 test: deps
-	@$(MAKE) --no-print-directory all $(UNIT) $(ITEST)
-	@scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST) $(SDK_TEST)
+	@$(MAKE) --no-print-directory all $(UNIT) $(ITEST) $(if $(SANITIZE),,fuzz-build)
+	@scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST) $(SDK_TEST) $(FUZZ_TEST)
 
 check-sanitize:
 	$(MAKE) SANITIZE=address,undefined test
@@ -91,6 +93,37 @@ VALGRIND := valgrind -q --error-exitcode=9 --leak-check=full --errors-for-leak-k
 check-valgrind: deps
 	@$(MAKE) --no-print-directory all $(UNIT) $(ITEST)
 	@PX_UNIT_WRAPPER="$(VALGRIND)" PX_WRAPPER="$(VALGRIND)" scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST)
+
+# libFuzzer targets (clang): request parsing, model names, answer extraction, the SSE parser.
+# `make fuzz` runs each for FUZZ_SECONDS (default 600); `make test` runs each for 60 s.
+FUZZ_BUILD   := build-fuzz
+FUZZ_CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -Iinclude -Isrc -g -O1 \
+                -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+                $(PKG_CFLAGS)
+FUZZ_TARGETS := request model answer sse
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_OBJ     := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/gen/prompts_embed.o
+FUZZ_SECONDS ?= 600
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CLANG $<"
+	@clang $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/gen/prompts_embed.o: $(BUILD)/gen/prompts_embed.c
+	@mkdir -p $(dir $@)
+	@clang $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
+	@echo "  LINK $@"
+	@clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) -lm
+
+fuzz-build: deps $(FUZZ_BINS)
+
+# Runs every target for FUZZ_SECONDS on a copy of the committed seed corpus; a crash leaves
+# its input in $(FUZZ_BUILD)/crashes/ and fails.
+fuzz: fuzz-build
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -55,6 +55,10 @@ char *xstrndup(const char *s, size_t n);
  * Not a secret. Thread-safe. */
 void px_random_id(char *buf, size_t len, const char *prefix, int words);
 
+/* A token count reported by an upstream, made safe: negative, NaN or absurd values (over
+ * 1e15) become 0 instead of undefined behaviour in the conversion. */
+long px_count(double d);
+
 /* Monotonic clock in milliseconds / microseconds. Thread-safe. */
 long long px_now_ms(void);
 long long px_now_us(void);

@@ -289,13 +289,13 @@ static void take_usage(const cJSON *u, struct usage *out)
     if (!cJSON_IsObject(u))
         return;
     if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")))
-        out->prompt_tokens = (long)v->valuedouble;
+        out->prompt_tokens = px_count(v->valuedouble);
     if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")))
-        out->completion_tokens = (long)v->valuedouble;
+        out->completion_tokens = px_count(v->valuedouble);
     v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens_details");
     if (cJSON_IsObject(v) &&
         cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(v, "reasoning_tokens")))
-        out->reasoning_tokens = (long)v->valuedouble;
+        out->reasoning_tokens = px_count(v->valuedouble);
 }
 
 /* The upstream's error: error.message (type, code) of an OpenAI-shaped body, else the text. */

@@ -162,3 +162,8 @@ void px_random_id(char *buf, size_t len, const char *prefix, int words)
                                 (unsigned long long)splitmix64(seed ^ splitmix64(n)));
     }
 }
+
+long px_count(double d)
+{
+    return d >= 0 && d <= 1e15 ? (long)d : 0;
+}

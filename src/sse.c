@@ -43,13 +43,13 @@ static void take_usage(struct sse_parser *p, const cJSON *u)
     if (!cJSON_IsObject(u))
         return;
     if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")))
-        p->usage.prompt_tokens = (long)v->valuedouble;
+        p->usage.prompt_tokens = px_count(v->valuedouble);
     if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")))
-        p->usage.completion_tokens = (long)v->valuedouble;
+        p->usage.completion_tokens = px_count(v->valuedouble);
     v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens_details");
     if (cJSON_IsObject(v) &&
         cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(v, "reasoning_tokens")))
-        p->usage.reasoning_tokens = (long)v->valuedouble;
+        p->usage.reasoning_tokens = px_count(v->valuedouble);
 }
 
 static void data_line(struct sse_parser *p, const char *d, size_t len, xfer_delta_fn *on_delta,

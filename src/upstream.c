@@ -255,9 +255,9 @@ static void relay_usage(struct xfer *x)
 
         if (cJSON_IsObject(us)) {
             if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(us, "prompt_tokens")))
-                u.prompt_tokens = (long)v->valuedouble;
+                u.prompt_tokens = px_count(v->valuedouble);
             if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(us, "completion_tokens")))
-                u.completion_tokens = (long)v->valuedouble;
+                u.completion_tokens = px_count(v->valuedouble);
         }
         cJSON_Delete(root);
     }
