@@ -22,6 +22,9 @@ extern const struct approach approach_cepo;
 extern const struct approach approach_mars;
 extern const struct approach approach_genselect;
 extern const struct approach approach_deepthink;
+extern const struct approach approach_pvg;
+extern const struct approach approach_rstar;
+extern const struct approach approach_z3;
 
 const struct approach *const approach_registry[] = {
     &approach_bon,
@@ -38,6 +41,9 @@ const struct approach *const approach_registry[] = {
     &approach_mars,
     &approach_genselect,
     &approach_deepthink,
+    &approach_pvg,
+    &approach_rstar,
+    &approach_z3,
     NULL,
 };
 const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;

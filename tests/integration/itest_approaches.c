@@ -710,6 +710,56 @@ static void test_conversation_log(void **state)
     rmdir(dir);
 }
 
+/* Every registered approach, through the real proxy at upstream latency L: answers, stays
+ * within the rounds it declares in GET /v1/approaches, and its usage is exactly the mock's
+ * own count of tokens. */
+static void test_every_approach_budget_and_usage(void **state)
+{
+    struct proc px;
+    struct http_resp r;
+    const double L = 0.3;
+
+    (void)state;
+    start_proxy(&px, NULL);
+    assert_int_equal(http_req("GET", px.port, "/v1/approaches", NULL, auth, &r), 0);
+    cJSON *list = http_json(&r);
+    http_resp_free(&r);
+    cJSON *a;
+    int n = 0;
+    cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(list, "data"))
+    {
+        const char *slug = cJSON_GetObjectItemCaseSensitive(a, "id")->valuestring;
+        int rounds = (int)cJSON_GetObjectItemCaseSensitive(a, "rounds")->valuedouble;
+        char model[96];
+
+        snprintf(model, sizeof(model), "%s-mock@noisy=1,latency=300", slug);
+        char *body = chat_body(model, "What is 12 + 7 * 3?", NULL);
+        mock_reset(mock.port);
+        cJSON *j = post(px.port, body, 200, &r);
+        double t = r.total_s;
+        http_resp_free(&r);
+        long pt = (long)cJSON_GetObjectItemCaseSensitive(
+                      cJSON_GetObjectItemCaseSensitive(j, "usage"), "prompt_tokens")
+                      ->valuedouble;
+        long ct = (long)cJSON_GetObjectItemCaseSensitive(
+                      cJSON_GetObjectItemCaseSensitive(j, "usage"), "completion_tokens")
+                      ->valuedouble;
+        fprintf(stderr, "%-18s %.3f s (declared %d rounds), %ld calls, tokens %ld/%ld\n", slug, t,
+                rounds, calls(), pt, ct);
+        assert_true(rounds >= 1);
+        assert_true(t < rounds * L + 0.25 + harness_slack()); /* an extra round adds 0.3 */
+        assert_int_equal(pt, mock_stat(mock.port, "prompt_tokens"));
+        assert_int_equal(ct, mock_stat(mock.port, "completion_tokens"));
+        assert_non_null(content_of(j, 0));
+        cJSON_Delete(j);
+        free(body);
+        n++;
+    }
+    assert_true(n >= 17);
+    cJSON_Delete(list);
+    stop_proxy(&px);
+}
+
 static void test_no_key_in_logs(void **state)
 {
     (void)state;
@@ -728,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_n_fallback_and_partial_failure),
         cmocka_unit_test(test_streaming_through_approaches),
         cmocka_unit_test(test_rounds_within_budget),
+        cmocka_unit_test(test_every_approach_budget_and_usage),
         cmocka_unit_test(test_noisy_accuracy),
         cmocka_unit_test(test_prompts_dir_override),
         cmocka_unit_test(test_conversation_log),
