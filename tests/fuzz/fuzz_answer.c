@@ -25,8 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!x.text)
             __builtin_trap();
         (void)answer_key(a, &x);
-        if (answer_equal(&x, &x) != (x.kind != ANSWER_NONE && !(x.kind == ANSWER_NUMBER &&
-                                                                x.num != x.num)))
+        if (answer_equal(&x, &x) !=
+            (x.kind != ANSWER_NONE && !(x.kind == ANSWER_NUMBER && x.num != x.num)))
             (void)0; /* NaN and NONE never equal themselves; anything else should */
     }
     (void)answer_parse_number(s, &d);
