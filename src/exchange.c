@@ -53,6 +53,18 @@ void exchange_ref(struct exchange *ex)
     pthread_mutex_unlock(&ex->mu);
 }
 
+void exchange_done(struct exchange *ex)
+{
+    bool first;
+
+    pthread_mutex_lock(&ex->mu);
+    first = !ex->inflight_done;
+    ex->inflight_done = true;
+    pthread_mutex_unlock(&ex->mu);
+    if (first)
+        metrics_inflight(-1);
+}
+
 void exchange_unref(struct exchange *ex)
 {
     int left;
@@ -64,6 +76,8 @@ void exchange_unref(struct exchange *ex)
     pthread_mutex_unlock(&ex->mu);
     if (left > 0)
         return;
+    if (!ex->inflight_done)
+        metrics_inflight(-1);
     tenants_release(ex->tenant_hold);
     arena_destroy(ex->arena);
     buf_free(&ex->body);
@@ -71,7 +85,6 @@ void exchange_unref(struct exchange *ex)
     buf_free(&ex->calls_log);
     pthread_mutex_destroy(&ex->mu);
     free(ex);
-    metrics_inflight(-1);
 }
 
 void exchange_do_resume(struct exchange *ex)

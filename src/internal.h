@@ -41,12 +41,13 @@ enum ex_phase {
 struct exchange {
     pthread_mutex_t mu; /* guards every field down to 'usage' */
     int refs;
-    bool suspended;   /* MHD_suspend_connection called, matching resume not yet (I2) */
-    bool closed;      /* notify_completed ran: never touch conn or fd again (I4) */
-    bool cancelled;   /* closed, client gone, or shutting down: abort upstream work */
-    bool client_gone; /* hang-up seen while suspended */
-    bool pipelined;   /* fd had data, not EOF: stop POLLIN watching, re-check by timer */
-    bool watched;     /* an I/O loop watches the fd while suspended */
+    bool suspended;     /* MHD_suspend_connection called, matching resume not yet (I2) */
+    bool closed;        /* notify_completed ran: never touch conn or fd again (I4) */
+    bool cancelled;     /* closed, client gone, or shutting down: abort upstream work */
+    bool client_gone;   /* hang-up seen while suspended */
+    bool pipelined;     /* fd had data, not EOF: stop POLLIN watching, re-check by timer */
+    bool watched;       /* an I/O loop watches the fd while suspended */
+    bool inflight_done; /* left the in-flight gauge (answered or closed) */
     enum ex_phase phase;
     int status;       /* reply status */
     bool streaming;   /* reply produced incrementally through 'out' (content reader) */
@@ -90,6 +91,9 @@ struct exchange {
 struct exchange *exchange_create(struct MHD_Connection *conn, const char *method, const char *url);
 void exchange_ref(struct exchange *ex);
 void exchange_unref(struct exchange *ex);
+/* The request is answered (or its client gone): it leaves the in-flight gauge now, even if
+ * a loop still holds a reference for a while. */
+void exchange_done(struct exchange *ex);
 /* Resumes the connection if suspended. Caller holds ex->mu. */
 void exchange_do_resume(struct exchange *ex);
 /* Sets a complete reply (copied) and resumes. Ignored once cancelled. Thread-safe. */

@@ -519,6 +519,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (busy)
         io_wake_all(); /* abort this request's transfers wherever they run */
+    exchange_done(ex);
     exchange_unref(ex);
 }
 

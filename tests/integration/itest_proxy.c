@@ -949,6 +949,45 @@ static void test_graceful_drain(void **state)
     assert_int_equal(proc_wait(&px, 5), 0);
 }
 
+/* --log-format json: every line of the log is a JSON object with ts, level and msg; the access
+ * line carries the request id. */
+static void test_json_log(void **state)
+{
+    struct proc px;
+    struct http_resp r;
+    const char *args[] = {"--log-format", "json", NULL};
+    const char *h[] = {"Authorization: Bearer " CLIENT_KEY_A, "X-Request-Id: json-log-check", NULL};
+    char line[8192];
+    int lines = 0, access = 0;
+
+    (void)state;
+    start_proxy(&px, args, NULL);
+    char *body = chat_body("gpt-x", "log me", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    free(body);
+    stop_proxy(&px);
+    FILE *f = fopen(px.log, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        cJSON *j = cJSON_Parse(line);
+
+        assert_non_null(j);
+        assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "ts")));
+        assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "level")));
+        assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "msg")));
+        const cJSON *req = cJSON_GetObjectItemCaseSensitive(j, "req");
+        if (cJSON_IsString(req) && strcmp(req->valuestring, "json-log-check") == 0)
+            access++;
+        cJSON_Delete(j);
+        lines++;
+    }
+    fclose(f);
+    assert_true(lines >= 3);
+    assert_int_equal(access, 1);
+}
+
 /* No key, full or partial, in any captured output of any proxy run above. */
 static void test_no_key_in_logs(void **state)
 {
@@ -986,6 +1025,7 @@ int main(void)
         cmocka_unit_test(test_request_deadline),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_graceful_drain),
+        cmocka_unit_test(test_json_log),
         cmocka_unit_test(test_no_key_in_logs),
     };
 
