@@ -36,7 +36,10 @@ body() { printf '{"model":"%s-mock@noisy=1,latency=%s","messages":[{"role":"user
     echo "| approach | upstream calls | prompt / completion tokens | wall ms | rounds (wall ÷ latency) | req/s at 64 clients | ideal req/s | p50 / p99 ms |"
     echo "|---|---|---|---|---|---|---|---|"
 } > "$OUT/section.md"
-for a in none bon moa self_consistency majority_voting re2 cot_reflection; do
+# Every registered approach (GET /v1/approaches), after the passthrough.
+APPROACHES="none $(curl -s -H 'Authorization: Bearer sk-bench' "http://127.0.0.1:$PX/v1/approaches" |
+    grep -o '"id":"[a-z0-9_]*"' | cut -d'"' -f4 | tr '\n' ' ')"
+for a in $APPROACHES; do
     model=$a
     [ "$a" = none ] && model=none
     curl -s -o /dev/null -X POST "http://127.0.0.1:$MOCK/mock/reset"
