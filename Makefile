@@ -4,6 +4,7 @@ PKGS    := libmicrohttpd libcurl libcjson libpcre2-8 libcrypto z3
 comma   := ,
 BUILD   ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 CC      ?= cc
+JOBS    ?= $(shell nproc 2>/dev/null || echo 2)
 OPT     ?= -O2 -g
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -43,7 +44,7 @@ deps:
 	@scripts/deps.sh
 
 run: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) -j$(JOBS) --no-print-directory all
 	./$(BUILD)/optillm $(ARGS)
 
 $(BUILD)/%.o: %.c
@@ -80,7 +81,7 @@ $(BUILD)/tests/itest_%: $(BUILD)/tests/integration/itest_%.o $(HARNESS_OBJ) $(BU
 # Every test binary prints cmocka's summary; a crashed binary counts as a failure. The last
 # line is the total: "N passed, N failed".
 test: deps
-	@$(MAKE) --no-print-directory all $(UNIT) $(ITEST) $(if $(SANITIZE),,fuzz-build)
+	@$(MAKE) -j$(JOBS) --no-print-directory all $(UNIT) $(ITEST) $(if $(SANITIZE),,fuzz-build)
 	@scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST) $(SDK_TEST) $(FUZZ_TEST)
 
 check-sanitize:
