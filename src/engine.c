@@ -839,6 +839,9 @@ void engine_run(void *arg)
         }
         streamed = streamed || runs[i].streamed;
     }
+    /* Charged before the answer leaves, so the tenant's next request already sees it. */
+    if (ex->tenant)
+        tenants_charge(ex->tenant, total.prompt_tokens + total.completion_tokens);
     pthread_mutex_lock(&ex->mu);
     ex->usage = total;
     if (nch > 0 && px_config->log_conversations) {

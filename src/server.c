@@ -503,8 +503,6 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     metrics_request(ex->req.route_name ? ex->req.route_name : "-", status,
                     px_now_us() - ex->start_us, upstream_us, &u,
                     ex->tenant ? ex->tenant->name : NULL);
-    if (ex->tenant)
-        tenants_charge(ex->tenant, u.prompt_tokens + u.completion_tokens);
     convlog_write(ex, status, px_now_us() - ex->start_us);
     if (log_level >= LOG_INFO) {
         long long us = px_now_us() - ex->start_us;

@@ -262,6 +262,8 @@ static void relay_usage(struct xfer *x)
         cJSON_Delete(root);
     }
     u.calls = x->attempts;
+    if (x->ex->tenant) /* before the answer leaves: the tenant's next request sees it */
+        tenants_charge(x->ex->tenant, u.prompt_tokens + u.completion_tokens);
     pthread_mutex_lock(&x->ex->mu);
     x->ex->usage = u;
     x->ex->upstream_us = x->end_us - x->start_us;
