@@ -27,10 +27,11 @@ struct exchange *exchange_create(struct MHD_Connection *conn, const char *method
     ex->refs = 1; /* the MHD side; dropped in notify_completed */
     ex->conn = conn;
     ex->fd = ci ? ci->connect_fd : -1;
-    ex->method = method;
-    ex->url = url;
     ex->start_us = px_now_us();
     ex->arena = arena_create();
+    /* Copies: the access line is written after libmicrohttpd has let go of the request. */
+    ex->method = arena_strndup(ex->arena, method, 16);
+    ex->url = arena_strndup(ex->arena, url, 512);
     ex->status = 0;
     buf_init(&ex->body, 0);
     buf_init(&ex->out, 0);
@@ -76,6 +77,8 @@ void exchange_unref(struct exchange *ex)
     pthread_mutex_unlock(&ex->mu);
     if (left > 0)
         return;
+    if (ex->completed_us && !ex->accounted)
+        server_account(ex);
     if (!ex->inflight_done)
         metrics_inflight(-1);
     tenants_release(ex->tenant_hold);

@@ -41,13 +41,16 @@ enum ex_phase {
 struct exchange {
     pthread_mutex_t mu; /* guards every field down to 'usage' */
     int refs;
-    bool suspended;     /* MHD_suspend_connection called, matching resume not yet (I2) */
-    bool closed;        /* notify_completed ran: never touch conn or fd again (I4) */
-    bool cancelled;     /* closed, client gone, or shutting down: abort upstream work */
-    bool client_gone;   /* hang-up seen while suspended */
-    bool pipelined;     /* fd had data, not EOF: stop POLLIN watching, re-check by timer */
-    bool watched;       /* an I/O loop watches the fd while suspended */
-    bool inflight_done; /* left the in-flight gauge (answered or closed) */
+    bool suspended;         /* MHD_suspend_connection called, matching resume not yet (I2) */
+    bool closed;            /* notify_completed ran: never touch conn or fd again (I4) */
+    bool cancelled;         /* closed, client gone, or shutting down: abort upstream work */
+    bool client_gone;       /* hang-up seen while suspended */
+    bool pipelined;         /* fd had data, not EOF: stop POLLIN watching, re-check by timer */
+    bool watched;           /* an I/O loop watches the fd while suspended */
+    bool inflight_done;     /* left the in-flight gauge (answered or closed) */
+    long long completed_us; /* MHD reported the request complete (0: not an HTTP request) */
+    bool closed_early;      /* ...without the whole answer sent */
+    bool accounted;         /* access line, metrics and conversation log written */
     enum ex_phase phase;
     int status;       /* reply status */
     bool streaming;   /* reply produced incrementally through 'out' (content reader) */
@@ -280,6 +283,8 @@ void engine_llm_init(struct llm *llm, struct exchange *ex);
  */
 
 int server_start(const struct config *cfg);
+/* Access line, metrics and conversation log of a finished request (its last reference). */
+void server_account(struct exchange *ex);
 /* The bound port (after server_start). */
 int server_port(void);
 /* Stops accepting new connections; requests arriving on open connections get 503. */

@@ -477,6 +477,26 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     return send_reply(ex);
 }
 
+/* The access line, metrics and conversation log of a request; called when its last
+ * reference goes, so that the work a departed client left behind (a cancelled approach) is
+ * counted too. */
+void server_account(struct exchange *ex)
+{
+    const struct usage *u = &ex->usage;
+    long long us = ex->completed_us - ex->start_us;
+
+    metrics_request(ex->req.route_name ? ex->req.route_name : "-", ex->status, us, ex->upstream_us,
+                    u, ex->tenant ? ex->tenant->name : NULL);
+    convlog_write(ex, ex->status, us);
+    log_at(LOG_INFO, ex->id,
+           "%s %s tenant=%s approach=%s model=%s status=%d%s calls=%ld prompt_tokens=%ld "
+           "completion_tokens=%ld ms=%.1f",
+           ex->method, ex->url, ex->tenant ? ex->tenant->name : "-",
+           ex->req.route_name ? ex->req.route_name : "-", ex->req.model ? ex->req.model : "-",
+           ex->status, ex->closed_early ? " (connection closed)" : "", u->calls, u->prompt_tokens,
+           u->completion_tokens, (double)us / 1000.0);
+}
+
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
@@ -491,32 +511,22 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     ex->closed = true;
     ex->cancelled = true;
     ex->conn = NULL;
+    ex->completed_us = px_now_us();
+    ex->closed_early = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
     /* Wake the loops only when upstream work may still be running (to abort it now); a
      * finished exchange is dropped from the watch list on the loop's next pass. */
     bool busy = ex->phase != EX_SENT || (ex->streaming && !ex->out_done);
-    int status = ex->status;
-    struct usage u = ex->usage;
-    long long upstream_us = ex->upstream_us;
     pthread_mutex_unlock(&ex->mu);
-    if (busy && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+    if (busy && ex->closed_early)
         metrics_cancel(); /* the client left before its answer was complete */
-    metrics_request(ex->req.route_name ? ex->req.route_name : "-", status,
-                    px_now_us() - ex->start_us, upstream_us, &u,
-                    ex->tenant ? ex->tenant->name : NULL);
-    convlog_write(ex, status, px_now_us() - ex->start_us);
-    if (log_level >= LOG_INFO) {
-        long long us = px_now_us() - ex->start_us;
-
-        log_at(LOG_INFO, ex->id,
-               "%s %s tenant=%s approach=%s model=%s status=%d%s calls=%ld prompt_tokens=%ld "
-               "completion_tokens=%ld ms=%.1f",
-               ex->method, ex->url, ex->tenant ? ex->tenant->name : "-",
-               ex->req.route_name ? ex->req.route_name : "-", ex->req.model ? ex->req.model : "-",
-               status, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection closed)",
-               u.calls, u.prompt_tokens, u.completion_tokens, (double)us / 1000.0);
-    }
-    if (busy)
+    if (busy) {
         io_wake_all(); /* abort this request's transfers wherever they run */
+    } else {
+        /* All work is done: account now. A request whose work is still running (a client
+         * that left) is accounted when its last reference goes, with the tokens spent. */
+        ex->accounted = true;
+        server_account(ex);
+    }
     exchange_done(ex);
     exchange_unref(ex);
 }
@@ -527,9 +537,14 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 
     (void)cls;
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    /* P20: our own way of dropping a departed client is not an error worth a line. */
-    if (strstr(msg, "Application reported internal error"))
+    /* P20: our own way of dropping a departed client, and the write errors that follow a
+     * client's hang-up, are routine: debug level, not warnings. */
+    if (strstr(msg, "Application reported internal error") ||
+        strstr(msg, "application error generating response") || strstr(msg, "Failed to send") ||
+        strstr(msg, "forcibly closed") || strstr(msg, "no longer available")) {
+        log_at(LOG_DEBUG, NULL, "libmicrohttpd: %s", msg);
         return;
+    }
     log_at(LOG_WARN, NULL, "libmicrohttpd: %s", msg);
 }
 

@@ -677,16 +677,20 @@ static void test_client_disconnect_cancels_upstream(void **state)
     assert_int_equal(mock_stat(mock.port, "in_flight"), 0);
     /* An approach: every in-flight call of the fan-out is aborted within 100 ms. */
     char *fan = chat_body("re2|cot_reflection|moa-gpt-x@latency=3000", "fan out", NULL);
+    const char *fh[] = {"Authorization: Bearer " CLIENT_KEY_A, "X-Request-Id: fan-abort", NULL};
     mock_reset(mock.port);
-    assert_int_equal(http_req_abort("POST", px.port, "/v1/chat/completions", fan, h, 0.3), 0);
+    assert_int_equal(http_req_abort("POST", px.port, "/v1/chat/completions", fan, fh, 0.3), 0);
     nanosleep(&(struct timespec){0, 100000000L}, NULL);
     /* Three approaches in parallel: three calls in flight, all aborted. */
     assert_int_equal(mock_stat(mock.port, "aborted"), 3);
     assert_int_equal(mock_stat(mock.port, "in_flight"), 0);
     free(fan);
+    stop_proxy(&px);
+    /* The access line of the abandoned request counts the calls it made. */
+    assert_true(file_contains(px.log, "req=fan-abort"));
+    assert_true(file_contains(px.log, "status=499 (connection closed) calls=3"));
     free(body);
     free(slow);
-    stop_proxy(&px);
 }
 
 static void test_queue_full_503(void **state)

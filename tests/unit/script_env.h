@@ -153,7 +153,7 @@ static inline void check_usage(const struct env *e)
 
 /* One call's shape. temp NAN: the call must leave the temperature to the client. */
 static inline void check_call(const struct fake_record *r, const char *stage, int n, double temp,
-                       long max_tokens, bool stream)
+                              long max_tokens, bool stream)
 {
     assert_non_null(r);
     assert_string_equal(r->stage, stage);

@@ -1,0 +1,169 @@
+#!/bin/bash
+# Peak: N concurrent slow requests (default 1,000 bon requests, mock latency 2000 ms), one
+# wave: build/loadgen opens N client connections at once, one request each. Every answer must
+# be complete (no refusal, no malformed answer); reports the wall time against the ideal (bon
+# = 2 rounds: 2 x latency), and the proxy's RSS, threads and open fds at the peak (sampled
+# every 0.1 s). At the end the proxy must answer /health and exit 0 on SIGTERM. Appends a
+# section to bench/RESULTS.md and prints it.
+# Usage: bench/peak.sh [N, default 1000] [latency ms, default 2000]
+# (env: PX_BUILD=build RESULTS=bench/RESULTS.md)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000}
+LAT=${2:-2000}
+ROUNDS=2
+BUILD=${PX_BUILD:-build}
+RESULTS=${RESULTS:-bench/RESULTS.md}
+make -s all
+LG=$BUILD/loadgen
+if [ ! -x "$LG" ] || [ bench/loadgen.c -nt "$LG" ]; then
+    # shellcheck disable=SC2046
+    cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror bench/loadgen.c -o "$LG" \
+        $(pkg-config --cflags --libs libcurl libcjson)
+fi
+# loadgen holds N sockets, the mock up to 3N; the proxy raises its own limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" -gt $(( 4 * N + 64 )) ] || echo "warning: ulimit -n $(ulimit -n) is low for N=$N" >&2
+OUT=$(mktemp -d)
+MOCK_PID="" PX_PID="" SAMPLER_PID=""
+cleanup() {
+    for p in $SAMPLER_PID $PX_PID $MOCK_PID; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+"$BUILD/mock_upstream" --port 0 > "$OUT/mock.port" &
+MOCK_PID=$!
+for _ in $(seq 100); do grep -q PORT "$OUT/mock.port" 2>/dev/null && break; sleep 0.05; done
+MOCK=$(awk '/PORT/{print $2}' "$OUT/mock.port")
+env -u OPENAI_API_KEY -u OPTILLM_API_KEY "$BUILD/optillm" --port 0 \
+    --base-url "http://127.0.0.1:$MOCK/v1" --log warning 2> "$OUT/px.log" &
+PX_PID=$!
+PX=""
+for _ in $(seq 100); do
+    PX=$(ss -ltnp 2>/dev/null | awk -v pid="pid=$PX_PID," '$0 ~ pid {split($4,a,":"); print a[length(a)]}' | head -1)
+    [ -n "$PX" ] && break
+    sleep 0.05
+done
+[ -n "$PX" ] || { echo "proxy did not start" >&2; exit 1; }
+
+# "rss_kB fds threads" of the proxy.
+sample() {
+    local st=/proc/$PX_PID/status fds
+    fds=("/proc/$PX_PID/fd/"*)
+    echo "$(awk '/^VmRSS/{print $2}' "$st") ${#fds[@]} $(awk '/^Threads/{print $2}' "$st")"
+}
+HZ=$(getconf CLK_TCK)
+cpu_s() { awk -v hz="$HZ" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
+# Busy CPU seconds of the whole machine (all processes), to see what others used meanwhile.
+busy_s() { awk -v hz="$HZ" '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat; }
+
+curl -s -o /dev/null -X POST "http://127.0.0.1:$MOCK/mock/reset"
+sample > "$OUT/before"
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
+PX_CPU0=$(cpu_s "$PX_PID")
+MOCK_CPU0=$(cpu_s "$MOCK_PID")
+BUSY0=$(busy_s)
+(
+    while kill -0 "$PX_PID" 2>/dev/null; do
+        sample >> "$OUT/samples" || true
+        sleep 0.1
+    done
+) &
+SAMPLER_PID=$!
+sleep 0.3
+LG_RC=0
+"$LG" --url "http://127.0.0.1:$PX/v1" --clients "$N" --max-requests "$N" --seconds 0 \
+    --mix bon=1 --latency "$LAT" --noisy --timeout 120 --drain 120 \
+    > "$OUT/lg.out" 2> "$OUT/lg.err" || LG_RC=$?
+BUSY1=$(busy_s)
+PX_CPU=$(awk -v a="$(cpu_s "$PX_PID" 2>/dev/null || echo 0)" -v b="$PX_CPU0" 'BEGIN { print a - b }')
+MOCK_CPU=$(awk -v a="$(cpu_s "$MOCK_PID" 2>/dev/null || echo 0)" -v b="$MOCK_CPU0" 'BEGIN { print a - b }')
+sleep 0.5
+kill "$SAMPLER_PID" 2>/dev/null || true
+wait "$SAMPLER_PID" 2>/dev/null || true
+SAMPLER_PID=""
+cat "$OUT/lg.err" >&2
+grep -v '^{' "$OUT/lg.out" >&2
+J=$(tail -1 "$OUT/lg.out")
+[ "${J:0:1}" = "{" ] || { echo "loadgen printed no summary (exit $LG_RC)" >&2; exit 1; }
+sleep 2
+ALIVE=no
+kill -0 "$PX_PID" 2>/dev/null && ALIVE=yes
+HEALTH=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PX/health" || echo 000)
+sample > "$OUT/after" 2>/dev/null || echo "- - -" > "$OUT/after"
+curl -s "http://127.0.0.1:$MOCK/mock/stats" > "$OUT/mock.json" || echo '{}' > "$OUT/mock.json"
+PX_RC=none
+if [ "$ALIVE" = yes ]; then
+    kill -TERM "$PX_PID"
+    PX_RC=0
+    wait "$PX_PID" || PX_RC=$?
+fi
+PX_PID=""
+
+# The floor of this mock and client on this machine: the same waves without the proxy, N
+# concurrent calls (bon's first round) and 3N (its ratings), straight to the mock.
+direct() {
+    "$LG" --url "http://127.0.0.1:$MOCK/v1" --clients "$1" --max-requests "$1" --seconds 0 \
+        --mix pass=1 --latency "$LAT" --noisy --timeout 120 2>/dev/null |
+        tail -1 | jq -r 'if .ok == .requests then .seconds else "failed" end'
+}
+D1=$(direct "$N")
+D3=$(direct $(( 3 * N )))
+
+MB() { awk -v k="$1" 'BEGIN { if (k == "-" || k == "") print "-"; else printf "%.1f", k / 1024 }'; }
+read -r B_RSS B_FD B_TH < "$OUT/before"
+read -r A_RSS A_FD A_TH < "$OUT/after"
+read -r P_RSS P_FD P_TH < <(awk '$1 > r { r = $1 } $2 > f { f = $2 } $3 > t { t = $3 } END { print r, f, t }' "$OUT/samples")
+jqr() { jq -r "$1" <<< "$J"; }
+OTHER_CPU=$(awk -v t="$(awk -v a="$BUSY1" -v b="$BUSY0" 'BEGIN { print a - b }')" -v p="$PX_CPU" \
+    -v m="$MOCK_CPU" -v l="$(jqr .cpu_s)" 'BEGIN { o = t - p - m - l; printf "%.1f", o < 0 ? 0 : o }')
+IDEAL=$(awk -v r="$ROUNDS" -v l="$LAT" 'BEGIN { printf "%.1f", r * l / 1000 }')
+WALL=$(jqr '.seconds | . * 100 | round / 100')
+RATIO=$(awk -v w="$WALL" -v i="$IDEAL" 'BEGIN { printf "%.2f", w / i }')
+FLOOR=$(awk -v a="$D1" -v b="$D3" 'BEGIN { printf "%.2f", a + b }')
+ABOVE=$(awk -v w="$WALL" -v f="$FLOOR" 'BEGIN { printf "%+.2f", w - f }')
+MOCK_PEAK=$(jq -r '.peak_concurrency // "-"' "$OUT/mock.json")
+MOCK_CALLS=$(jq -r '.calls // "-"' "$OUT/mock.json")
+PX_WARN=$(grep -c ' WARN \| ERROR ' "$OUT/px.log" || true)
+if [ "$PX_WARN" -gt 0 ]; then
+    echo "proxy log (warnings and errors):" >&2
+    head -20 "$OUT/px.log" >&2
+fi
+VERDICT=pass
+[ "$(jqr .ok)" = "$N" ] && [ "$(jqr .malformed)" = 0 ] && [ "$ALIVE" = yes ] &&
+    [ "$HEALTH" = 200 ] && [ "$PX_RC" = 0 ] || VERDICT=FAIL
+
+{
+    echo
+    echo "## Peak ($(date -u +%Y-%m-%d), $N concurrent bon requests, mock latency $LAT ms, $(nproc) cores)"
+    echo
+    echo "One wave: build/loadgen (bench/loadgen.c) opens $N client connections at once, one"
+    echo "\`bon-mock@latency=$LAT,noisy=1\` request each (bon: one n=3 call, then 3 ratings in"
+    echo "parallel = $((ROUNDS)) rounds, $((4 * N)) upstream calls); proxy defaults (\`--workers 1024\`,"
+    echo "\`--max-connections 4096\`). RSS, fds and threads of the proxy sampled every 0.1 s."
+    echo
+    echo "| figure | value |"
+    echo "|---|---|"
+    echo "| answers | $(jqr .ok) complete of $N; refused $(jqr '.refused + .inband_errors'), malformed $(jqr .malformed) |"
+    echo "| wall time, first request → last answer | $WALL s; ideal $IDEAL s ($ROUNDS rounds × $LAT ms): ${RATIO}× ideal |"
+    echo "| the same waves straight to the mock ($N, then $(( 3 * N )) concurrent calls) | $(printf '%.2f' "$D1") s + $(printf '%.2f' "$D3") s = $FLOOR s floor; wall time − floor: $ABOVE s |"
+    echo "| latency min / p50 / p99 / max | $(jqr '.latency_ms | "\(.min | round) / \(.p50 | round) / \(.p99 | round) / \(.max | round)"') ms |"
+    echo "| proxy RSS MB: before / peak / after | $(MB "$B_RSS") / **$(MB "$P_RSS")** / $(MB "$A_RSS") |"
+    echo "| proxy threads: before / peak / after | $B_TH / **$P_TH** / $A_TH |"
+    echo "| proxy open fds: before / peak / after | $B_FD / $P_FD / $A_FD |"
+    echo "| mock: upstream calls, peak concurrent calls | $MOCK_CALLS, $MOCK_PEAK |"
+    echo "| CPU s during the wave: proxy / mock / loadgen / other processes (of $(awk -v w="$WALL" -v c="$(nproc)" 'BEGIN { printf "%.1f", w * c }') on $(nproc) cores); load average | $(printf '%.1f' "$PX_CPU") / $(printf '%.1f' "$MOCK_CPU") / $(jqr '.cpu_s * 10 | round / 10') / $OTHER_CPU; $LOAD0 |"
+    echo "| up at the end (GET /health), exit status on SIGTERM | $HEALTH, $PX_RC |"
+    echo
+    if awk -v o="$OTHER_CPU" -v w="$WALL" -v c="$(nproc)" 'BEGIN { exit !(o > w * c / 10) }'; then
+        echo "Contention: other processes on the machine used $OTHER_CPU CPU s during the wave, so"
+        echo "the wall time is above what a quiet machine gives."
+        echo
+    fi
+    echo "Verdict: $VERDICT ($N complete answers, proxy up, exit 0 on SIGTERM)."
+} > "$OUT/section.md"
+cat "$OUT/section.md"
+cat "$OUT/section.md" >> "$RESULTS"
+[ "$VERDICT" = pass ]
