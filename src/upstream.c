@@ -219,9 +219,6 @@ static void start(struct io_loop *l, struct xfer *x)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    /* 8 KiB receive buffers instead of 16: 1,000 requests with 4 calls each in flight hold
-     * 4,000 of them (bench/peak.sh). */
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 8192L);
     if (x->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
