@@ -565,7 +565,7 @@ static char *check_stream(const struct http_resp *r, bool want_usage)
 static void test_streaming_through_approaches(void **state)
 {
     struct proc px;
-    const char *args[] = {"--sse-keepalive", "0.2", NULL};
+    const char *args[] = {"--sse-keepalive", "0.2", "--log", "debug", NULL};
     static const char *const slugs[] = {
         "bon", "moa", "self_consistency", "majority_voting", "re2", "cot_reflection"};
 

@@ -620,9 +620,10 @@ static void test_two_users_two_keys_at_once(void **state)
     struct proc px;
     pthread_t t[8];
     struct user_req u[8];
+    const char *args[] = {"--log", "debug", NULL}; /* no key at any level (checked at the end) */
 
     (void)state;
-    start_proxy(&px, NULL, NULL);
+    start_proxy(&px, args, NULL);
     mock_reset(mock.port);
     for (int i = 0; i < 8; i++) {
         u[i].port = px.port;
