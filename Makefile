@@ -80,7 +80,7 @@ $(BUILD)/tests/itest_%: $(BUILD)/tests/integration/itest_%.o $(HARNESS_OBJ) $(BU
 
 # Every test binary prints cmocka's summary; a crashed binary counts as a failure. The last
 # line is the total: "N passed, N failed".
-test: deps
+test: deps format-check
 	@$(MAKE) -j$(JOBS) --no-print-directory all $(UNIT) $(ITEST) $(if $(SANITIZE),,fuzz-build)
 	@scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST) $(SDK_TEST) $(FUZZ_TEST)
 
@@ -130,7 +130,8 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 format-check:
-	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h') || \
+	    { echo "format-check: run 'make format'"; exit 1; }
 
 bench: all
 	bench/passthrough.sh

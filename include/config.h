@@ -10,7 +10,7 @@
 
 /* Caps (every growing buffer has one). */
 #define PX_MAX_UPSTREAM_REPLY (16u << 20)  /* 16 MiB for one upstream answer */
-#define PX_MAX_HEADER_BYTES   (8u << 10) /* client headers; MHD memory per connection is twice this */
+#define PX_MAX_HEADER_BYTES   (8u << 10)   /* client headers; MHD pool per connection: 2x */
 #define PX_STREAM_HIGH_WATER  (256u << 10) /* pause the upstream above this much unsent */
 #define PX_STREAM_LOW_WATER   (64u << 10)
 #define PX_MAX_OPTIONS        64
