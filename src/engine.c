@@ -219,6 +219,7 @@ static void sink_keepalive(struct sink *s, double interval)
 
 struct transport {
     struct exchange *ex;
+    struct sink *ka; /* the client's stream, for keep-alives while waiting; NULL if none */
 };
 
 /* n support, remembered for the process's life (one upstream per server for now). */
@@ -470,7 +471,7 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
     /* Wait for the stage, sending SSE keep-alives to a streaming client meanwhile. */
     pthread_mutex_lock(&g.mu);
     while (g.pending > 0) {
-        if (sink && ctx->cfg->sse_keepalive > 0) {
+        if (t->ka && ctx->cfg->sse_keepalive > 0) {
             struct timespec ts;
             double iv = ctx->cfg->sse_keepalive;
 
@@ -483,7 +484,7 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
             }
             if (pthread_cond_timedwait(&g.cv, &g.mu, &ts) == ETIMEDOUT && g.pending > 0) {
                 pthread_mutex_unlock(&g.mu);
-                sink_keepalive(sink, iv);
+                sink_keepalive(t->ka, iv);
                 pthread_mutex_lock(&g.mu);
             }
         } else {
@@ -524,6 +525,7 @@ struct run {
     const struct route *route;
     const struct chat_request *req;
     struct sink *sink; /* NULL unless this run streams its final stage */
+    struct sink *ka;   /* the client's stream (every run of a stream request): keep-alives */
     struct arena *arena;
     /* results */
     int nresults;
@@ -547,7 +549,7 @@ static void usage_add(struct usage *to, const struct usage *u)
 static int run_approach(struct run *r, const struct approach *a, const struct chat_request *req,
                         bool stream_final, const char **text, const char **finish)
 {
-    struct transport t = {.ex = r->ex};
+    struct transport t = {.ex = r->ex, .ka = r->ka};
     struct llm llm = {.ops = &transport_ops, .impl = &t};
     struct chat_result res = {0};
     struct approach_ctx ctx = {
@@ -643,6 +645,7 @@ static void run_route(struct run *r)
             br[i].parent = r;
             br[i].a = rt->steps[i];
             br[i].sub.ex = r->ex;
+            br[i].sub.ka = r->ka;
             br[i].sub.req = r->req;
             br[i].sub.arena = arena_create();
             arena_defer(r->arena, arena_destroy_cb, br[i].sub.arena);
@@ -806,6 +809,7 @@ void engine_run(void *arg)
             runs[i].route = &req->route;
             runs[i].req = req;
             runs[i].sink = req->stream ? &sink : NULL;
+            runs[i].ka = req->stream ? &sink : NULL;
             if (!stream_final)
                 runs[i].sink = NULL;
             runs[i].arena = i == 0 ? ex->arena : arena_create();

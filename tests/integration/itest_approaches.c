@@ -616,6 +616,14 @@ static void test_streaming_through_approaches(void **state)
     free(check_stream(&r, false));
     http_resp_free(&r);
     free(body);
+    /* Keep-alives also while n runs, or several approaches, work in parallel. */
+    body = chat_body("re2|bon-mock@latency=700", "What is 1 + 1?", "\"stream\":true,\"n\":2");
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, auth, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, ": keep-alive"));
+    assert_true(strstr(r.body, ": keep-alive") < strstr(r.body, "data: "));
+    http_resp_free(&r);
+    free(body);
     /* An error before the first byte is a plain HTTP error even for a stream request (400:
      * not retried, so no keep-alive has started the stream yet). */
     body = chat_body("moa-mock@status=400", "What is 1 + 1?", "\"stream\":true");
