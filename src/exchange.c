@@ -120,8 +120,6 @@ void exchange_reply(struct exchange *ex, int status, const char *ctype, const ch
         ex->streaming = false;
         ex->out_done = true;
         ex->phase = EX_REPLY;
-        if (!ex->first_byte_us)
-            ex->first_byte_us = px_now_us();
     } else if (ex->streaming && !ex->out_done) {
         /* A stream is under way: an error can only go in-band. */
         buf_puts(&ex->out, "data: ");
@@ -160,7 +158,6 @@ bool exchange_stream(struct exchange *ex, int status, const char *ctype, const c
         snprintf(ex->content_type, sizeof(ex->content_type), "%s", ctype);
         ex->streaming = true;
         ex->phase = EX_REPLY;
-        ex->first_byte_us = px_now_us();
     }
     if (ok && ex->streaming && !ex->out_done) {
         buf_append(&ex->out, data, len);

@@ -52,19 +52,17 @@ struct exchange {
     bool closed_early;      /* ...without the whole answer sent */
     bool accounted;         /* access line, metrics and conversation log written */
     enum ex_phase phase;
-    int status;       /* reply status */
-    bool streaming;   /* reply produced incrementally through 'out' (content reader) */
-    bool sse_started; /* engine: the SSE head (role chunk or keep-alive) was sent */
-    struct buf out;   /* reply bytes not yet handed to MHD */
-    bool out_done;    /* nothing more will be appended */
-    bool out_error;   /* end the stream with an error (connection closed) */
+    int status;     /* reply status */
+    bool streaming; /* reply produced incrementally through 'out' (content reader) */
+    struct buf out; /* reply bytes not yet handed to MHD */
+    bool out_done;  /* nothing more will be appended */
+    bool out_error; /* end the stream with an error (connection closed) */
     char content_type[128];
     int retry_after;            /* seconds, 0 = no header */
     bool relay_paused;          /* the relay transfer returned CURL_WRITEFUNC_PAUSE */
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
     struct usage usage;         /* totals for the access log */
     long long upstream_us;      /* time spent waiting for the upstream (metrics: overhead) */
-    long long first_byte_us;
 
     /* Set before hand-off, read-only afterwards. */
     struct MHD_Connection *conn;
@@ -276,8 +274,6 @@ void pool_stats(unsigned *queued, unsigned *threads, unsigned *busy);
  */
 
 void engine_run(void *exchange);
-/* The upstream-transport implementation of struct llm for an exchange. */
-void engine_llm_init(struct llm *llm, struct exchange *ex);
 
 /* ---- server.c ----------------------------------------------------------------------------------
  */
@@ -316,10 +312,7 @@ void metrics_request(const char *approach, int status, long long total_us, long 
 /* Appends the Prometheus text exposition. */
 void metrics_render(struct buf *b);
 
-/* ---- response.c: OpenAI response JSON ----------------------------------------------------------
- */
-
-/* A "chatcmpl-..." id into buf. Thread-safe. */
+/* A "chatcmpl-..." id into buf (engine.c). Thread-safe. */
 void response_new_id(char *buf, size_t len);
 
 #endif

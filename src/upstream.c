@@ -119,7 +119,6 @@ static size_t relay_stream(struct xfer *x, const char *data, size_t n)
         snprintf(ex->content_type, sizeof(ex->content_type), "%s", x->content_type);
         ex->streaming = true;
         ex->phase = EX_REPLY;
-        ex->first_byte_us = px_now_us();
     }
     if (ex->out.len > PX_STREAM_HIGH_WATER) {
         ex->relay_paused = true;
