@@ -46,6 +46,18 @@
  *   drop=1                     close the connection without any response
  *   noisy=1, p=P, q=Q          noisy-model mode (below); p and q override the defaults
  *   words=N                    words after the "mock reply <i>: " prefix (default 8, 1..100000)
+ * Hostile-upstream options (the block "hostile upstream" below):
+ *   cut=N                      end a stream after N events (no finish, no usage, no [DONE]); the
+ *                              HTTP response itself ends cleanly
+ *   cut_mid=1                  with cut: the N-th event is sent only up to the middle of its line
+ *   cut_abort=1                with cut: close the connection instead (no last chunk)
+ *   ignore_stream=1            answer a stream request with a JSON chat.completion
+ *   errbody200=1               answer 200 with an OpenAI error body (application/json)
+ *   nolastnl=1                 no [DONE], and the stream's last event has no newline after it
+ *   hdr=Name:Value             add a response header (repeatable, up to 4; %XX-encode ',')
+ *   ratelimit=1                add x-ratelimit-{limit,remaining,reset}-{requests,tokens},
+ *                              x-request-id: mock-req-<seq> and openai-processing-ms
+ *   usage_huge=V               report V as prompt_tokens and completion_tokens (any number)
  * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
  * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
  *
@@ -378,6 +390,120 @@ static int conn_fd(struct MHD_Connection *c)
     return ci ? ci->connect_fd : -1;
 }
 
+/* ---- hostile upstream ------------------------------------------------------------------- */
+
+#define HOSTILE_MAX_HDR 4
+
+struct hostile {
+    long cut; /* events before the stream ends; 0 = no cut */
+    bool cut_mid, cut_abort, ignore_stream, errbody200, nolastnl, ratelimit;
+    double usage_huge; /* 0 = honest usage */
+    char *hdr[HOSTILE_MAX_HDR];
+    int nhdr;
+};
+
+/* The current request's hostile options (the mock runs one thread per connection). */
+static __thread const struct hostile *cur_hostile;
+static __thread unsigned long long cur_seq;
+
+static void hostile_free(struct hostile *h)
+{
+    for (int i = 0; i < h->nhdr; i++)
+        free(h->hdr[i]);
+    h->nhdr = 0;
+}
+
+static void hostile_copy(struct hostile *to, const struct hostile *from)
+{
+    *to = *from;
+    for (int i = 0; i < from->nhdr; i++)
+        to->hdr[i] = strdup(from->hdr[i]);
+}
+
+static bool parse_bool(const char *v, bool *out);
+
+/* Parses a hostile option; false when 'name' is not one (*ok untouched). */
+static bool hostile_opt(struct hostile *h, const char *name, const char *val, bool *ok)
+{
+    bool *flag = !strcmp(name, "cut_mid")         ? &h->cut_mid
+                 : !strcmp(name, "cut_abort")     ? &h->cut_abort
+                 : !strcmp(name, "ignore_stream") ? &h->ignore_stream
+                 : !strcmp(name, "errbody200")    ? &h->errbody200
+                 : !strcmp(name, "nolastnl")      ? &h->nolastnl
+                 : !strcmp(name, "ratelimit")     ? &h->ratelimit
+                                                  : NULL;
+
+    if (flag) {
+        *ok = parse_bool(val, flag);
+        return true;
+    }
+    if (!strcmp(name, "cut")) {
+        *ok = parse_long(val, 1, 1000000, &h->cut);
+        return true;
+    }
+    if (!strcmp(name, "usage_huge")) {
+        char *end;
+        h->usage_huge = strtod(val, &end);
+        *ok = *val && *end == '\0';
+        return true;
+    }
+    if (!strcmp(name, "hdr")) {
+        const char *colon = strchr(val, ':');
+        *ok = colon && colon > val && h->nhdr < HOSTILE_MAX_HDR &&
+              (h->hdr[h->nhdr] = strdup(val)) != NULL;
+        if (*ok)
+            h->nhdr++;
+        return true;
+    }
+    return false;
+}
+
+static void hostile_headers(struct MHD_Response *resp, const struct hostile *h)
+{
+    char name[128], v[64];
+
+    if (!h)
+        return;
+    for (int i = 0; i < h->nhdr; i++) {
+        const char *colon = strchr(h->hdr[i], ':');
+        size_t n = (size_t)(colon - h->hdr[i]);
+        const char *val = colon + 1;
+
+        if (n >= sizeof(name))
+            continue;
+        memcpy(name, h->hdr[i], n);
+        name[n] = '\0';
+        while (*val == ' ')
+            val++;
+        MHD_add_response_header(resp, name, val);
+    }
+    if (h->ratelimit) {
+        MHD_add_response_header(resp, "x-ratelimit-limit-requests", "100");
+        MHD_add_response_header(resp, "x-ratelimit-remaining-requests", "99");
+        MHD_add_response_header(resp, "x-ratelimit-reset-requests", "1s");
+        MHD_add_response_header(resp, "x-ratelimit-limit-tokens", "50000");
+        MHD_add_response_header(resp, "x-ratelimit-remaining-tokens", "49000");
+        MHD_add_response_header(resp, "x-ratelimit-reset-tokens", "6ms");
+        MHD_add_response_header(resp, "openai-processing-ms", "5");
+        snprintf(v, sizeof(v), "mock-req-%llu", cur_seq);
+        MHD_add_response_header(resp, "x-request-id", v);
+    }
+}
+
+/* usage_huge: replaces the token counts of a usage object. */
+static cJSON *hostile_usage(cJSON *u, const struct hostile *h)
+{
+    if (u && h && h->usage_huge != 0) {
+        cJSON_ReplaceItemInObjectCaseSensitive(u, "prompt_tokens",
+                                               cJSON_CreateNumber(h->usage_huge));
+        cJSON_ReplaceItemInObjectCaseSensitive(u, "completion_tokens",
+                                               cJSON_CreateNumber(h->usage_huge));
+        cJSON_ReplaceItemInObjectCaseSensitive(u, "total_tokens",
+                                               cJSON_CreateNumber(2 * h->usage_huge));
+    }
+    return u;
+}
+
 /* ---- responses -------------------------------------------------------------------------- */
 
 static enum MHD_Result send_body(struct MHD_Connection *c, unsigned int status, const char *ctype,
@@ -390,6 +516,7 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned int status, 
     MHD_add_response_header(resp, "Content-Type", ctype);
     if (retry_after)
         MHD_add_response_header(resp, "Retry-After", retry_after);
+    hostile_headers(resp, cur_hostile);
     enum MHD_Result ret = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -585,6 +712,7 @@ struct opts {
     bool drop, noisy;
     uint64_t seed;
     char *require_key, *reply;
+    struct hostile h;
 };
 
 static int hexval(char c)
@@ -631,6 +759,10 @@ static bool parse_bool(const char *v, bool *out)
 static bool apply_opt(struct opts *o, const char *name, char *val)
 {
     const long maxms = 3600L * 1000;
+    bool hostile_ok = false;
+
+    if (hostile_opt(&o->h, name, val, &hostile_ok))
+        return hostile_ok;
     if (!strcmp(name, "latency"))
         return parse_long(val, 0, maxms, &o->latency);
     if (!strcmp(name, "chunk_delay"))
@@ -1152,6 +1284,7 @@ struct stream {
     size_t choice, off, events;
     char *pending;
     size_t plen, ppos;
+    struct hostile h;
 };
 
 static void free_texts(char **texts, size_t n)
@@ -1170,6 +1303,7 @@ static void stream_free(void *cls)
     free(s->finish);
     cJSON_Delete(s->usage);
     free(s->pending);
+    hostile_free(&s->h);
     free(s);
 }
 
@@ -1283,6 +1417,9 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     if (!s->pending) {
         if (s->phase == PH_END)
             return MHD_CONTENT_READER_END_OF_STREAM;
+        if (s->h.cut > 0 && s->events >= (size_t)s->h.cut) /* hostile: cut */
+            return s->h.cut_abort ? MHD_CONTENT_READER_END_WITH_ERROR
+                                  : MHD_CONTENT_READER_END_OF_STREAM;
         if (s->events > 0 && s->delay_ms > 0 && !sleep_watch(s->fd, s->delay_ms))
             return MHD_CONTENT_READER_END_WITH_ERROR;
         s->pending = next_event(s);
@@ -1291,6 +1428,13 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         s->events++;
         s->plen = strlen(s->pending);
         s->ppos = 0;
+        if (s->h.cut_mid && s->h.cut > 0 && s->events == (size_t)s->h.cut)
+            s->plen /= 2; /* hostile: the last event stops mid-line */
+        if (s->h.nolastnl && s->phase == PH_DONE) { /* hostile: no [DONE], no last newline */
+            while (s->plen && s->pending[s->plen - 1] == '\n')
+                s->plen--;
+            s->phase = PH_END;
+        }
     }
     size_t k = s->plen - s->ppos;
     k = k > max ? max : k;
@@ -1313,6 +1457,7 @@ static enum MHD_Result send_stream(struct MHD_Connection *c, struct stream *s)
     }
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    hostile_headers(resp, &s->h);
     enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_OK, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -1393,6 +1538,8 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     const cJSON *jmodel = cJSON_GetObjectItemCaseSensitive(root, "model");
     const char *model = cJSON_IsString(jmodel) ? jmodel->valuestring : "mock-model";
     msg = parse_opts(model, &o, err, sizeof(err));
+    cur_hostile = &o.h;
+    cur_seq = r->seq;
     if (msg) {
         ret = counted_error(c, 400, msg, "invalid_request_error", "model", NULL, NULL);
         goto out;
@@ -1446,6 +1593,11 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     }
     if (o.n_mode == N_IGNORE)
         n = 1;
+    if (o.h.errbody200) { /* hostile: a 200 whose body is an error */
+        ret = send_error(c, 200, "mock error in a 200 body", "server_error", NULL, "mock_200",
+                         NULL);
+        goto out;
+    }
     long max_tokens = 0;
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
     if (!cJSON_IsNumber(mt))
@@ -1491,8 +1643,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     }
     long rt = o.reasoning >= 0 ? o.reasoning * (long)n : -1;
     bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    bool asked_stream = stream;
+    stream = stream && !o.h.ignore_stream; /* hostile: JSON to a stream request */
     bool usage =
-        !stream || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+        !asked_stream || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
                        cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
     char id[48];
     pthread_mutex_lock(&g.mu);
@@ -1515,7 +1669,8 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         s->texts = texts;
         s->finish = finish;
         s->n = n;
-        s->usage = usage ? usage_obj(pt, ct, rt) : NULL;
+        s->usage = usage ? hostile_usage(usage_obj(pt, ct, rt), &o.h) : NULL;
+        hostile_copy(&s->h, &o.h);
         s->fd = conn_fd(c);
         s->delay_ms = o.chunk_delay;
         texts = NULL;
@@ -1542,7 +1697,7 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         cJSON_AddStringToObject(m, "content", texts[i]);
         cJSON_AddStringToObject(ch, "finish_reason", finish[i]);
     }
-    cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));
+    cJSON_AddItemToObject(resp, "usage", hostile_usage(usage_obj(pt, ct, rt), &o.h));
     ret = send_json(c, MHD_HTTP_OK, resp, NULL);
 out:
     free_texts(texts, n);
@@ -1552,6 +1707,8 @@ out:
     sb_free(&mi.classify);
     free(o.require_key);
     free(o.reply);
+    hostile_free(&o.h);
+    cur_hostile = NULL;
     return ret;
 }
 
