@@ -344,8 +344,13 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
                        : arena_printf(a, "upstream unreachable: %s",
                                       x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
         if (x->kind == XFER_STREAM && x->sse) {
+            size_t got;
+
             sse_parser_usage(x->sse, &r->usage);
             r->usage.calls = x->attempts;
+            if (sse_parser_text(x->sse, &got) && got > 0 && x->result != CURLE_OPERATION_TIMEDOUT)
+                r->error = arena_printf(a, "upstream stream interrupted: %s",
+                                        x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
         }
         return;
     }
@@ -354,15 +359,23 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         error_fields(a, buf_cstr(&x->resp), x->resp.len, r);
         return;
     }
-    if (x->kind == XFER_STREAM) {
+    if (x->kind == XFER_STREAM && !xfer_json_reply(x)) {
         size_t len;
-        const char *text = sse_parser_text(x->sse, &len);
+        const char *text;
+        /* A last line without a newline still counts; then the stream must have ended. */
+        bool complete = sse_parser_end(x->sse, x->on_delta, x->sink) == 0;
 
+        text = sse_parser_text(x->sse, &len);
         sse_parser_usage(x->sse, &r->usage);
         r->usage.calls = x->attempts;
         if (sse_parser_error(x->sse)) {
             r->status = PX_EUPSTREAM;
             r->error = arena_strdup(a, sse_parser_error(x->sse));
+            return;
+        }
+        if (!complete) { /* cut short: neither [DONE] nor a finish_reason */
+            r->status = PX_EUPSTREAM;
+            r->error = "upstream stream interrupted";
             return;
         }
         r->choices = arena_calloc(a, 1, sizeof(*r->choices));
@@ -374,6 +387,12 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
     }
     cJSON *root = cJSON_ParseWithLength(buf_cstr(&x->resp), x->resp.len);
     const cJSON *choices = root ? cJSON_GetObjectItemCaseSensitive(root, "choices") : NULL;
+    if (!cJSON_IsArray(choices) && cJSON_GetObjectItemCaseSensitive(root, "error")) {
+        r->status = PX_EUPSTREAM; /* a 2xx whose body is an error */
+        error_fields(a, buf_cstr(&x->resp), x->resp.len, r);
+        cJSON_Delete(root);
+        return;
+    }
     if (!cJSON_IsArray(choices)) {
         r->status = PX_EUPSTREAM;
         r->error = "the upstream's answer is not a chat completion";

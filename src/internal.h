@@ -232,6 +232,9 @@ void io_free(void);
 struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct exchange *ex,
                          const char *path, const char *key, char *body, size_t body_len);
 void xfer_destroy(struct xfer *x);
+/* The answer's Content-Type is JSON (an XFER_STREAM whose upstream ignored stream:true, or sent
+ * an error body): it is buffered in resp, not parsed as SSE. */
+bool xfer_json_reply(const struct xfer *x);
 /* Hands x to a loop (round-robin); returns 0 or PX_EBUSY when shutting down. The loop owns
  * XFER_RELAY transfers and frees them; XFER_CALL/STREAM are freed by their creator after the
  * group signals. */
@@ -254,6 +257,10 @@ void sse_parser_destroy(struct sse_parser *p);
  * finish_reason and the usage. Returns 0, or -1 when the stream is malformed or too big. */
 int sse_parser_feed(struct sse_parser *p, const char *data, size_t len, xfer_delta_fn *on_delta,
                     void *sink);
+/* The transfer ended: handles a last line that had no newline. Returns 0 when the stream is
+ * complete (it said [DONE], or gave choice 0 a finish_reason, or carried an in-band error),
+ * -1 when it was cut short or malformed. */
+int sse_parser_end(struct sse_parser *p, xfer_delta_fn *on_delta, void *sink);
 const char *sse_parser_text(struct sse_parser *p, size_t *len);
 const char *sse_parser_finish(struct sse_parser *p);
 const char *sse_parser_error(struct sse_parser *p); /* an in-band error message, or NULL */

@@ -104,6 +104,19 @@ static void data_line(struct sse_parser *p, const char *d, size_t len, xfer_delt
     cJSON_Delete(root);
 }
 
+/* Handles the complete line in p->line and empties it. */
+static void do_line(struct sse_parser *p, xfer_delta_fn *on_delta, void *sink)
+{
+    const char *l = buf_cstr(&p->line);
+    size_t ll = p->line.len;
+
+    if (ll && l[ll - 1] == '\r')
+        ll--;
+    if (ll >= 5 && memcmp(l, "data:", 5) == 0)
+        data_line(p, l + 5, ll - 5, on_delta, sink);
+    buf_reset(&p->line);
+}
+
 int sse_parser_feed(struct sse_parser *p, const char *data, size_t len, xfer_delta_fn *on_delta,
                     void *sink)
 {
@@ -119,16 +132,18 @@ int sse_parser_feed(struct sse_parser *p, const char *data, size_t len, xfer_del
             break;
         data += take + 1;
         len -= take + 1;
-        /* A complete line. */
-        const char *l = buf_cstr(&p->line);
-        size_t ll = p->line.len;
-        if (ll && l[ll - 1] == '\r')
-            ll--;
-        if (ll >= 5 && memcmp(l, "data:", 5) == 0)
-            data_line(p, l + 5, ll - 5, on_delta, sink);
-        buf_reset(&p->line);
+        do_line(p, on_delta, sink);
     }
     return p->bad ? -1 : 0;
+}
+
+int sse_parser_end(struct sse_parser *p, xfer_delta_fn *on_delta, void *sink)
+{
+    if (p->line.len > 0 && !p->bad)
+        do_line(p, on_delta, sink); /* the last line had no newline: it counts all the same */
+    if (p->bad)
+        return -1;
+    return p->done || p->finish[0] || p->error[0] ? 0 : -1;
 }
 
 const char *sse_parser_text(struct sse_parser *p, size_t *len)

@@ -131,6 +131,11 @@ static size_t relay_stream(struct xfer *x, const char *data, size_t n)
     return n;
 }
 
+bool xfer_json_reply(const struct xfer *x)
+{
+    return strncasecmp(x->content_type, "application/json", 16) == 0;
+}
+
 static bool retryable_status(long status)
 {
     return status == 429 || status >= 500;
@@ -156,7 +161,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userp)
     }
     if (x->relaying)
         return relay_stream(x, data, n);
-    if (x->kind == XFER_STREAM && x->http_status < 300) {
+    if (x->kind == XFER_STREAM && x->http_status < 300 && !xfer_json_reply(x)) {
         if (x->ex && exchange_cancelled(x->ex))
             return 0;
         if (sse_parser_feed(x->sse, data, n, x->on_delta, x->sink) < 0)

@@ -1429,7 +1429,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         s->plen = strlen(s->pending);
         s->ppos = 0;
         if (s->h.cut_mid && s->h.cut > 0 && s->events == (size_t)s->h.cut)
-            s->plen /= 2; /* hostile: the last event stops mid-line */
+            s->plen /= 2;                           /* hostile: the last event stops mid-line */
         if (s->h.nolastnl && s->phase == PH_DONE) { /* hostile: no [DONE], no last newline */
             while (s->plen && s->pending[s->plen - 1] == '\n')
                 s->plen--;
@@ -1594,8 +1594,8 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     if (o.n_mode == N_IGNORE)
         n = 1;
     if (o.h.errbody200) { /* hostile: a 200 whose body is an error */
-        ret = send_error(c, 200, "mock error in a 200 body", "server_error", NULL, "mock_200",
-                         NULL);
+        ret =
+            send_error(c, 200, "mock error in a 200 body", "server_error", NULL, "mock_200", NULL);
         goto out;
     }
     long max_tokens = 0;
@@ -1645,9 +1645,9 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
     bool asked_stream = stream;
     stream = stream && !o.h.ignore_stream; /* hostile: JSON to a stream request */
-    bool usage =
-        !asked_stream || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
-                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
+    bool usage = !asked_stream ||
+                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                     cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
     char id[48];
     pthread_mutex_lock(&g.mu);
     snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);

@@ -1,6 +1,7 @@
 /* fuzz_sse.c: libFuzzer target: upstream SSE streams through the incremental parser, fed in
  * pieces whose sizes come from the input, checking that the pieces give the same result as
- * one feed. */
+ * one feed,
+ * also at the end of the stream (sse_parser_end). */
 #include <stdint.h>
 #include <string.h>
 
@@ -27,6 +28,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = size - off < step ? size - off : step;
 
         r2 = sse_parser_feed(parts, (const char *)data + off, len, count, &n2);
+    }
+    if (r1 == 0 && r2 == 0) {
+        /* The end of the stream (a last line without newline) agrees too. */
+        int e1 = sse_parser_end(whole, count, &n1), e2 = sse_parser_end(parts, count, &n2);
+
+        if (e1 != e2)
+            __builtin_trap();
     }
     if (r1 == 0 && r2 == 0) {
         const char *t1 = sse_parser_text(whole, &l1);

@@ -434,6 +434,137 @@ static void test_long_delta(void **state)
     free(line);
 }
 
+/* ---- end of stream (sse_parser_end) ---- */
+
+/* Feeds all of 'data', then ends the stream; returns sse_parser_end's result. */
+static int feed_end(struct sse_parser *p, const char *data, struct sink *s)
+{
+    assert_int_equal(sse_parser_feed(p, data, strlen(data), on_delta, s), 0);
+    return sse_parser_end(p, on_delta, s);
+}
+
+/* A whole stream ends cleanly, and ending twice changes nothing. */
+static void test_end_complete(void **state)
+{
+    struct sse_parser *p = sse_parser_create();
+    struct sink s;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(feed_end(p, stream, &s), 0);
+    assert_int_equal(sse_parser_end(p, on_delta, &s), 0);
+    check_complete(p, &s);
+    sse_parser_destroy(p);
+}
+
+/* Cut before any finish_reason or [DONE]: interrupted, however much text came. */
+static void test_end_cut(void **state)
+{
+    const char *fin =
+        strstr(stream, "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},");
+    char *head;
+    struct sse_parser *p = sse_parser_create();
+    struct sink s;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    assert_non_null(fin);
+    head = xstrndup(stream, (size_t)(fin - stream));
+    assert_int_equal(feed_end(p, head, &s), -1);
+    assert_string_equal(s.text, full_text); /* what came was delivered */
+    free(head);
+    sse_parser_destroy(p);
+}
+
+/* Cut in the middle of a data line: the fragment is malformed, not an answer. */
+static void test_end_cut_mid_line(void **state)
+{
+    const char *fin = strstr(stream, "\"finish_reason\":\"stop\"");
+    char *head;
+    struct sse_parser *p = sse_parser_create();
+    struct sink s;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    head = xstrndup(stream, (size_t)(fin - stream));
+    assert_int_equal(feed_end(p, head, &s), -1);
+    free(head);
+    sse_parser_destroy(p);
+}
+
+/* A finish_reason without [DONE] is a complete answer (some servers omit [DONE]). */
+static void test_end_finish_without_done(void **state)
+{
+    const char *done = strstr(stream, "data: [DONE]");
+    char *head = xstrndup(stream, (size_t)(done - stream));
+    struct sse_parser *p = sse_parser_create();
+    struct sink s;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(feed_end(p, head, &s), 0);
+    assert_string_equal(sse_parser_finish(p), "stop");
+    free(head);
+    sse_parser_destroy(p);
+}
+
+/* The last line without a newline still counts: its usage is not lost. */
+static void test_end_last_line_without_newline(void **state)
+{
+    const char *done = strstr(stream, "\n\ndata: [DONE]");
+    char *head = xstrndup(stream, (size_t)(done - stream)); /* ends with the usage line */
+    struct sse_parser *p = sse_parser_create();
+    struct sink s;
+    struct usage u;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(sse_parser_feed(p, head, strlen(head), on_delta, &s), 0);
+    sse_parser_usage(p, &u);
+    assert_int_equal(u.prompt_tokens, 0); /* not yet: the line has no newline */
+    assert_int_equal(sse_parser_end(p, on_delta, &s), 0);
+    sse_parser_usage(p, &u);
+    assert_int_equal(u.prompt_tokens, 11);
+    assert_int_equal(u.completion_tokens, 7);
+    free(head);
+
+    /* "data: [DONE]" without its newline ends a stream too. */
+    sse_parser_destroy(p);
+    p = sse_parser_create();
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(feed_end(p,
+                              "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}"
+                              "\n\ndata: [DONE]",
+                              &s),
+                     0);
+    assert_true(sse_parser_done(p));
+    sse_parser_destroy(p);
+}
+
+/* A JSON body (an upstream that ignored stream:true), an empty body, or an in-band error. */
+static void test_end_not_a_stream(void **state)
+{
+    struct sse_parser *p = sse_parser_create();
+    struct sink s;
+
+    (void)state;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(feed_end(p,
+                              "{\"choices\":[{\"index\":0,\"message\":{\"content\":\"x\"},"
+                              "\"finish_reason\":\"stop\"}]}",
+                              &s),
+                     -1);
+    assert_int_equal(s.len, 0);
+    sse_parser_destroy(p);
+    p = sse_parser_create();
+    assert_int_equal(sse_parser_end(p, on_delta, &s), -1);
+    sse_parser_destroy(p);
+    p = sse_parser_create();
+    assert_int_equal(feed_end(p, "data: {\"error\":{\"message\":\"boom\"}}\n\n", &s), 0);
+    assert_string_equal(sse_parser_error(p), "boom");
+    sse_parser_destroy(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -453,6 +584,12 @@ int main(void)
         cmocka_unit_test(test_usage),
         cmocka_unit_test(test_huge_line),
         cmocka_unit_test(test_long_delta),
+        cmocka_unit_test(test_end_complete),
+        cmocka_unit_test(test_end_cut),
+        cmocka_unit_test(test_end_cut_mid_line),
+        cmocka_unit_test(test_end_finish_without_done),
+        cmocka_unit_test(test_end_last_line_without_newline),
+        cmocka_unit_test(test_end_not_a_stream),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

