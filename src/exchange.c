@@ -108,6 +108,26 @@ bool exchange_cancelled(struct exchange *ex)
     return c;
 }
 
+void exchange_do_append(struct exchange *ex, const char *data, size_t len)
+{
+    if (len == 0)
+        return;
+    buf_append(&ex->out, data, len);
+    ex->tail[0] = len >= 2 ? data[len - 2] : ex->tail[1];
+    ex->tail[1] = data[len - 1];
+}
+
+/* Ends a partial SSE event of a stream (a relay cut mid-line). Caller holds ex->mu. */
+static void do_end_event(struct exchange *ex)
+{
+    if (ex->tail[1] == '\0')
+        return; /* nothing sent yet */
+    if (ex->tail[1] != '\n')
+        exchange_do_append(ex, "\n\n", 2);
+    else if (ex->tail[0] != '\n')
+        exchange_do_append(ex, "\n", 1);
+}
+
 void exchange_reply(struct exchange *ex, int status, const char *ctype, const char *body,
                     size_t len)
 {
@@ -121,10 +141,11 @@ void exchange_reply(struct exchange *ex, int status, const char *ctype, const ch
         ex->out_done = true;
         ex->phase = EX_REPLY;
     } else if (ex->streaming && !ex->out_done) {
-        /* A stream is under way: an error can only go in-band. */
-        buf_puts(&ex->out, "data: ");
-        buf_append(&ex->out, body, len);
-        buf_puts(&ex->out, "\n\ndata: [DONE]\n\n");
+        /* A stream is under way: an error can only go in-band, as an event of its own. */
+        do_end_event(ex);
+        exchange_do_append(ex, "data: ", 6);
+        exchange_do_append(ex, body, len);
+        exchange_do_append(ex, "\n\ndata: [DONE]\n\n", 16);
         ex->out_done = true;
     }
     exchange_do_resume(ex);
@@ -160,7 +181,7 @@ bool exchange_stream(struct exchange *ex, int status, const char *ctype, const c
         ex->phase = EX_REPLY;
     }
     if (ok && ex->streaming && !ex->out_done) {
-        buf_append(&ex->out, data, len);
+        exchange_do_append(ex, data, len);
         if (done)
             ex->out_done = true;
     }

@@ -55,6 +55,7 @@ struct exchange {
     int status;     /* reply status */
     bool streaming; /* reply produced incrementally through 'out' (content reader) */
     struct buf out; /* reply bytes not yet handed to MHD */
+    char tail[2];   /* the last two bytes appended to a stream (events end with "\n\n") */
     bool out_done;  /* nothing more will be appended */
     bool out_error; /* end the stream with an error (connection closed) */
     char content_type[128];
@@ -97,7 +98,10 @@ void exchange_unref(struct exchange *ex);
 void exchange_done(struct exchange *ex);
 /* Resumes the connection if suspended. Caller holds ex->mu. */
 void exchange_do_resume(struct exchange *ex);
-/* Sets a complete reply (copied) and resumes. Ignored once cancelled. Thread-safe. */
+/* Appends stream bytes to ex->out and remembers the tail. Caller holds ex->mu. */
+void exchange_do_append(struct exchange *ex, const char *data, size_t len);
+/* Sets a complete reply (copied) and resumes. Ignored once cancelled. Thread-safe. Once a
+ * stream has begun, the reply goes in-band as an SSE event (after ending a partial one). */
 void exchange_reply(struct exchange *ex, int status, const char *ctype, const char *body,
                     size_t len);
 /* Sets an OpenAI-shaped error reply and resumes. Thread-safe. */

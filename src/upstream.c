@@ -125,7 +125,7 @@ static size_t relay_stream(struct xfer *x, const char *data, size_t n)
         pthread_mutex_unlock(&ex->mu);
         return CURL_WRITEFUNC_PAUSE;
     }
-    buf_append(&ex->out, data, n);
+    exchange_do_append(ex, data, n);
     exchange_do_resume(ex);
     pthread_mutex_unlock(&ex->mu);
     return n;
@@ -274,6 +274,17 @@ static void relay_usage(struct xfer *x)
     pthread_mutex_unlock(&x->ex->mu);
 }
 
+/* A relayed stream that ended cleanly but in the middle of a line was cut short. */
+static bool relay_cut_mid_line(struct exchange *ex)
+{
+    bool cut;
+
+    pthread_mutex_lock(&ex->mu);
+    cut = ex->tail[1] != '\0' && ex->tail[1] != '\n';
+    pthread_mutex_unlock(&ex->mu);
+    return cut;
+}
+
 static void relay_done(struct xfer *x)
 {
     struct exchange *ex = x->ex;
@@ -314,10 +325,18 @@ static void relay_done(struct xfer *x)
             px_fail(&err, PX_EUPSTREAM, NULL, "the upstream's answer exceeds %u bytes",
                     PX_MAX_UPSTREAM_REPLY);
         else
-            px_fail(&err, PX_EUPSTREAM, NULL, "upstream unreachable: %s",
+            px_fail(&err, PX_EUPSTREAM, NULL, "%s: %s",
+                    x->relaying ? "upstream stream interrupted" : "upstream unreachable",
                     x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
         log_at(LOG_WARN, ex->id, "upstream %s: %s", x->url, err.message);
         exchange_reply_error(ex, &err); /* in-band if a stream was under way */
+        return;
+    }
+    if (x->relaying && strncasecmp(x->content_type, "text/event-stream", 17) == 0 &&
+        relay_cut_mid_line(ex)) {
+        px_fail(&err, PX_EUPSTREAM, NULL, "upstream stream interrupted");
+        log_at(LOG_WARN, ex->id, "upstream %s: the stream ended mid-line", x->url);
+        exchange_reply_error(ex, &err); /* in-band, after ending the partial event */
         return;
     }
     if (x->relaying || (x->stream_relay && x->resp.len == 0)) {

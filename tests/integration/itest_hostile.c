@@ -121,6 +121,45 @@ static void test_final_stream_last_line_kept(void **state)
     http_resp_free(&r);
 }
 
+/* ---- item 9: a passthrough stream cut mid-line ---- */
+
+/* The partial event is ended before the in-band error, which says what happened. */
+static void test_passthrough_cut_mid_line(void **state)
+{
+    static const char *const models[] = {"mock@cut=3,cut_mid=1,cut_abort=1",
+                                         "mock@cut=3,cut_mid=1"};
+    (void)state;
+    for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) {
+        struct http_resp r;
+        const char *err;
+
+        chat(models[i], stream_usage, &r);
+        assert_int_equal(r.status, 200);
+        err = strstr(r.body, "data: {\"error\"");
+        if (!err)
+            fprintf(stderr, "%s: %s\n", models[i], r.body);
+        assert_non_null(err);
+        assert_true(err - r.body >= 2 && err[-1] == '\n' && err[-2] == '\n');
+        assert_non_null(strstr(err, "upstream stream interrupted"));
+        /* every event the client sees is whole JSON or [DONE] (the cut one is ended) */
+        assert_non_null(strstr(r.body, "\n\ndata: {\"error\""));
+        http_resp_free(&r);
+    }
+}
+
+/* A relayed stream that ends properly is untouched (no error event). */
+static void test_passthrough_stream_intact(void **state)
+{
+    struct http_resp r;
+
+    (void)state;
+    chat("mock", stream_usage, &r);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, "\"error\""));
+    assert_non_null(strstr(r.body, "data: [DONE]\n\n"));
+    http_resp_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -128,6 +167,8 @@ int main(void)
         cmocka_unit_test(test_final_stream_json_answer),
         cmocka_unit_test(test_final_error_body_200),
         cmocka_unit_test(test_final_stream_last_line_kept),
+        cmocka_unit_test(test_passthrough_cut_mid_line),
+        cmocka_unit_test(test_passthrough_stream_intact),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
