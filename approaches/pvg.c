@@ -251,15 +251,6 @@ static int sol_cmp(const void *pa, const void *pb)
 
 /* ---- provers ------------------------------------------------------------------------------ */
 
-/* Does a failed n>1 call say the upstream refuses n? (llama.cpp answers 400 "Only one
- * completion choice is allowed"; others name the parameter.) */
-static bool refuses_n(const struct llm_reply *r)
-{
-    if (r->http_status == 400 || r->http_status == 422)
-        return true;
-    return r->http_status == 500 && r->error && strstr(r->error, "choice");
-}
-
 static void note_failure(struct game *g, const struct llm_reply *r)
 {
     if (g->failed)
@@ -339,7 +330,7 @@ static int prove(struct game *g, int round, double temperature, long max_tokens)
                 need[r] = g->k - got;
                 short_reply = short_reply || got < g->k;
                 full = full || got == g->k;
-            } else if (refuses_n(rep)) {
+            } else if (llm_refuses_n(rep)) {
                 refused = true;
             } else {
                 need[r] = 0;

@@ -94,6 +94,11 @@ struct llm {
 int llm_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs,
                const struct llm_params *p, int k, const char *stage, struct llm_choice *out);
 
+/* Does the failure of an n > 1 call say the upstream refuses n (llama.cpp's "Only one
+ * completion choice is allowed", or a 400/422/500 naming the parameter n as a word of its own)?
+ * A message about another parameter (tool_choice) is not a refusal. */
+bool llm_refuses_n(const struct llm_reply *r);
+
 /* m different prompts at once; each call's reply carries its own status. Returns the number
  * of successful calls; when that is 0 (and m > 0), ctx->err is set from the first failure and
  * a negative px_status is returned instead. */

@@ -222,19 +222,22 @@ struct transport {
     struct sink *ka; /* the client's stream, for keep-alives while waiting; NULL if none */
 };
 
-/* n support, remembered for the process's life (one upstream per server for now). */
-static int n_support = -1;
+/* n support, remembered per upstream base URL (the tenant's or the server's). */
+static const char *t_base(struct llm *llm)
+{
+    struct transport *t = llm->impl;
+
+    return t->ex->base_url ? t->ex->base_url : px_config->base_url;
+}
 
 static int t_get_n(struct llm *llm)
 {
-    (void)llm;
-    return __atomic_load_n(&n_support, __ATOMIC_RELAXED);
+    return nsupport_get(t_base(llm), px_now_us());
 }
 
 static void t_set_n(struct llm *llm, int v)
 {
-    (void)llm;
-    __atomic_store_n(&n_support, v, __ATOMIC_RELAXED);
+    nsupport_set(t_base(llm), v, px_now_us());
 }
 
 static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool stream, size_t *len)

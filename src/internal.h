@@ -271,6 +271,15 @@ const char *sse_parser_error(struct sse_parser *p); /* an in-band error message,
 void sse_parser_usage(struct sse_parser *p, struct usage *u);
 bool sse_parser_done(struct sse_parser *p);
 
+/* ---- nsupport.c: n support per upstream base URL --------------------------------------------- */
+
+#define NSUPPORT_REPROBE_S 600 /* a refusal of n is re-probed after 10 minutes */
+
+/* -1 unknown (or a refusal older than NSUPPORT_REPROBE_S), 0 refuses n > 1, 1 accepts. */
+int nsupport_get(const char *base_url, long long now_us);
+void nsupport_set(const char *base_url, int v, long long now_us);
+void nsupport_reset(void); /* tests */
+
 /* ---- pool.c: approach threads -----------------------------------------------------------------
  */
 

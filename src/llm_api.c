@@ -69,24 +69,70 @@ int llm_batch(struct approach_ctx *ctx, struct llm_call *calls, size_t m)
     return ok;
 }
 
-/* Does an error on an n>1 call say the upstream refuses n? llama.cpp: "Only one completion
- * choice is allowed" (400, sometimes 500); others name the parameter n. */
-static bool refuses_n(const struct llm_reply *r)
+/* Is the word 'w' in s at position i a whole word (not part of tool_choice, an, ...)? */
+static bool whole_word(const char *s, size_t i, size_t wl)
 {
-    char low[256];
+    char b = i ? s[i - 1] : ' ';
+    char a = s[i + wl];
+
+    return !(isalnum((unsigned char)b) || b == '_') && !(isalnum((unsigned char)a) || a == '_');
+}
+
+static bool has_word(const char *s, const char *w)
+{
+    size_t wl = strlen(w);
+
+    for (const char *p = strstr(s, w); p; p = strstr(p + 1, w))
+        if (whole_word(s, (size_t)(p - s), wl))
+            return true;
+    return false;
+}
+
+bool llm_refuses_n(const struct llm_reply *r)
+{
+    static const char *const phrases[] = {
+        "only one completion choice", /* llama.cpp */
+        "only one choice",
+        "more than one choice",
+        "multiple choices",
+        "number of choices",
+        "number of completions",
+    };
+    char low[512];
     size_t i;
 
     if (r->http_status != 400 && r->http_status != 422 && r->http_status != 500)
         return false;
-    if (!r->error)
-        return r->http_status != 500;
+    if (!r->error || !*r->error)
+        return false; /* nothing names n: an unrelated failure */
     for (i = 0; i + 1 < sizeof(low) && r->error[i]; i++)
         low[i] = (char)tolower((unsigned char)r->error[i]);
     low[i] = '\0';
-    return strstr(low, "choice") || strstr(low, "'n'") || strstr(low, "\"n\"") ||
-           strstr(low, "`n`") || strstr(low, " n ") || strstr(low, "n must") ||
-           strstr(low, "n > 1") || strstr(low, "n>1") || strstr(low, "parameter n") ||
-           strstr(low, "param n");
+    for (i = 0; i < PX_ARRAY_LEN(phrases); i++)
+        if (strstr(low, phrases[i]))
+            return true;
+    /* The parameter n named as a word of its own: 'n', "n", `n`, n must/should/is not/>/=...,
+     * parameter n. Not tool_choice, not an 'n' inside another word. */
+    for (const char *p = low; (p = strchr(p, 'n')) != NULL; p++) {
+        size_t at = (size_t)(p - low);
+        char b = at ? low[at - 1] : ' ';
+        const char *rest = p + 1;
+
+        if (!whole_word(low, at, 1))
+            continue;
+        if ((b == '\'' || b == '"' || b == '`') && *rest == b)
+            return true;
+        while (*rest == ' ')
+            rest++;
+        if (*rest == '>' || *rest == '=' || *rest == '<' || strncmp(rest, "must", 4) == 0 ||
+            strncmp(rest, "should", 6) == 0 || strncmp(rest, "is not", 6) == 0 ||
+            strncmp(rest, "not supported", 13) == 0 || strncmp(rest, "> 1", 3) == 0)
+            return true;
+        if ((at >= 10 && strncmp(p - 10, "parameter ", 10) == 0) ||
+            (at >= 6 && strncmp(p - 6, "param ", 6) == 0))
+            return true;
+    }
+    return has_word(low, "n_choices");
 }
 
 int llm_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs,
@@ -117,7 +163,7 @@ int llm_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsg
                    c.reply.nchoices, k);
             ctx->llm->ops->set_n(ctx->llm, 0);
             need = k - got;
-        } else if (refuses_n(&c.reply)) {
+        } else if (llm_refuses_n(&c.reply)) {
             log_at(LOG_INFO, ctx->req_id,
                    "upstream refused n=%d (HTTP %d); using parallel single calls from now on", k,
                    c.reply.http_status);

@@ -58,6 +58,7 @@
  *   ratelimit=1                add x-ratelimit-{limit,remaining,reset}-{requests,tokens},
  *                              x-request-id: mock-req-<seq> and openai-processing-ms
  *   usage_huge=V               report V as prompt_tokens and completion_tokens (any number)
+ *   errmsg=TEXT                the message of status=CODE errors (instead of "mock error CODE")
  * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
  * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
  *
@@ -398,6 +399,7 @@ struct hostile {
     long cut; /* events before the stream ends; 0 = no cut */
     bool cut_mid, cut_abort, ignore_stream, errbody200, nolastnl, ratelimit;
     double usage_huge; /* 0 = honest usage */
+    char *errmsg;      /* message of status=CODE errors, or NULL */
     char *hdr[HOSTILE_MAX_HDR];
     int nhdr;
 };
@@ -411,6 +413,8 @@ static void hostile_free(struct hostile *h)
     for (int i = 0; i < h->nhdr; i++)
         free(h->hdr[i]);
     h->nhdr = 0;
+    free(h->errmsg);
+    h->errmsg = NULL;
 }
 
 static void hostile_copy(struct hostile *to, const struct hostile *from)
@@ -418,6 +422,7 @@ static void hostile_copy(struct hostile *to, const struct hostile *from)
     *to = *from;
     for (int i = 0; i < from->nhdr; i++)
         to->hdr[i] = strdup(from->hdr[i]);
+    to->errmsg = from->errmsg ? strdup(from->errmsg) : NULL;
 }
 
 static bool parse_bool(const char *v, bool *out);
@@ -445,6 +450,11 @@ static bool hostile_opt(struct hostile *h, const char *name, const char *val, bo
         char *end;
         h->usage_huge = strtod(val, &end);
         *ok = *val && *end == '\0';
+        return true;
+    }
+    if (!strcmp(name, "errmsg")) {
+        free(h->errmsg);
+        *ok = (h->errmsg = strdup(val)) != NULL;
         return true;
     }
     if (!strcmp(name, "hdr")) {
@@ -572,8 +582,10 @@ static enum MHD_Result counted_error(struct MHD_Connection *c, unsigned int stat
 static enum MHD_Result mock_status_error(struct MHD_Connection *c, long status,
                                          const char *retry_after)
 {
-    char msg[64], code[32];
+    char msg[256], code[32];
     snprintf(msg, sizeof(msg), "mock error %ld", status);
+    if (cur_hostile && cur_hostile->errmsg) /* hostile: the message asked for */
+        snprintf(msg, sizeof(msg), "%s", cur_hostile->errmsg);
     snprintf(code, sizeof(code), "mock_%ld", status);
     return counted_error(c, (unsigned int)status, msg, "server_error", NULL, code, retry_after);
 }

@@ -160,6 +160,46 @@ static void test_passthrough_stream_intact(void **state)
     http_resp_free(&r);
 }
 
+/* ---- item 8: n support ---- */
+
+/* How many of the mock's logged requests asked for n = want. */
+static int mock_calls_with_n(int want)
+{
+    cJSON *log = mock_get(mock.port, "/mock/requests");
+    const cJSON *e;
+    int count = 0;
+
+    assert_non_null(log);
+    cJSON_ArrayForEach(e, log)
+    {
+        const cJSON *n =
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "body"), "n");
+
+        if (cJSON_IsNumber(n) && n->valueint == want)
+            count++;
+    }
+    cJSON_Delete(log);
+    return count;
+}
+
+/* A 400 about tool_choice is not a refusal of n: the next request still asks for n=3. A real
+ * refusal (llama.cpp's message) is remembered for this upstream. */
+static void test_n_support_not_switched_off_by_tool_choice(void **state)
+{
+    struct http_resp r;
+
+    (void)state;
+    mock_reset(mock.port);
+    chat("bon-mock@status=400,errmsg=Invalid%20value%20for%20tool_choice", NULL, &r);
+    assert_int_equal(r.status, 400);
+    http_resp_free(&r);
+    mock_reset(mock.port);
+    chat("bon-mock", NULL, &r);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    assert_int_equal(mock_calls_with_n(3), 1); /* one n=3 call, not 3 single calls */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +209,7 @@ int main(void)
         cmocka_unit_test(test_final_stream_last_line_kept),
         cmocka_unit_test(test_passthrough_cut_mid_line),
         cmocka_unit_test(test_passthrough_stream_intact),
+        cmocka_unit_test(test_n_support_not_switched_off_by_tool_choice),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
