@@ -794,6 +794,7 @@ static const struct approach_option cepo_options[] = {
      .min = 1,
      .max = 16,
      .integer = true,
+     .client_max = 8,
      .help = "planning attempts per cepo candidate at most (rejected plans are retried)"},
     TEMPERATURE_ROW("planning_temperature_step1", 0.55),
     TEMPERATURE_ROW("planning_temperature_step2", 0.25),

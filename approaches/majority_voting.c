@@ -50,6 +50,7 @@ static const struct approach_option mv_options[] = {
      .min = 1,
      .max = 32,
      .integer = true,
+     .client_max = 16,
      .help = "samples drawn by majority_voting"},
     {.name = NULL},
 };

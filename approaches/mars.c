@@ -592,6 +592,7 @@ static const struct approach_option mars_options[] = {
      .min = 1,
      .max = 200,
      .integer = true,
+     .client_max = 64,
      .help = "upstream calls mars may make per request"},
     {.name = NULL},
 };

@@ -701,6 +701,7 @@ static const struct approach_option mcts_options[] = {
      .min = 1,
      .max = 64,
      .integer = true,
+     .client_max = 16,
      .help = "mcts: simulations (each expands a node and rates a played-on conversation)"},
     {.name = "exploration",
      .alias = "mcts_exploration",

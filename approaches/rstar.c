@@ -449,6 +449,7 @@ static const struct approach_option rstar_options[] = {
      .min = 1,
      .max = 16,
      .integer = true,
+     .client_max = 8,
      .help = "reasoning trajectories rstar grows in parallel"},
     {.name = "rstar_c",
      .def = 1.4,

@@ -51,6 +51,7 @@ static const struct approach_option sc_options[] = {
      .min = 1,
      .max = 32,
      .integer = true,
+     .client_max = 16,
      .help = "samples drawn by self_consistency"},
     {.name = NULL},
 };

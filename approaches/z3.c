@@ -735,6 +735,7 @@ static const struct approach_option z3_options[] = {
      .min = 10,
      .max = 60000,
      .integer = true,
+     .client_lowers_only = true,
      .help = "time limit of one Z3 run (each check-sat, and the whole script) in z3"},
     {.name = "z3_max_repairs",
      .def = 2,

@@ -46,6 +46,11 @@ struct approach_option {
     double max;
     bool integer;
     const char *help;
+    /* Where a client can multiply cost: the largest value a request body may set (a larger
+     * one is a 400); flags and environment may still go up to max. 0: max. */
+    double client_max;
+    /* The body may lower the server's value, never raise it (z3's time limit). */
+    bool client_lowers_only;
 };
 
 struct approach {

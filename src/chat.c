@@ -332,10 +332,12 @@ static int check_options(cJSON *root, struct px_error *err)
         o = approach_option_find(k + 8);
         if (!o)
             return px_fail(err, PX_EINVAL, k, "unknown option '%.64s'", k);
+        double max = o->client_max > 0 ? o->client_max : o->max; /* a request's ceiling */
+
         if (!cJSON_IsNumber(it) || isnan(it->valuedouble) || it->valuedouble < o->min ||
-            it->valuedouble > o->max || (o->integer && it->valuedouble != floor(it->valuedouble)))
+            it->valuedouble > max || (o->integer && it->valuedouble != floor(it->valuedouble)))
             return px_fail(err, PX_EINVAL, k, "'%s' must be %s between %g and %g", k,
-                           o->integer ? "an integer" : "a number", o->min, o->max);
+                           o->integer ? "an integer" : "a number", o->min, max);
     }
     return PX_OK;
 }
@@ -356,6 +358,11 @@ double chat_option(const struct chat_request *req, const struct config *cfg, con
         if (!cJSON_IsNumber(v) && o && o->alias) {
             snprintf(key, sizeof(key), "optillm_%s", o->alias);
             v = cJSON_GetObjectItemCaseSensitive(req->body, key);
+        }
+        if (cJSON_IsNumber(v) && o && o->client_lowers_only) {
+            double server = cfg ? config_option(cfg, name, def) : def;
+
+            return v->valuedouble < server ? v->valuedouble : server;
         }
         if (cJSON_IsNumber(v))
             return v->valuedouble;

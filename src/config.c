@@ -106,6 +106,14 @@ static const struct flag flags[] = {
      "first retry delay, doubled each time (default 0.5)"},
     {"request-timeout", NULL, "OPTILLM_REQUEST_TIMEOUT", T_DOUBLE, OFF(request_timeout), 0,
      "SECONDS", "deadline for a whole request, all stages and retries (default: none)"},
+    {"max-request-calls", NULL, "OPTILLM_MAX_REQUEST_CALLS", T_INT, OFF(max_request_calls), 0, "N",
+     "upstream calls one request may begin, over all its stages, n runs and branches; the "
+     "calls past it fail (429) and the approach answers from the rest; a tenant's "
+     "max_calls_per_request may lower it (default 128; 0: no ceiling)"},
+    {"max-request-tokens", NULL, "OPTILLM_MAX_REQUEST_TOKENS", T_INT, OFF(max_request_tokens), 0,
+     "N",
+     "prompt + completion tokens one request's upstream calls may use: no call begins once "
+     "they are spent (default 1000000; 0: no ceiling)"},
     {"fallback-base-url", NULL, "OPTILLM_FALLBACK_BASE_URL", T_URLS, OFF(fallback_urls), 0, "URL",
      "repeatable: upstreams tried in order when the primary still fails (connect error or "
      "5xx) after its retries; the same key is sent"},
@@ -144,6 +152,8 @@ static void defaults(struct config *c)
     c->connect_timeout = 10;
     c->retries = 2;
     c->retry_base = 0.5;
+    c->max_request_calls = 128;
+    c->max_request_tokens = 1000000;
     snprintf(c->approach, sizeof(c->approach), "auto");
     snprintf(c->model, sizeof(c->model), "gpt-4o-mini");
     c->n = 1;
@@ -420,7 +430,12 @@ void config_usage(const char *prog)
                 printf("  %s\n  %-36s", left, "");
             else
                 printf("  %-36s", left);
-            printf(" %s (default %g) [%s]\n", o->help, o->def, env);
+            printf(" %s (default %g", o->help, o->def);
+            if (o->client_max > 0)
+                printf("; a request may set at most %g", o->client_max);
+            if (o->client_lowers_only)
+                printf("; a request may only lower it");
+            printf(") [%s]\n", env);
         }
     }
 }

@@ -14,7 +14,7 @@
 #include "log.h"
 
 #define ENGINE_STACK    (256u << 10)
-#define ENGINE_MAX_RUNS 64 /* n x parallel approaches per request */
+#define ENGINE_MAX_RUNS 16 /* n x parallel approaches per approach request (a client maximum) */
 
 /* ---- SSE sink -------------------------------------------------------------------------------- */
 
@@ -420,19 +420,28 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
     cJSON_Delete(root);
 }
 
-/* A tenant's call budget per request: counts every call begun. */
-static bool budget_ok(struct exchange *ex)
+/* The request's ceilings, checked before each call begins: calls begun (--max-request-calls,
+ * lowered by a tenant's max_calls, never raised) and tokens used by the calls finished so far
+ * (--max-request-tokens). NULL when the call may begin (it is counted), else the reason. */
+static const char *budget_check(struct exchange *ex)
 {
-    bool ok;
+    long max_calls = px_config->max_request_calls;
+    bool tenant = ex->tenant && ex->tenant->max_calls > 0 &&
+                  (max_calls <= 0 || ex->tenant->max_calls <= max_calls);
+    const char *why = NULL;
 
-    if (!ex->tenant || ex->tenant->max_calls <= 0)
-        return true;
+    if (tenant)
+        max_calls = ex->tenant->max_calls;
     pthread_mutex_lock(&ex->mu);
-    ok = ex->calls_started < ex->tenant->max_calls;
-    if (ok)
+    if (max_calls > 0 && ex->calls_started >= max_calls)
+        why = tenant ? "the tenant's limit of upstream calls per request is spent"
+                     : "the request's ceiling of upstream calls (--max-request-calls) is spent";
+    else if (px_config->max_request_tokens > 0 && ex->tokens_used >= px_config->max_request_tokens)
+        why = "the request's ceiling of tokens (--max-request-tokens) is spent";
+    else
         ex->calls_started++;
     pthread_mutex_unlock(&ex->mu);
-    return ok;
+    return why;
 }
 
 static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *calls, size_t m)
@@ -459,10 +468,9 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
             c->reply.error = "the request was cancelled";
             continue;
         }
-        if (!budget_ok(ex)) {
+        if ((c->reply.error = budget_check(ex)) != NULL) {
             c->reply.status = PX_ELIMIT;
             c->reply.http_status = 429;
-            c->reply.error = "the tenant's limit of upstream calls per request is spent";
             continue;
         }
         body = call_body(ctx, c, stream, &len);
@@ -523,6 +531,10 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
         if (!xs[i])
             continue;
         parse_reply(ctx, xs[i], &calls[i].reply);
+        pthread_mutex_lock(&ex->mu); /* the token ceiling counts finished calls */
+        ex->tokens_used +=
+            calls[i].reply.usage.prompt_tokens + calls[i].reply.usage.completion_tokens;
+        pthread_mutex_unlock(&ex->mu);
         if (xs[i]->kind == XFER_STREAM && sink_end_call(sink) && calls[i].reply.status == PX_OK)
             ctx->streamed = true;
         convlog_call(ex, calls[i].stage, calls[i].reply.latency_ms, calls[i].reply.status,

@@ -75,7 +75,8 @@ struct exchange {
     const char *base_url;        /* the tenant's upstream, or NULL for the server's */
     const struct tenant *tenant; /* matched tenant, or NULL; valid while tenant_hold is held */
     void *tenant_hold;
-    long calls_started;   /* upstream calls begun (tenant call budget); guarded by mu */
+    long calls_started;   /* upstream calls begun (request ceiling, tenant budget); guarded by mu */
+    long tokens_used;     /* prompt+completion tokens of the calls finished; guarded by mu */
     struct buf calls_log; /* --log-conversations: JSON of the calls so far; guarded by mu */
     const char *answer;   /* the approach's final answer (arena), for the conversation log */
     long long start_us;

@@ -200,6 +200,70 @@ static void test_n_support_not_switched_off_by_tool_choice(void **state)
     assert_int_equal(mock_calls_with_n(3), 1); /* one n=3 call, not 3 single calls */
 }
 
+/* ---- item 3: amplification ceilings ---- */
+
+/* The review's request: n=8 x mars with optillm_mars_max_calls=200. The option is over the
+ * client maximum (64): 400, and no upstream call is made. */
+static void test_amplification_option_refused(void **state)
+{
+    struct http_resp r;
+
+    (void)state;
+    mock_reset(mock.port);
+    chat("mars-mock", "\"n\":8,\"optillm_mars_max_calls\":200", &r);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "optillm_mars_max_calls"));
+    http_resp_free(&r);
+    chat("re2-mock", "\"n\":17", &r); /* n x approaches above 16 */
+    assert_int_equal(r.status, 400);
+    http_resp_free(&r);
+    assert_int_equal(mock_stat(mock.port, "calls"), 0);
+    chat("z3-mock", "\"optillm_z3_timeout_ms\":60000", &r); /* accepted, but only lowers */
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+}
+
+/* Within the client maxima, the request's call ceiling holds over all n runs. */
+static void test_amplification_call_ceiling(void **state)
+{
+    static const char *const args[] = {"--client-keys", "--max-request-calls", "20", NULL};
+    struct proc p;
+    struct http_resp r;
+    char *body = chat_body("mars-mock", "What is 2 + 3?", "\"n\":8,\"optillm_mars_max_calls\":64");
+
+    (void)state;
+    assert_int_equal(proxy_start(&p, mock.port, args, NULL), 0);
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", p.port, "/v1/chat/completions", body, auth, &r), 0);
+    free(body);
+    fprintf(stderr, "n=8 x mars, ceiling 20: status %ld, %ld upstream calls\n", r.status,
+            mock_stat(mock.port, "calls"));
+    assert_true(mock_stat(mock.port, "calls") <= 20);
+    assert_true(mock_stat(mock.port, "calls") >= 8);
+    http_resp_free(&r);
+    assert_int_equal(proc_stop(&p), 0);
+}
+
+/* The token ceiling (set by environment): once the calls finished report more tokens than
+ * allowed, no further call begins. */
+static void test_amplification_token_ceiling(void **state)
+{
+    static const char *const env[] = {"OPTILLM_MAX_REQUEST_TOKENS=1000", NULL};
+    struct proc p;
+    struct http_resp r;
+    char *body = chat_body("bon-mock@usage_huge=600", "hello", NULL);
+
+    (void)state;
+    assert_int_equal(proxy_start(&p, mock.port, client_keys, env), 0);
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", p.port, "/v1/chat/completions", body, auth, &r), 0);
+    free(body);
+    /* bon: one n=3 sampling call reports 1200 tokens; its 3 rating calls never begin */
+    assert_int_equal(mock_stat(mock.port, "calls"), 1);
+    http_resp_free(&r);
+    assert_int_equal(proc_stop(&p), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -210,6 +274,9 @@ int main(void)
         cmocka_unit_test(test_passthrough_cut_mid_line),
         cmocka_unit_test(test_passthrough_stream_intact),
         cmocka_unit_test(test_n_support_not_switched_off_by_tool_choice),
+        cmocka_unit_test(test_amplification_option_refused),
+        cmocka_unit_test(test_amplification_call_ceiling),
+        cmocka_unit_test(test_amplification_token_ceiling),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -563,14 +563,27 @@ static void test_parse_valid_options(void **state)
     cfg_init(&cfg);
     assert_int_equal(parse(a,
                            "{\"optillm_best_of_n\":16,\"optillm_moa_candidates\":2,"
-                           "\"optillm_samples\":1,\"optillm_mv_samples\":32,"
+                           "\"optillm_samples\":1,\"optillm_mv_samples\":16,"
+                           "\"optillm_z3_timeout_ms\":60000,"
                            "\"messages\":" U "}",
                            &cfg, &req, &err),
                      PX_OK);
     assert_true(chat_option(&req, &cfg, "best_of_n") == 16);
     assert_true(chat_option(&req, &cfg, "moa_candidates") == 2);
     assert_true(chat_option(&req, &cfg, "samples") == 1);
-    assert_true(chat_option(&req, &cfg, "mv_samples") == 32);
+    assert_true(chat_option(&req, &cfg, "mv_samples") == 16);
+    /* z3's time limit: a request may lower the server's value, never raise it */
+    assert_true(chat_option(&req, &cfg, "z3_timeout_ms") == 5000);
+    assert_int_equal(
+        parse(a, "{\"optillm_z3_timeout_ms\":100,\"messages\":" U "}", &cfg, &req, &err), PX_OK);
+    assert_true(chat_option(&req, &cfg, "z3_timeout_ms") == 100);
+    /* where a client multiplies cost, a request's maximum is below the server's */
+    assert_int_equal(parse(a, "{\"optillm_mv_samples\":17,\"messages\":" U "}", &cfg, &req, &err),
+                     PX_EINVAL);
+    assert_int_equal(
+        parse(a, "{\"optillm_mars_max_calls\":65,\"messages\":" U "}", &cfg, &req, &err),
+        PX_EINVAL);
+    assert_non_null(strstr(err.message, "64"));
 }
 
 /* Body value, then the server's (flag/env), then the registry default. */
