@@ -534,6 +534,9 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
         pthread_mutex_lock(&ex->mu); /* the token ceiling counts finished calls */
         ex->tokens_used +=
             calls[i].reply.usage.prompt_tokens + calls[i].reply.usage.completion_tokens;
+        if ((xs[i]->http_status == 429 || xs[i]->http_status == 503) && xs[i]->retry_after_s > 0 &&
+            xs[i]->retry_after_s > ex->retry_after)
+            ex->retry_after = (int)xs[i]->retry_after_s; /* sent with an error answer only */
         pthread_mutex_unlock(&ex->mu);
         if (xs[i]->kind == XFER_STREAM && sink_end_call(sink) && calls[i].reply.status == PX_OK)
             ctx->streamed = true;

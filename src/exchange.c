@@ -35,6 +35,7 @@ struct exchange *exchange_create(struct MHD_Connection *conn, const char *method
     ex->status = 0;
     buf_init(&ex->body, 0);
     buf_init(&ex->out, 0);
+    buf_init(&ex->up_headers, 8192);
     buf_init(&ex->calls_log, 0);
     /* The client's request id when it is sane (<= 64 of [A-Za-z0-9._-]), else ours. */
     for (i = 0; rid && rid[i] && i < 64 && id_char_ok(rid[i]); i++)
@@ -45,6 +46,32 @@ struct exchange *exchange_create(struct MHD_Connection *conn, const char *method
         px_random_id(ex->id, sizeof(ex->id), "req_", 1);
     }
     return ex;
+}
+
+const char *exchange_forward_headers(struct exchange *ex, bool own_key)
+{
+    static const char *const names[] = {"OpenAI-Beta", "OpenAI-Organization", "OpenAI-Project"};
+    struct buf b;
+    const char *out = NULL;
+
+    if (!ex->conn)
+        return NULL;
+    buf_init(&b, 4096);
+    for (size_t i = 0; i < PX_ARRAY_LEN(names); i++) {
+        const char *v = MHD_lookup_connection_value(ex->conn, MHD_HEADER_KIND, names[i]);
+        size_t k;
+
+        if (!v || !*v || (i > 0 && !own_key)) /* never pick an org of the server's key */
+            continue;
+        for (k = 0; v[k] && k < 256 && (unsigned char)v[k] >= 0x20 && v[k] != 0x7f; k++)
+            ;
+        if (v[k] == '\0')
+            buf_printf(&b, "%s: %s\n", names[i], v);
+    }
+    if (b.len)
+        out = arena_strndup(ex->arena, buf_cstr(&b), b.len);
+    buf_free(&b);
+    return out;
 }
 
 void exchange_ref(struct exchange *ex)
@@ -85,6 +112,7 @@ void exchange_unref(struct exchange *ex)
     arena_destroy(ex->arena);
     buf_free(&ex->body);
     buf_free(&ex->out);
+    buf_free(&ex->up_headers);
     buf_free(&ex->calls_log);
     pthread_mutex_destroy(&ex->mu);
     free(ex);
@@ -160,7 +188,8 @@ void exchange_reply_error(struct exchange *ex, const struct px_error *err)
 
     if (status == 503) {
         pthread_mutex_lock(&ex->mu);
-        ex->retry_after = 1;
+        if (ex->retry_after == 0) /* the upstream's own wins */
+            ex->retry_after = 1;
         pthread_mutex_unlock(&ex->mu);
     }
     exchange_reply(ex, status, "application/json", body, len);

@@ -63,6 +63,7 @@ struct exchange {
     bool relay_paused;          /* the relay transfer returned CURL_WRITEFUNC_PAUSE */
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
     struct usage usage;         /* totals for the access log */
+    struct buf up_headers;      /* allow-listed upstream response headers for the client */
     long long upstream_us;      /* time spent waiting for the upstream (metrics: overhead) */
 
     /* Set before hand-off, read-only afterwards. */
@@ -73,6 +74,7 @@ struct exchange {
     char id[72];                 /* request id (the client's, <= 64 chars, or ours) */
     const char *upstream_key;    /* in the arena; never logged */
     const char *base_url;        /* the tenant's upstream, or NULL for the server's */
+    const char *fwd_headers;     /* client headers sent upstream ("Name: value\n"...), or NULL */
     const struct tenant *tenant; /* matched tenant, or NULL; valid while tenant_hold is held */
     void *tenant_hold;
     long calls_started;   /* upstream calls begun (request ceiling, tenant budget); guarded by mu */
@@ -101,6 +103,12 @@ void exchange_done(struct exchange *ex);
 void exchange_do_resume(struct exchange *ex);
 /* Appends stream bytes to ex->out and remembers the tail. Caller holds ex->mu. */
 void exchange_do_append(struct exchange *ex, const char *data, size_t len);
+/* Upstream response headers a client may see (Retry-After, x-ratelimit-*, openai-processing-ms,
+ * x-request-id as X-Upstream-Request-Id), appended to 'out' as "Name: value\n" lines. */
+void xfer_header_allowed(struct buf *out, const char *line, size_t len);
+/* Client headers forwarded upstream (OpenAI-Organization and OpenAI-Project only with the
+ * client's own key or a tenant's, OpenAI-Beta always), as "Name: value\n" lines, or NULL. */
+const char *exchange_forward_headers(struct exchange *ex, bool own_key);
 /* Sets a complete reply (copied) and resumes. Ignored once cancelled. Thread-safe. Once a
  * stream has begun, the reply goes in-band as an SSE event (after ending a partial one). */
 void exchange_reply(struct exchange *ex, int status, const char *ctype, const char *body,
@@ -210,7 +218,9 @@ struct xfer {
     long http_status;
     CURLcode result;
     bool aborted;
-    struct buf resp; /* buffered body (XFER_CALL, error bodies, relays not streamed) */
+    struct buf resp;         /* buffered body (XFER_CALL, error bodies, relays not streamed) */
+    struct buf resp_headers; /* allow-listed response headers ("Name: value\n"), last attempt */
+    long retry_after_s;      /* the last attempt's Retry-After in seconds, or 0 */
     char content_type[128];
     long long start_us, end_us;
     struct sse_parser *sse; /* XFER_STREAM */

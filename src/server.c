@@ -165,6 +165,7 @@ static int resolve(struct exchange *ex, struct px_error *err)
     ex->upstream_key = key;
     if (ex->tenant)
         ex->base_url = ex->tenant->base_url;
+    ex->fwd_headers = exchange_forward_headers(ex, key != srv_cfg->upstream_key);
     return PX_OK;
 }
 
@@ -398,7 +399,19 @@ static enum MHD_Result send_reply(struct exchange *ex)
         snprintf(calls, sizeof(calls), "%ld", ncalls);
         MHD_add_response_header(r, "X-Optillm-Upstream-Calls", calls);
     }
-    if (retry_after > 0) {
+    for (const char *h = buf_cstr(&ex->up_headers), *nl; (nl = strchr(h, '\n')); h = nl + 1) {
+        char line[300]; /* the upstream's allow-listed headers (Retry-After, x-ratelimit-*) */
+        char *colon;
+
+        snprintf(line, sizeof(line), "%.*s", (int)(nl - h), h);
+        if ((colon = strchr(line, ':')) != NULL) {
+            *colon = '\0';
+            if (strcasecmp(line, "Retry-After") == 0 && retry_after > 0)
+                continue; /* ours wins */
+            MHD_add_response_header(r, line, colon + 2);
+        }
+    }
+    if (retry_after > 0 && status >= 400) {
         char ra[16];
 
         snprintf(ra, sizeof(ra), "%d", retry_after);

@@ -59,10 +59,19 @@ struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct e
     x->body = body;
     x->body_len = body_len;
     buf_init(&x->resp, PX_MAX_UPSTREAM_REPLY);
+    buf_init(&x->resp_headers, 8192);
     if (body)
         x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
     x->headers = curl_slist_append(x->headers, "Expect:");
     x->headers = curl_slist_append(x->headers, "User-Agent: optillm-c/" PX_VERSION);
+    for (const char *h = ex ? ex->fwd_headers : NULL; h && *h;) { /* OpenAI-Organization, ... */
+        const char *nl = strchr(h, '\n');
+        char *line = xstrndup(h, (size_t)(nl - h));
+
+        x->headers = curl_slist_append(x->headers, line);
+        free(line);
+        h = nl + 1;
+    }
     if (key) {
         /* The only place a key is formatted; the string lives in the slist and is freed with
          * the transfer. CURLOPT_VERBOSE is never set, so curl does not print it. */
@@ -89,6 +98,7 @@ void xfer_destroy(struct xfer *x)
     free(x->body);
     curl_slist_free_all(x->headers);
     buf_free(&x->resp);
+    buf_free(&x->resp_headers);
     sse_parser_destroy(x->sse);
     exchange_unref(x->ex);
     free(x);
@@ -105,6 +115,61 @@ static void first_bytes(struct xfer *x)
     }
 }
 
+void xfer_header_allowed(struct buf *out, const char *line, size_t len)
+{
+    static const char *const names[] = {"retry-after", "openai-processing-ms", "x-request-id"};
+    const char *colon = memchr(line, ':', len);
+    const char *v;
+    size_t nl, vl, k;
+    bool ok = false;
+
+    if (!colon)
+        return;
+    nl = (size_t)(colon - line);
+    for (size_t i = 0; i < PX_ARRAY_LEN(names) && !ok; i++)
+        ok = nl == strlen(names[i]) && strncasecmp(line, names[i], nl) == 0;
+    ok = ok || (nl > 12 && nl < 64 && strncasecmp(line, "x-ratelimit-", 12) == 0);
+    for (k = 0; ok && k < nl; k++) /* a token: letters, digits and '-' */
+        ok = (line[k] >= 'a' && line[k] <= 'z') || (line[k] >= 'A' && line[k] <= 'Z') ||
+             (line[k] >= '0' && line[k] <= '9') || line[k] == '-';
+    if (!ok)
+        return;
+    v = colon + 1;
+    vl = len - nl - 1;
+    while (vl && (*v == ' ' || *v == '\t'))
+        v++, vl--;
+    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+        vl--;
+    if (vl == 0 || vl > 200)
+        return;
+    for (k = 0; k < vl; k++)
+        if ((unsigned char)v[k] < 0x20 || v[k] == 0x7f)
+            return;
+    if (nl == 12 && strncasecmp(line, "x-request-id", 12) == 0)
+        buf_printf(out, "X-Upstream-Request-Id: %.*s\n", (int)vl, v); /* ours stays ours */
+    else
+        buf_printf(out, "%.*s: %.*s\n", (int)nl, line, (int)vl, v);
+}
+
+static size_t header_cb(char *data, size_t size, size_t nitems, void *userp)
+{
+    struct xfer *x = userp;
+    size_t n = size * nitems;
+
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
+        buf_reset(&x->resp_headers); /* a new response (after 100 Continue or a redirect) */
+    else
+        xfer_header_allowed(&x->resp_headers, data, n);
+    return n;
+}
+
+/* The upstream's allow-listed headers go with its answer to the client. Caller holds ex->mu. */
+static void do_relay_headers(struct xfer *x)
+{
+    buf_reset(&x->ex->up_headers);
+    buf_append(&x->ex->up_headers, buf_cstr(&x->resp_headers), x->resp_headers.len);
+}
+
 static size_t relay_stream(struct xfer *x, const char *data, size_t n)
 {
     struct exchange *ex = x->ex;
@@ -119,6 +184,7 @@ static size_t relay_stream(struct xfer *x, const char *data, size_t n)
         snprintf(ex->content_type, sizeof(ex->content_type), "%s", x->content_type);
         ex->streaming = true;
         ex->phase = EX_REPLY;
+        do_relay_headers(x);
     }
     if (ex->out.len > PX_STREAM_HIGH_WATER) {
         ex->relay_paused = true;
@@ -206,6 +272,7 @@ static void start(struct io_loop *l, struct xfer *x)
     x->relaying = false;
     x->errbuf[0] = '\0';
     buf_reset(&x->resp);
+    buf_reset(&x->resp_headers);
     long timeout_ms = (long)(io_cfg->upstream_timeout * 1000);
     long long deadline = request_deadline(x);
     if (deadline) {
@@ -221,6 +288,8 @@ static void start(struct io_loop *l, struct xfer *x)
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     if (x->body) {
@@ -342,6 +411,7 @@ static void relay_done(struct xfer *x)
     if (x->relaying || (x->stream_relay && x->resp.len == 0)) {
         pthread_mutex_lock(&ex->mu);
         if (ex->phase < EX_REPLY) { /* an empty body */
+            do_relay_headers(x);
             ex->status = (int)x->http_status;
             snprintf(ex->content_type, sizeof(ex->content_type), "%s", x->content_type);
             ex->streaming = true;
@@ -352,6 +422,10 @@ static void relay_done(struct xfer *x)
         pthread_mutex_unlock(&ex->mu);
         return;
     }
+    pthread_mutex_lock(&ex->mu);
+    if (ex->phase < EX_REPLY)
+        do_relay_headers(x);
+    pthread_mutex_unlock(&ex->mu);
     exchange_reply(ex, (int)x->http_status, x->content_type, buf_cstr(&x->resp), x->resp.len);
 }
 
@@ -454,6 +528,7 @@ static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
     if (x->easy) {
         first_bytes(x);
         curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry_after);
+        x->retry_after_s = retry_after > 0 && retry_after < 86400 ? (long)retry_after : 0;
         curl_multi_remove_handle(l->multi, x->easy);
         curl_easy_cleanup(x->easy);
         x->easy = NULL;

@@ -22,7 +22,7 @@
 static struct proc mock;
 static struct proc proxy;
 static const char *const auth[] = {"Authorization: Bearer " KEY, NULL};
-static const char *const client_keys[] = {"--client-keys", NULL};
+static const char *const client_keys[] = {"--client-keys", "--retries", "0", NULL};
 
 static int setup(void **state)
 {
@@ -264,6 +264,134 @@ static void test_amplification_token_ceiling(void **state)
     assert_int_equal(proc_stop(&p), 0);
 }
 
+/* ---- item 10: upstream headers ---- */
+
+static void expect_header(const struct http_resp *r, const char *name, const char *want)
+{
+    char v[256];
+
+    if (!http_header(r, name, v, sizeof(v)))
+        fprintf(stderr, "missing %s in:\n%s\n", name, r->headers);
+    assert_true(http_header(r, name, v, sizeof(v)));
+    if (want)
+        assert_string_equal(v, want);
+}
+
+/* A passthrough 429 keeps the upstream's Retry-After and rate-limit headers; the upstream's
+ * request id comes as X-Upstream-Request-Id, ours stays X-Request-Id; other headers stay out. */
+static void test_headers_passthrough_429(void **state)
+{
+    struct http_resp r;
+    char v[128];
+
+    (void)state;
+    chat("mock@status=429,retry_after=7,ratelimit=1,hdr=X-Evil:1,hdr=Set-Cookie:a%3Db", NULL, &r);
+    assert_int_equal(r.status, 429);
+    expect_header(&r, "Retry-After", "7");
+    expect_header(&r, "x-ratelimit-remaining-requests", "99");
+    expect_header(&r, "x-ratelimit-reset-tokens", "6ms");
+    expect_header(&r, "openai-processing-ms", "5");
+    expect_header(&r, "X-Upstream-Request-Id", NULL);
+    assert_true(http_header(&r, "X-Upstream-Request-Id", v, sizeof(v)));
+    assert_true(strncmp(v, "mock-req-", 9) == 0);
+    assert_true(http_header(&r, "X-Request-Id", v, sizeof(v)));
+    assert_true(strncmp(v, "mock-req-", 9) != 0);
+    assert_false(http_header(&r, "X-Evil", v, sizeof(v)));
+    assert_false(http_header(&r, "Set-Cookie", v, sizeof(v)));
+    http_resp_free(&r);
+}
+
+/* Successful answers, JSON and streamed, carry the rate-limit headers too. */
+static void test_headers_passthrough_ok(void **state)
+{
+    struct http_resp r;
+
+    (void)state;
+    chat("mock@ratelimit=1", NULL, &r);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "x-ratelimit-limit-requests", "100");
+    http_resp_free(&r);
+    chat("mock@ratelimit=1", stream_usage, &r);
+    assert_int_equal(r.status, 200);
+    expect_header(&r, "x-ratelimit-limit-tokens", "50000");
+    expect_header(&r, "X-Upstream-Request-Id", NULL);
+    http_resp_free(&r);
+}
+
+/* An approach whose calls get 429 answers 429 with the upstream's Retry-After. */
+static void test_headers_approach_429(void **state)
+{
+    struct http_resp r;
+
+    (void)state;
+    chat("re2-mock@status=429,retry_after=7", NULL, &r);
+    assert_int_equal(r.status, 429);
+    expect_header(&r, "Retry-After", "7");
+    http_resp_free(&r);
+}
+
+/* The body field "headers" of the mock's request log entry 'i' (from the end). */
+static char *logged_header(int back, const char *name)
+{
+    cJSON *log = mock_get(mock.port, "/mock/requests");
+    int n = cJSON_GetArraySize(log);
+    const cJSON *h =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(log, n - 1 - back), "headers");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(h, name);
+    char *out = cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
+
+    cJSON_Delete(log);
+    return out;
+}
+
+/* OpenAI-Organization and OpenAI-Project go upstream with the client's own key (never to pick
+ * an organisation of the server's key); OpenAI-Beta always; passthrough and approach calls. */
+static void test_headers_forwarded_upstream(void **state)
+{
+    static const char *const hdrs[] = {"Authorization: Bearer " KEY, "OpenAI-Organization: org-1",
+                                       "OpenAI-Project: proj-1", "OpenAI-Beta: assistants=v2",
+                                       NULL};
+    static const char *const env[] = {"OPENAI_API_KEY=sk-server-hostile", NULL};
+    static const char *const args[] = {"--retries", "0", NULL};
+    const char *models[] = {"mock", "re2-mock"};
+    struct http_resp r;
+    struct proc p;
+    char *v;
+
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        char *body = chat_body(models[i], "hi", NULL);
+
+        assert_int_equal(http_req("POST", proxy.port, "/v1/chat/completions", body, hdrs, &r), 0);
+        assert_int_equal(r.status, 200);
+        http_resp_free(&r);
+        free(body);
+        assert_non_null(v = logged_header(0, "openai-organization"));
+        assert_string_equal(v, "org-1");
+        free(v);
+        assert_non_null(v = logged_header(0, "openai-project"));
+        assert_string_equal(v, "proj-1");
+        free(v);
+        assert_non_null(v = logged_header(0, "openai-beta"));
+        free(v);
+    }
+    /* the server's key: no organisation or project from the client */
+    assert_int_equal(proxy_start(&p, mock.port, args, env), 0);
+    {
+        char *body = chat_body("mock", "hi", NULL);
+
+        assert_int_equal(http_req("POST", p.port, "/v1/chat/completions", body, hdrs + 1, &r), 0);
+        free(body);
+    }
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    assert_null(logged_header(0, "openai-organization"));
+    assert_null(logged_header(0, "openai-project"));
+    assert_non_null(v = logged_header(0, "openai-beta"));
+    free(v);
+    assert_int_equal(proc_stop(&p), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +405,10 @@ int main(void)
         cmocka_unit_test(test_amplification_option_refused),
         cmocka_unit_test(test_amplification_call_ceiling),
         cmocka_unit_test(test_amplification_token_ceiling),
+        cmocka_unit_test(test_headers_passthrough_429),
+        cmocka_unit_test(test_headers_passthrough_ok),
+        cmocka_unit_test(test_headers_approach_429),
+        cmocka_unit_test(test_headers_forwarded_upstream),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
