@@ -13,6 +13,7 @@
 #define PX_MAX_HEADER_BYTES   (8u << 10)   /* client headers; MHD pool per connection: 2x */
 #define PX_STREAM_HIGH_WATER  (256u << 10) /* pause the upstream above this much unsent */
 #define PX_STREAM_LOW_WATER   (64u << 10)
+#define PX_STREAM_OUT_CAP     (8u << 20) /* an approach stream's unsent bytes: over it, drop */
 #define PX_MAX_OPTIONS        64
 
 struct config_option_value {

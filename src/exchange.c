@@ -209,6 +209,19 @@ bool exchange_stream(struct exchange *ex, int status, const char *ctype, const c
         ex->streaming = true;
         ex->phase = EX_REPLY;
     }
+    if (ok && ex->streaming && !ex->out_done && ex->out.len + len > PX_STREAM_OUT_CAP) {
+        /* A reader slower than the upstream: an approach stream cannot pause its producer
+         * (as relays do), so the client is dropped rather than buffered without bound (as
+         * redis caps a client's output buffer). Its upstream work is cancelled. */
+        log_at(LOG_WARN, ex->id, "client reads too slowly: %zu bytes unsent; dropping it",
+               ex->out.len);
+        buf_free(&ex->out);
+        ex->out_done = true;
+        ex->out_error = true;
+        ex->cancelled = true;
+        ok = false;
+        io_wake_all();
+    }
     if (ok && ex->streaming && !ex->out_done) {
         exchange_do_append(ex, data, len);
         if (done)

@@ -11,9 +11,15 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -392,6 +398,50 @@ static void test_headers_forwarded_upstream(void **state)
     assert_int_equal(proc_stop(&p), 0);
 }
 
+/* ---- item 12 (last point): an approach stream to a reader that does not read ---- */
+
+/* A client that sends its request and then reads nothing: the proxy's buffer for it is capped
+ * (8 MiB), then the client is dropped and its upstream work cancelled. */
+static void test_slow_reader_dropped(void **state)
+{
+    char *body = chat_body("re2-mock@words=100000", "hello", "\"stream\":true");
+    char req[1024];
+    int fd = socket(AF_INET, SOCK_STREAM, 0), small = 4096;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)proxy.port)};
+    bool dropped = false;
+    size_t got = 0;
+    char buf[65536];
+    ssize_t n;
+
+    (void)state;
+    assert_true(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    snprintf(req, sizeof(req),
+             "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " KEY
+             "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+             strlen(body));
+    assert_true(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    assert_true(write(fd, body, strlen(body)) == (ssize_t)strlen(body));
+    free(body);
+    for (int i = 0; i < 300 && !dropped; i++) { /* up to 30 s */
+        struct timespec ts = {0, 100 * 1000000L};
+
+        nanosleep(&ts, NULL);
+        dropped = file_contains(proxy.log, "client reads too slowly");
+    }
+    assert_true(dropped);
+    /* what the client can still read is far less than the whole answer (19 MB), no [DONE] */
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    while ((n = read(fd, buf, sizeof(buf))) > 0)
+        got += (size_t)n;
+    close(fd);
+    fprintf(stderr, "slow reader: dropped, %zu bytes reached it\n", got);
+    assert_true(got < 14u << 20);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -409,6 +459,7 @@ int main(void)
         cmocka_unit_test(test_headers_passthrough_ok),
         cmocka_unit_test(test_headers_approach_429),
         cmocka_unit_test(test_headers_forwarded_upstream),
+        cmocka_unit_test(test_slow_reader_dropped),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
