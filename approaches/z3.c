@@ -1,4 +1,5 @@
-/* z3.c: the model writes an SMT-LIB 2 script for the problem, libz3 runs it in-process, and
+/* z3.c: the model writes an SMT-LIB 2 script for the problem, libz3 runs it in a sandboxed
+ * child process, and
  * the model phrases the answer from the solver's output (streamed). Solver errors go back to
  * the model for a bounded number of repairs; a problem the model finds unsuited to a solver,
  * or a script that never runs, is answered directly. 2 rounds and 2 calls when the first
@@ -17,13 +18,18 @@
  * Limits: our (set-option :timeout N) opens every script, so each check-sat stops at N ms
  * with "unknown"; a watchdog thread calls Z3_interrupt at N + grace ms for work outside
  * check-sat; scripts are capped at SCRIPT_MAX bytes and the output shown to the model at
- * OUTPUT_MAX. Z3's warnings (stderr) are off, and its process-wide memory high-water mark is
- * set once, which makes the SMT core give up ("unknown") rather than grow without bound.
+ * OUTPUT_MAX. Z3's warnings (stderr) are off, and its memory high-water mark is set, which
+ * makes the SMT core give up ("unknown") rather than grow without bound.
  * memory_max_size is deliberately not set: in 4.8.12 an allocation over that cap inside
- * Z3_eval_smtlib2_string ends in exit().
+ * Z3_eval_smtlib2_string ends in exit() (harmless in the child now, but it loses the output).
+ * Sandbox (include/sandbox.h): every run happens in a forked child with RLIMIT_AS of
+ * z3_memory_mb (512 MiB) over what it inherits, RLIMIT_CPU and a SIGKILL at the time limit
+ * plus slack, at most one run per core at a time; the parent never calls Z3. A run killed at
+ * a limit is reported to the model as "unknown", and the request goes on. The time and
+ * memory limits are the server's: a request body may only lower them.
  *
- * Threads: every solve has its own Z3_config and Z3_context, created, used and deleted on
- * the calling thread (Z3 contexts are independent; 4.8.12's eval redirects only the
+ * Threads: every solve has its own Z3_config and Z3_context, created and used in the child
+ * on its one thread (Z3 contexts are independent; 4.8.12's eval redirects only the
  * context's own streams). The error handler replaces Z3's default one, which calls exit():
  * Z3 records the error code in the context, and we read it with Z3_get_error_code.
  *
@@ -48,6 +54,7 @@
 #include "arena.h"
 #include "buf.h"
 #include "log.h"
+#include "sandbox.h"
 
 #define FORMULATE_TEMPERATURE 0.1 /* OptiLLM's analysis and fix temperature */
 #define FORMULATE_MAX_TOKENS  2048
@@ -58,6 +65,8 @@
 #define WATCHDOG_GRACE_MS     250
 #define HIGH_WATERMARK_MB     "2048"
 #define NOT_SUITABLE          "NOT_SUITABLE"
+#define SANDBOX_SLACK_MS      3000 /* wall time over the watchdog's, then SIGKILL (a backstop) */
+#define SANDBOX_OUT_MAX       (64 * 1024)
 
 /* ---- the allow-list ----------------------------------------------------------------------- */
 
@@ -317,9 +326,7 @@ struct solve {
     long long ms;
 };
 
-static pthread_once_t z3_once = PTHREAD_ONCE_INIT;
-
-/* Process-wide Z3 settings, set once before our first context. */
+/* Process-wide Z3 settings, set in each sandboxed child before its context. */
 static void z3_global_init(void)
 {
     Z3_global_param_set("warning", "false");
@@ -468,46 +475,96 @@ static const char *capped(struct arena *a, const char *s)
     return arena_printf(a, "%.*s\n[... %zu more bytes cut]", OUTPUT_MAX, s, n - OUTPUT_MAX);
 }
 
-/* Runs a sanitized script in a context of its own. */
-static struct solve run_z3(struct approach_ctx *ctx, const char *script, long timeout_ms)
+/* What the child sends back: "<error code> <watchdog fired> <ms>\n<error message>\x1e<output>". */
+struct child_job {
+    const char *script;
+    long timeout_ms;
+};
+
+/* Runs in the sandbox's child process: the whole Z3 run, in a context of its own. */
+static size_t solve_in_child(void *arg, char *out, size_t max)
 {
-    struct solve res = {.status = Z3S_ERROR};
+    const struct child_job *job = arg;
     struct watchdog w;
     pthread_t th;
     bool guarded;
     Z3_config cfg;
     Z3_context z;
     Z3_error_code code;
-    const char *out;
-    struct buf results;
-    struct buf errors;
+    const char *res;
     long long t0;
+    int n;
+    size_t len;
 
-    pthread_once(&z3_once, z3_global_init);
+    z3_global_init(); /* in the child only: the parent never runs Z3 */
     cfg = Z3_mk_config();
     z = Z3_mk_context(cfg);
     Z3_del_config(cfg);
-    if (!z) {
-        res.results = "error";
-        res.output = "the solver could not start";
-        return res;
-    }
+    if (!z)
+        return (size_t)snprintf(out, max, "%d 0 0\nthe solver could not start\x1e",
+                                (int)Z3_MEMOUT_FAIL);
     Z3_set_error_handler(z, z3_on_error);
-    guarded = watchdog_start(&w, &th, z, timeout_ms + WATCHDOG_GRACE_MS);
-    if (!guarded)
-        log_at(LOG_WARN, ctx->req_id, "z3: no watchdog thread; relying on the solver timeout");
+    guarded = watchdog_start(&w, &th, z, job->timeout_ms + WATCHDOG_GRACE_MS);
     t0 = px_now_ms();
-    out = Z3_eval_smtlib2_string(z, script);
-    res.ms = px_now_ms() - t0;
+    res = Z3_eval_smtlib2_string(z, job->script);
     if (guarded)
         watchdog_stop(&w, th); /* after this, w.fired is ours to read */
     code = Z3_get_error_code(z);
+    n = snprintf(out, max, "%d %d %lld\n%s\x1e", (int)code, guarded && w.fired ? 1 : 0,
+                 px_now_ms() - t0, code != Z3_OK ? Z3_get_error_msg(z, code) : "");
+    len = n < 0 ? 0 : (size_t)n < max ? (size_t)n : max;
+    if (res && len < max) {
+        size_t rl = strlen(res);
+
+        rl = rl < max - len ? rl : max - len;
+        memcpy(out + len, res, rl);
+        len += rl;
+    }
+    return len; /* the context dies with the process */
+}
+
+/* Runs a sanitized script in a sandboxed child (include/sandbox.h): memory, CPU and wall time
+ * are limited there, so a script that blows up costs one "unknown", never the proxy. */
+static struct solve run_z3(struct approach_ctx *ctx, const char *script, long timeout_ms)
+{
+    struct solve res = {.status = Z3S_ERROR};
+    struct child_job job = {.script = script, .timeout_ms = timeout_ms};
+    struct sandbox_limits lim = {
+        .mem_bytes = (size_t)approach_opt(ctx, "z3_memory_mb") << 20,
+        .wall_ms = timeout_ms + WATCHDOG_GRACE_MS + SANDBOX_SLACK_MS,
+        .out_max = SANDBOX_OUT_MAX,
+    };
+    const char *raw, *sep, *out, *msg;
+    size_t raw_len;
+    char why[160];
+    int code = 0, fired = 0;
+    struct buf results;
+    struct buf errors;
+    long long t0 = px_now_ms();
+    int rc = sandbox_run(&lim, solve_in_child, &job, ctx->arena, &raw, &raw_len, why, sizeof(why));
+
+    if (rc != SANDBOX_OK || !(sep = memchr(raw, '\x1e', raw_len)) ||
+        sscanf(raw, "%d %d %lld", &code, &fired, &res.ms) != 3) {
+        /* Killed at a limit, or no answer: the check failed, the request goes on. */
+        res.ms = px_now_ms() - t0;
+        res.status = Z3S_UNKNOWN;
+        res.results = rc == SANDBOX_TIMEOUT ? "unknown (time limit reached)"
+                      : rc == SANDBOX_ERROR ? "unknown (the solver could not run)"
+                                            : "unknown (the solver hit its memory or CPU limit)";
+        res.output = "";
+        log_at(LOG_WARN, ctx->req_id, "z3: %s (%s)", res.results, why[0] ? why : "no output");
+        return res;
+    }
+    msg = strchr(raw, '\n') ? arena_strndup(ctx->arena, strchr(raw, '\n') + 1,
+                                            (size_t)(sep - strchr(raw, '\n') - 1))
+                            : "";
+    out = sep + 1;
     buf_init(&results, 0);
     buf_init(&errors, 0);
-    res.output = capped(ctx->arena, out ? out : "");
+    res.output = capped(ctx->arena, out);
     res.status = classify(res.output, &results, &errors);
     res.results = arena_strndup(ctx->arena, buf_cstr(&results), results.len);
-    if (guarded && w.fired && (errors.len || res.status == Z3S_ERROR)) {
+    if (fired && (errors.len || res.status == Z3S_ERROR)) {
         /* Cut by the watchdog ("canceled"): the time limit's "unknown", not a script error. */
         res.status = Z3S_UNKNOWN;
         res.results = "unknown (time limit reached)";
@@ -515,7 +572,7 @@ static struct solve run_z3(struct approach_ctx *ctx, const char *script, long ti
         res.status = Z3S_ERROR;
         res.output = capped(ctx->arena, buf_cstr(&errors));
     } else if (res.status == Z3S_ERROR && code != Z3_OK) {
-        res.output = arena_printf(ctx->arena, "%s%s", res.output, Z3_get_error_msg(z, code));
+        res.output = arena_printf(ctx->arena, "%s%s", res.output, msg);
     } else if (res.status == Z3S_ERROR) {
         res.output = arena_printf(ctx->arena,
                                   "%sno check-sat result came back; end the script with "
@@ -524,7 +581,6 @@ static struct solve run_z3(struct approach_ctx *ctx, const char *script, long ti
     }
     buf_free(&results);
     buf_free(&errors);
-    Z3_del_context(z);
     log_at(LOG_DEBUG, ctx->req_id, "z3: %s in %lld ms", status_name[res.status], res.ms);
     return res;
 }
@@ -743,6 +799,13 @@ static const struct approach_option z3_options[] = {
      .max = 5,
      .integer = true,
      .help = "times z3 sends a solver error back to the model for a fixed script"},
+    {.name = "z3_memory_mb",
+     .def = 512,
+     .min = 16,
+     .max = 65536,
+     .integer = true,
+     .client_lowers_only = true,
+     .help = "memory (MiB of address space) one Z3 run may use in its sandboxed process"},
     {.name = NULL},
 };
 

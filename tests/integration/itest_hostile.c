@@ -442,6 +442,112 @@ static void test_slow_reader_dropped(void **state)
     assert_true(got < 14u << 20);
 }
 
+/* ---- item 4: z3 solves in a sandboxed child ---- */
+
+/* "z3-mock@reply=<a fenced SMT-LIB script factoring a 16000-bit number>", URL-encoded: a
+ * problem that grows without bound in memory and time. Malloc'd. */
+static char *z3_hard_model(void)
+{
+    struct {
+        char *p;
+        size_t len;
+    } s = {malloc(20000), 0};
+    char *model = malloc(80000);
+    size_t m;
+    unsigned x = 12345;
+
+    s.len = (size_t)sprintf(s.p, "```smt2\n(declare-const a (_ BitVec 16000))\n"
+                                 "(declare-const b (_ BitVec 16000))\n(assert (= (bvmul a b) #x");
+    for (int i = 0; i < 4000; i++) {
+        x = x * 1103515245u + 12345u;
+        s.p[s.len++] = "0123456789abcdef"[i == 3999 ? 1 : (x >> 16) & 15];
+    }
+    s.len += (size_t)sprintf(s.p + s.len, "))\n(assert (bvugt a (_ bv1 16000)))\n"
+                                          "(assert (bvugt b (_ bv1 16000)))\n(check-sat)\n```");
+    m = (size_t)sprintf(model, "z3-mock@reply=");
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.p[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))
+            model[m++] = (char)c;
+        else
+            m += (size_t)sprintf(model + m, "%%%02X", c);
+    }
+    model[m] = '\0';
+    free(s.p);
+    return model;
+}
+
+/* The final prompt the mock received last (the solver's result is in it). */
+static char *last_user_content(void)
+{
+    cJSON *log = mock_get(mock.port, "/mock/requests");
+    const cJSON *last = cJSON_GetArrayItem(log, cJSON_GetArraySize(log) - 1);
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(last, "body"), "messages");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1), "content");
+    char *out = strdup(cJSON_IsString(c) ? c->valuestring : "");
+
+    cJSON_Delete(log);
+    return out;
+}
+
+/* Runs the hard script on a proxy started with 'args'; returns seconds taken. */
+static double z3_hard_run(const char *const *args, const char *extra)
+{
+    struct proc p;
+    struct http_resp r;
+    char *model = z3_hard_model();
+    char *body = chat_body(model, "factor it", extra);
+    char *final;
+    double secs;
+
+    assert_int_equal(proxy_start(&p, mock.port, args, NULL), 0);
+    assert_int_equal(http_req("POST", p.port, "/v1/chat/completions", body, auth, &r), 0);
+    assert_int_equal(r.status, 200); /* answered, the check reported as failed */
+    secs = r.total_s;
+    http_resp_free(&r);
+    final = last_user_content();
+    if (!strstr(final, "result: unknown"))
+        fprintf(stderr, "final prompt: %.3000s\n", final);
+    assert_non_null(strstr(final, "result: unknown"));
+    free(final);
+    assert_int_equal(http_req("GET", p.port, "/health", NULL, NULL, &r), 0); /* alive */
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    assert_int_equal(proc_stop(&p), 0);
+    free(body);
+    free(model);
+    return secs;
+}
+
+/* A problem that needs more memory than the solve may have: stopped by the memory limit long
+ * before its time limit; the request is answered and the proxy stays up. */
+static void test_z3_memory_contained(void **state)
+{
+    static const char *const args[] = {
+        "--client-keys", "--z3-timeout-ms", "20000", "--z3-memory-mb", "48", NULL};
+    double secs;
+
+    (void)state;
+    secs = z3_hard_run(args, NULL);
+    fprintf(stderr, "z3 at a 48 MiB limit: answered in %.2f s (time limit 20 s)\n", secs);
+    assert_true(secs < 15);
+}
+
+/* The time limit is the server's: a request asking for 60 s gets the server's 1 s. */
+static void test_z3_timeout_server_side(void **state)
+{
+    static const char *const args[] = {"--client-keys", "--z3-timeout-ms", "1000", NULL};
+    double secs;
+
+    (void)state;
+    secs = z3_hard_run(args, "\"optillm_z3_timeout_ms\":60000");
+    fprintf(stderr, "z3 at a 1 s server limit, 60 s asked: answered in %.2f s\n", secs);
+    assert_true(secs < 10);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -460,6 +566,8 @@ int main(void)
         cmocka_unit_test(test_headers_approach_429),
         cmocka_unit_test(test_headers_forwarded_upstream),
         cmocka_unit_test(test_slow_reader_dropped),
+        cmocka_unit_test(test_z3_memory_contained),
+        cmocka_unit_test(test_z3_timeout_server_side),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

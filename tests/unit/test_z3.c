@@ -779,7 +779,10 @@ static void test_z3_row(void **state)
     assert_true(a->options[0].def == 5000);
     assert_string_equal(a->options[1].name, "z3_max_repairs");
     assert_true(a->options[1].def == 2);
-    assert_null(a->options[2].name);
+    assert_string_equal(a->options[2].name, "z3_memory_mb");
+    assert_true(a->options[2].client_lowers_only);
+    assert_true(a->options[0].client_lowers_only);
+    assert_null(a->options[3].name);
     for (const char *const *p = a->prompts; *p; p++)
         assert_non_null(prompt_get(*p));
     assert_non_null(strstr(prompt_get("z3/repair"), "{{error}}"));
