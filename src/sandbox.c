@@ -20,8 +20,8 @@
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
-#include <stdbool.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,10 +185,9 @@ int sandbox_run(const struct sandbox_limits *lim, sandbox_fn *fn, void *arg, str
         int sig = WTERMSIG(status);
 
         snprintf(why, why_len, "killed by signal %d (%s)", sig,
-                 sig == SIGXCPU || sig == SIGKILL ? "CPU limit"
-                 : sig == SIGABRT || sig == SIGSEGV || sig == SIGBUS
-                     ? "out of memory or a crash"
-                     : "crashed");
+                 sig == SIGXCPU || sig == SIGKILL                    ? "CPU limit"
+                 : sig == SIGABRT || sig == SIGSEGV || sig == SIGBUS ? "out of memory or a crash"
+                                                                     : "crashed");
         rc = SANDBOX_FAILED;
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         snprintf(why, why_len, "exited with status %d (out of memory or a crash)",

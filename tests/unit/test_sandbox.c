@@ -170,8 +170,8 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_output),       cmocka_unit_test(test_memory_limit),
-        cmocka_unit_test(test_timeout),      cmocka_unit_test(test_crash),
+        cmocka_unit_test(test_output),  cmocka_unit_test(test_memory_limit),
+        cmocka_unit_test(test_timeout), cmocka_unit_test(test_crash),
         cmocka_unit_test(test_threads),
     };
 
