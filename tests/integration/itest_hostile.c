@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -548,6 +549,45 @@ static void test_z3_timeout_server_side(void **state)
     assert_true(secs < 10);
 }
 
+/* A tenant's max_calls_per_request may lower the request's call ceiling, never raise it. */
+static void test_amplification_tenant_cannot_raise(void **state)
+{
+    static const char tkey[] = "tenant-hostile-key-1";
+    char path[256], dig[65], args_path[300];
+    unsigned char d[32];
+    struct proc p;
+    struct http_resp r;
+    FILE *f;
+    const char *hdr[] = {"Authorization: Bearer tenant-hostile-key-1", NULL};
+    char *body = chat_body("mars-mock", "What is 2 + 3?", NULL);
+
+    (void)state;
+    SHA256((const unsigned char *)tkey, strlen(tkey), d);
+    for (int i = 0; i < 32; i++)
+        snprintf(dig + 2 * i, 3, "%02x", d[i]);
+    snprintf(path, sizeof(path), "/tmp/itest_hostile_tenants_%d.json", (int)getpid());
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"tenants\":[{\"name\":\"big\",\"key_sha256\":\"%s\","
+            "\"limits\":{\"max_calls_per_request\":500}}]}",
+            dig);
+    fclose(f);
+    snprintf(args_path, sizeof(args_path), "%s", path);
+    const char *args[] = {"--tenants", args_path, "--max-request-calls", "10", NULL};
+    static const char *const env[] = {"OPENAI_API_KEY=sk-server-hostile", NULL};
+
+    assert_int_equal(proxy_start(&p, mock.port, args, env), 0);
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", p.port, "/v1/chat/completions", body, hdr, &r), 0);
+    free(body);
+    assert_true(mock_stat(mock.port, "calls") <= 10);
+    assert_true(mock_stat(mock.port, "calls") >= 3);
+    http_resp_free(&r);
+    assert_int_equal(proc_stop(&p), 0);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -561,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_amplification_option_refused),
         cmocka_unit_test(test_amplification_call_ceiling),
         cmocka_unit_test(test_amplification_token_ceiling),
+        cmocka_unit_test(test_amplification_tenant_cannot_raise),
         cmocka_unit_test(test_headers_passthrough_429),
         cmocka_unit_test(test_headers_passthrough_ok),
         cmocka_unit_test(test_headers_approach_429),
