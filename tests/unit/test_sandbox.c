@@ -155,7 +155,7 @@ static void *one_run(void *arg)
 /* Runs from several threads at once (more than cores: they wait for a slot). */
 static void test_threads(void **state)
 {
-    static char names[8][8];
+    static char names[8][16];
     pthread_t th[8];
 
     (void)state;
