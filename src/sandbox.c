@@ -33,6 +33,17 @@
 #include "arena.h"
 #include "px.h"
 
+/* ThreadSanitizer cannot follow a child of a multithreaded process that starts threads (Z3's
+ * timers do): under TSan the function runs in the calling thread, without limits, so that the
+ * rest of the code is still checked; the fork path is covered by the other builds. */
+#if defined(__SANITIZE_THREAD__)
+#define SANDBOX_IN_PROCESS 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SANDBOX_IN_PROCESS 1
+#endif
+#endif
+
 static pthread_once_t sb_once = PTHREAD_ONCE_INIT;
 static sem_t sb_slots; /* one sandboxed run per core */
 
@@ -131,6 +142,21 @@ int sandbox_run(const struct sandbox_limits *lim, sandbox_fn *fn, void *arg, str
     pthread_once(&sb_once, sb_init);
     while (sem_wait(&sb_slots) != 0 && errno == EINTR)
         ;
+#ifdef SANDBOX_IN_PROCESS
+    got = fn(arg, buf, lim->out_max);
+    got = got < lim->out_max ? got : lim->out_max;
+    buf[got] = '\0';
+    sem_post(&sb_slots);
+    *out = buf;
+    *out_len = got;
+    (void)deadline;
+    (void)timed_out;
+    (void)status;
+    (void)fds;
+    (void)pid;
+    (void)child_main;
+    return rc;
+#endif
     if (pipe2(fds, O_CLOEXEC) != 0) {
         snprintf(why, why_len, "cannot create a pipe: %s", strerror(errno));
         sem_post(&sb_slots);
