@@ -79,7 +79,6 @@ int pii_init(void)
             log_error("pii pattern %s: %s at %zu", names[k], (const char *)msg, (size_t)eo);
             return -1;
         }
-        pcre2_jit_compile(compiled[k], PCRE2_JIT_COMPLETE);
     }
     return 0;
 }
