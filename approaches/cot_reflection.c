@@ -91,4 +91,5 @@ const struct approach approach_cot_reflection = {
                "returned",
     .calls = 1,
     .rounds = 1,
+    .response_format = true, /* its answer is always its llm_final stage */
 };

@@ -468,4 +468,5 @@ const struct approach approach_leap = {
                "guide the answer",
     .calls = 2,
     .rounds = 2,
+    .response_format = true, /* its answer is always its llm_final stage */
 };

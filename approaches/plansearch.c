@@ -401,4 +401,5 @@ const struct approach approach_plansearch = {
                "the program",
     .calls = 4,
     .rounds = 4,
+    .response_format = true, /* its answer is always its llm_final stage */
 };

@@ -755,4 +755,5 @@ const struct approach approach_z3 = {
                "is run), the model answers from the solver's output",
     .calls = 2,
     .rounds = 2,
+    .response_format = true, /* its answer is always its llm_final stage */
 };
