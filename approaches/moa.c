@@ -13,7 +13,8 @@
  * the review temperature (0.1) and max_tokens (1024), the synthesis temperature (0.1 unless
  * the client sent one); every other client field reaches every call unchanged. Only the
  * synthesis (llm_final) gets response_format and tools: it writes the answer, and may answer
- * with tool calls, which are returned as they are. */
+ * with tool calls, which are returned as they are; with tools it also gets the client's
+ * conversation (tool results included) before its prompt. */
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
@@ -119,7 +120,13 @@ static int moa_run(struct approach_ctx *ctx, struct chat_result *out)
     else
         user = approach_prompt(ctx, "moa/final_nocritique", "question", question, "candidates",
                                cands, NULL);
-    nmsgs = llm_msgs2(ctx, chat_system(ctx->arena, ctx->req), user, &msgs);
+    /* With tools the synthesis continues the client's conversation (the synthesis prompt as
+     * the last user turn): a model that may call tools must see which it already called and
+     * what they returned. Without tools it sees only the system prompt and the drafts. */
+    if (chat_has_tools(ctx->req))
+        nmsgs = llm_msgs_conversation(ctx, NULL, user, &msgs);
+    else
+        nmsgs = llm_msgs2(ctx, chat_system(ctx->arena, ctx->req), user, &msgs);
     p = llm_params_default();
     p.temperature = isnan(ctx->req->temperature) ? FINAL_TEMPERATURE : ctx->req->temperature;
     rc = llm_final(ctx, msgs, nmsgs, &p, "moa/final", &final);

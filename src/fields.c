@@ -17,17 +17,20 @@
 
 /* Members the approach (or the engine) decides per call: never copied from the client. */
 static const char *const own_fields[] = {
-    "model",      "messages",   "n",          "stream", "stream_options", "temperature",
-    "max_tokens", "max_completion_tokens", NULL,
+    "model",
+    "messages",
+    "n",
+    "stream",
+    "stream_options",
+    "temperature",
+    "max_tokens",
+    "max_completion_tokens",
+    NULL,
 };
 
 /* Members only calls whose output can become the answer carry (llm_params.answer). */
 static const char *const answer_fields[] = {
-    "response_format",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    NULL,
+    "response_format", "tools", "tool_choice", "parallel_tool_calls", NULL,
 };
 
 /* The deprecated function-calling members: refused on approach routes (chat_check_fields). */

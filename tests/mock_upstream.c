@@ -59,15 +59,15 @@
  * ("choices":[]) with stream_options.include_usage, then "data: [DONE]".
  *
  * Tools and structured output (checked after the text of every choice is made):
- *   - "tools" (a non-empty array) and the last message's role is "user": every choice is a
+ *   - "tools" (a non-empty array) and no message with role "tool" yet: every choice is a
  *     call of the first tool: {"id":"call_mock_<i>","type":"function","function":{"name":
  *     <tools[0].function.name>,"arguments":<A>}}, content null, finish_reason "tool_calls";
  *     A is {"q":<the last user message, its first 64 bytes>,"k":1} for even i and the same
  *     with the keys the other way round for odd i (same call, different text). Streamed as
  *     OpenAI does: per choice a chunk with role, content null and the call with id, type,
  *     name and "arguments":"", then the arguments in two fragments, then the finish chunks.
- *     completion_tokens count the arguments text. A last message from a tool ("tool") gets
- *     ordinary text.
+ *     completion_tokens count the arguments text. Once a tool result is in the conversation
+ *     the model answers with text (so a tool is called once, then the answer follows).
  *   - otherwise "response_format" of type json_object or json_schema: the text T becomes the
  *     JSON text {"answer":T}.
  *
@@ -1396,14 +1396,18 @@ static void fields_mode(const cJSON *root, struct fields_mode *fm)
 {
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
-    const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
+    const cJSON *m;
+    bool tool_turn = false;
     const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
 
     memset(fm, 0, sizeof(*fm));
-    if (cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0 && cJSON_IsString(role) &&
-        !strcmp(role->valuestring, "user")) {
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        tool_turn = tool_turn || (cJSON_IsString(role) && !strcmp(role->valuestring, "tool"));
+    }
+    if (cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0 && !tool_turn) {
         const cJSON *fn =
             cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tools, 0), "function");
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
