@@ -177,9 +177,9 @@ static void test_generation_fields(void **state)
             }
             check_no_optillm_fields(b);
             if (ans)
-                assert_true(cJSON_Compare(
-                    cJSON_GetObjectItemCaseSensitive(client, "response_format"),
-                    cJSON_GetObjectItemCaseSensitive(b, "response_format"), true));
+                assert_true(
+                    cJSON_Compare(cJSON_GetObjectItemCaseSensitive(client, "response_format"),
+                                  cJSON_GetObjectItemCaseSensitive(b, "response_format"), true));
             else
                 assert_null(cJSON_GetObjectItemCaseSensitive(b, "response_format"));
             answers += ans;
@@ -262,8 +262,8 @@ static void test_tools_json(void **state)
             for (size_t k = 0; k < 3; k++) {
                 const cJSON *got = cJSON_GetObjectItemCaseSensitive(b, group[k]);
 
-                if (ans && !cJSON_Compare(cJSON_GetObjectItemCaseSensitive(client, group[k]), got,
-                                          true))
+                if (ans &&
+                    !cJSON_Compare(cJSON_GetObjectItemCaseSensitive(client, group[k]), got, true))
                     fail_msg("%s call %d: %s missing or changed", slug, i, group[k]);
                 if (!ans && got)
                     fail_msg("%s call %d: %s on an internal call", slug, i, group[k]);
@@ -431,9 +431,21 @@ static void test_tool_history(void **state)
 static void test_tools_refused(void **state)
 {
     static const char *const others[] = {
-        "cot_reflection", "plansearch", "leap", "rto",     "mcts",      "pvg",
-        "rstar",          "z3",         "cepo", "mars",    "genselect", "deepthink",
-        "bon&mcts",       "mcts|moa",   "re2&cot_reflection",
+        "cot_reflection",
+        "plansearch",
+        "leap",
+        "rto",
+        "mcts",
+        "pvg",
+        "rstar",
+        "z3",
+        "cepo",
+        "mars",
+        "genselect",
+        "deepthink",
+        "bon&mcts",
+        "mcts|moa",
+        "re2&cot_reflection",
     };
 
     (void)state;
@@ -525,9 +537,12 @@ static void test_tools_combinations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_generation_fields), cmocka_unit_test(test_tools_json),
-        cmocka_unit_test(test_tools_n),           cmocka_unit_test(test_tools_stream),
-        cmocka_unit_test(test_tool_history),      cmocka_unit_test(test_tools_refused),
+        cmocka_unit_test(test_generation_fields),
+        cmocka_unit_test(test_tools_json),
+        cmocka_unit_test(test_tools_n),
+        cmocka_unit_test(test_tools_stream),
+        cmocka_unit_test(test_tool_history),
+        cmocka_unit_test(test_tools_refused),
         cmocka_unit_test(test_tools_combinations),
     };
 
