@@ -14,7 +14,11 @@
  * asked for; replies without <output> are used whole rather than dropped; a failed merge falls
  * back to the low-level principles; with no principles the client's conversation goes out as
  * is, and with some they join the client's system prompt instead of replacing the
- * conversation by a flattened query. The number of examples used is capped (an option). */
+ * conversation by a flattened query. The number of examples used is capped (an option).
+ *
+ * Request fields: the stages set temperature and max_tokens; response_format reaches the final
+ * answer call only; every other client field reaches every call unchanged (llm.h). Requests
+ * with tools are refused (400, approach.h .tools). */
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <math.h>

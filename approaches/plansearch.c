@@ -10,7 +10,11 @@
  * max_tokens keeps the observations it holds, and a cut plan is still used (OptiLLM put an
  * error string in their place); a failed derivation call leaves the first observations alone
  * instead of failing the request, and with no first observations there is nothing to derive
- * from, so that call is skipped. The numbers of observations are options. */
+ * from, so that call is skipped. The numbers of observations are options.
+ *
+ * Request fields: the stages set max_tokens (the program: the client's when sent);
+ * response_format reaches the program call only; every other client field reaches every call
+ * unchanged (llm.h). Requests with tools are refused (400, approach.h .tools). */
 #include <ctype.h>
 #include <stdbool.h>
 #include <string.h>

@@ -33,7 +33,11 @@
  * counted only the last call (= instead of +=); ours is exact. Its error test was "the output
  * contains Error:" (a program printing that word failed); ours reads Z3's (error ...) lines
  * and error code. The repair prompt carries the solver's own message, and the client's
- * conversation and temperature are kept. */
+ * conversation and temperature are kept.
+ *
+ * Request fields: the stages set temperature and max_tokens; response_format reaches the answer
+ * call (direct or phrased) only; every other client field reaches every call unchanged (llm.h).
+ * Requests with tools are refused (400, approach.h .tools). */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>

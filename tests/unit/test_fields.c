@@ -40,10 +40,18 @@ static void test_copy(void **state)
                                          "logprobs", "top_logprobs", "some_future_field"};
     static const char *const answer_only[] = {"response_format", "tools", "tool_choice",
                                               "parallel_tool_calls"};
-    static const char *const never[] = {
-        "model",       "messages",   "n",                     "stream",
-        "stream_options", "temperature", "max_tokens", "max_completion_tokens",
-        "optillm_best_of_n", "optillm_approach", "functions", "function_call"};
+    static const char *const never[] = {"model",
+                                        "messages",
+                                        "n",
+                                        "stream",
+                                        "stream_options",
+                                        "temperature",
+                                        "max_tokens",
+                                        "max_completion_tokens",
+                                        "optillm_best_of_n",
+                                        "optillm_approach",
+                                        "functions",
+                                        "function_call"};
     cJSON *body = cJSON_Parse(CLIENT);
 
     (void)state;
@@ -74,7 +82,8 @@ static void test_copy(void **state)
     cJSON_Delete(body);
 }
 
-/* ---- chat_check_fields ------------------------------------------------------------------------ */
+/* ---- chat_check_fields ------------------------------------------------------------------------
+ */
 
 static int check(const char *model, const char *extra, struct px_error *err)
 {
@@ -101,13 +110,13 @@ static int check(const char *model, const char *extra, struct px_error *err)
 
 static void test_check(void **state)
 {
-    static const char *const ok_tools[] = {"self_consistency-m", "majority_voting-m", "bon-m",
-                                           "moa-m",  "re2-m", "bon&moa-m", "re2|bon-m",
-                                           "gpt-4o", "none-m"};
-    static const char *const no_tools[] = {"cot_reflection-m", "plansearch-m", "leap-m",
-                                           "rto-m",  "mcts-m",  "pvg-m",  "rstar-m",
-                                           "z3-m",   "cepo-m",  "mars-m", "genselect-m",
-                                           "deepthink-m", "bon&mcts-m", "mcts|bon-m"};
+    static const char *const ok_tools[] = {
+        "self_consistency-m", "majority_voting-m", "bon-m",  "moa-m", "re2-m",
+        "bon&moa-m",          "re2|bon-m",         "gpt-4o", "none-m"};
+    static const char *const no_tools[] = {
+        "cot_reflection-m", "plansearch-m", "leap-m", "rto-m",  "mcts-m",      "pvg-m",
+        "rstar-m",          "z3-m",         "cepo-m", "mars-m", "genselect-m", "deepthink-m",
+        "bon&mcts-m",       "mcts|bon-m"};
     struct px_error err;
 
     (void)state;
@@ -126,8 +135,8 @@ static void test_check(void **state)
                      PX_EINVAL);
     assert_string_equal(err.param, "response_format");
     assert_int_equal(check("mcts-m", "\"response_format\":{\"type\":\"text\"}", &err), PX_OK);
-    assert_int_equal(check("cot_reflection-m", "\"response_format\":{\"type\":\"json_schema\"}", &err),
-                     PX_OK);
+    assert_int_equal(
+        check("cot_reflection-m", "\"response_format\":{\"type\":\"json_schema\"}", &err), PX_OK);
     assert_int_equal(check("gpt-4o", "\"response_format\":{\"type\":\"json_schema\"}", &err),
                      PX_OK);
     /* The deprecated function calling: refused on approach routes, passed through otherwise. */
@@ -136,7 +145,8 @@ static void test_check(void **state)
     assert_int_equal(check("gpt-4o", "\"functions\":[]", &err), PX_OK);
 }
 
-/* ---- tool calls as values --------------------------------------------------------------------- */
+/* ---- tool calls as values ---------------------------------------------------------------------
+ */
 
 #define CALL(id, name, args)                                                                       \
     "{\"id\":\"" id "\",\"type\":\"function\",\"function\":{\"name\":\"" name                      \
@@ -145,11 +155,14 @@ static void test_check(void **state)
 static void test_tool_key(void **state)
 {
     struct arena *a = arena_create();
-    const char *k1 = llm_tool_calls_key(a, "[" CALL("c1", "get", "{\\\"q\\\":\\\"x\\\",\\\"k\\\":1}") "]");
-    const char *k2 =
-        llm_tool_calls_key(a, "[" CALL("c2", "get", "{ \\\"k\\\" : 1.0, \\\"q\\\":\\\"x\\\" }") "]");
-    const char *k3 = llm_tool_calls_key(a, "[" CALL("c1", "get", "{\\\"q\\\":\\\"y\\\",\\\"k\\\":1}") "]");
-    const char *k4 = llm_tool_calls_key(a, "[" CALL("c1", "put", "{\\\"q\\\":\\\"x\\\",\\\"k\\\":1}") "]");
+    const char *k1 =
+        llm_tool_calls_key(a, "[" CALL("c1", "get", "{\\\"q\\\":\\\"x\\\",\\\"k\\\":1}") "]");
+    const char *k2 = llm_tool_calls_key(
+        a, "[" CALL("c2", "get", "{ \\\"k\\\" : 1.0, \\\"q\\\":\\\"x\\\" }") "]");
+    const char *k3 =
+        llm_tool_calls_key(a, "[" CALL("c1", "get", "{\\\"q\\\":\\\"y\\\",\\\"k\\\":1}") "]");
+    const char *k4 =
+        llm_tool_calls_key(a, "[" CALL("c1", "put", "{\\\"q\\\":\\\"x\\\",\\\"k\\\":1}") "]");
 
     (void)state;
     /* ids, key order and white space do not matter; name and values do. */
@@ -159,7 +172,8 @@ static void test_tool_key(void **state)
     assert_string_not_equal(k1, k4);
     /* Nested objects are sorted too; arrays keep their order. */
     assert_string_equal(
-        llm_tool_calls_key(a, "[" CALL("i", "f", "{\\\"b\\\":{\\\"z\\\":1,\\\"a\\\":[2,1]},\\\"a\\\":null}") "]"),
+        llm_tool_calls_key(
+            a, "[" CALL("i", "f", "{\\\"b\\\":{\\\"z\\\":1,\\\"a\\\":[2,1]},\\\"a\\\":null}") "]"),
         "f({\"a\":null,\"b\":{\"a\":[2,1],\"z\":1}})");
     /* Several calls: the same set in another order is the same action. */
     assert_string_equal(
@@ -172,21 +186,23 @@ static void test_tool_key(void **state)
     assert_string_equal(llm_tool_calls_key(a, "{oops"), "");
     /* The rendering for prompts keeps the order. */
     assert_string_equal(
-        llm_tool_calls_text(a, "[" CALL("1", "b", "{\\\"y\\\":1,\\\"x\\\":2}") "," CALL("2", "a", "{}") "]"),
+        llm_tool_calls_text(
+            a, "[" CALL("1", "b", "{\\\"y\\\":1,\\\"x\\\":2}") "," CALL("2", "a", "{}") "]"),
         "Tool call: b({\"x\":2,\"y\":1})\nTool call: a({})");
     assert_string_equal(llm_tool_calls_text(a, NULL), "");
     arena_destroy(a);
 }
 
-/* ---- voting over tool calls ------------------------------------------------------------------- */
+/* ---- voting over tool calls -------------------------------------------------------------------
+ */
 
 #define T_X1 "[" CALL("call_a", "get", "{\\\"q\\\":\\\"x\\\",\\\"k\\\":1}") "]"
 #define T_X2 "[" CALL("call_b", "get", "{\\\"k\\\":1,\\\"q\\\":\\\"x\\\"}") "]"
 #define T_X3 "[" CALL("call_c", "get", "{\\\"q\\\": \\\"x\\\", \\\"k\\\": 1}") "]"
 #define T_Y  "[" CALL("call_d", "get", "{\\\"q\\\":\\\"y\\\",\\\"k\\\":1}") "]"
 
-static void vote_all_orders(struct llm_choice *c, int n, enum vote_mode mode, const char *want_tools,
-                            const char *want_text)
+static void vote_all_orders(struct llm_choice *c, int n, enum vote_mode mode,
+                            const char *want_tools, const char *want_text)
 {
     struct arena *a = arena_create();
 
