@@ -72,7 +72,7 @@ void route_name(const struct route *r, char *buf, size_t len);
  * and the approaches that support it. The deprecated 'functions'/'function_call' are refused
  * on approach routes. Called by chat_request_parse; a passthrough is always fine. */
 int chat_check_fields(struct arena *a, const struct chat_request *req, struct px_error *err);
-/* The request has a (non-null) "tools" member. */
+/* The request offers tools: a "tools" member that is not null or an empty array. */
 bool chat_has_tools(const struct chat_request *req);
 
 /* Conversation helpers, all read-only on 'req'. */

@@ -70,9 +70,17 @@ static bool present(const cJSON *body, const char *k)
     return v && !cJSON_IsNull(v);
 }
 
+/* A tools member that offers tools: not null, not an empty array. */
+static bool offers_tools(const cJSON *body)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, "tools");
+
+    return v && !cJSON_IsNull(v) && !(cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0);
+}
+
 bool chat_has_tools(const struct chat_request *req)
 {
-    return req && present(req->body, "tools");
+    return req && offers_tools(req->body);
 }
 
 /* A response_format that asks for more than plain text. */
@@ -107,7 +115,7 @@ static const char *capable(struct arena *a, bool tools)
 int chat_check_fields(struct arena *a, const struct chat_request *req, struct px_error *err)
 {
     const struct route *r = &req->route;
-    bool tools = present(req->body, "tools");
+    bool tools = offers_tools(req->body);
     bool rf = structured(req->body);
 
     for (int i = 0; i < r->count; i++) {

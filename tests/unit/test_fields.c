@@ -127,8 +127,9 @@ static void test_check(void **state)
         assert_string_equal(err.param, "tools");
         assert_non_null(strstr(err.message, "bon, moa, self_consistency, majority_voting, re2"));
     }
-    /* "tools": null is no tools. */
+    /* "tools": null or [] offers no tools. */
     assert_int_equal(check("mcts-m", "\"tools\":null", &err), PX_OK);
+    assert_int_equal(check("mcts-m", "\"tools\":[]", &err), PX_OK);
     /* response_format: json on an approach whose answer may not come from an answer call is
      * refused; "text" asks for nothing; the final-stage approaches carry it. */
     assert_int_equal(check("mcts-m", "\"response_format\":{\"type\":\"json_object\"}", &err),
