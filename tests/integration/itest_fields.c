@@ -534,6 +534,42 @@ static void test_tools_combinations(void **state)
     free(body);
 }
 
+/* GET /v1/approaches says which approaches carry tools and response_format. */
+static void test_capabilities_listed(void **state)
+{
+    struct http_resp r;
+    cJSON *a;
+    int tools = 0, rf = 0, n = 0;
+
+    (void)state;
+    assert_int_equal(http_req("GET", proxy.port, "/v1/approaches", NULL, auth, &r), 0);
+    assert_int_equal(r.status, 200);
+    cJSON *list = http_json(&r);
+    cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(list, "data"))
+    {
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "id"));
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(a, "tools");
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(a, "response_format");
+        bool want = false;
+
+        assert_true(cJSON_IsBool(t));
+        assert_true(cJSON_IsBool(f));
+        for (size_t s = 0; s < sizeof(subjects) / sizeof(subjects[0]); s++)
+            want = want || !strcmp(id, subjects[s].slug);
+        assert_int_equal(cJSON_IsTrue(t), want);
+        if (want)
+            assert_true(cJSON_IsTrue(f));
+        tools += cJSON_IsTrue(t);
+        rf += cJSON_IsTrue(f);
+        n++;
+    }
+    assert_true(n >= 17);
+    assert_int_equal(tools, 5);
+    assert_int_equal(rf, 9); /* the five, and cot_reflection, plansearch, leap, z3 */
+    cJSON_Delete(list);
+    http_resp_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -544,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_tool_history),
         cmocka_unit_test(test_tools_refused),
         cmocka_unit_test(test_tools_combinations),
+        cmocka_unit_test(test_capabilities_listed),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
