@@ -31,6 +31,7 @@ struct cand {
     const char *text;  /* as shown to the rater: the content, then any tool calls */
     const char *tools; /* tool_calls JSON, or NULL */
     const char *content;
+    const char *logprobs;
     const char *finish;
     size_t len;
     int support;   /* samples whose extracted answer equals this one's (itself included) */
@@ -307,6 +308,7 @@ static int bon_run(struct approach_ctx *ctx, struct chat_result *out)
         if (blank(samples[i].text) && !*calls)
             continue; /* an empty sample cannot be the best one; rating it wastes a call */
         c[n].content = samples[i].text;
+        c[n].logprobs = samples[i].logprobs;
         c[n].tools = *calls ? samples[i].tool_calls : NULL;
         c[n].text = !*calls ? samples[i].text
                     : blank(samples[i].text)
@@ -327,6 +329,7 @@ static int bon_run(struct approach_ctx *ctx, struct chat_result *out)
     qsort(c, (size_t)n, sizeof(*c), cand_cmp);
     out->text = c[0].content;
     out->tool_calls = c[0].tools;
+    out->logprobs = c[0].logprobs;
     out->finish_reason = c[0].tools ? "tool_calls" : truncated(&c[0]) ? "length" : "stop";
     return PX_OK;
 }

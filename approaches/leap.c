@@ -410,6 +410,7 @@ static int final_answer(struct approach_ctx *ctx, const char *principles, struct
     if (rc < 0)
         return rc;
     out->text = c.text;
+    out->logprobs = c.logprobs;
     out->finish_reason =
         c.finish_reason && strcmp(c.finish_reason, "length") == 0 ? "length" : "stop";
     return PX_OK;

@@ -46,6 +46,7 @@ static int mv_run(struct approach_ctx *ctx, struct chat_result *out)
     pick = vote_choose(ctx->arena, c, got, VOTE_ANSWERS_FIRST, &cut);
     out->text = pick >= 0 ? c[pick].text : "";
     out->tool_calls = pick >= 0 ? c[pick].tool_calls : NULL;
+    out->logprobs = pick >= 0 ? c[pick].logprobs : NULL;
     out->finish_reason = out->tool_calls ? "tool_calls" : cut ? "length" : "stop";
     return PX_OK;
 }

@@ -373,6 +373,7 @@ static int plansearch_run(struct approach_ctx *ctx, struct chat_result *out)
     if (rc < 0)
         return rc;
     out->text = c.text;
+    out->logprobs = c.logprobs;
     out->finish_reason =
         c.finish_reason && strcmp(c.finish_reason, "length") == 0 ? "length" : "stop";
     return PX_OK;

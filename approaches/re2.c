@@ -61,6 +61,7 @@ static int re2_run(struct approach_ctx *ctx, struct chat_result *out)
         return rc;
     out->text = final.text;
     out->tool_calls = final.tool_calls;
+    out->logprobs = final.logprobs;
     out->finish_reason = final.tool_calls ? "tool_calls"
                          : final.finish_reason && strcmp(final.finish_reason, "length") == 0
                              ? "length"

@@ -645,6 +645,7 @@ static int answer_directly(struct approach_ctx *ctx, struct chat_result *out)
     if (rc < 0)
         return rc;
     out->text = c.text;
+    out->logprobs = c.logprobs;
     out->finish_reason = finish_of(&c);
     return PX_OK;
 }
@@ -729,6 +730,7 @@ static int z3_run(struct approach_ctx *ctx, struct chat_result *out)
     if (rc < 0)
         return rc;
     out->text = c.text;
+    out->logprobs = c.logprobs;
     out->finish_reason = finish_of(&c);
     return PX_OK;
 }

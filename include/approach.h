@@ -31,6 +31,8 @@ struct chat_result {
     const char *text;          /* the answer, in ctx->arena */
     const char *finish_reason; /* "stop", "length" or "tool_calls"; NULL means "stop" */
     const char *tool_calls;    /* the answer's tool calls (JSON array text), or NULL */
+    const char *logprobs;      /* the logprobs of the call whose text is returned unchanged
+                                  (llm_choice.logprobs), or NULL */
 };
 
 /* Returns PX_OK with *out filled, or a negative px_status with ctx->err filled. */

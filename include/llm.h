@@ -59,6 +59,8 @@ struct llm_choice {
     const char *text;          /* "" when the upstream returned null content */
     const char *finish_reason; /* "stop", "length", "tool_calls", ... ("" if absent) */
     const char *tool_calls;    /* the message's tool_calls as a JSON array text, or NULL */
+    const char *logprobs;      /* the choice's logprobs object as JSON text, or NULL (none, or
+                                  a streamed call) */
 };
 
 struct llm_reply {

@@ -391,6 +391,7 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c, "finish_reason");
         const cJSON *tc = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+        const cJSON *lp = cJSON_GetObjectItemCaseSensitive(c, "logprobs");
         struct llm_choice *ch = &r->choices[r->nchoices++];
 
         ch->text = cJSON_IsString(content) ? arena_strdup(a, content->valuestring) : "";
@@ -399,6 +400,12 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
             char *j = cJSON_PrintUnformatted(tc);
 
             ch->tool_calls = arena_strdup(a, j);
+            cJSON_free(j);
+        }
+        if (cJSON_IsObject(lp)) {
+            char *j = cJSON_PrintUnformatted(lp);
+
+            ch->logprobs = arena_strdup(a, j);
             cJSON_free(j);
         }
     }
@@ -540,7 +547,8 @@ struct run {
     int rc[ROUTE_MAX];
     const char *text[ROUTE_MAX];
     const char *finish[ROUTE_MAX];
-    const char *tools[ROUTE_MAX]; /* tool_calls JSON, or NULL */
+    const char *tools[ROUTE_MAX];    /* tool_calls JSON, or NULL */
+    const char *logprobs[ROUTE_MAX]; /* logprobs JSON, or NULL */
     bool streamed;
     struct usage usage;
     struct px_error err;
@@ -557,7 +565,7 @@ static void usage_add(struct usage *to, const struct usage *u)
 /* One approach on one request. */
 static int run_approach(struct run *r, const struct approach *a, const struct chat_request *req,
                         bool stream_final, const char **text, const char **finish,
-                        const char **tools)
+                        const char **tools, const char **logprobs)
 {
     struct transport t = {.ex = r->ex, .ka = r->ka};
     struct llm llm = {.ops = &transport_ops, .impl = &t};
@@ -582,6 +590,7 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
     *text = res.text ? res.text : "";
     *finish = res.finish_reason ? res.finish_reason : "stop";
     *tools = res.tool_calls;
+    *logprobs = res.logprobs;
     if (ctx.streamed)
         r->streamed = true;
     return PX_OK;
@@ -615,13 +624,15 @@ struct branch {
     const char *text;
     const char *finish;
     const char *tools;
+    const char *logprobs;
 };
 
 static void *branch_main(void *arg)
 {
     struct branch *b = arg;
 
-    b->rc = run_approach(&b->sub, b->a, b->sub.req, false, &b->text, &b->finish, &b->tools);
+    b->rc = run_approach(&b->sub, b->a, b->sub.req, false, &b->text, &b->finish, &b->tools,
+                         &b->logprobs);
     return NULL;
 }
 
@@ -673,6 +684,7 @@ static void run_route(struct run *r)
             r->text[i] = br[i].text;
             r->finish[i] = br[i].finish;
             r->tools[i] = br[i].tools;
+            r->logprobs[i] = br[i].logprobs;
             if (br[i].rc < 0 && r->err.code == 0)
                 r->err = br[i].sub.err;
         }
@@ -680,19 +692,21 @@ static void run_route(struct run *r)
         return;
     }
     const struct chat_request *req = r->req;
-    const char *text = NULL, *finish = NULL, *tools = NULL;
+    const char *text = NULL, *finish = NULL, *tools = NULL, *logprobs = NULL;
     int rc = PX_OK;
     /* A step that answers with tool calls ends the pipeline: the client runs the tools. */
     for (int i = 0; i < rt->count && rc == PX_OK && !tools; i++) {
         if (i > 0)
             req = pipeline_request(r->arena, r->req, text);
-        rc = run_approach(r, rt->steps[i], req, i == rt->count - 1, &text, &finish, &tools);
+        rc = run_approach(r, rt->steps[i], req, i == rt->count - 1, &text, &finish, &tools,
+                          &logprobs);
     }
     r->nresults = 1;
     r->rc[0] = rc;
     r->text[0] = text;
     r->finish[0] = finish;
     r->tools[0] = tools;
+    r->logprobs[0] = logprobs;
 }
 
 static void *run_main(void *arg)
@@ -720,7 +734,8 @@ static cJSON *usage_json(const struct usage *u)
 struct choice_out {
     const char *text;
     const char *finish;
-    const char *tools; /* tool_calls JSON array text, or NULL */
+    const char *tools;    /* tool_calls JSON array text, or NULL */
+    const char *logprobs; /* the answer's logprobs object, or NULL */
 };
 
 static void reply_json(struct exchange *ex, struct sink *s, const struct choice_out *ch, int nch,
@@ -747,6 +762,8 @@ static void reply_json(struct exchange *ex, struct sink *s, const struct choice_
             cJSON_AddStringToObject(m, "content", ch[i].text);
         if (ch[i].tools)
             cJSON_AddItemToObject(m, "tool_calls", cJSON_Parse(ch[i].tools));
+        if (ch[i].logprobs)
+            cJSON_AddItemToObject(c, "logprobs", cJSON_Parse(ch[i].logprobs));
         cJSON_AddStringToObject(c, "finish_reason", ch[i].finish);
         cJSON_AddItemToArray(choices, c);
     }
@@ -804,6 +821,14 @@ static void reply_stream(struct exchange *ex, struct sink *s, const struct choic
             do_content(s, i, ch[i].text, strlen(ch[i].text));
             if (ch[i].tools)
                 do_tool_calls(s, i, ch[i].tools);
+            if (ch[i].logprobs) { /* one chunk with the whole answer's logprobs */
+                chunk = chunk_new(s);
+                c = choice_obj(chunk, i);
+                cJSON_AddObjectToObject(c, "delta");
+                cJSON_AddItemToObject(c, "logprobs", cJSON_Parse(ch[i].logprobs));
+                cJSON_AddNullToObject(c, "finish_reason");
+                do_send(s, chunk);
+            }
         }
         chunk = chunk_new(s);
         c = choice_obj(chunk, i);
@@ -893,6 +918,7 @@ void engine_run(void *arg)
             if (runs[i].rc[j] == PX_OK) {
                 ch[nch].text = runs[i].text[j];
                 ch[nch].tools = runs[i].tools[j];
+                ch[nch].logprobs = runs[i].logprobs[j];
                 ch[nch++].finish = runs[i].finish[j];
             } else if (err.code == 0) {
                 err = runs[i].err;

@@ -70,6 +70,9 @@
  *     the model answers with text (so a tool is called once, then the answer follows).
  *   - otherwise "response_format" of type json_object or json_schema: the text T becomes the
  *     JSON text {"answer":T}.
+ *   - "logprobs": true (not streamed, no tool call): choice i carries "logprobs":{"content":
+ *     [{"token":<its whole text>,"logprob":-(i+1),"bytes":null,"top_logprobs":[]}],
+ *     "refusal":null}, so a test can tell which choice an answer's logprobs came from.
  *
  * Noisy mode: truth = the --noisy-key JSONL line {"question","answer"} whose question occurs in
  * the last user message (longest wins; numeric answers only), else the first integer + - * ()
@@ -1493,6 +1496,20 @@ static char *fields_event(const struct stream *s, size_t i, cJSON *delta_calls, 
     return sse_event(s, arr, NULL);
 }
 
+/* Choice i's logprobs: one "token", its whole text (see the header). */
+static cJSON *fields_logprobs(size_t i, const char *text)
+{
+    cJSON *lp = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(lp, "content");
+    cJSON *t = cJSON_CreateObject();
+    cJSON_AddItemToArray(arr, t);
+    cJSON_AddStringToObject(t, "token", text);
+    cJSON_AddNumberToObject(t, "logprob", -(double)(i + 1));
+    cJSON_AddNullToObject(t, "bytes");
+    cJSON_AddArrayToObject(t, "top_logprobs");
+    cJSON_AddNullToObject(lp, "refusal");
+    return lp;
+}
+
 /* The whole tool-call stream of every choice, as prepared events. false on OOM. */
 static bool fields_stream(struct stream *s, const struct fields_mode *fm)
 {
@@ -1711,6 +1728,8 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
             finish[i] = "tool_calls";
         } else {
             cJSON_AddStringToObject(m, "content", texts[i]);
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "logprobs")))
+                cJSON_AddItemToObject(ch, "logprobs", fields_logprobs(i, texts[i]));
         }
         cJSON_AddStringToObject(ch, "finish_reason", finish[i]);
     }

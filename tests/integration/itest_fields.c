@@ -534,6 +534,60 @@ static void test_tools_combinations(void **state)
     free(body);
 }
 
+/* logprobs: the returned answer carries the logprobs of the very choice it came from (the
+ * mock's single "token" is the choice's whole text), as JSON and in a buffered stream. */
+static void test_logprobs(void **state)
+{
+    static const char *const slugs[] = {
+        "self_consistency", "majority_voting", "bon", "moa", "re2", "plansearch", "leap", "z3"};
+
+    (void)state;
+    for (size_t s = 0; s < sizeof(slugs) / sizeof(slugs[0]); s++) {
+        char *body = body_for(slugs[s], "\"logprobs\":true,\"top_logprobs\":1");
+        cJSON *j = post(body, 200, NULL);
+        cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0);
+        const char *content = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(c0, "message"), "content"));
+        cJSON *lp = cJSON_GetObjectItemCaseSensitive(c0, "logprobs");
+        cJSON *tok = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(lp, "content"), 0);
+
+        assert_non_null(content);
+        if (!cJSON_IsObject(lp))
+            fail_msg("%s: no logprobs in the answer", slugs[s]);
+        assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(tok, "token")),
+                            content);
+        cJSON_Delete(j);
+        free(body);
+    }
+    /* bon streams its chosen sample at the end: one chunk carries its logprobs. */
+    char *body = body_for("bon", "\"logprobs\":true,\"stream\":true");
+    struct http_resp r;
+    char text[4096] = "", token[4096] = "";
+    assert_int_equal(http_req("POST", proxy.port, "/v1/chat/completions", body, auth, &r), 0);
+    assert_int_equal(r.status, 200);
+    for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "data: {", 7) != 0)
+            continue;
+        cJSON *chunk = cJSON_Parse(line + 6);
+        cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(chunk, "choices"), 0);
+        const char *d = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(c0, "delta"), "content"));
+        cJSON *lp = cJSON_GetObjectItemCaseSensitive(c0, "logprobs");
+        const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(lp, "content"), 0), "token"));
+
+        if (d)
+            strncat(text, d, sizeof(text) - strlen(text) - 1);
+        if (t)
+            snprintf(token, sizeof(token), "%s", t);
+        cJSON_Delete(chunk);
+    }
+    assert_true(text[0] != '\0');
+    assert_string_equal(token, text);
+    http_resp_free(&r);
+    free(body);
+}
+
 /* GET /v1/approaches says which approaches carry tools and response_format. */
 static void test_capabilities_listed(void **state)
 {
@@ -581,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_tools_refused),
         cmocka_unit_test(test_tools_combinations),
         cmocka_unit_test(test_capabilities_listed),
+        cmocka_unit_test(test_logprobs),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
