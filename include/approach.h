@@ -29,7 +29,10 @@ struct approach_ctx {
 
 struct chat_result {
     const char *text;          /* the answer, in ctx->arena */
-    const char *finish_reason; /* "stop" or "length"; NULL means "stop" */
+    const char *finish_reason; /* "stop", "length" or "tool_calls"; NULL means "stop" */
+    const char *tool_calls;    /* the answer's tool calls (JSON array text), or NULL */
+    const char *logprobs;      /* the logprobs of the call whose text is returned unchanged
+                                  (llm_choice.logprobs), or NULL */
 };
 
 /* Returns PX_OK with *out filled, or a negative px_status with ctx->err filled. */
@@ -57,6 +60,10 @@ struct approach {
     const char *summary;                   /* one line, for GET /v1/approaches and --help */
     int calls;  /* upstream calls at default settings (documentation, /v1/approaches) */
     int rounds; /* sequential rounds at default settings */
+    /* What the approach carries from the request (checked for every step of a route by
+     * chat_request_parse: a request using what an approach does not carry is a 400). */
+    bool tools;           /* tools/tool_choice reach its answer calls; it returns tool_calls */
+    bool response_format; /* every answer it returns comes from a call with params.answer */
 };
 
 /* The registry (src/registry.c): const, no lock needed. */

@@ -277,6 +277,7 @@ static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool 
         cJSON *so = cJSON_AddObjectToObject(o, "stream_options");
         cJSON_AddTrueToObject(so, "include_usage");
     }
+    fields_copy(o, req->body, c->params.answer); /* the client's other fields, unchanged */
     s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     *len = strlen(s);
@@ -389,10 +390,24 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(c, "message");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c, "finish_reason");
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+        const cJSON *lp = cJSON_GetObjectItemCaseSensitive(c, "logprobs");
         struct llm_choice *ch = &r->choices[r->nchoices++];
 
         ch->text = cJSON_IsString(content) ? arena_strdup(a, content->valuestring) : "";
         ch->finish_reason = cJSON_IsString(fr) ? arena_strdup(a, fr->valuestring) : "";
+        if (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0) {
+            char *j = cJSON_PrintUnformatted(tc);
+
+            ch->tool_calls = arena_strdup(a, j);
+            cJSON_free(j);
+        }
+        if (cJSON_IsObject(lp)) {
+            char *j = cJSON_PrintUnformatted(lp);
+
+            ch->logprobs = arena_strdup(a, j);
+            cJSON_free(j);
+        }
     }
     r->status = PX_OK;
     cJSON_Delete(root);
@@ -532,6 +547,8 @@ struct run {
     int rc[ROUTE_MAX];
     const char *text[ROUTE_MAX];
     const char *finish[ROUTE_MAX];
+    const char *tools[ROUTE_MAX];    /* tool_calls JSON, or NULL */
+    const char *logprobs[ROUTE_MAX]; /* logprobs JSON, or NULL */
     bool streamed;
     struct usage usage;
     struct px_error err;
@@ -547,7 +564,8 @@ static void usage_add(struct usage *to, const struct usage *u)
 
 /* One approach on one request. */
 static int run_approach(struct run *r, const struct approach *a, const struct chat_request *req,
-                        bool stream_final, const char **text, const char **finish)
+                        bool stream_final, const char **text, const char **finish,
+                        const char **tools, const char **logprobs)
 {
     struct transport t = {.ex = r->ex, .ka = r->ka};
     struct llm llm = {.ops = &transport_ops, .impl = &t};
@@ -571,6 +589,8 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
         return px_fail(&r->err, PX_ECANCELLED, NULL, "the request was cancelled");
     *text = res.text ? res.text : "";
     *finish = res.finish_reason ? res.finish_reason : "stop";
+    *tools = res.tool_calls;
+    *logprobs = res.logprobs;
     if (ctx.streamed)
         r->streamed = true;
     return PX_OK;
@@ -603,13 +623,16 @@ struct branch {
     int rc;
     const char *text;
     const char *finish;
+    const char *tools;
+    const char *logprobs;
 };
 
 static void *branch_main(void *arg)
 {
     struct branch *b = arg;
 
-    b->rc = run_approach(&b->sub, b->a, b->sub.req, false, &b->text, &b->finish);
+    b->rc = run_approach(&b->sub, b->a, b->sub.req, false, &b->text, &b->finish, &b->tools,
+                         &b->logprobs);
     return NULL;
 }
 
@@ -660,6 +683,8 @@ static void run_route(struct run *r)
             r->rc[i] = br[i].rc;
             r->text[i] = br[i].text;
             r->finish[i] = br[i].finish;
+            r->tools[i] = br[i].tools;
+            r->logprobs[i] = br[i].logprobs;
             if (br[i].rc < 0 && r->err.code == 0)
                 r->err = br[i].sub.err;
         }
@@ -667,17 +692,21 @@ static void run_route(struct run *r)
         return;
     }
     const struct chat_request *req = r->req;
-    const char *text = NULL, *finish = NULL;
+    const char *text = NULL, *finish = NULL, *tools = NULL, *logprobs = NULL;
     int rc = PX_OK;
-    for (int i = 0; i < rt->count && rc == PX_OK; i++) {
+    /* A step that answers with tool calls ends the pipeline: the client runs the tools. */
+    for (int i = 0; i < rt->count && rc == PX_OK && !tools; i++) {
         if (i > 0)
             req = pipeline_request(r->arena, r->req, text);
-        rc = run_approach(r, rt->steps[i], req, i == rt->count - 1, &text, &finish);
+        rc = run_approach(r, rt->steps[i], req, i == rt->count - 1, &text, &finish, &tools,
+                          &logprobs);
     }
     r->nresults = 1;
     r->rc[0] = rc;
     r->text[0] = text;
     r->finish[0] = finish;
+    r->tools[0] = tools;
+    r->logprobs[0] = logprobs;
 }
 
 static void *run_main(void *arg)
@@ -705,6 +734,8 @@ static cJSON *usage_json(const struct usage *u)
 struct choice_out {
     const char *text;
     const char *finish;
+    const char *tools;    /* tool_calls JSON array text, or NULL */
+    const char *logprobs; /* the answer's logprobs object, or NULL */
 };
 
 static void reply_json(struct exchange *ex, struct sink *s, const struct choice_out *ch, int nch,
@@ -725,7 +756,14 @@ static void reply_json(struct exchange *ex, struct sink *s, const struct choice_
 
         cJSON_AddNumberToObject(c, "index", i);
         cJSON_AddStringToObject(m, "role", "assistant");
-        cJSON_AddStringToObject(m, "content", ch[i].text);
+        if (ch[i].tools && !*ch[i].text)
+            cJSON_AddNullToObject(m, "content"); /* as OpenAI answers a pure tool call */
+        else
+            cJSON_AddStringToObject(m, "content", ch[i].text);
+        if (ch[i].tools)
+            cJSON_AddItemToObject(m, "tool_calls", cJSON_Parse(ch[i].tools));
+        if (ch[i].logprobs)
+            cJSON_AddItemToObject(c, "logprobs", cJSON_Parse(ch[i].logprobs));
         cJSON_AddStringToObject(c, "finish_reason", ch[i].finish);
         cJSON_AddItemToArray(choices, c);
     }
@@ -734,6 +772,33 @@ static void reply_json(struct exchange *ex, struct sink *s, const struct choice_
     cJSON_Delete(o);
     exchange_reply(ex, 200, "application/json", body, strlen(body));
     cJSON_free(body);
+}
+
+/* Sends a choice's tool calls as one delta.tool_calls chunk: each call whole, with its
+ * "index" (the position in the list), id, type and function {name, arguments}. Clients
+ * accumulate fragments by index, so a complete call in one fragment is what they expect.
+ * Caller holds s->mu. */
+static void do_tool_calls(struct sink *s, int index, const char *tools)
+{
+    cJSON *arr = cJSON_Parse(tools);
+    cJSON *chunk, *c, *d, *tc;
+    int k = 0;
+
+    if (!cJSON_IsArray(arr)) {
+        cJSON_Delete(arr);
+        return;
+    }
+    cJSON_ArrayForEach(tc, arr)
+    {
+        cJSON_DeleteItemFromObjectCaseSensitive(tc, "index");
+        cJSON_AddNumberToObject(tc, "index", k++);
+    }
+    chunk = chunk_new(s);
+    c = choice_obj(chunk, index);
+    d = cJSON_AddObjectToObject(c, "delta");
+    cJSON_AddItemToObject(d, "tool_calls", arr);
+    cJSON_AddNullToObject(c, "finish_reason");
+    do_send(s, chunk);
 }
 
 /* Ends a stream: content of choices not streamed yet, finish chunks, usage, [DONE]. */
@@ -754,6 +819,16 @@ static void reply_stream(struct exchange *ex, struct sink *s, const struct choic
             if (i > 0)
                 do_head(s, i);
             do_content(s, i, ch[i].text, strlen(ch[i].text));
+            if (ch[i].tools)
+                do_tool_calls(s, i, ch[i].tools);
+            if (ch[i].logprobs) { /* one chunk with the whole answer's logprobs */
+                chunk = chunk_new(s);
+                c = choice_obj(chunk, i);
+                cJSON_AddObjectToObject(c, "delta");
+                cJSON_AddItemToObject(c, "logprobs", cJSON_Parse(ch[i].logprobs));
+                cJSON_AddNullToObject(c, "finish_reason");
+                do_send(s, chunk);
+            }
         }
         chunk = chunk_new(s);
         c = choice_obj(chunk, i);
@@ -802,7 +877,13 @@ void engine_run(void *arg)
     {
         pthread_t *th = arena_calloc(ex->arena, (size_t)nruns, sizeof(*th));
         bool *started = arena_calloc(ex->arena, (size_t)nruns, sizeof(*started));
-        bool stream_final = req->stream && nruns == 1 && req->route.op != ROUTE_OR;
+        /* With tools, the final stage is not streamed token by token: its answer may be tool
+         * calls, whose arguments only mean something whole, and clients accumulate them anyway.
+         * It is buffered and sent in the closing chunks (content or delta.tool_calls);
+         * keep-alives still flow meanwhile. This keeps tool-call fragments out of the SSE
+         * parser and the sink. */
+        bool stream_final =
+            req->stream && nruns == 1 && req->route.op != ROUTE_OR && !chat_has_tools(req);
 
         for (int i = 0; i < nruns; i++) {
             runs[i].ex = ex;
@@ -836,6 +917,8 @@ void engine_run(void *arg)
         for (int j = 0; j < runs[i].nresults; j++) {
             if (runs[i].rc[j] == PX_OK) {
                 ch[nch].text = runs[i].text[j];
+                ch[nch].tools = runs[i].tools[j];
+                ch[nch].logprobs = runs[i].logprobs[j];
                 ch[nch++].finish = runs[i].finish[j];
             } else if (err.code == 0) {
                 err = runs[i].err;
@@ -856,6 +939,8 @@ void engine_run(void *arg)
             if (i)
                 buf_puts(&all, "\n\n---\n\n");
             buf_puts(&all, ch[i].text);
+            if (ch[i].tools)
+                buf_puts(&all, ch[i].tools);
         }
         ex->answer = arena_strndup(ex->arena, buf_cstr(&all), all.len);
         buf_free(&all);
