@@ -38,6 +38,27 @@ struct chat_result {
 /* Returns PX_OK with *out filled, or a negative px_status with ctx->err filled. */
 typedef int approach_run_fn(struct approach_ctx *ctx, struct chat_result *out);
 
+/* What a plugin leaves to be done to the answer of the steps after it (privacy puts the
+ * originals back). Either function may be NULL; 'state' lives in ctx->arena (or is released
+ * with arena_defer). Both run on the request's own thread, never concurrently. */
+struct approach_post {
+    /* The final answer text (also each tool call's JSON text): returns the restored text, in
+     * 'a'. */
+    const char *(*answer)(void *state, struct arena *a, const char *text);
+    /* Pieces of a streamed answer, in order: returns the text that can go to the client now
+     * (in 'a', possibly ""), holding back what may still change; 'end' releases the rest. */
+    const char *(*stream)(void *state, struct arena *a, const char *piece, size_t len, bool end);
+    void *state;
+};
+
+/* A plugin (readurls, privacy, compact, ...) shapes the request for the steps after it
+ * instead of answering: it fills *next (start from a copy of *ctx->req; memory in ctx->arena)
+ * and, when the answer needs it, *post. In "plugin&moa-x" moa then runs on *next; a plugin
+ * that is the last step (or alone: "privacy-x") is followed by one plain completion of *next.
+ * Returns PX_OK, or a negative px_status with ctx->err filled (the request fails). */
+typedef int approach_prepare_fn(struct approach_ctx *ctx, struct chat_request *next,
+                                struct approach_post *post);
+
 /* A numeric parameter of an approach: settable by flag --<name with '-'> (and '_'), by env
  * OPTILLM_<NAME>, and per request by the body field "optillm_<name>"; the alias works in each
  * of those places too. Write rows with designated initializers. */
@@ -54,7 +75,8 @@ struct approach_option {
 struct approach {
     const char *slug;                      /* canonical name: "moa" */
     const char *const *aliases;            /* NULL-terminated, or NULL */
-    approach_run_fn *run;                  /* never NULL */
+    approach_run_fn *run;                  /* NULL only for a plugin (prepare set) */
+    approach_prepare_fn *prepare;          /* a plugin: shapes the request for what follows */
     const char *const *prompts;            /* prompt names it needs, NULL-terminated */
     const struct approach_option *options; /* terminated by a NULL name, or NULL */
     const char *summary;                   /* one line, for GET /v1/approaches and --help */
