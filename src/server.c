@@ -192,8 +192,8 @@ static char *passthrough_body(struct exchange *ex, size_t *len)
             changed = true;
         }
     }
-    /* Tags were removed from the messages (the parsed content differs from the raw text). */
-    if (!changed && strstr(buf_cstr(&ex->body), "<optillm_approach>"))
+    /* Tags were removed from the messages (also JSON-escaped ones: "\u003coptillm_approach>"). */
+    if (ex->req.tags_removed)
         changed = true;
     if (!cJSON_GetObjectItemCaseSensitive(root, "model"))
         changed = true;
