@@ -36,6 +36,8 @@
  *   status=CODE                answer CODE (400..599): {"error":{"message":"mock error CODE",
  *                              "type":"server_error","param":null,"code":"mock_CODE"}}
  *   retry_after=S              add "Retry-After: S" to status/fail_* errors
+ *   errmsg=TEXT                error.message of status=CODE answers (default "mock error CODE"),
+ *                              e.g. an upstream 401 quoting a masked key
  *   fail_rate=F                500 for a seeded pseudo-random fraction F of calls
  *   fail_first=K               the first K calls per distinct raw body (since reset) get 500
  *   n_mode=honour|refuse|refuse500|ignore   n>1: n choices / 400 / 500 / one choice
@@ -585,6 +587,7 @@ struct opts {
     bool drop, noisy;
     uint64_t seed;
     char *require_key, *reply;
+    char *errmsg; /* errmsg=TEXT (secparse block) */
 };
 
 static int hexval(char c)
@@ -668,6 +671,13 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
         }
         return false;
     }
+    /* ---- secparse: errmsg=TEXT ---- */
+    if (!strcmp(name, "errmsg")) {
+        free(o->errmsg);
+        o->errmsg = strdup(val);
+        return o->errmsg != NULL;
+    }
+    /* ---- end secparse ---- */
     char **dst = !strcmp(name, "reply")         ? &o->reply
                  : !strcmp(name, "require_key") ? &o->require_key
                                                 : NULL;
@@ -1420,6 +1430,13 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         pthread_mutex_unlock(&g.mu);
         goto out;
     }
+    if (o.status > 0 && o.errmsg) { /* secparse: errmsg=TEXT */
+        char code[32];
+        snprintf(code, sizeof(code), "mock_%ld", o.status);
+        ret = counted_error(c, (unsigned int)o.status, o.errmsg, "invalid_request_error", NULL,
+                            code, retry);
+        goto out;
+    }
     if (o.status > 0) {
         ret = mock_status_error(c, o.status, retry);
         goto out;
@@ -1552,6 +1569,7 @@ out:
     sb_free(&mi.classify);
     free(o.require_key);
     free(o.reply);
+    free(o.errmsg);
     return ret;
 }
 

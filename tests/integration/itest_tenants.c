@@ -155,8 +155,15 @@ static void test_tenants(void **state)
     a = last_auth();
     assert_string_equal(a, "Bearer " SERVER_KEY);
     free(a);
-    assert_int_equal(ask(px.port, BOB, "moa-gpt-x", NULL), 401);
-    assert_int_equal(ask(px.port, BOB, "gpt-y", NULL), 401);
+    /* A model or approach bob may not use: 403 with a code saying which (not 401, which an
+     * SDK reports as a wrong key). */
+    assert_int_equal(ask(px.port, BOB, "moa-gpt-x", &r), 403);
+    assert_non_null(strstr(r.body, "\"code\":\"approach_not_allowed\""));
+    assert_non_null(strstr(r.body, "\"type\":\"invalid_request_error\""));
+    http_resp_free(&r);
+    assert_int_equal(ask(px.port, BOB, "gpt-y", &r), 403);
+    assert_non_null(strstr(r.body, "\"code\":\"model_not_allowed\""));
+    http_resp_free(&r);
     assert_int_equal(ask(px.port, BOB, "re2-gpt-x", NULL), 200);
     assert_int_equal(ask(px.port, BOB, "gpt-x", NULL), 200);
     assert_int_equal(ask(px.port, BOB, "gpt-x", &r), 429); /* the 4th admitted request */
@@ -298,6 +305,41 @@ static void test_strict_body(void **state)
     assert_false(file_contains(px.log, "LEAKCHECK"));
 }
 
+/* Issue 10, item 2: the server's key never goes to a tenant's own host. A tenant with
+ * upstream.base_url but no upstream.key_env is refused: at start-up (the proxy exits), and at
+ * SIGHUP (the previous tenants stay in force). */
+static void test_own_host_needs_own_key(void **state)
+{
+    struct proc px;
+    char g[65], file[1024];
+    const char *args[] = {"--tenants", path, NULL};
+    const char *env[] = {"OPENAI_API_KEY=" SERVER_KEY, "ALICE_PROVIDER_KEY=" ALICE_UPSTREAM, NULL};
+
+    (void)state;
+    digest(FRANK, g);
+    snprintf(file, sizeof(file),
+             "{\"tenants\": [{\"name\": \"gina\", \"key_sha256\": \"%s\", \"upstream\": "
+             "{\"base_url\": \"http://127.0.0.1:%d/v1\"}}]}\n",
+             g, mock.port);
+    write_tenants(false, false, file);
+    mock_reset(mock.port);
+    assert_int_equal(proxy_start(&px, mock.port, args, env), -1);
+    assert_true(file_contains(px.log, "no upstream.key_env"));
+
+    /* Running with a good file, then reloading the bad one: refused, the old set stays, and
+     * the server key still never reaches the tenant's host. */
+    write_tenants(true, false, NULL);
+    assert_int_equal(proxy_start(&px, mock.port, args, env), 0);
+    write_tenants(false, false, file);
+    kill(px.pid, SIGHUP);
+    nanosleep(&(struct timespec){0, 300000000L}, NULL);
+    assert_true(file_contains(px.log, "the previous tenants stay in force"));
+    assert_int_equal(ask(px.port, FRANK, "gpt-x", NULL), 401); /* gina was not loaded */
+    assert_int_equal(ask(px.port, BOB, "gpt-x", NULL), 200);   /* bob still is */
+    assert_int_equal(proc_stop(&px), 0);
+    assert_false(file_contains(px.log, "LEAKCHECK"));
+}
+
 static void test_keys_subcommand(void **state)
 {
     char cmd[1024], key[128] = "", tenant[256] = "", hash[80] = "", want[65];
@@ -331,6 +373,7 @@ int main(void)
         cmocka_unit_test(test_tenants),
         cmocka_unit_test(test_keys_subcommand),
         cmocka_unit_test(test_strict_body),
+        cmocka_unit_test(test_own_host_needs_own_key),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
