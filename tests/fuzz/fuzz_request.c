@@ -1,14 +1,18 @@
 /* fuzz_request.c: libFuzzer target: client request bodies through chat_request_parse (JSON,
  * types, messages, tags, approach selection, options) and the strict JSON front door
- * (duplicate keys at any depth, trailing bytes, NULs: json_parse_strict). */
+ * (duplicate keys at any depth, trailing bytes, NULs: json_parse_strict), and the redaction
+ * of key-shaped tokens that upstream messages get (redact_secrets). */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "arena.h"
 #include "chat.h"
 #include "config.h"
 #include "json_check.h"
+#include "px.h"
+#include "redact.h"
 
 #include <cjson/cJSON.h>
 
@@ -68,6 +72,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cfg.n = 1;
     }
     check_strict(data, size);
+    {
+        /* Redaction never grows the text and is idempotent on its own output's length. */
+        char *s = xstrndup((const char *)data, size);
+        size_t before = strlen(s);
+
+        redact_secrets(s);
+        if (strlen(s) > before)
+            __builtin_trap();
+        before = strlen(s);
+        redact_secrets(s);
+        if (strlen(s) > before)
+            __builtin_trap();
+        free(s);
+    }
     if (chat_request_parse(a, (const char *)data, size, &cfg, &req, &err) == PX_OK) {
         /* Exercise what the engine reads. */
         (void)chat_system(a, &req);
