@@ -59,6 +59,7 @@ struct exchange {
     bool out_error; /* end the stream with an error (connection closed) */
     char content_type[128];
     int retry_after;            /* seconds, 0 = no header */
+    bool no_retry;              /* "x-should-retry: false": a retry cannot fix this 5xx */
     bool relay_paused;          /* the relay transfer returned CURL_WRITEFUNC_PAUSE */
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
     struct usage usage;         /* totals for the access log */

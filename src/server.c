@@ -373,6 +373,7 @@ static enum MHD_Result send_reply(struct exchange *ex)
     ex->phase = EX_SENT;
     status = ex->status;
     retry_after = ex->retry_after;
+    bool no_retry = ex->no_retry;
     bool streaming = ex->streaming;
     long ncalls = ex->usage.calls;
     snprintf(ctype, sizeof(ctype), "%s", ex->content_type);
@@ -406,6 +407,8 @@ static enum MHD_Result send_reply(struct exchange *ex)
         snprintf(ra, sizeof(ra), "%d", retry_after);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
+    if (no_retry)
+        MHD_add_response_header(r, "x-should-retry", "false");
     enum MHD_Result ret = MHD_queue_response(ex->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;

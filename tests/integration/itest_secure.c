@@ -61,8 +61,12 @@ static const char *err_field(cJSON *j, const char *name)
 static void expect_key_rejected(struct http_resp *r)
 {
     cJSON *j = http_json(r);
+    char v[16];
 
     assert_int_equal(r->status, 502);
+    /* The OpenAI SDKs retry a 5xx unless told not to: a retry cannot fix the operator's key. */
+    assert_true(http_header(r, "x-should-retry", v, sizeof(v)));
+    assert_string_equal(v, "false");
     assert_non_null(j);
     assert_string_equal(err_field(j, "code"), "upstream_key_rejected");
     assert_string_equal(err_field(j, "type"), "server_error");
