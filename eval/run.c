@@ -178,7 +178,7 @@ static long usage_field(const cJSON *usage, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(usage, name);
 
-    return cJSON_IsNumber(v) && v->valuedouble >= 0 ? (long)v->valuedouble : -1;
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 ? px_count(v->valuedouble) : -1;
 }
 
 /* Fills r from a 200 reply; false (r->error set) when it is not a chat completion. */
