@@ -38,6 +38,8 @@
  *   retry_after=S              add "Retry-After: S" to status/fail_* errors
  *   errmsg=TEXT                error.message of status=CODE answers (default "mock error CODE"),
  *                              e.g. an upstream 401 quoting a masked key
+ *   usage_prompt=X             usage.prompt_tokens = X (0..1e308) in a JSON answer: a buggy
+ *                              upstream's absurd count
  *   fail_rate=F                500 for a seeded pseudo-random fraction F of calls
  *   fail_first=K               the first K calls per distinct raw body (since reset) get 500
  *   n_mode=honour|refuse|refuse500|ignore   n>1: n choices / 400 / 500 / one choice
@@ -587,7 +589,8 @@ struct opts {
     bool drop, noisy;
     uint64_t seed;
     char *require_key, *reply;
-    char *errmsg; /* errmsg=TEXT (secparse block) */
+    char *errmsg;        /* errmsg=TEXT (secparse block) */
+    double usage_prompt; /* usage_prompt=X (secparse block); < 0: off */
 };
 
 static int hexval(char c)
@@ -671,7 +674,9 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
         }
         return false;
     }
-    /* ---- secparse: errmsg=TEXT ---- */
+    /* ---- secparse: errmsg=TEXT, usage_prompt=X ---- */
+    if (!strcmp(name, "usage_prompt"))
+        return parse_double(val, 0, 1e308, &o->usage_prompt);
     if (!strcmp(name, "errmsg")) {
         free(o->errmsg);
         o->errmsg = strdup(val);
@@ -702,6 +707,7 @@ static const char *parse_opts(const char *model, struct opts *o, char *err, size
     pthread_mutex_unlock(&g.mu);
     o->reasoning = -1;
     o->words = 8;
+    o->usage_prompt = -1; /* secparse */
     const char *at = strrchr(model, '@');
     if (!at)
         return NULL;
@@ -1560,6 +1566,9 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         cJSON_AddStringToObject(ch, "finish_reason", finish[i]);
     }
     cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));
+    if (o.usage_prompt >= 0) /* secparse: usage_prompt=X */
+        cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "usage"),
+                                               "prompt_tokens", cJSON_CreateNumber(o.usage_prompt));
     ret = send_json(c, MHD_HTTP_OK, resp, NULL);
 out:
     free_texts(texts, n);

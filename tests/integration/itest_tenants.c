@@ -340,6 +340,28 @@ static void test_own_host_needs_own_key(void **state)
     assert_false(file_contains(px.log, "LEAKCHECK"));
 }
 
+/* Issue 10, item 12: an upstream reporting an absurd token count (1e300) is charged the cap
+ * (1e12), not 0, so a tenant's daily token budget still holds. */
+static void test_absurd_usage_capped(void **state)
+{
+    struct proc px;
+    char h[65], file[1024];
+    const char *args[] = {"--tenants", path, NULL};
+    const char *env[] = {"OPENAI_API_KEY=" SERVER_KEY, NULL};
+
+    (void)state;
+    digest(FRANK, h);
+    snprintf(file, sizeof(file),
+             "{\"tenants\": [{\"name\": \"hank\", \"key_sha256\": \"%s\", \"limits\": "
+             "{\"tokens_per_day\": 1000}}]}\n",
+             h);
+    write_tenants(false, false, file);
+    assert_int_equal(proxy_start(&px, mock.port, args, env), 0);
+    assert_int_equal(ask(px.port, FRANK, "gpt-x@usage_prompt=1e300", NULL), 200);
+    assert_int_equal(ask(px.port, FRANK, "gpt-x", NULL), 429);
+    assert_int_equal(proc_stop(&px), 0);
+}
+
 static void test_keys_subcommand(void **state)
 {
     char cmd[1024], key[128] = "", tenant[256] = "", hash[80] = "", want[65];
@@ -374,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_keys_subcommand),
         cmocka_unit_test(test_strict_body),
         cmocka_unit_test(test_own_host_needs_own_key),
+        cmocka_unit_test(test_absurd_usage_capped),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
