@@ -141,6 +141,7 @@ static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, 
     struct xfer *x = xfer_create(srv_cfg, XFER_RELAY, ex, path, ex->upstream_key, body, len);
 
     x->stream_relay = stream;
+    x->strip_usage = stream && !ex->req.include_usage; /* passthrough_body asked for it */
     suspend_for_work(ex);
     if (io_submit(x) < 0) {
         xfer_destroy(x);
@@ -197,6 +198,19 @@ static char *passthrough_body(struct exchange *ex, size_t *len)
         changed = true;
     if (!cJSON_GetObjectItemCaseSensitive(root, "model"))
         changed = true;
+    /* Every streamed call asks for usage, so that its tokens are counted; the usage event is
+     * removed from the client's stream unless it asked too (upstream.c relay_line). */
+    if (ex->req.stream && !ex->req.include_usage) {
+        cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+
+        if (!cJSON_IsObject(so)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(root, "stream_options");
+            so = cJSON_AddObjectToObject(root, "stream_options");
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+        cJSON_AddTrueToObject(so, "include_usage");
+        changed = true;
+    }
     if (!changed) {
         *len = ex->body.len;
         return xstrndup(buf_cstr(&ex->body), ex->body.len);

@@ -46,6 +46,12 @@
  *   drop=1                     close the connection without any response
  *   noisy=1, p=P, q=Q          noisy-model mode (below); p and q override the defaults
  *   words=N                    words after the "mock reply <i>: " prefix (default 8, 1..100000)
+ *   usage=0                    no "usage" in the JSON answer, no usage chunk in a stream
+ *   split=1                    streams send every event in two writes 20 ms apart
+ *   errbody=KIND               with status=CODE, a body that is not OpenAI-shaped: plain
+ *                              ("upstream exploded: mock CODE", text/plain), html (a gateway's
+ *                              page, text/html), typeerror ({"error":"TypeError","message":
+ *                              "mock CODE: cannot read properties of undefined"}), empty
  * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
  * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
  *
@@ -585,6 +591,9 @@ struct opts {
     bool drop, noisy;
     uint64_t seed;
     char *require_key, *reply;
+    /* Accounting and error-shape options (usage=, errbody=). */
+    bool no_usage, split;
+    int errbody;
 };
 
 static int hexval(char c)
@@ -628,9 +637,71 @@ static bool parse_bool(const char *v, bool *out)
     return false;
 }
 
+/* ---- accounting and error-shape options ---------------------------------------------------- */
+
+enum errbody { ERRBODY_OPENAI, ERRBODY_PLAIN, ERRBODY_HTML, ERRBODY_TYPEERROR, ERRBODY_EMPTY };
+
+/* usage= and errbody=: 1 applied, 0 bad value, -1 not one of these. */
+static int apply_opt_account(struct opts *o, const char *name, const char *val)
+{
+    static const char *const kinds[] = {"openai", "plain", "html", "typeerror", "empty"};
+
+    if (!strcmp(name, "split"))
+        return parse_bool(val, &o->split) ? 1 : 0;
+    if (!strcmp(name, "usage")) {
+        bool on;
+        if (!parse_bool(val, &on))
+            return 0;
+        o->no_usage = !on;
+        return 1;
+    }
+    if (strcmp(name, "errbody"))
+        return -1;
+    for (int i = 0; i < (int)(sizeof(kinds) / sizeof(kinds[0])); i++)
+        if (!strcmp(val, kinds[i])) {
+            o->errbody = i;
+            return 1;
+        }
+    return 0;
+}
+
+/* The status=CODE answer with a body that is not OpenAI-shaped (counted in stats.errors). */
+static enum MHD_Result errbody_error(struct MHD_Connection *c, long status, int kind,
+                                     const char *retry_after)
+{
+    char body[512];
+    const char *ctype = "text/plain; charset=utf-8";
+
+    if (kind == ERRBODY_PLAIN) {
+        snprintf(body, sizeof(body), "upstream exploded: mock %ld\n", status);
+    } else if (kind == ERRBODY_HTML) {
+        ctype = "text/html";
+        snprintf(body, sizeof(body),
+                 "<html>\r\n<head><title>%ld Bad Gateway</title><style>body{color:red}</style>"
+                 "</head>\r\n<body>\r\n<center><h1>%ld Bad Gateway</h1></center>\r\n<hr>"
+                 "<center>mock-gateway &amp; friends</center>\r\n</body>\r\n</html>\r\n",
+                 status, status);
+    } else if (kind == ERRBODY_TYPEERROR) {
+        ctype = "application/json";
+        snprintf(body, sizeof(body),
+                 "{\"error\":\"TypeError\",\"message\":\"mock %ld: cannot read properties of "
+                 "undefined\"}",
+                 status);
+    } else {
+        body[0] = '\0';
+    }
+    pthread_mutex_lock(&g.mu);
+    g.errors++;
+    pthread_mutex_unlock(&g.mu);
+    return send_body(c, (unsigned int)status, ctype, body, retry_after);
+}
+
 static bool apply_opt(struct opts *o, const char *name, char *val)
 {
     const long maxms = 3600L * 1000;
+    int acc = apply_opt_account(o, name, val);
+    if (acc >= 0)
+        return acc == 1;
     if (!strcmp(name, "latency"))
         return parse_long(val, 0, maxms, &o->latency);
     if (!strcmp(name, "chunk_delay"))
@@ -1148,6 +1219,7 @@ struct stream {
     cJSON *usage; /* NULL unless include_usage */
     int fd;
     long delay_ms;
+    bool split; /* split=1: an event in two writes */
     enum phase phase;
     size_t choice, off, events;
     char *pending;
@@ -1292,7 +1364,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         s->plen = strlen(s->pending);
         s->ppos = 0;
     }
+    if (s->split && s->ppos > 0 && !sleep_watch(s->fd, 20))
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     size_t k = s->plen - s->ppos;
+    if (s->split && s->ppos == 0 && s->plen > 1)
+        k = s->plen / 2;
     k = k > max ? max : k;
     memcpy(buf, s->pending + s->ppos, k);
     s->ppos += k;
@@ -1421,7 +1497,8 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         goto out;
     }
     if (o.status > 0) {
-        ret = mock_status_error(c, o.status, retry);
+        ret = o.errbody ? errbody_error(c, o.status, o.errbody, retry)
+                        : mock_status_error(c, o.status, retry);
         goto out;
     }
     if (injected_failure(r, &o)) {
@@ -1491,9 +1568,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     }
     long rt = o.reasoning >= 0 ? o.reasoning * (long)n : -1;
     bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
-    bool usage =
-        !stream || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
-                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
+    bool usage = !o.no_usage &&
+                 (!stream ||
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                      cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage")));
     char id[48];
     pthread_mutex_lock(&g.mu);
     snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
@@ -1518,6 +1596,7 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         s->usage = usage ? usage_obj(pt, ct, rt) : NULL;
         s->fd = conn_fd(c);
         s->delay_ms = o.chunk_delay;
+        s->split = o.split;
         texts = NULL;
         finish = NULL;
         if (!s->id || !s->model) {
@@ -1542,7 +1621,8 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         cJSON_AddStringToObject(m, "content", texts[i]);
         cJSON_AddStringToObject(ch, "finish_reason", finish[i]);
     }
-    cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));
+    if (usage)
+        cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));
     ret = send_json(c, MHD_HTTP_OK, resp, NULL);
 out:
     free_texts(texts, n);
