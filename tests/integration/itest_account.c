@@ -13,10 +13,12 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <glob.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -61,7 +63,7 @@ static void chat(int port, const char *key, const char *rid, const char *body, s
 }
 
 /* The first line of 'path' containing both needles, malloc'd, or NULL. */
-static char *find_line(const char *path, const char *n1, const char *n2)
+static char *scan_file(const char *path, const char *n1, const char *n2)
 {
     FILE *f = fopen(path, "r");
     char *line = NULL, *found = NULL;
@@ -78,6 +80,16 @@ static char *find_line(const char *path, const char *n1, const char *n2)
     free(line);
     fclose(f);
     return found;
+}
+
+/* The same, waiting up to 10 s: the access line is written after the response has gone. */
+static char *find_line(const char *path, const char *n1, const char *n2)
+{
+    char *l = NULL;
+
+    for (int i = 0; i < 1000 && !(l = scan_file(path, n1, n2)); i++)
+        nanosleep(&(struct timespec){0, 10000000L}, NULL);
+    return l;
 }
 
 /* A number after 'key' in 's' (e.g. "prompt_tokens="), or -1. */
@@ -104,6 +116,17 @@ static long metric_tokens(int port, const char *key, const char *tenant, const c
     if (p)
         v = strtol(p + strlen(want), NULL, 10);
     http_resp_free(&r);
+    return v;
+}
+
+/* metric_tokens once it equals 'want' (metrics are written after the response), else the
+ * last value read within 10 s. */
+static long wait_tokens(int port, const char *key, const char *tenant, const char *kind, long want)
+{
+    long v = -1;
+
+    for (int i = 0; i < 500 && (v = metric_tokens(port, key, tenant, kind)) != want; i++)
+        nanosleep(&(struct timespec){0, 20000000L}, NULL);
     return v;
 }
 
@@ -174,15 +197,20 @@ static void test_stream_usage(void **state)
     assert_non_null(line);
     assert_non_null(strstr(line, want));
     free(line);
-    assert_int_equal(metric_tokens(px.port, FRANK, "frank", "prompt"), pt);
-    assert_int_equal(metric_tokens(px.port, FRANK, "frank", "completion"), ct);
+    assert_int_equal(wait_tokens(px.port, FRANK, "frank", "prompt", pt), pt);
+    assert_int_equal(wait_tokens(px.port, FRANK, "frank", "completion", ct), ct);
     /* The conversation log counts them too. */
-    char conv[700];
-    snprintf(cmd, sizeof(cmd), "cat %s/conversations-*.jsonl > %s/all.jsonl", convdir, convdir);
-    assert_int_equal(system(cmd), 0);
-    snprintf(conv, sizeof(conv), "%s/all.jsonl", convdir);
+    glob_t gl;
+    char pattern[600];
+    snprintf(pattern, sizeof(pattern), "%s/conversations-*.jsonl", convdir);
+    int g = -1;
+    for (int i = 0; i < 500 && (g = glob(pattern, 0, NULL, &gl)) != 0; i++)
+        nanosleep(&(struct timespec){0, 20000000L}, NULL);
+    assert_int_equal(g, 0);
+    assert_int_equal(gl.gl_pathc, 1);
     snprintf(want, sizeof(want), "\"prompt_tokens\":%ld,\"completion_tokens\":%ld", pt, ct);
-    line = find_line(conv, "\"request_id\":\"acct-nousage\"", want);
+    line = find_line(gl.gl_pathv[0], "\"request_id\":\"acct-nousage\"", want);
+    globfree(&gl);
     assert_non_null(line);
     free(line);
 
@@ -198,7 +226,7 @@ static void test_stream_usage(void **state)
     assert_non_null(strstr(r.body, want));
     assert_non_null(strstr(r.body, "\"id\":\"mockcmpl-")); /* the upstream's own event */
     http_resp_free(&r);
-    assert_int_equal(metric_tokens(px.port, FRANK, "frank", "prompt"), 2 * pt);
+    assert_int_equal(wait_tokens(px.port, FRANK, "frank", "prompt", 2 * pt), 2 * pt);
 
     /* 3. A tenant's daily tokens count streamed requests: the second is refused. */
     body = chat_body("gpt-x@words=80", "What is 2 + 2?", "\"stream\":true");
@@ -211,7 +239,10 @@ static void test_stream_usage(void **state)
     assert_non_null(strstr(r.body, "rate_limit_error"));
     http_resp_free(&r);
     free(body);
-    assert_true(metric_tokens(px.port, ERIN, "erin", "completion") > 40);
+    long et = -1;
+    for (int i = 0; i < 500 && (et = metric_tokens(px.port, ERIN, "erin", "completion")) <= 40; i++)
+        nanosleep(&(struct timespec){0, 20000000L}, NULL);
+    assert_true(et > 40);
 
     /* 4. An upstream that sends no usage: counted as 0 tokens and said so, once. */
     body = chat_body("gpt-x@usage=0", "hello there", "\"stream\":true");
