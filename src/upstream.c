@@ -125,6 +125,15 @@ static void relay_line(struct xfer *x, const char *l, size_t len, struct buf *ou
         if (n == 0)
             return;
     }
+    /* OpenAI puts "usage":null, last, in every chunk of a stream that asked for usage. */
+    static const char null_tail[] = ",\"usage\":null}";
+    size_t nt = sizeof(null_tail) - 1;
+    if (x->strip_usage && n > 5 + nt && memcmp(l, "data:", 5) == 0 &&
+        memcmp(l + n - nt, null_tail, nt) == 0) {
+        buf_append(out, l, n - nt);
+        buf_append(out, l + n - 1, len - n + 1); /* the '}' and the line ending */
+        return;
+    }
     if (n > 5 && memcmp(l, "data:", 5) == 0 && memmem(l, n, "\"usage\"", 7)) {
         cJSON *root = cJSON_ParseWithLength(l + 5, n - 5);
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "usage");

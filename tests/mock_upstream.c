@@ -47,6 +47,8 @@
  *   noisy=1, p=P, q=Q          noisy-model mode (below); p and q override the defaults
  *   words=N                    words after the "mock reply <i>: " prefix (default 8, 1..100000)
  *   usage=0                    no "usage" in the JSON answer, no usage chunk in a stream
+ *   usage=null                 as OpenAI does: with include_usage, every stream chunk before
+ *                              the usage chunk carries "usage":null
  *   split=1                    streams send every event in two writes 20 ms apart
  *   errbody=KIND               with status=CODE, a body that is not OpenAI-shaped: plain
  *                              ("upstream exploded: mock CODE", text/plain), html (a gateway's
@@ -592,7 +594,7 @@ struct opts {
     uint64_t seed;
     char *require_key, *reply;
     /* Accounting and error-shape options (usage=, errbody=). */
-    bool no_usage, split;
+    bool no_usage, usage_null, split;
     int errbody;
 };
 
@@ -648,6 +650,10 @@ static int apply_opt_account(struct opts *o, const char *name, const char *val)
 
     if (!strcmp(name, "split"))
         return parse_bool(val, &o->split) ? 1 : 0;
+    if (!strcmp(name, "usage") && !strcmp(val, "null")) {
+        o->usage_null = true;
+        return 1;
+    }
     if (!strcmp(name, "usage")) {
         bool on;
         if (!parse_bool(val, &on))
@@ -1219,7 +1225,8 @@ struct stream {
     cJSON *usage; /* NULL unless include_usage */
     int fd;
     long delay_ms;
-    bool split; /* split=1: an event in two writes */
+    bool split;      /* split=1: an event in two writes */
+    bool usage_null; /* usage=null: "usage":null on chunks while the usage chunk is due */
     enum phase phase;
     size_t choice, off, events;
     char *pending;
@@ -1255,6 +1262,8 @@ static char *sse_event(const struct stream *s, cJSON *choices, cJSON *usage)
     cJSON_AddItemToObject(o, "choices", choices);
     if (usage)
         cJSON_AddItemToObject(o, "usage", usage);
+    else if (s->usage_null && s->usage)
+        cJSON_AddNullToObject(o, "usage");
     char *js = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!js)
@@ -1597,6 +1606,7 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         s->fd = conn_fd(c);
         s->delay_ms = o.chunk_delay;
         s->split = o.split;
+        s->usage_null = o.usage_null;
         texts = NULL;
         finish = NULL;
         if (!s->id || !s->model) {
