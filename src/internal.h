@@ -274,7 +274,8 @@ const char *sse_parser_text(struct sse_parser *p, size_t *len);
 const char *sse_parser_finish(struct sse_parser *p);
 const char *sse_parser_error(struct sse_parser *p); /* an in-band error message, or NULL */
 void sse_parser_usage(struct sse_parser *p, struct usage *u);
-/* Adds an upstream "usage" object's counts to *out (reported = 1); ignores a non-object. */
+/* Sets *out's token counts from an upstream "usage" object (and reported = 1); a non-object
+ * leaves *out as it is. */
 void usage_from_json(const struct cJSON *u, struct usage *out);
 bool sse_parser_done(struct sse_parser *p);
 
