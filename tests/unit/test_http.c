@@ -27,11 +27,13 @@ static void check_text(const char *body, const char *want)
 static void test_text_shapes(void **state)
 {
     (void)state;
-    check_text("{\"error\":\"TypeError\",\"message\":\"x is undefined\"}", "TypeError: x is undefined");
+    check_text("{\"error\":\"TypeError\",\"message\":\"x is undefined\"}",
+               "TypeError: x is undefined");
     check_text("{\"message\":\"only a message\"}", "only a message");
     check_text("{\"error\":\"Bad thing\"}", "Bad thing");
     check_text("{\"detail\":\"Not Found\"}", "Not Found");
-    check_text("{\"error\":{\"code\":7,\"msg\":\"odd\"}}", "{\"error\":{\"code\":7,\"msg\":\"odd\"}}");
+    check_text("{\"error\":{\"code\":7,\"msg\":\"odd\"}}",
+               "{\"error\":{\"code\":7,\"msg\":\"odd\"}}");
     check_text("\"a JSON string\"", "a JSON string");
     check_text("  plain\r\ntext\twith   blanks \n", "plain text with blanks");
     check_text("", "");
