@@ -214,7 +214,10 @@ struct xfer {
     bool line_long;           /* the current line outgrew 'line': relayed as it comes */
     struct usage relay_usage; /* from the stream's usage event */
     struct buf line;          /* a partial line, held until its end */
-    xfer_delta_fn *on_delta;  /* XFER_STREAM */
+    char *plain_body;         /* the body without the stream_options we added (malloc'd), sent
+                                 instead when the upstream refuses them; or NULL */
+    size_t plain_len;
+    xfer_delta_fn *on_delta; /* XFER_STREAM */
     void *sink;
 
     /* Results (written by the I/O thread, read after the group/exchange is signalled). */

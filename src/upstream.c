@@ -90,6 +90,7 @@ void xfer_destroy(struct xfer *x)
     free(x->url);
     free(x->path);
     free(x->body);
+    free(x->plain_body);
     curl_slist_free_all(x->headers);
     buf_free(&x->resp);
     buf_free(&x->line);
@@ -493,6 +494,27 @@ static bool schedule_retry(struct io_loop *l, struct xfer *x, long retry_after_s
     return true;
 }
 
+/* An upstream that refuses the stream_options we added (400 naming it, before anything reached
+ * the client): the client's own body goes once more, and the stream is relayed without usage.
+ * Returns true when x was queued for that. */
+static bool without_stream_options(struct io_loop *l, struct xfer *x)
+{
+    if (!x->plain_body || x->aborted || x->result != CURLE_OK || x->http_status != 400 ||
+        !memmem(x->resp.data ? x->resp.data : "", x->resp.len, "stream_options", 14))
+        return false;
+    free(x->body);
+    x->body = x->plain_body;
+    x->body_len = x->plain_len;
+    x->plain_body = NULL;
+    x->strip_usage = false;
+    log_at(LOG_INFO, x->ex ? x->ex->id : NULL,
+           "the upstream refuses stream_options: streamed again without usage");
+    x->due_us = px_now_us();
+    x->next = l->delayed;
+    l->delayed = x;
+    return true;
+}
+
 /* Completes a transfer: a relay answers its client and is freed; a call signals its group. */
 static void complete(struct xfer *x)
 {
@@ -523,7 +545,7 @@ static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
     }
     unlink_active(l, x);
     metrics_upstream(result == CURLE_OK ? (int)x->http_status : 0);
-    if (schedule_retry(l, x, (long)retry_after))
+    if (without_stream_options(l, x) || schedule_retry(l, x, (long)retry_after))
         return;
     complete(x);
 }

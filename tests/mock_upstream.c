@@ -50,6 +50,8 @@
  *   usage=null                 as OpenAI does: with include_usage, every stream chunk before
  *                              the usage chunk carries "usage":null
  *   split=1                    streams send every event in two writes 20 ms apart
+ *   reject_stream_options=1    400 "Unrecognized request argument supplied: stream_options"
+ *                              when the body has stream_options (as some upstreams do)
  *   errbody=KIND               with status=CODE, a body that is not OpenAI-shaped: plain
  *                              ("upstream exploded: mock CODE", text/plain), html (a gateway's
  *                              page, text/html), typeerror ({"error":"TypeError","message":
@@ -594,7 +596,7 @@ struct opts {
     uint64_t seed;
     char *require_key, *reply;
     /* Accounting and error-shape options (usage=, errbody=). */
-    bool no_usage, usage_null, split;
+    bool no_usage, usage_null, split, reject_so;
     int errbody;
 };
 
@@ -650,6 +652,8 @@ static int apply_opt_account(struct opts *o, const char *name, const char *val)
 
     if (!strcmp(name, "split"))
         return parse_bool(val, &o->split) ? 1 : 0;
+    if (!strcmp(name, "reject_stream_options"))
+        return parse_bool(val, &o->reject_so) ? 1 : 0;
     if (!strcmp(name, "usage") && !strcmp(val, "null")) {
         o->usage_null = true;
         return 1;
@@ -1503,6 +1507,11 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         pthread_mutex_lock(&g.mu);
         g.dropped++;
         pthread_mutex_unlock(&g.mu);
+        goto out;
+    }
+    if (o.reject_so && cJSON_GetObjectItemCaseSensitive(root, "stream_options")) {
+        ret = counted_error(c, 400, "Unrecognized request argument supplied: stream_options",
+                            "invalid_request_error", NULL, NULL, NULL);
         goto out;
     }
     if (o.status > 0) {

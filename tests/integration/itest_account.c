@@ -213,6 +213,7 @@ static void test_stream_usage(void **state)
     line = find_line(gl.gl_pathv[0], "\"request_id\":\"acct-nousage\"", want);
     globfree(&gl);
     assert_non_null(line);
+    assert_null(strstr(line, "stream_options")); /* the client's request, as it asked */
     free(line);
 
     /* 2. A client that asked: it gets the upstream's usage event, once. */
@@ -261,7 +262,37 @@ static void test_stream_usage(void **state)
     assert_non_null(line);
     free(line);
 
-    /* 5. The access line's duration of a stream is the whole stream (7 events, 150 ms apart),
+    /* 5. An upstream that refuses stream_options: the client's own body goes once more, and
+     * the stream arrives (without usage). A client that asked for usage gets the refusal. */
+    mock_reset(mock.port);
+    body = chat_body("gpt-x@reject_stream_options=1", "hello there", "\"stream\":true");
+    chat(px.port, FRANK, "acct-refuses", body, &r);
+    free(body);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "\"finish_reason\":\"stop\""));
+    assert_non_null(strstr(r.body, "data: [DONE]"));
+    http_resp_free(&r);
+    reqs = mock_get(mock.port, "/mock/requests");
+    assert_int_equal(cJSON_GetArraySize(reqs), 2);
+    sent = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(reqs, 1), "body");
+    assert_null(cJSON_GetObjectItemCaseSensitive(sent, "stream_options"));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sent, "stream")));
+    cJSON_Delete(reqs);
+    line = find_line(px.log, "req=acct-refuses ", "status=200 calls=2 ");
+    assert_non_null(line);
+    free(line);
+    line = find_line(px.log, "req=acct-refuses ", "refuses stream_options");
+    assert_non_null(line);
+    free(line);
+    body = chat_body("gpt-x@reject_stream_options=1", "hello there",
+                     "\"stream\":true,\"stream_options\":{\"include_usage\":true}");
+    chat(px.port, FRANK, "acct-refuses-2", body, &r);
+    free(body);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "Unrecognized request argument supplied: stream_options"));
+    http_resp_free(&r);
+
+    /* 6. The access line's duration of a stream is the whole stream (7 events, 150 ms apart),
      * not the time to its first byte. */
     body = chat_body("gpt-x@chunk_delay=150,words=4", "slow", "\"stream\":true");
     chat(px.port, FRANK, "acct-slow", body, &r);
