@@ -145,6 +145,16 @@ void exchange_do_append(struct exchange *ex, const char *data, size_t len)
     ex->tail[1] = data[len - 1];
 }
 
+void exchange_do_note_tail(struct exchange *ex, size_t before)
+{
+    size_t n = ex->out.len;
+
+    if (n <= before)
+        return;
+    ex->tail[0] = n - before >= 2 ? ex->out.data[n - 2] : ex->tail[1];
+    ex->tail[1] = ex->out.data[n - 1];
+}
+
 /* Ends a partial SSE event of a stream (a relay cut mid-line). Caller holds ex->mu. */
 static void do_end_event(struct exchange *ex)
 {
@@ -190,6 +200,11 @@ void exchange_reply_error(struct exchange *ex, const struct px_error *err)
         pthread_mutex_lock(&ex->mu);
         if (ex->retry_after == 0) /* the upstream's own wins */
             ex->retry_after = 1;
+        pthread_mutex_unlock(&ex->mu);
+    }
+    if (strcmp(err->err_code, "upstream_key_rejected") == 0) {
+        pthread_mutex_lock(&ex->mu); /* SDKs retry a 502; the operator's key will not change */
+        ex->no_retry = true;
         pthread_mutex_unlock(&ex->mu);
     }
     exchange_reply(ex, status, "application/json", body, len);

@@ -60,6 +60,7 @@ struct exchange {
     bool out_error; /* end the stream with an error (connection closed) */
     char content_type[128];
     int retry_after;            /* seconds, 0 = no header */
+    bool no_retry;              /* "x-should-retry: false": a retry cannot fix this 5xx */
     bool relay_paused;          /* the relay transfer returned CURL_WRITEFUNC_PAUSE */
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
     struct usage usage;         /* totals for the access log */
@@ -71,10 +72,11 @@ struct exchange {
     int fd;
     struct arena *arena; /* owned; destroyed with the exchange */
     struct chat_request req;
-    char id[72];                 /* request id (the client's, <= 64 chars, or ours) */
-    const char *upstream_key;    /* in the arena; never logged */
-    const char *base_url;        /* the tenant's upstream, or NULL for the server's */
-    const char *fwd_headers;     /* client headers sent upstream ("Name: value\n"...), or NULL */
+    char id[72];              /* request id (the client's, <= 64 chars, or ours) */
+    const char *upstream_key; /* in the arena; never logged */
+    bool proxy_key;           /* upstream_key is the server's or the tenant's, not the client's */
+    const char *base_url;     /* the tenant's upstream, or NULL for the server's */
+    const char *fwd_headers;  /* client headers sent upstream ("Name: value\n"...), or NULL */
     const struct tenant *tenant; /* matched tenant, or NULL; valid while tenant_hold is held */
     void *tenant_hold;
     long calls_started;   /* upstream calls begun (request ceiling, tenant budget); guarded by mu */
@@ -103,6 +105,8 @@ void exchange_done(struct exchange *ex);
 void exchange_do_resume(struct exchange *ex);
 /* Appends stream bytes to ex->out and remembers the tail. Caller holds ex->mu. */
 void exchange_do_append(struct exchange *ex, const char *data, size_t len);
+/* The same for bytes already appended to ex->out since it had 'before' bytes. */
+void exchange_do_note_tail(struct exchange *ex, size_t before);
 /* Upstream response headers a client may see (Retry-After, x-ratelimit-*, openai-processing-ms,
  * x-request-id as X-Upstream-Request-Id), appended to 'out' as "Name: value\n" lines. */
 void xfer_header_allowed(struct buf *out, const char *line, size_t len);
@@ -130,6 +134,20 @@ enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *
                            const char *body, size_t len, const char *req_id, int retry_after);
 enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_error *err,
                                  const char *req_id);
+/* The upstream answered 401/403 to a key the proxy attached (the server's or a tenant's, not
+ * the client's own): the client's request is fine, the operator's key is not. Fills err with
+ * PX_EUPSTREAM (502, code upstream_key_rejected) and a message for the operator quoting the
+ * upstream's message (error.message of a JSON body, else the text) with secrets redacted. */
+int http_key_rejected(struct px_error *err, int upstream_status, const char *body, size_t len);
+/* An upstream error body made readable: "error: message" (or "detail") of a JSON object, a
+ * JSON string, else the text with HTML tags removed; one line, valid UTF-8, cut to 'max'
+ * bytes. malloc'd (cJSON_free); never NULL. */
+char *http_upstream_text(const char *body, size_t len, size_t max);
+/* The body for an upstream's error answer: NULL when 'body' is OpenAI-shaped (an object whose
+ * "error" is an object with a string "message"; it is then relayed byte for byte), else a new
+ * {"error":{"message","type","param","code"}} with the upstream's text in the message.
+ * malloc'd (cJSON_free). */
+char *http_upstream_error(int status, const char *body, size_t len, size_t *out_len);
 
 /* ---- tenants.c: multi-tenant keys and limits ---- */
 
@@ -157,7 +175,8 @@ void tenants_cleanup(void);
  * the tenant valid across reloads until tenants_release(*hold). */
 const struct tenant *tenants_match(const char *key, void **hold);
 void tenants_release(void *hold);
-/* May this tenant run this request (approaches, models, planned calls)? 401/400. */
+/* May this tenant run this request (approaches, models, planned calls)? PX_EFORBIDDEN (403,
+ * code model_not_allowed / approach_not_allowed) or PX_EINVAL (planned calls over the limit). */
 int tenants_allow(const struct tenant *t, const struct chat_request *req, struct px_error *err);
 /* Rate and daily-token limits; PX_ELIMIT (429) with *retry_after seconds. */
 int tenants_admit(const struct tenant *t, struct px_error *err, int *retry_after);
@@ -182,6 +201,10 @@ int auth_resolve_tenant(const struct config *cfg, struct arena *a, const char *a
 int auth_gate(const struct config *cfg, const char *authorization, struct px_error *err);
 /* Constant-time string equality (length-independent timing via SHA-256 digests). */
 bool auth_equal(const char *a, const char *b);
+/* Is 'key' (as resolved by auth_resolve_tenant) one the proxy holds: the server's or tenant
+ * t's provider key, rather than one the client sent? An upstream 401/403 then means the
+ * operator's key is wrong (502 for the client), not the client's. */
+bool auth_key_is_proxys(const struct config *cfg, const struct tenant *t, const char *key);
 
 /* ---- upstream.c: transfers and I/O loops ------------------------------------------------------
  */
@@ -210,7 +233,17 @@ struct xfer {
     char *body;               /* malloc'd; NULL for GET */
     size_t body_len;
     struct curl_slist *headers;
-    bool stream_relay;       /* XFER_RELAY of a stream request: relay chunk by chunk */
+    bool stream_relay; /* XFER_RELAY of a stream request: relay chunk by chunk */
+    /* Stream relays: a line scanner reads the usage event, and drops it unless the client
+     * asked for usage (the proxy always asks). I/O thread only. */
+    bool strip_usage;         /* the client did not ask for stream usage */
+    bool skip_blank;          /* the blank line that ended a dropped event goes too */
+    bool line_long;           /* the current line outgrew 'line': relayed as it comes */
+    struct usage relay_usage; /* from the stream's usage event */
+    struct buf line;          /* a partial line, held until its end */
+    char *plain_body;         /* the body without the stream_options we added (malloc'd), sent
+                                 instead when the upstream refuses them; or NULL */
+    size_t plain_len;
     xfer_delta_fn *on_delta; /* XFER_STREAM */
     void *sink;
 
@@ -265,6 +298,11 @@ void io_wake_all(void);
 /* ---- sse.c: incremental upstream SSE parser ----------------------------------------------------
  */
 
+/* fields.c: copies the client's body members that an approach's upstream call carries into
+ * 'out' (every generation field; response_format and the tools group only when 'answer'),
+ * leaving members 'out' already has. */
+void fields_copy(struct cJSON *out, const struct cJSON *body, bool answer);
+
 struct sse_parser;
 struct sse_parser *sse_parser_create(void);
 void sse_parser_destroy(struct sse_parser *p);
@@ -280,6 +318,9 @@ const char *sse_parser_text(struct sse_parser *p, size_t *len);
 const char *sse_parser_finish(struct sse_parser *p);
 const char *sse_parser_error(struct sse_parser *p); /* an in-band error message, or NULL */
 void sse_parser_usage(struct sse_parser *p, struct usage *u);
+/* Sets *out's token counts from an upstream "usage" object (and reported = 1); a non-object
+ * leaves *out as it is. */
+void usage_from_json(const struct cJSON *u, struct usage *out);
 bool sse_parser_done(struct sse_parser *p);
 
 /* ---- nsupport.c: n support per upstream base URL --------------------------------------------- */

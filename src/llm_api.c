@@ -25,6 +25,7 @@ static void usage_add(struct usage *to, const struct usage *u)
     to->completion_tokens += u->completion_tokens;
     to->reasoning_tokens += u->reasoning_tokens;
     to->calls += u->calls;
+    to->reported += u->reported;
 }
 
 static int fail_from(struct approach_ctx *ctx, const struct llm_reply *r)
@@ -203,6 +204,7 @@ int llm_final(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs
 
     c.params = p ? *p : llm_params_default();
     c.params.n = 1;
+    c.params.answer = true; /* the final stage's output is the answer */
     c.stream_to_client = ctx->stream_final;
     run(ctx, &c, 1);
     if (c.reply.status != PX_OK)

@@ -42,7 +42,7 @@ static enum MHD_Result error_now(struct exchange *ex, const struct px_error *err
     ex->status = px_http_status(err);
     ex->phase = EX_SENT;
     pthread_mutex_unlock(&ex->mu);
-    if (err->code == PX_EAUTH || err->code == PX_EINVAL)
+    if (err->code == PX_EAUTH || err->code == PX_EINVAL || err->code == PX_EFORBIDDEN)
         log_at(LOG_INFO, ex->id, "%s %s: %d %s", ex->method, ex->url, ex->status, err->message);
     return http_queue_error(ex->conn, err, ex->id);
 }
@@ -111,6 +111,8 @@ static enum MHD_Result do_approaches(struct exchange *ex)
         }
         cJSON_AddNumberToObject(o, "upstream_calls", a->calls);
         cJSON_AddNumberToObject(o, "rounds", a->rounds);
+        cJSON_AddBoolToObject(o, "tools", a->tools);
+        cJSON_AddBoolToObject(o, "response_format", a->response_format);
         cJSON_AddItemToArray(data, o);
     }
     s = cJSON_PrintUnformatted(root);
@@ -136,11 +138,14 @@ static enum MHD_Result do_metrics(struct exchange *ex)
 }
 
 static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, size_t len,
-                             bool stream)
+                             bool stream, char *plain, size_t plain_len)
 {
     struct xfer *x = xfer_create(srv_cfg, XFER_RELAY, ex, path, ex->upstream_key, body, len);
 
     x->stream_relay = stream;
+    x->strip_usage = plain != NULL; /* passthrough_body asked for usage */
+    x->plain_body = plain;
+    x->plain_len = plain_len;
     suspend_for_work(ex);
     if (io_submit(x) < 0) {
         xfer_destroy(x);
@@ -163,6 +168,7 @@ static int resolve(struct exchange *ex, struct px_error *err)
     if (rc < 0)
         return rc;
     ex->upstream_key = key;
+    ex->proxy_key = auth_key_is_proxys(srv_cfg, ex->tenant, key);
     if (ex->tenant)
         ex->base_url = ex->tenant->base_url;
     ex->fwd_headers = exchange_forward_headers(ex, key != srv_cfg->upstream_key);
@@ -175,16 +181,19 @@ static enum MHD_Result do_models(struct exchange *ex)
 
     if (resolve(ex, &err) < 0)
         return error_now(ex, &err);
-    return relay(ex, "/models", NULL, 0, false);
+    return relay(ex, "/models", NULL, 0, false, NULL, 0);
 }
 
 /* The body that goes upstream for a passthrough: the client's bytes unchanged when nothing
- * had to change, else the parsed body with the model replaced and our fields removed. */
-static char *passthrough_body(struct exchange *ex, size_t *len)
+ * had to change, else the parsed body with the model replaced and our fields removed. When it
+ * asks for stream usage the client did not ask for, *plain is the body without that (for an
+ * upstream that refuses stream_options), else NULL. */
+static char *passthrough_body(struct exchange *ex, size_t *len, char **plain, size_t *plain_len)
 {
     cJSON *root = ex->req.body;
     bool changed = strcmp(ex->req.model, ex->req.upstream_model) != 0;
-    cJSON *it, *next;
+    cJSON *it, *next, *so = NULL;
+    bool created = false;
 
     for (it = root->child; it; it = next) {
         next = it->next;
@@ -193,11 +202,25 @@ static char *passthrough_body(struct exchange *ex, size_t *len)
             changed = true;
         }
     }
-    /* Tags were removed from the messages (the parsed content differs from the raw text). */
-    if (!changed && strstr(buf_cstr(&ex->body), "<optillm_approach>"))
+    /* Tags were removed from the messages (also JSON-escaped ones: "\u003coptillm_approach>"). */
+    if (ex->req.tags_removed)
         changed = true;
     if (!cJSON_GetObjectItemCaseSensitive(root, "model"))
         changed = true;
+    /* Every streamed call asks for usage, so that its tokens are counted; the usage event is
+     * removed from the client's stream unless it asked too (upstream.c relay_line). */
+    *plain = NULL;
+    if (ex->req.stream && !ex->req.include_usage) {
+        so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+        if (!cJSON_IsObject(so)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(root, "stream_options");
+            so = cJSON_AddObjectToObject(root, "stream_options");
+            created = true;
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+        cJSON_AddTrueToObject(so, "include_usage");
+        changed = true;
+    }
     if (!changed) {
         *len = ex->body.len;
         return xstrndup(buf_cstr(&ex->body), ex->body.len);
@@ -209,6 +232,14 @@ static char *passthrough_body(struct exchange *ex, size_t *len)
         cJSON_AddStringToObject(root, "model", ex->req.upstream_model);
     char *s = cJSON_PrintUnformatted(root);
     *len = strlen(s);
+    if (so) { /* the tree goes back to what the client asked (also for the conversation log) */
+        if (created)
+            cJSON_DeleteItemFromObjectCaseSensitive(root, "stream_options");
+        else
+            cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+        *plain = cJSON_PrintUnformatted(root);
+        *plain_len = strlen(*plain);
+    }
     return s;
 }
 
@@ -233,10 +264,10 @@ static enum MHD_Result do_chat(struct exchange *ex)
         }
     }
     if (ex->req.route.count == 0) {
-        size_t len;
-        char *body = passthrough_body(ex, &len);
+        size_t len, plain_len = 0;
+        char *plain, *body = passthrough_body(ex, &len, &plain, &plain_len);
 
-        return relay(ex, "/chat/completions", body, len, ex->req.stream);
+        return relay(ex, "/chat/completions", body, len, ex->req.stream, plain, plain_len);
     }
     suspend_for_work(ex);
     io_watch(ex);
@@ -282,7 +313,7 @@ static enum MHD_Result dispatch(struct exchange *ex)
     if (strcmp(path, "/health") == 0) {
         if (get || strcmp(ex->method, "HEAD") == 0)
             return do_health(ex);
-        allow = "GET";
+        allow = "GET, HEAD";
     } else if (strcmp(path, "/chat/completions") == 0) {
         if (post) {
             if (ex->too_big) {
@@ -309,6 +340,7 @@ static enum MHD_Result dispatch(struct exchange *ex)
     if (allow) {
         px_fail(&err, PX_EMETHOD, NULL, "method %.16s is not allowed on %.200s (allowed: %s)",
                 ex->method, ex->url, allow);
+        snprintf(err.allow, sizeof(err.allow), "%s", allow);
         return error_now(ex, &err);
     }
     px_fail(&err, PX_ENOTFOUND, NULL, "unknown path %.200s", ex->url);
@@ -372,6 +404,7 @@ static enum MHD_Result send_reply(struct exchange *ex)
     ex->phase = EX_SENT;
     status = ex->status;
     retry_after = ex->retry_after;
+    bool no_retry = ex->no_retry;
     bool streaming = ex->streaming;
     long ncalls = ex->usage.calls;
     snprintf(ctype, sizeof(ctype), "%s", ex->content_type);
@@ -417,6 +450,8 @@ static enum MHD_Result send_reply(struct exchange *ex)
         snprintf(ra, sizeof(ra), "%d", retry_after);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
+    if (no_retry)
+        MHD_add_response_header(r, "x-should-retry", "false");
     enum MHD_Result ret = MHD_queue_response(ex->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -490,6 +525,28 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     return send_reply(ex);
 }
 
+/* A client-controlled value for the access line: in double quotes, '"' and '\\' escaped,
+ * control characters as '?', cut at 'max' bytes, so that no value can forge another field
+ * ("model=x status=200"). NULL gives "-". Returns out. */
+static const char *quoted(char *out, size_t cap, const char *s, size_t max)
+{
+    size_t o = 0;
+
+    if (!s)
+        s = "-";
+    out[o++] = '"';
+    for (size_t i = 0; s[i] && i < max && o + 4 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c == '"' || c == '\\')
+            out[o++] = '\\';
+        out[o++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return out;
+}
+
 /* The access line, metrics and conversation log of a request; called when its last
  * reference goes, so that the work a departed client left behind (a cancelled approach) is
  * counted too. */
@@ -497,6 +554,7 @@ void server_account(struct exchange *ex)
 {
     const struct usage *u = &ex->usage;
     long long us = ex->completed_us - ex->start_us;
+    char qm[24], qu[1100], qt[140], qmod[520];
 
     metrics_request(ex->req.route_name ? ex->req.route_name : "-", ex->status, us, ex->upstream_us,
                     u, ex->tenant ? ex->tenant->name : NULL);
@@ -504,9 +562,11 @@ void server_account(struct exchange *ex)
     log_at(LOG_INFO, ex->id,
            "%s %s tenant=%s approach=%s model=%s status=%d%s calls=%ld prompt_tokens=%ld "
            "completion_tokens=%ld ms=%.1f",
-           ex->method, ex->url, ex->tenant ? ex->tenant->name : "-",
-           ex->req.route_name ? ex->req.route_name : "-", ex->req.model ? ex->req.model : "-",
-           ex->status, ex->closed_early ? " (connection closed)" : "", u->calls, u->prompt_tokens,
+           quoted(qm, sizeof(qm), ex->method, 16), quoted(qu, sizeof(qu), ex->url, 512),
+           quoted(qt, sizeof(qt), ex->tenant ? ex->tenant->name : NULL, 64),
+           ex->req.route_name ? ex->req.route_name : "-",
+           quoted(qmod, sizeof(qmod), ex->req.model, 256), ex->status,
+           ex->closed_early ? " (connection closed)" : "", u->calls, u->prompt_tokens,
            u->completion_tokens, (double)us / 1000.0);
 }
 

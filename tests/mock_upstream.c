@@ -36,6 +36,10 @@
  *   status=CODE                answer CODE (400..599): {"error":{"message":"mock error CODE",
  *                              "type":"server_error","param":null,"code":"mock_CODE"}}
  *   retry_after=S              add "Retry-After: S" to status/fail_* errors
+ *   errmsg=TEXT                error.message of status=CODE answers (default "mock error CODE"),
+ *                              e.g. an upstream 401 quoting a masked key
+ *   usage_prompt=X             usage.prompt_tokens = X (0..1e308) in a JSON answer: a buggy
+ *                              upstream's absurd count
  *   fail_rate=F                500 for a seeded pseudo-random fraction F of calls
  *   fail_first=K               the first K calls per distinct raw body (since reset) get 500
  *   n_mode=honour|refuse|refuse500|ignore   n>1: n choices / 400 / 500 / one choice
@@ -46,6 +50,16 @@
  *   drop=1                     close the connection without any response
  *   noisy=1, p=P, q=Q          noisy-model mode (below); p and q override the defaults
  *   words=N                    words after the "mock reply <i>: " prefix (default 8, 1..100000)
+ *   usage=0                    no "usage" in the JSON answer, no usage chunk in a stream
+ *   usage=null                 as OpenAI does: with include_usage, every stream chunk before
+ *                              the usage chunk carries "usage":null
+ *   split=1                    streams send every event in two writes 20 ms apart
+ *   reject_stream_options=1    400 "Unrecognized request argument supplied: stream_options"
+ *                              when the body has stream_options (as some upstreams do)
+ *   errbody=KIND               with status=CODE, a body that is not OpenAI-shaped: plain
+ *                              ("upstream exploded: mock CODE", text/plain), html (a gateway's
+ *                              page, text/html), typeerror ({"error":"TypeError","message":
+ *                              "mock CODE: cannot read properties of undefined"}), empty
  * Hostile-upstream options (the block "hostile upstream" below):
  *   cut=N                      end a stream after N events (no finish, no usage, no [DONE]); the
  *                              HTTP response itself ends cleanly
@@ -58,7 +72,6 @@
  *   ratelimit=1                add x-ratelimit-{limit,remaining,reset}-{requests,tokens},
  *                              x-request-id: mock-req-<seq> and openai-processing-ms
  *   usage_huge=V               report V as prompt_tokens and completion_tokens (any number)
- *   errmsg=TEXT                the message of status=CODE errors (instead of "mock error CODE")
  * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
  * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
  *
@@ -70,6 +83,22 @@
  * to a UTF-8 boundary) with finish_reason "length". Streams: per choice a role chunk then one
  * chunk per word (word + following spaces), then a finish chunk per choice, a usage chunk
  * ("choices":[]) with stream_options.include_usage, then "data: [DONE]".
+ *
+ * Tools and structured output (checked after the text of every choice is made):
+ *   - "tools" (a non-empty array) and no message with role "tool" yet: every choice is a
+ *     call of the first tool: {"id":"call_mock_<i>","type":"function","function":{"name":
+ *     <tools[0].function.name>,"arguments":<A>}}, content null, finish_reason "tool_calls";
+ *     A is {"q":<the last user message, its first 64 bytes>,"k":1} for even i and the same
+ *     with the keys the other way round for odd i (same call, different text). Streamed as
+ *     OpenAI does: per choice a chunk with role, content null and the call with id, type,
+ *     name and "arguments":"", then the arguments in two fragments, then the finish chunks.
+ *     completion_tokens count the arguments text. Once a tool result is in the conversation
+ *     the model answers with text (so a tool is called once, then the answer follows).
+ *   - otherwise "response_format" of type json_object or json_schema: the text T becomes the
+ *     JSON text {"answer":T}.
+ *   - "logprobs": true (not streamed, no tool call): choice i carries "logprobs":{"content":
+ *     [{"token":<its whole text>,"logprob":-(i+1),"bytes":null,"top_logprobs":[]}],
+ *     "refusal":null}, so a test can tell which choice an answer's logprobs came from.
  *
  * Noisy mode: truth = the --noisy-key JSONL line {"question","answer"} whose question occurs in
  * the last user message (longest wins; numeric answers only), else the first integer + - * ()
@@ -399,7 +428,6 @@ struct hostile {
     long cut; /* events before the stream ends; 0 = no cut */
     bool cut_mid, cut_abort, ignore_stream, errbody200, nolastnl, ratelimit;
     double usage_huge; /* 0 = honest usage */
-    char *errmsg;      /* message of status=CODE errors, or NULL */
     char *hdr[HOSTILE_MAX_HDR];
     int nhdr;
 };
@@ -413,8 +441,6 @@ static void hostile_free(struct hostile *h)
     for (int i = 0; i < h->nhdr; i++)
         free(h->hdr[i]);
     h->nhdr = 0;
-    free(h->errmsg);
-    h->errmsg = NULL;
 }
 
 static void hostile_copy(struct hostile *to, const struct hostile *from)
@@ -422,7 +448,6 @@ static void hostile_copy(struct hostile *to, const struct hostile *from)
     *to = *from;
     for (int i = 0; i < from->nhdr; i++)
         to->hdr[i] = strdup(from->hdr[i]);
-    to->errmsg = from->errmsg ? strdup(from->errmsg) : NULL;
 }
 
 static bool parse_bool(const char *v, bool *out);
@@ -450,11 +475,6 @@ static bool hostile_opt(struct hostile *h, const char *name, const char *val, bo
         char *end;
         h->usage_huge = strtod(val, &end);
         *ok = *val && *end == '\0';
-        return true;
-    }
-    if (!strcmp(name, "errmsg")) {
-        free(h->errmsg);
-        *ok = (h->errmsg = strdup(val)) != NULL;
         return true;
     }
     if (!strcmp(name, "hdr")) {
@@ -584,8 +604,6 @@ static enum MHD_Result mock_status_error(struct MHD_Connection *c, long status,
 {
     char msg[256], code[32];
     snprintf(msg, sizeof(msg), "mock error %ld", status);
-    if (cur_hostile && cur_hostile->errmsg) /* hostile: the message asked for */
-        snprintf(msg, sizeof(msg), "%s", cur_hostile->errmsg);
     snprintf(code, sizeof(code), "mock_%ld", status);
     return counted_error(c, (unsigned int)status, msg, "server_error", NULL, code, retry_after);
 }
@@ -725,6 +743,11 @@ struct opts {
     uint64_t seed;
     char *require_key, *reply;
     struct hostile h;
+    char *errmsg;        /* errmsg=TEXT (secparse block) */
+    double usage_prompt; /* usage_prompt=X (secparse block); < 0: off */
+    /* Accounting and error-shape options (usage=, errbody=). */
+    bool no_usage, usage_null, split, reject_so;
+    int errbody;
 };
 
 static int hexval(char c)
@@ -768,6 +791,71 @@ static bool parse_bool(const char *v, bool *out)
     return false;
 }
 
+/* ---- accounting and error-shape options ---------------------------------------------------- */
+
+enum errbody { ERRBODY_OPENAI, ERRBODY_PLAIN, ERRBODY_HTML, ERRBODY_TYPEERROR, ERRBODY_EMPTY };
+
+/* usage= and errbody=: 1 applied, 0 bad value, -1 not one of these. */
+static int apply_opt_account(struct opts *o, const char *name, const char *val)
+{
+    static const char *const kinds[] = {"openai", "plain", "html", "typeerror", "empty"};
+
+    if (!strcmp(name, "split"))
+        return parse_bool(val, &o->split) ? 1 : 0;
+    if (!strcmp(name, "reject_stream_options"))
+        return parse_bool(val, &o->reject_so) ? 1 : 0;
+    if (!strcmp(name, "usage") && !strcmp(val, "null")) {
+        o->usage_null = true;
+        return 1;
+    }
+    if (!strcmp(name, "usage")) {
+        bool on;
+        if (!parse_bool(val, &on))
+            return 0;
+        o->no_usage = !on;
+        return 1;
+    }
+    if (strcmp(name, "errbody"))
+        return -1;
+    for (int i = 0; i < (int)(sizeof(kinds) / sizeof(kinds[0])); i++)
+        if (!strcmp(val, kinds[i])) {
+            o->errbody = i;
+            return 1;
+        }
+    return 0;
+}
+
+/* The status=CODE answer with a body that is not OpenAI-shaped (counted in stats.errors). */
+static enum MHD_Result errbody_error(struct MHD_Connection *c, long status, int kind,
+                                     const char *retry_after)
+{
+    char body[512];
+    const char *ctype = "text/plain; charset=utf-8";
+
+    if (kind == ERRBODY_PLAIN) {
+        snprintf(body, sizeof(body), "upstream exploded: mock %ld\n", status);
+    } else if (kind == ERRBODY_HTML) {
+        ctype = "text/html";
+        snprintf(body, sizeof(body),
+                 "<html>\r\n<head><title>%ld Bad Gateway</title><style>body{color:red}</style>"
+                 "</head>\r\n<body>\r\n<center><h1>%ld Bad Gateway</h1></center>\r\n<hr>"
+                 "<center>mock-gateway &amp; friends</center>\r\n</body>\r\n</html>\r\n",
+                 status, status);
+    } else if (kind == ERRBODY_TYPEERROR) {
+        ctype = "application/json";
+        snprintf(body, sizeof(body),
+                 "{\"error\":\"TypeError\",\"message\":\"mock %ld: cannot read properties of "
+                 "undefined\"}",
+                 status);
+    } else {
+        body[0] = '\0';
+    }
+    pthread_mutex_lock(&g.mu);
+    g.errors++;
+    pthread_mutex_unlock(&g.mu);
+    return send_body(c, (unsigned int)status, ctype, body, retry_after);
+}
+
 static bool apply_opt(struct opts *o, const char *name, char *val)
 {
     const long maxms = 3600L * 1000;
@@ -775,6 +863,10 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
 
     if (hostile_opt(&o->h, name, val, &hostile_ok))
         return hostile_ok;
+
+    int acc = apply_opt_account(o, name, val);
+    if (acc >= 0)
+        return acc == 1;
     if (!strcmp(name, "latency"))
         return parse_long(val, 0, maxms, &o->latency);
     if (!strcmp(name, "chunk_delay"))
@@ -812,6 +904,15 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
         }
         return false;
     }
+    /* ---- secparse: errmsg=TEXT, usage_prompt=X ---- */
+    if (!strcmp(name, "usage_prompt"))
+        return parse_double(val, 0, 1e308, &o->usage_prompt);
+    if (!strcmp(name, "errmsg")) {
+        free(o->errmsg);
+        o->errmsg = strdup(val);
+        return o->errmsg != NULL;
+    }
+    /* ---- end secparse ---- */
     char **dst = !strcmp(name, "reply")         ? &o->reply
                  : !strcmp(name, "require_key") ? &o->require_key
                                                 : NULL;
@@ -836,6 +937,7 @@ static const char *parse_opts(const char *model, struct opts *o, char *err, size
     pthread_mutex_unlock(&g.mu);
     o->reasoning = -1;
     o->words = 8;
+    o->usage_prompt = -1; /* secparse */
     const char *at = strrchr(model, '@');
     if (!at)
         return NULL;
@@ -1281,7 +1383,7 @@ static cJSON *usage_obj(size_t pt, size_t ct, long reasoning_total)
     return u;
 }
 
-enum phase { PH_ROLE, PH_WORD, PH_FINISH, PH_USAGE, PH_DONE, PH_END };
+enum phase { PH_ROLE, PH_WORD, PH_FINISH, PH_USAGE, PH_DONE, PH_END, PH_PRE };
 
 struct stream {
     char *id, *model;
@@ -1292,11 +1394,15 @@ struct stream {
     cJSON *usage; /* NULL unless include_usage */
     int fd;
     long delay_ms;
+    bool split;      /* split=1: an event in two writes */
+    bool usage_null; /* usage=null: "usage":null on chunks while the usage chunk is due */
     enum phase phase;
     size_t choice, off, events;
     char *pending;
     size_t plen, ppos;
     struct hostile h;
+    char **pre; /* PH_PRE: prepared events (tool calls), sent before the usage chunk */
+    size_t npre, ipre;
 };
 
 static void free_texts(char **texts, size_t n)
@@ -1316,6 +1422,7 @@ static void stream_free(void *cls)
     cJSON_Delete(s->usage);
     free(s->pending);
     hostile_free(&s->h);
+    free_texts(s->pre, s->npre);
     free(s);
 }
 
@@ -1329,6 +1436,8 @@ static char *sse_event(const struct stream *s, cJSON *choices, cJSON *usage)
     cJSON_AddItemToObject(o, "choices", choices);
     if (usage)
         cJSON_AddItemToObject(o, "usage", usage);
+    else if (s->usage_null && s->usage)
+        cJSON_AddNullToObject(o, "usage");
     char *js = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!js)
@@ -1418,6 +1527,14 @@ static char *next_event(struct stream *s)
             return strdup("data: [DONE]\n\n");
         case PH_END:
             return NULL;
+        case PH_PRE:
+            if (s->ipre < s->npre) {
+                char *ev = s->pre[s->ipre];
+                s->pre[s->ipre++] = NULL;
+                return ev;
+            }
+            s->phase = PH_USAGE;
+            continue;
         }
     }
 }
@@ -1448,7 +1565,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             s->phase = PH_END;
         }
     }
+    if (s->split && s->ppos > 0 && !sleep_watch(s->fd, 20))
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     size_t k = s->plen - s->ppos;
+    if (s->split && s->ppos == 0 && s->plen > 1)
+        k = s->plen / 2;
     k = k > max ? max : k;
     memcpy(buf, s->pending + s->ppos, k);
     s->ppos += k;
@@ -1518,6 +1639,158 @@ static bool injected_failure(const struct req *r, const struct opts *o)
     return o->fail_rate > 0 && u01(&st) < o->fail_rate;
 }
 
+/* ---- tools and response_format (see the header) ------------------------------------------ */
+
+struct fields_mode {
+    const char *tool; /* the first tool's name when choices are tool calls, else NULL */
+    bool json;        /* response_format json_object / json_schema */
+};
+
+static void fields_mode(const cJSON *root, struct fields_mode *fm)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    const cJSON *m;
+    bool tool_turn = false;
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
+
+    memset(fm, 0, sizeof(*fm));
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        tool_turn = tool_turn || (cJSON_IsString(role) && !strcmp(role->valuestring, "tool"));
+    }
+    if (cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0 && !tool_turn) {
+        const cJSON *fn =
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tools, 0), "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        fm->tool = cJSON_IsString(name) ? name->valuestring : "tool";
+        return;
+    }
+    fm->json = cJSON_IsString(type) && (!strcmp(type->valuestring, "json_object") ||
+                                        !strcmp(type->valuestring, "json_schema"));
+}
+
+/* Replaces choice i's text: the tool call's arguments, or {"answer": text}. NULL on OOM. */
+static char *fields_text(const struct fields_mode *fm, size_t i, char *text, const char *last_user)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *out;
+
+    if (fm->tool) {
+        char q[65];
+        size_t len = strlen(last_user) > 64 ? 64 : strlen(last_user);
+        while (len > 0 && ((unsigned char)last_user[len] & 0xC0) == 0x80)
+            len--; /* keep UTF-8 valid */
+        memcpy(q, last_user, len);
+        q[len] = '\0';
+        if (i % 2 == 0) {
+            cJSON_AddStringToObject(o, "q", q);
+            cJSON_AddNumberToObject(o, "k", 1);
+        } else {
+            cJSON_AddNumberToObject(o, "k", 1);
+            cJSON_AddStringToObject(o, "q", q);
+        }
+    } else if (fm->json) {
+        cJSON_AddStringToObject(o, "answer", text);
+    } else {
+        cJSON_Delete(o);
+        return text;
+    }
+    char *js = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    out = js ? strdup(js) : NULL;
+    cJSON_free(js);
+    free(text);
+    return out;
+}
+
+/* Choice i's tool_calls array (arguments = its text); with 'stream', the first fragment's
+ * form: index, id, type, name and empty arguments. */
+static cJSON *fields_calls(const struct fields_mode *fm, size_t i, const char *args, bool stream)
+{
+    cJSON *arr = cJSON_CreateArray(), *tc = cJSON_CreateObject(), *fn;
+    char id[40];
+
+    snprintf(id, sizeof(id), "call_mock_%zu", i);
+    cJSON_AddItemToArray(arr, tc);
+    if (stream)
+        cJSON_AddNumberToObject(tc, "index", 0);
+    cJSON_AddStringToObject(tc, "id", id);
+    cJSON_AddStringToObject(tc, "type", "function");
+    fn = cJSON_AddObjectToObject(tc, "function");
+    cJSON_AddStringToObject(fn, "name", fm->tool);
+    cJSON_AddStringToObject(fn, "arguments", stream ? "" : args);
+    return arr;
+}
+
+/* One streamed chunk for choice i: a delta (role + first fragment, or an argument fragment)
+ * or, with 'finish', the finish chunk. */
+static char *fields_event(const struct stream *s, size_t i, cJSON *delta_calls, bool role,
+                          const char *finish)
+{
+    cJSON *arr = cJSON_CreateArray(), *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(arr, ch);
+    cJSON_AddNumberToObject(ch, "index", (double)i);
+    cJSON *delta = cJSON_AddObjectToObject(ch, "delta");
+    if (role) {
+        cJSON_AddStringToObject(delta, "role", "assistant");
+        cJSON_AddNullToObject(delta, "content");
+    }
+    if (delta_calls)
+        cJSON_AddItemToObject(delta, "tool_calls", delta_calls);
+    if (finish)
+        cJSON_AddStringToObject(ch, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(ch, "finish_reason");
+    return sse_event(s, arr, NULL);
+}
+
+/* Choice i's logprobs: one "token", its whole text (see the header). */
+static cJSON *fields_logprobs(size_t i, const char *text)
+{
+    cJSON *lp = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(lp, "content");
+    cJSON *t = cJSON_CreateObject();
+    cJSON_AddItemToArray(arr, t);
+    cJSON_AddStringToObject(t, "token", text);
+    cJSON_AddNumberToObject(t, "logprob", -(double)(i + 1));
+    cJSON_AddNullToObject(t, "bytes");
+    cJSON_AddArrayToObject(t, "top_logprobs");
+    cJSON_AddNullToObject(lp, "refusal");
+    return lp;
+}
+
+/* The whole tool-call stream of every choice, as prepared events. false on OOM. */
+static bool fields_stream(struct stream *s, const struct fields_mode *fm)
+{
+    s->pre = calloc(s->n * 4, sizeof(*s->pre));
+    if (!s->pre)
+        return false;
+    for (size_t i = 0; i < s->n; i++) {
+        const char *a = s->texts[i];
+        size_t half = strlen(a) / 2;
+        s->pre[s->npre++] = fields_event(s, i, fields_calls(fm, i, a, true), true, NULL);
+        for (int part = 0; part < 2; part++) {
+            cJSON *arr = cJSON_CreateArray(), *tc = cJSON_CreateObject();
+            char *frag = part ? strdup(a + half) : strndup(a, half);
+            cJSON_AddItemToArray(arr, tc);
+            cJSON_AddNumberToObject(tc, "index", 0);
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(tc, "function"), "arguments",
+                                    frag ? frag : "");
+            free(frag);
+            s->pre[s->npre++] = fields_event(s, i, arr, false, NULL);
+        }
+    }
+    for (size_t i = 0; i < s->n; i++)
+        s->pre[s->npre++] = fields_event(s, i, NULL, false, "tool_calls");
+    for (size_t i = 0; i < s->npre; i++)
+        if (!s->pre[i])
+            return false;
+    s->phase = PH_PRE;
+    return true;
+}
+
 static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
 {
     cJSON *root = NULL;
@@ -1579,8 +1852,21 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         pthread_mutex_unlock(&g.mu);
         goto out;
     }
+    if (o.status > 0 && o.errmsg) { /* secparse: errmsg=TEXT */
+        char code[32];
+        snprintf(code, sizeof(code), "mock_%ld", o.status);
+        ret = counted_error(c, (unsigned int)o.status, o.errmsg, "invalid_request_error", NULL,
+                            code, retry);
+        goto out;
+    }
+    if (o.reject_so && cJSON_GetObjectItemCaseSensitive(root, "stream_options")) {
+        ret = counted_error(c, 400, "Unrecognized request argument supplied: stream_options",
+                            "invalid_request_error", NULL, NULL, NULL);
+        goto out;
+    }
     if (o.status > 0) {
-        ret = mock_status_error(c, o.status, retry);
+        ret = o.errbody ? errbody_error(c, o.status, o.errbody, retry)
+                        : mock_status_error(c, o.status, retry);
         goto out;
     }
     if (injected_failure(r, &o)) {
@@ -1636,10 +1922,14 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         pthread_mutex_unlock(&g.mu);
     }
     size_t ct = 0, pt = 1 + mi.prompt_bytes / 4;
+    struct fields_mode fm;
+    fields_mode(root, &fm);
     for (size_t i = 0; i < n; i++) {
         texts[i] = o.reply ? strdup(o.reply)
                    : noisy ? noisy_text(&np, &o, mi.hash, ord0 + i)
                            : plain_text(i, sb_str(&mi.last_user), o.words);
+        if (texts[i])
+            texts[i] = fields_text(&fm, i, texts[i], sb_str(&mi.last_user));
         if (!texts[i])
             goto out;
         finish[i] = "stop";
@@ -1657,9 +1947,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
     bool asked_stream = stream;
     stream = stream && !o.h.ignore_stream; /* hostile: JSON to a stream request */
-    bool usage = !asked_stream ||
-                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
-                     cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
+    bool usage = !o.no_usage &&
+                 (!asked_stream ||
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                      cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage")));
     char id[48];
     pthread_mutex_lock(&g.mu);
     snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
@@ -1685,9 +1976,11 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         hostile_copy(&s->h, &o.h);
         s->fd = conn_fd(c);
         s->delay_ms = o.chunk_delay;
+        s->split = o.split;
+        s->usage_null = o.usage_null;
         texts = NULL;
         finish = NULL;
-        if (!s->id || !s->model) {
+        if (!s->id || !s->model || (fm.tool && !fields_stream(s, &fm))) {
             stream_free(s);
             goto out;
         }
@@ -1706,10 +1999,24 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         cJSON_AddNumberToObject(ch, "index", (double)i);
         cJSON *m = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
-        cJSON_AddStringToObject(m, "content", texts[i]);
+        if (fm.tool) {
+            cJSON_AddNullToObject(m, "content");
+            cJSON_AddItemToObject(m, "tool_calls", fields_calls(&fm, i, texts[i], false));
+            finish[i] = "tool_calls";
+        } else {
+            cJSON_AddStringToObject(m, "content", texts[i]);
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "logprobs")))
+                cJSON_AddItemToObject(ch, "logprobs", fields_logprobs(i, texts[i]));
+        }
         cJSON_AddStringToObject(ch, "finish_reason", finish[i]);
     }
-    cJSON_AddItemToObject(resp, "usage", hostile_usage(usage_obj(pt, ct, rt), &o.h));
+    if (usage) {
+        cJSON_AddItemToObject(resp, "usage", hostile_usage(usage_obj(pt, ct, rt), &o.h));
+        if (o.usage_prompt >= 0) /* secparse: usage_prompt=X */
+            cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "usage"),
+                                                   "prompt_tokens",
+                                                   cJSON_CreateNumber(o.usage_prompt));
+    }
     ret = send_json(c, MHD_HTTP_OK, resp, NULL);
 out:
     free_texts(texts, n);
@@ -1721,6 +2028,7 @@ out:
     free(o.reply);
     hostile_free(&o.h);
     cur_hostile = NULL;
+    free(o.errmsg);
     return ret;
 }
 
