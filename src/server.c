@@ -171,7 +171,7 @@ static int resolve(struct exchange *ex, struct px_error *err)
     ex->proxy_key = auth_key_is_proxys(srv_cfg, ex->tenant, key);
     if (ex->tenant)
         ex->base_url = ex->tenant->base_url;
-    ex->fwd_headers = exchange_forward_headers(ex, key != srv_cfg->upstream_key);
+    ex->fwd_headers = exchange_forward_headers(ex, key && key != srv_cfg->upstream_key);
     return PX_OK;
 }
 
