@@ -498,8 +498,11 @@ static char *last_user_content(void)
 static void skip_without_fork(void)
 {
     const char *b = getenv("PX_BUILD");
+    const char *w = getenv("PX_WRAPPER");
 
     if (b && strstr(b, "thread"))
+        skip();
+    if (w && *w) /* valgrind: its own address space counts against RLIMIT_AS */
         skip();
 }
 
