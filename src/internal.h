@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "chat.h"
 #include "config.h"
+#include "door.h"
 #include "llm.h"
 #include "px.h"
 
@@ -63,6 +64,7 @@ struct exchange {
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
     struct usage usage;         /* totals for the access log */
     long long upstream_us;      /* time spent waiting for the upstream (metrics: overhead) */
+    struct door *door;          /* front door translating the reply (door.c), or NULL; owned */
 
     /* Set before hand-off, read-only afterwards. */
     struct MHD_Connection *conn;

@@ -26,6 +26,16 @@ static const char *header(struct MHD_Connection *c, const char *name)
     return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
 }
 
+/* The client's credential: Authorization, or an Anthropic client's x-api-key taken as its
+ * Bearer (the same key rules apply). */
+static const char *client_auth(struct exchange *ex)
+{
+    const char *a = header(ex->conn, "Authorization");
+    const char *k = a ? NULL : header(ex->conn, "x-api-key");
+
+    return k ? arena_printf(ex->arena, "Bearer %s", k) : a;
+}
+
 static enum MHD_Result reply_now(struct exchange *ex, int status, const char *ctype,
                                  const char *body, size_t len)
 {
@@ -44,6 +54,8 @@ static enum MHD_Result error_now(struct exchange *ex, const struct px_error *err
     pthread_mutex_unlock(&ex->mu);
     if (err->code == PX_EAUTH || err->code == PX_EINVAL)
         log_at(LOG_INFO, ex->id, "%s %s: %d %s", ex->method, ex->url, ex->status, err->message);
+    if (ex->door)
+        return door_queue_error(ex, err);
     return http_queue_error(ex->conn, err, ex->id);
 }
 
@@ -84,7 +96,7 @@ static enum MHD_Result do_approaches(struct exchange *ex)
     char *s;
     enum MHD_Result r;
 
-    if (auth_gate(srv_cfg, header(ex->conn, "Authorization"), &err) < 0)
+    if (auth_gate(srv_cfg, client_auth(ex), &err) < 0)
         return error_now(ex, &err);
     root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
@@ -126,7 +138,7 @@ static enum MHD_Result do_metrics(struct exchange *ex)
     struct buf b;
     enum MHD_Result r;
 
-    if (auth_gate(srv_cfg, header(ex->conn, "Authorization"), &err) < 0)
+    if (auth_gate(srv_cfg, client_auth(ex), &err) < 0)
         return error_now(ex, &err);
     buf_init(&b, 0);
     metrics_render(&b);
@@ -156,7 +168,7 @@ static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, 
 static int resolve(struct exchange *ex, struct px_error *err)
 {
     const char *key;
-    int rc = auth_resolve_tenant(srv_cfg, ex->arena, header(ex->conn, "Authorization"),
+    int rc = auth_resolve_tenant(srv_cfg, ex->arena, client_auth(ex),
                                  header(ex->conn, "X-Upstream-Api-Key"), &key, &ex->tenant,
                                  &ex->tenant_hold, err);
 
@@ -174,6 +186,8 @@ static enum MHD_Result do_models(struct exchange *ex)
 
     if (resolve(ex, &err) < 0)
         return error_now(ex, &err);
+    if (header(ex->conn, "anthropic-version"))
+        ex->door = door_create(DOOR_MODELS);
     return relay(ex, "/models", NULL, 0, false);
 }
 
@@ -217,6 +231,8 @@ static enum MHD_Result do_chat(struct exchange *ex)
 
     if (resolve(ex, &err) < 0)
         return error_now(ex, &err);
+    if (ex->door && door_translate(ex, &err) < 0)
+        return error_now(ex, &err);
     if (chat_request_parse(ex->arena, buf_cstr(&ex->body), ex->body.len, srv_cfg, &ex->req, &err) <
         0)
         return error_now(ex, &err);
@@ -249,6 +265,63 @@ static enum MHD_Result do_chat(struct exchange *ex)
         exchange_unref(ex);
     }
     return MHD_YES;
+}
+
+/* ---- front doors (door.c translates) and plain passthrough paths ---- */
+
+static bool door_path(const char *path)
+{
+    return strcmp(path, "/messages") == 0 || strcmp(path, "/messages/count_tokens") == 0 ||
+           strcmp(path, "/responses") == 0 || strcmp(path, "/embeddings") == 0 ||
+           strcmp(path, "/completions") == 0;
+}
+
+static enum MHD_Result do_door(struct exchange *ex, const char *path)
+{
+    struct px_error err;
+    bool messages = strncmp(path, "/messages", 9) == 0;
+
+    if (messages || strcmp(path, "/responses") == 0)
+        ex->door = door_create(messages ? DOOR_MESSAGES : DOOR_RESPONSES);
+    if (ex->too_big) {
+        px_fail(&err, PX_ETOOBIG, NULL, "request body exceeds %zu bytes", srv_cfg->max_body);
+        return error_now(ex, &err);
+    }
+    if (strcmp(path, "/messages/count_tokens") == 0) {
+        long n;
+        char out[64];
+
+        if (auth_gate(srv_cfg, client_auth(ex), &err) < 0 ||
+            door_count_tokens(buf_cstr(&ex->body), ex->body.len, &n, &err) < 0)
+            return error_now(ex, &err);
+        snprintf(out, sizeof(out), "{\"input_tokens\":%ld}", n);
+        return reply_now(ex, 200, "application/json", out, strlen(out));
+    }
+    if (ex->door)
+        return do_chat(ex);
+    /* /embeddings, /completions: the body goes upstream untouched. */
+    if (resolve(ex, &err) < 0)
+        return error_now(ex, &err);
+    cJSON *root = cJSON_ParseWithLength(buf_cstr(&ex->body), ex->body.len);
+    bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+
+    ex->req.model = ex->req.upstream_model =
+        arena_strdup(ex->arena, cJSON_IsString(model) ? model->valuestring : "");
+    ex->req.route_name = "none";
+    ex->req.n = 1;
+    cJSON_Delete(root);
+    if (ex->tenant) {
+        int retry_after;
+
+        if (tenants_allow(ex->tenant, &ex->req, &err) < 0)
+            return error_now(ex, &err);
+        if (tenants_admit(ex->tenant, &err, &retry_after) < 0) {
+            err.retry_after = retry_after;
+            return error_now(ex, &err);
+        }
+    }
+    return relay(ex, path, xstrndup(buf_cstr(&ex->body), ex->body.len), ex->body.len, stream);
 }
 
 /* ---- libmicrohttpd callbacks ------------------------------------------------------------------
@@ -291,6 +364,10 @@ static enum MHD_Result dispatch(struct exchange *ex)
             }
             return do_chat(ex);
         }
+        allow = "POST";
+    } else if (door_path(path)) {
+        if (post)
+            return do_door(ex, path);
         allow = "POST";
     } else if (strcmp(path, "/models") == 0) {
         if (get)

@@ -125,7 +125,7 @@ static size_t relay_stream(struct xfer *x, const char *data, size_t n)
         pthread_mutex_unlock(&ex->mu);
         return CURL_WRITEFUNC_PAUSE;
     }
-    buf_append(&ex->out, data, n);
+    exchange_out(ex, data, n);
     exchange_do_resume(ex);
     pthread_mutex_unlock(&ex->mu);
     return n;
@@ -323,7 +323,7 @@ static void relay_done(struct xfer *x)
             ex->streaming = true;
             ex->phase = EX_REPLY;
         }
-        ex->out_done = true;
+        exchange_out_end(ex);
         exchange_do_resume(ex);
         pthread_mutex_unlock(&ex->mu);
         return;
