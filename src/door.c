@@ -26,9 +26,9 @@ struct tcall {
 
 struct door {
     enum door_kind kind;
-    char *model;  /* the model string the client sent */
-    cJSON *echo;  /* Responses: request fields the response object echoes */
-    int status;   /* reply status (door_begin) */
+    char *model; /* the model string the client sent */
+    cJSON *echo; /* Responses: request fields the response object echoes */
+    int status;  /* reply status (door_begin) */
     enum door_mode mode;
     struct buf in;   /* MODE_BUFFER: the body; MODE_SSE: the partial line */
     struct buf data; /* MODE_SSE: data lines of the current event */
@@ -472,8 +472,7 @@ static int anth_request(struct door *d, const cJSON *req, cJSON *chat, struct px
 /* ---- OpenAI Responses: request ---------------------------------------------------------------
  */
 
-static const char *const resp_text_types[] = {"input_text", "output_text", "text", "refusal",
-                                              NULL};
+static const char *const resp_text_types[] = {"input_text", "output_text", "text", "refusal", NULL};
 
 static int resp_message(cJSON *out, const cJSON *item, struct px_error *err)
 {
@@ -714,10 +713,12 @@ static int resp_request(struct door *d, const cJSON *req, cJSON *chat, struct px
     const cJSON *v;
     cJSON *out;
     int rc;
-    static const char *const echoed[] = {
-        "instructions", "max_output_tokens", "metadata", "parallel_tool_calls", "temperature",
-        "top_p",        "tool_choice",       "tools",    "text",                "user",
-        "reasoning",    NULL};
+    static const char *const echoed[] = {"instructions", "max_output_tokens",
+                                         "metadata",     "parallel_tool_calls",
+                                         "temperature",  "top_p",
+                                         "tool_choice",  "tools",
+                                         "text",         "user",
+                                         "reasoning",    NULL};
 
     v = get(req, "previous_response_id");
     if (v && !cJSON_IsNull(v))
@@ -864,7 +865,8 @@ static char *error_message(const cJSON *root, const char *body, size_t len, int 
     if (str(e, "message"))
         return xstrdup(str(e, "message"));
     if (cJSON_IsString(e)) {
-        snprintf(buf, sizeof(buf), "%.200s%s%.900s", e->valuestring, str(root, "message") ? ": " : "",
+        snprintf(buf, sizeof(buf), "%.200s%s%.900s", e->valuestring,
+                 str(root, "message") ? ": " : "",
                  str(root, "message") ? str(root, "message") : "");
         return xstrdup(buf);
     }
@@ -930,8 +932,8 @@ static const char *anth_stop_reason(const char *finish, bool tools)
 {
     if (finish && strcmp(finish, "length") == 0)
         return "max_tokens";
-    if (tools || (finish && (strcmp(finish, "tool_calls") == 0 ||
-                             strcmp(finish, "function_call") == 0)))
+    if (tools ||
+        (finish && (strcmp(finish, "tool_calls") == 0 || strcmp(finish, "function_call") == 0)))
         return "tool_use";
     if (finish && strcmp(finish, "content_filter") == 0)
         return "refusal";
@@ -980,23 +982,21 @@ static cJSON *resp_usage(const struct door *d)
     cJSON *u = cJSON_CreateObject();
 
     cJSON_AddNumberToObject(u, "input_tokens", (double)d->in_tokens);
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "input_tokens_details"), "cached_tokens",
-                            0);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "input_tokens_details"), "cached_tokens", 0);
     cJSON_AddNumberToObject(u, "output_tokens", (double)d->out_tokens);
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "output_tokens_details"),
-                            "reasoning_tokens", (double)d->reasoning_tokens);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "output_tokens_details"), "reasoning_tokens",
+                            (double)d->reasoning_tokens);
     cJSON_AddNumberToObject(u, "total_tokens", (double)(d->in_tokens + d->out_tokens));
     return u;
 }
 
 /* The Responses object; 'output' is taken (NULL: an empty array). */
-static cJSON *resp_object(const struct door *d, const char *status, cJSON *output,
-                          bool with_usage)
+static cJSON *resp_object(const struct door *d, const char *status, cJSON *output, bool with_usage)
 {
     cJSON *o = cJSON_CreateObject();
     const cJSON *e = d->echo;
-    static const char *const echoed[] = {"instructions", "max_output_tokens", "temperature",
-                                         "top_p", "user", NULL};
+    static const char *const echoed[] = {
+        "instructions", "max_output_tokens", "temperature", "top_p", "user", NULL};
 
     cJSON_AddStringToObject(o, "id", d->id);
     cJSON_AddStringToObject(o, "object", "response");
@@ -1020,26 +1020,27 @@ static cJSON *resp_object(const struct door *d, const char *status, cJSON *outpu
     }
     cJSON_AddStringToObject(o, "model", d->model ? d->model : "");
     cJSON_AddItemToObject(o, "output", output ? output : cJSON_CreateArray());
-    cJSON_AddItemToObject(o, "parallel_tool_calls", get(e, "parallel_tool_calls")
-                                                        ? cJSON_Duplicate(get(e, "parallel_tool_calls"), 1)
-                                                        : cJSON_CreateTrue());
+    cJSON_AddItemToObject(o, "parallel_tool_calls",
+                          get(e, "parallel_tool_calls")
+                              ? cJSON_Duplicate(get(e, "parallel_tool_calls"), 1)
+                              : cJSON_CreateTrue());
     cJSON_AddNullToObject(o, "previous_response_id");
-    cJSON_AddItemToObject(o, "reasoning", get(e, "reasoning")
-                                              ? cJSON_Duplicate(get(e, "reasoning"), 1)
+    cJSON_AddItemToObject(o, "reasoning",
+                          get(e, "reasoning") ? cJSON_Duplicate(get(e, "reasoning"), 1)
                                               : cJSON_CreateObject());
     cJSON_AddFalseToObject(o, "store");
     cJSON_AddItemToObject(o, "text",
                           get(e, "text") ? cJSON_Duplicate(get(e, "text"), 1)
                                          : cJSON_Parse("{\"format\":{\"type\":\"text\"}}"));
-    cJSON_AddItemToObject(o, "tool_choice", get(e, "tool_choice")
-                                                ? cJSON_Duplicate(get(e, "tool_choice"), 1)
+    cJSON_AddItemToObject(o, "tool_choice",
+                          get(e, "tool_choice") ? cJSON_Duplicate(get(e, "tool_choice"), 1)
                                                 : cJSON_CreateString("auto"));
-    cJSON_AddItemToObject(o, "tools", get(e, "tools") ? cJSON_Duplicate(get(e, "tools"), 1)
-                                                      : cJSON_CreateArray());
+    cJSON_AddItemToObject(
+        o, "tools", get(e, "tools") ? cJSON_Duplicate(get(e, "tools"), 1) : cJSON_CreateArray());
     cJSON_AddStringToObject(o, "truncation", "disabled");
     cJSON_AddItemToObject(o, "usage", with_usage ? resp_usage(d) : cJSON_CreateNull());
-    cJSON_AddItemToObject(o, "metadata", get(e, "metadata")
-                                             ? cJSON_Duplicate(get(e, "metadata"), 1)
+    cJSON_AddItemToObject(o, "metadata",
+                          get(e, "metadata") ? cJSON_Duplicate(get(e, "metadata"), 1)
                                              : cJSON_CreateObject());
     return o;
 }
@@ -1105,8 +1106,8 @@ static const cJSON *first_choice(const cJSON *root)
 
 static const char *static_finish(const char *f)
 {
-    static const char *const known[] = {"stop", "length", "tool_calls", "function_call",
-                                        "content_filter", NULL};
+    static const char *const known[] = {"stop",          "length",         "tool_calls",
+                                        "function_call", "content_filter", NULL};
 
     for (const char *const *k = known; f && *k; k++)
         if (strcmp(f, *k) == 0)
@@ -1147,8 +1148,7 @@ static char *anth_message(struct door *d, const cJSON *root, size_t *len)
         cJSON_AddItemToArray(content, b);
         tools = true;
     }
-    cJSON_AddStringToObject(o, "stop_reason",
-                            anth_stop_reason(str(ch, "finish_reason"), tools));
+    cJSON_AddStringToObject(o, "stop_reason", anth_stop_reason(str(ch, "finish_reason"), tools));
     cJSON_AddNullToObject(o, "stop_sequence");
     cJSON_AddItemToObject(o, "usage", anth_usage(d));
     s = print(o, len);
@@ -1175,11 +1175,10 @@ static char *resp_response(struct door *d, const cJSON *root, size_t *len)
         const cJSON *f = get(tc, "function");
 
         px_random_id(id, sizeof(id), "fc_", 2);
-        cJSON_AddItemToArray(output,
-                             resp_call_item(id, str(tc, "id") ? str(tc, "id") : "",
-                                            str(f, "name") ? str(f, "name") : "",
-                                            str(f, "arguments") ? str(f, "arguments") : "",
-                                            "completed"));
+        cJSON_AddItemToArray(output, resp_call_item(id, str(tc, "id") ? str(tc, "id") : "",
+                                                    str(f, "name") ? str(f, "name") : "",
+                                                    str(f, "arguments") ? str(f, "arguments") : "",
+                                                    "completed"));
     }
     o = resp_object(d, resp_status(d->finish), output, true);
     s = print(o, len);
@@ -1216,9 +1215,11 @@ static char *models_list(cJSON *root, size_t *len)
     if (!get(root, "has_more"))
         cJSON_AddFalseToObject(root, "has_more");
     if (!get(root, "first_id"))
-        cJSON_AddItemToObject(root, "first_id", first ? cJSON_CreateString(first) : cJSON_CreateNull());
+        cJSON_AddItemToObject(root, "first_id",
+                              first ? cJSON_CreateString(first) : cJSON_CreateNull());
     if (!get(root, "last_id"))
-        cJSON_AddItemToObject(root, "last_id", last ? cJSON_CreateString(last) : cJSON_CreateNull());
+        cJSON_AddItemToObject(root, "last_id",
+                              last ? cJSON_CreateString(last) : cJSON_CreateNull());
     return print(root, len);
 }
 
@@ -1446,8 +1447,9 @@ static void resp_tool_start(struct door *d, struct buf *out, int k)
     px_random_id(t->item_id, sizeof(t->item_id), "fc_", 2);
     t->index = d->next_index++;
     e = item_event(NULL, t->index);
-    cJSON_AddItemToObject(e, "item", resp_call_item(t->item_id, t->id ? t->id : "",
-                                                    t->name ? t->name : "", "", "in_progress"));
+    cJSON_AddItemToObject(
+        e, "item",
+        resp_call_item(t->item_id, t->id ? t->id : "", t->name ? t->name : "", "", "in_progress"));
     emit(d, out, "response.output_item.added", e);
     d->open = 1 + k;
 }
@@ -1528,11 +1530,11 @@ static void sse_error(struct door *d, struct buf *out, const cJSON *root)
         emit(d, out, "error", o);
     } else {
         o = cJSON_CreateObject();
-        cJSON_AddItemToObject(o, "code", str(e, "code") ? cJSON_CreateString(str(e, "code"))
-                                                        : cJSON_CreateNull());
+        cJSON_AddItemToObject(
+            o, "code", str(e, "code") ? cJSON_CreateString(str(e, "code")) : cJSON_CreateNull());
         cJSON_AddStringToObject(o, "message", msg);
-        cJSON_AddItemToObject(o, "param", str(e, "param") ? cJSON_CreateString(str(e, "param"))
-                                                          : cJSON_CreateNull());
+        cJSON_AddItemToObject(
+            o, "param", str(e, "param") ? cJSON_CreateString(str(e, "param")) : cJSON_CreateNull());
         emit(d, out, "error", o);
     }
     free(msg);
