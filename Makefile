@@ -26,7 +26,7 @@ UNIT     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 ITEST_SRC := $(wildcard tests/integration/itest_*.c)
 ITEST    := $(ITEST_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 HARNESS_OBJ := $(BUILD)/tests/integration/harness.o
-# The official OpenAI SDK (npm) against the proxy; skipped in sanitizer builds (slow, and the
+# The official OpenAI and Anthropic SDKs (npm) against the proxy; skipped in sanitizer builds (slow, and the
 # C suites already cover the same paths there).
 SDK_TEST := $(if $(SANITIZE),,tests/sdk/run.sh tests/sdk_doors/run.sh)
 # Each fuzz target for 60 s (FUZZ_SECONDS); skipped in sanitizer builds (already ASan+UBSan).
