@@ -1515,8 +1515,9 @@ static enum MHD_Result handle_legacy(struct MHD_Connection *c, struct req *r)
     const char *at = strstr(model, "@status=");
     if (at) {
         long st = 0;
+        bool ok = parse_long(at + 8, 400, 599, &st);
         cJSON_Delete(root);
-        if (parse_long(at + 8, 400, 599, &st))
+        if (ok)
             return mock_status_error(c, st, NULL);
         return counted_error(c, 400, "mock: bad status", "invalid_request_error", "model", NULL,
                              NULL);

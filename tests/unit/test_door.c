@@ -297,8 +297,9 @@ static void test_request_errors(void **state)
          "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[],\"tools\":[{\"type\":"
          "\"web_search_20250305\",\"name\":\"web_search\"}]}",
          "tools", "server tools"},
-        {DOOR_MESSAGES, "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"system\","
-                        "\"content\":\"x\"}]}",
+        {DOOR_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"system\","
+         "\"content\":\"x\"}]}",
          "messages", "role"},
         {DOOR_MESSAGES, "[1,2]", "", "JSON object"},
     };
@@ -450,13 +451,12 @@ static void test_anthropic_stream(void **state)
     char *chat, *out;
     size_t len;
     const char *req = "{\"model\":\"claude-x\",\"max_tokens\":9,\"stream\":true,\"messages\":[]}";
-    static const char *const want[] = {
-        "message_start",       "ping",
-        "content_block_start", "content_block_delta",
-        "content_block_delta", "content_block_stop",
-        "content_block_start", "content_block_delta",
-        "content_block_delta", "content_block_stop",
-        "message_delta",       "message_stop"};
+    static const char *const want[] = {"message_start",       "ping",
+                                       "content_block_start", "content_block_delta",
+                                       "content_block_delta", "content_block_stop",
+                                       "content_block_start", "content_block_delta",
+                                       "content_block_delta", "content_block_stop",
+                                       "message_delta",       "message_stop"};
     cJSON *evs;
 
     (void)state;
@@ -547,8 +547,8 @@ static void test_responses_stream(void **state)
     assert_string_equal(pstr(resp, "status", NULL), "completed");
     assert_int_equal(cJSON_GetArraySize(path(resp, "output", NULL)), 2);
     assert_int_equal(path(resp, "usage", "output_tokens")->valueint, 15);
-    assert_string_equal(pstr(resp, "id", NULL), pstr(path(ev_data(evs, 0), "response", NULL),
-                                                     "id", NULL));
+    assert_string_equal(pstr(resp, "id", NULL),
+                        pstr(path(ev_data(evs, 0), "response", NULL), "id", NULL));
     cJSON_Delete(evs);
     free(out);
     door_free(d);
@@ -561,11 +561,16 @@ static void test_errors(void **state)
     static const struct {
         int status;
         const char *type;
-    } map[] = {{400, "invalid_request_error"}, {401, "authentication_error"},
-               {403, "permission_error"},      {404, "not_found_error"},
-               {413, "request_too_large"},     {429, "rate_limit_error"},
-               {500, "api_error"},             {502, "api_error"},
-               {503, "overloaded_error"},      {504, "timeout_error"}};
+    } map[] = {{400, "invalid_request_error"},
+               {401, "authentication_error"},
+               {403, "permission_error"},
+               {404, "not_found_error"},
+               {413, "request_too_large"},
+               {429, "rate_limit_error"},
+               {500, "api_error"},
+               {502, "api_error"},
+               {503, "overloaded_error"},
+               {504, "timeout_error"}};
     const char *oai = "{\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\","
                       "\"param\":null,\"code\":\"rate_limit_exceeded\"}}";
     struct door *d = door_create(DOOR_MESSAGES);
@@ -658,11 +663,16 @@ static void test_models_list(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_anthropic_request), cmocka_unit_test(test_responses_request),
-        cmocka_unit_test(test_request_errors),    cmocka_unit_test(test_count_tokens),
-        cmocka_unit_test(test_anthropic_reply),   cmocka_unit_test(test_responses_reply),
-        cmocka_unit_test(test_anthropic_stream),  cmocka_unit_test(test_responses_stream),
-        cmocka_unit_test(test_errors),            cmocka_unit_test(test_inband_errors),
+        cmocka_unit_test(test_anthropic_request),
+        cmocka_unit_test(test_responses_request),
+        cmocka_unit_test(test_request_errors),
+        cmocka_unit_test(test_count_tokens),
+        cmocka_unit_test(test_anthropic_reply),
+        cmocka_unit_test(test_responses_reply),
+        cmocka_unit_test(test_anthropic_stream),
+        cmocka_unit_test(test_responses_stream),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_inband_errors),
         cmocka_unit_test(test_models_list),
     };
 

@@ -1,0 +1,246 @@
+/* itest_doors.c: the real proxy's front doors and plain passthrough paths over loopback:
+ * POST /v1/embeddings and /v1/completions forwarded with the body untouched (JSON and SSE),
+ * /v1/messages and /v1/responses routing (with and without /v1), x-api-key under the gate,
+ * door-shaped errors, count_tokens, and the method rules. The SDK-level behaviour is in
+ * tests/sdk_doors; the translations themselves in tests/unit/test_door.c. */
+/* cmocka.h needs these first, in this order. */
+/* clang-format off */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define SERVER_KEY "server-doors-LEAKCHECK-77aa"
+#define GATE_KEY   "gate-doors-LEAKCHECK-88bb"
+
+static struct proc mock, proxy, gated;
+
+static int setup(void **state)
+{
+    static const char *const env[] = {"OPENAI_API_KEY=" SERVER_KEY, NULL};
+    static const char *const genv[] = {"OPENAI_API_KEY=" SERVER_KEY, "OPTILLM_API_KEY=" GATE_KEY,
+                                       NULL};
+
+    (void)state;
+    harness_deadline(120);
+    if (mock_start(&mock, NULL) < 0 || proxy_start(&proxy, mock.port, NULL, env) < 0 ||
+        proxy_start(&gated, mock.port, NULL, genv) < 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    proc_stop(&gated);
+    proc_stop(&proxy);
+    proc_stop(&mock);
+    return 0;
+}
+
+/* The last request the mock saw. */
+static cJSON *last_request(void)
+{
+    cJSON *reqs = mock_get(mock.port, "/mock/requests");
+    int n = cJSON_GetArraySize(reqs);
+    cJSON *last;
+
+    assert_true(n > 0);
+    last = cJSON_Duplicate(cJSON_GetArrayItem(reqs, n - 1), 1);
+    cJSON_Delete(reqs);
+    return last;
+}
+
+static void test_embeddings_untouched(void **state)
+{
+    /* Odd spacing, key order, a field we do not know and an optillm_-looking one: all kept. */
+    const char *body = "{ \"input\" : [\"alpha\", \"beta\"],\n \"model\":\"text-embed-x\","
+                       "\"encoding_format\":\"float\", \"dimensions\": 3, \"zz_unknown\": {\"a\":1}"
+                       " }";
+    struct http_resp r;
+    cJSON *j, *last;
+
+    (void)state;
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", proxy.port, "/v1/embeddings", body, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    j = http_json(&r);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "mock_raw_body")->valuestring, body);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "list");
+    cJSON_Delete(j);
+    http_resp_free(&r);
+    last = last_request();
+    assert_string_equal(cJSON_GetObjectItem(last, "auth")->valuestring, "Bearer " SERVER_KEY);
+    cJSON_Delete(last);
+
+    /* Without /v1 too; an upstream error keeps its status and body. */
+    assert_int_equal(http_req("POST", proxy.port, "/embeddings",
+                              "{\"model\":\"e@status=429\",\"input\":\"x\"}", NULL, &r),
+                     0);
+    assert_int_equal(r.status, 429);
+    assert_non_null(strstr(r.body, "mock error 429"));
+    http_resp_free(&r);
+}
+
+static void test_completions_untouched(void **state)
+{
+    const char *body = "{\"model\":\"legacy-x\",\"prompt\":\"Say hi\",\"max_tokens\":5,"
+                       "\"logprobs\":null,\"echo\":false}";
+    const char *sbody = "{\"model\":\"legacy-x\",\"prompt\":\"Say hi\",\"stream\":true}";
+    struct http_resp r;
+    cJSON *j, *last;
+    char ct[128];
+
+    (void)state;
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", proxy.port, "/v1/completions", body, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    j = http_json(&r);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "mock_raw_body")->valuestring, body);
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0), "text")
+            ->valuestring,
+        "mock completion: Say hi");
+    cJSON_Delete(j);
+    http_resp_free(&r);
+
+    /* A stream is relayed as SSE, and the body went upstream byte for byte. */
+    assert_int_equal(http_req("POST", proxy.port, "/v1/completions", sbody, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_true(http_header(&r, "Content-Type", ct, sizeof(ct)));
+    assert_non_null(strstr(ct, "text/event-stream"));
+    assert_non_null(strstr(r.body, "\"text_completion\""));
+    assert_non_null(strstr(r.body, "data: [DONE]"));
+    http_resp_free(&r);
+    last = last_request();
+    char *seen = cJSON_PrintUnformatted(cJSON_GetObjectItem(last, "body"));
+    cJSON *a = cJSON_Parse(seen), *b = cJSON_Parse(sbody);
+    assert_true(cJSON_Compare(a, b, 1));
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+    cJSON_free(seen);
+    cJSON_Delete(last);
+
+    /* GET is not allowed on these paths. */
+    assert_int_equal(http_req("GET", proxy.port, "/v1/completions", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 405);
+    http_resp_free(&r);
+}
+
+static void test_doors_route(void **state)
+{
+    struct http_resp r;
+    cJSON *j;
+
+    (void)state;
+    /* /messages without /v1 (Claude Code style base URLs), and /v1/responses. */
+    assert_int_equal(http_req("POST", proxy.port, "/messages",
+                              "{\"model\":\"mock-model\",\"max_tokens\":50,\"messages\":[{\"role\":"
+                              "\"user\",\"content\":\"hi there\"}]}",
+                              (const char *const[]){"anthropic-version: 2023-06-01", NULL}, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    j = http_json(&r);
+    assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "message");
+    cJSON_Delete(j);
+    http_resp_free(&r);
+
+    assert_int_equal(
+        http_req("POST", proxy.port, "/v1/responses", "{\"model\":\"mock-model\",\"input\":\"hi\"}",
+                 NULL, &r),
+        0);
+    assert_int_equal(r.status, 200);
+    j = http_json(&r);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "response");
+    cJSON_Delete(j);
+    http_resp_free(&r);
+
+    /* A malformed door request: 400 in the door's shape, nothing upstream. */
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", proxy.port, "/v1/messages", "{\"model\":", NULL, &r), 0);
+    assert_int_equal(r.status, 400);
+    j = http_json(&r);
+    assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "error");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring,
+        "invalid_request_error");
+    cJSON_Delete(j);
+    http_resp_free(&r);
+    assert_int_equal(mock_stat(mock.port, "calls"), 0);
+
+    /* count_tokens answers locally. */
+    assert_int_equal(http_req("POST", proxy.port, "/v1/messages/count_tokens",
+                              "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+                              "\"hello\"}]}",
+                              NULL, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "{\"input_tokens\":9}");
+    http_resp_free(&r);
+    assert_int_equal(mock_stat(mock.port, "calls"), 0);
+}
+
+static void test_x_api_key_gate(void **state)
+{
+    const char *body = "{\"model\":\"mock-model\",\"max_tokens\":50,\"messages\":[{\"role\":"
+                       "\"user\",\"content\":\"hi\"}]}";
+    struct http_resp r;
+    cJSON *j, *last;
+
+    (void)state;
+    mock_reset(mock.port);
+    /* No key: 401 in Anthropic's shape. */
+    assert_int_equal(http_req("POST", gated.port, "/v1/messages", body, NULL, &r), 0);
+    assert_int_equal(r.status, 401);
+    j = http_json(&r);
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring,
+        "authentication_error");
+    assert_null(strstr(r.body, GATE_KEY));
+    cJSON_Delete(j);
+    http_resp_free(&r);
+    /* The gate key as x-api-key passes; the server key goes upstream, never the gate key. */
+    assert_int_equal(http_req("POST", gated.port, "/v1/messages", body,
+                              (const char *const[]){"x-api-key: " GATE_KEY, NULL}, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    last = last_request();
+    assert_string_equal(cJSON_GetObjectItem(last, "auth")->valuestring, "Bearer " SERVER_KEY);
+    cJSON_Delete(last);
+    /* x-api-key works on the other paths as the Bearer does (models, embeddings). */
+    assert_int_equal(http_req("GET", gated.port, "/v1/models", NULL,
+                              (const char *const[]){"x-api-key: " GATE_KEY, NULL}, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    assert_int_equal(http_req("POST", gated.port, "/v1/embeddings", "{\"model\":\"e\",\"input\":1}",
+                              (const char *const[]){"x-api-key: wrong", NULL}, &r),
+                     0);
+    assert_int_equal(r.status, 401);
+    http_resp_free(&r);
+    assert_false(file_contains(gated.log, GATE_KEY));
+    assert_false(file_contains(gated.log, SERVER_KEY));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_embeddings_untouched),
+        cmocka_unit_test(test_completions_untouched),
+        cmocka_unit_test(test_doors_route),
+        cmocka_unit_test(test_x_api_key_gate),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
