@@ -1630,7 +1630,6 @@ void door_begin(struct door *d, int status, char *ctype, size_t ctype_cap, bool 
         return;
     }
     d->mode = MODE_BUFFER;
-    buf_init(&d->in, 0);
     snprintf(ctype, ctype_cap, "application/json");
 }
 
@@ -1649,16 +1648,20 @@ void door_feed(struct door *d, const char *data, size_t len, struct buf *out)
         else
             resp_start(d, out);
     }
-    for (size_t i = 0; i < len; i++) {
-        if (data[i] != '\n') {
-            buf_append(&d->in, data + i, 1);
-            continue;
-        }
+    while (len > 0) {
+        const char *nl = memchr(data, '\n', len);
+        size_t span = nl ? (size_t)(nl - data) : len;
+
+        buf_append(&d->in, data, span);
+        if (!nl)
+            break;
         size_t n;
         char *line = buf_take(&d->in, &n);
 
         sse_line(d, out, line, n);
         free(line);
+        data += span + 1;
+        len -= span + 1;
     }
 }
 
