@@ -29,9 +29,11 @@ static int setup(void **state)
     static const char *const genv[] = {"OPENAI_API_KEY=" SERVER_KEY, "OPTILLM_API_KEY=" GATE_KEY,
                                        NULL};
 
+    static const char *const args[] = {"--sse-keepalive", "0.2", NULL};
+
     (void)state;
     harness_deadline(120);
-    if (mock_start(&mock, NULL) < 0 || proxy_start(&proxy, mock.port, NULL, env) < 0 ||
+    if (mock_start(&mock, NULL) < 0 || proxy_start(&proxy, mock.port, args, env) < 0 ||
         proxy_start(&gated, mock.port, NULL, genv) < 0)
         return -1;
     return 0;
@@ -40,10 +42,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    proc_stop(&gated);
-    proc_stop(&proxy);
-    proc_stop(&mock);
-    return 0;
+    if (gated.pid > 0)
+        proc_stop(&gated);
+    if (proxy.pid > 0)
+        proc_stop(&proxy);
+    return proc_stop(&mock) == 0 ? 0 : -1;
 }
 
 /* The last request the mock saw. */
@@ -155,10 +158,9 @@ static void test_doors_route(void **state)
     cJSON_Delete(j);
     http_resp_free(&r);
 
-    assert_int_equal(
-        http_req("POST", proxy.port, "/v1/responses", "{\"model\":\"mock-model\",\"input\":\"hi\"}",
-                 NULL, &r),
-        0);
+    assert_int_equal(http_req("POST", proxy.port, "/v1/responses",
+                              "{\"model\":\"mock-model\",\"input\":\"hi\"}", NULL, &r),
+                     0);
     assert_int_equal(r.status, 200);
     j = http_json(&r);
     assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "response");
@@ -171,9 +173,8 @@ static void test_doors_route(void **state)
     assert_int_equal(r.status, 400);
     j = http_json(&r);
     assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "error");
-    assert_string_equal(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring,
-        "invalid_request_error");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring,
+                        "invalid_request_error");
     cJSON_Delete(j);
     http_resp_free(&r);
     assert_int_equal(mock_stat(mock.port, "calls"), 0);
@@ -203,9 +204,8 @@ static void test_x_api_key_gate(void **state)
     assert_int_equal(http_req("POST", gated.port, "/v1/messages", body, NULL, &r), 0);
     assert_int_equal(r.status, 401);
     j = http_json(&r);
-    assert_string_equal(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring,
-        "authentication_error");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring,
+                        "authentication_error");
     assert_null(strstr(r.body, GATE_KEY));
     cJSON_Delete(j);
     http_resp_free(&r);
@@ -233,6 +233,71 @@ static void test_x_api_key_gate(void **state)
     assert_false(file_contains(gated.log, SERVER_KEY));
 }
 
+/* Streams through both doors: a relayed tool call, an approach's stream, an upstream error
+ * before the stream (a status) and after it began (an in-band error event). */
+static void test_streams(void **state)
+{
+    struct http_resp r;
+
+    (void)state;
+    assert_int_equal(
+        http_req("POST", proxy.port, "/v1/messages",
+                 "{\"model\":\"mock-model@tool=get_weather\",\"max_tokens\":50,"
+                 "\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w\"}]}",
+                 NULL, &r),
+        0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "event: message_start\n"));
+    assert_non_null(strstr(r.body, "\"type\":\"input_json_delta\""));
+    assert_non_null(strstr(r.body, "\"stop_reason\":\"tool_use\""));
+    assert_non_null(strstr(r.body, "event: message_stop\n"));
+    assert_null(strstr(r.body, "[DONE]"));
+    http_resp_free(&r);
+
+    assert_int_equal(http_req("POST", proxy.port, "/v1/responses",
+                              "{\"model\":\"bon-mock-model\",\"stream\":true,\"input\":\"6*7?\"}",
+                              NULL, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "event: response.created\n"));
+    assert_non_null(strstr(r.body, "event: response.output_text.delta\n"));
+    assert_non_null(strstr(r.body, "event: response.completed\n"));
+    http_resp_free(&r);
+
+    assert_int_equal(
+        http_req("POST", proxy.port, "/v1/messages",
+                 "{\"model\":\"mock-model@status=400\",\"max_tokens\":5,"
+                 "\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w\"}]}",
+                 NULL, &r),
+        0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "\"invalid_request_error\""));
+    assert_non_null(strstr(r.body, "mock error 400"));
+    http_resp_free(&r);
+
+    assert_int_equal(
+        http_req("POST", proxy.port, "/v1/messages",
+                 "{\"model\":\"bon-mock-model@status=400,latency=600\",\"max_tokens\":5,"
+                 "\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w\"}]}",
+                 NULL, &r),
+        0);
+    /* The approach's stream began (keep-alives: message_start, ping) before its calls failed. */
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "event: message_start\n"));
+    assert_non_null(strstr(r.body, "event: ping\n"));
+    assert_non_null(strstr(r.body, "event: error\n"));
+    assert_null(strstr(r.body, "message_stop"));
+    http_resp_free(&r);
+}
+
+/* Both proxies exit 0 on SIGTERM (under valgrind: no memory errors or leaks). */
+static void test_clean_exit(void **state)
+{
+    (void)state;
+    assert_int_equal(proc_stop(&gated), 0);
+    assert_int_equal(proc_stop(&proxy), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +305,8 @@ int main(void)
         cmocka_unit_test(test_completions_untouched),
         cmocka_unit_test(test_doors_route),
         cmocka_unit_test(test_x_api_key_gate),
+        cmocka_unit_test(test_streams),
+        cmocka_unit_test(test_clean_exit),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
