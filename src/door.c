@@ -20,7 +20,8 @@ struct tcall {
     char *id;
     char *name;
     struct buf args;
-    int index; /* Anthropic content block index / Responses output_index */
+    int index;     /* Anthropic content block index / Responses output_index */
+    int oai_index; /* the chunk's tool_calls[].index (-1 when it sent none) */
     char item_id[48];
 };
 
@@ -1488,16 +1489,33 @@ static void sse_text(struct door *d, struct buf *out, const char *text)
         resp_text(d, out, text);
 }
 
+/* The call a tool_calls fragment belongs to: the last one with its index (or the last one when
+ * the upstream sends no index), unless it names another id (some servers reuse index 0 for
+ * every call; some repeat the id on every fragment). -1: a new call. */
+static int tool_slot(const struct door *d, int oai_index, const char *id)
+{
+    for (int k = d->ntools - 1; k >= 0; k--) {
+        if (oai_index >= 0 && d->tools[k].oai_index != oai_index)
+            continue;
+        if (id && *id && d->tools[k].id && *d->tools[k].id && strcmp(id, d->tools[k].id) != 0)
+            return -1;
+        return k;
+    }
+    return -1;
+}
+
 static void sse_tool_call(struct door *d, struct buf *out, const cJSON *tc)
 {
     const cJSON *idx = get(tc, "index"), *f = get(tc, "function");
-    int k = cJSON_IsNumber(idx) ? (int)idx->valuedouble : d->ntools - 1;
+    int oai = cJSON_IsNumber(idx) ? (int)idx->valuedouble : -1;
+    int k = tool_slot(d, oai, str(tc, "id"));
     const char *args = str(f, "arguments");
 
-    if (str(tc, "id") || k >= d->ntools) { /* a new call */
+    if (k < 0) { /* a new call */
         if (d->ntools >= DOOR_MAX_TOOLS)
             return;
         k = d->ntools++;
+        d->tools[k].oai_index = oai;
         d->tools[k].id = xstrdup(str(tc, "id") ? str(tc, "id") : "");
         d->tools[k].name = xstrdup(str(f, "name") ? str(f, "name") : "");
         buf_init(&d->tools[k].args, 0);

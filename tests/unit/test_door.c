@@ -554,6 +554,65 @@ static void test_responses_stream(void **state)
     door_free(d);
 }
 
+/* Tool-call fragments as different servers send them: OpenAI's (index, id only first), the id
+ * repeated on every fragment, no index at all, two calls (index 0 and 1). Each call must
+ * become exactly one tool_use block with its whole arguments. */
+static void test_tool_call_variants(void **state)
+{
+    static const char *const streams[] = {
+        /* id repeated on every fragment, no index */
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"a\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"a\",\"function\":"
+        "{\"arguments\":\"1}\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n"
+        "data: [DONE]\n\n",
+        /* two calls, OpenAI style, the second at index 1 */
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\","
+        "\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":"
+        "{\"arguments\":\"{\\\"x\\\":1}\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"b\","
+        "\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}\n\n"
+        "data: [DONE]\n\n",
+        /* two calls both at index 0 with different ids */
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\","
+        "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":1}\"}}]}}]}\n\n"
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"b\","
+        "\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}\n\n"
+        "data: [DONE]\n\n",
+    };
+    static const int ncalls[] = {1, 2, 2};
+    static const char *const args0[] = {"{\"x\":1}", "{\"x\":1}", "{\"x\":1}"};
+
+    (void)state;
+    for (int s = 0; s < 3; s++) {
+        struct door *d = door_create(DOOR_MESSAGES);
+        char *out = run_reply(d, 200, "text/event-stream", true, streams[s]);
+        cJSON *evs = events(out);
+        int starts = 0;
+        char json0[64] = "";
+
+        for (int i = 0; i < cJSON_GetArraySize(evs); i++) {
+            if (strcmp(ev_name(evs, i), "content_block_start") == 0) {
+                assert_string_equal(pstr(ev_data(evs, i), "content_block", "type"), "tool_use");
+                starts++;
+            }
+            if (strcmp(ev_name(evs, i), "content_block_delta") == 0 &&
+                path(ev_data(evs, i), "index", NULL)->valueint == 0)
+                strncat(json0, pstr(ev_data(evs, i), "delta", "partial_json"),
+                        sizeof(json0) - strlen(json0) - 1);
+        }
+        assert_int_equal(starts, ncalls[s]);
+        assert_string_equal(json0, args0[s]);
+        assert_string_equal(pstr(ev_data(evs, cJSON_GetArraySize(evs) - 2), "delta", "stop_reason"),
+                            "tool_use");
+        cJSON_Delete(evs);
+        free(out);
+        door_free(d);
+    }
+}
+
 /* ---- errors ---------------------------------------------------------------------------------- */
 
 static void test_errors(void **state)
@@ -674,6 +733,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_inband_errors),
         cmocka_unit_test(test_models_list),
+        cmocka_unit_test(test_tool_call_variants),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
