@@ -95,13 +95,14 @@ check-valgrind: deps
 	@$(MAKE) --no-print-directory all $(UNIT) $(ITEST)
 	@PX_UNIT_WRAPPER="$(VALGRIND)" PX_WRAPPER="$(VALGRIND)" scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST)
 
-# libFuzzer targets (clang): request parsing, model names, answer extraction, the SSE parser.
+# libFuzzer targets (clang): request parsing, model names, answer extraction, the SSE parser,
+# the front doors.
 # `make fuzz` runs each for FUZZ_SECONDS (default 600); `make test` runs each for 60 s.
 FUZZ_BUILD   := build-fuzz
 FUZZ_CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -Iinclude -Isrc -g -O1 \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
                 $(PKG_CFLAGS)
-FUZZ_TARGETS := request model answer sse
+FUZZ_TARGETS := request model answer sse door
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_OBJ     := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/gen/prompts_embed.o
 FUZZ_SECONDS ?= 600
