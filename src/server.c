@@ -276,13 +276,20 @@ static bool door_path(const char *path)
            strcmp(path, "/completions") == 0;
 }
 
+/* The front door of a path (its errors take the door's shape too), or NULL. */
+static struct door *door_for(const char *path)
+{
+    if (strncmp(path, "/messages", 9) == 0)
+        return door_create(DOOR_MESSAGES);
+    if (strcmp(path, "/responses") == 0)
+        return door_create(DOOR_RESPONSES);
+    return NULL;
+}
+
 static enum MHD_Result do_door(struct exchange *ex, const char *path)
 {
     struct px_error err;
-    bool messages = strncmp(path, "/messages", 9) == 0;
 
-    if (messages || strcmp(path, "/responses") == 0)
-        ex->door = door_create(messages ? DOOR_MESSAGES : DOOR_RESPONSES);
     if (ex->too_big) {
         px_fail(&err, PX_ETOOBIG, NULL, "request body exceeds %zu bytes", srv_cfg->max_body);
         return error_now(ex, &err);
@@ -366,6 +373,7 @@ static enum MHD_Result dispatch(struct exchange *ex)
         }
         allow = "POST";
     } else if (door_path(path)) {
+        ex->door = door_for(path);
         if (post)
             return do_door(ex, path);
         allow = "POST";

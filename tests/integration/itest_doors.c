@@ -179,6 +179,14 @@ static void test_doors_route(void **state)
     http_resp_free(&r);
     assert_int_equal(mock_stat(mock.port, "calls"), 0);
 
+    /* A wrong method: 405, in the door's shape too. */
+    assert_int_equal(http_req("GET", proxy.port, "/v1/messages", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 405);
+    j = http_json(&r);
+    assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "error");
+    cJSON_Delete(j);
+    http_resp_free(&r);
+
     /* count_tokens answers locally. */
     assert_int_equal(http_req("POST", proxy.port, "/v1/messages/count_tokens",
                               "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
