@@ -502,8 +502,7 @@ int door_queue_error(struct exchange *ex, const struct px_error *err)
     char *body = http_error_json(err, &len);
     int status = px_http_status(err);
     char *door = door_error_body(ex->door, status, body, len, &dlen);
-    int retry_after = err->retry_after > 0 ? err->retry_after : (status == 503 ? 1 : 0);
-    int ret = http_queue(ex->conn, status, "application/json", door, dlen, ex->id, retry_after);
+    int ret = http_queue_error_body(ex->conn, err, door, dlen, ex->id);
 
     free(body);
     free(door);

@@ -92,7 +92,7 @@ static inline void join_text(struct buf *b, const char *t)
 
 char *door__print(cJSON *o, size_t *len);
 int door__number_field(cJSON *chat, const char *dk, const cJSON *req, const char *sk,
-                        struct px_error *err);
+                       struct px_error *err);
 void door__take_usage(struct door *d, const cJSON *u);
 const cJSON *door__first_choice(const cJSON *root);
 const char *door__static_finish(const char *f);

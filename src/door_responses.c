@@ -559,5 +559,6 @@ void door__resp_finish(struct door *d, struct buf *out)
     d->output = NULL;
     const char *st = resp_status(d->finish);
     cJSON_AddItemToObject(e, "response", resp_object(d, st, output, true));
-    door__emit(d, out, strcmp(st, "incomplete") == 0 ? "response.incomplete" : "response.completed", e);
+    door__emit(d, out, strcmp(st, "incomplete") == 0 ? "response.incomplete" : "response.completed",
+               e);
 }

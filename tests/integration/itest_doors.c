@@ -144,6 +144,7 @@ static void test_doors_route(void **state)
 {
     struct http_resp r;
     cJSON *j;
+    char allow[64];
 
     (void)state;
     /* /messages without /v1 (Claude Code style base URLs), and /v1/responses. */
@@ -182,6 +183,8 @@ static void test_doors_route(void **state)
     /* A wrong method: 405, in the door's shape too. */
     assert_int_equal(http_req("GET", proxy.port, "/v1/messages", NULL, NULL, &r), 0);
     assert_int_equal(r.status, 405);
+    assert_true(http_header(&r, "Allow", allow, sizeof(allow)));
+    assert_string_equal(allow, "POST");
     j = http_json(&r);
     assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "error");
     cJSON_Delete(j);

@@ -661,6 +661,13 @@ async function keyTests() {
             await expectError(anthropic(proxy.port, { apiKey: 'wrong' }).messages.countTokens({ model: 'mock-model', messages: [{ role: 'user', content: 'x' }] }),
                 Anthropic.AuthenticationError);
         });
+        await test('keys: the upstream refuses the server key -> 502 api_error (InternalServerError), not the client\'s 401', async () => {
+            await expectError(anthropic(proxy.port, { apiKey: GATE_KEY }).messages.create({ model: 'mock-model@status=401', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }),
+                Anthropic.InternalServerError, (e) => {
+                    assert.equal(e.status, 502);
+                    assert.equal(e.error.error.type, 'api_error');
+                });
+        });
     } finally {
         await stopChild(proxy);
     }
@@ -668,7 +675,9 @@ async function keyTests() {
 
 async function main() {
     mock = await startMock();
-    const proxy = await startProxy(mock.port, [], { OPENAI_API_KEY: SERVER_KEY });
+    // No server key: the client's own key goes upstream, so an upstream 401 is the client's
+    // (a 401 to a key the proxy holds is a 502, checked in keyTests).
+    const proxy = await startProxy(mock.port, [], {});
     await anthropicTests(proxy);
     await responsesTests(proxy);
     await stopChild(proxy);
