@@ -379,6 +379,22 @@ async function anthropicTests(proxy) {
         assert.deepEqual(m.content[0].input, PARIS);
     });
 
+    await test('tools through an approach (bon, stream): a tool_use block from the approach', async () => {
+        // The mock answers every request that offers tools (and has no tool result yet) with a
+        // call of the first tool; bon carries the tools to its answer calls.
+        const stream = client.messages.stream({
+            model: 'bon-mock-model',
+            max_tokens: 200,
+            tools: [WEATHER_ANTHROPIC],
+            messages: [{ role: 'user', content: 'Weather in Paris?' }],
+        });
+        const m = await stream.finalMessage();
+        assert.equal(m.stop_reason, 'tool_use');
+        assert.equal(m.content[0].type, 'tool_use');
+        assert.equal(m.content[0].name, 'get_weather');
+        assert.equal(typeof m.content[0].input, 'object');
+    });
+
     await test('tool_use / tool_result history becomes assistant tool_calls and a tool message', async () => {
         await mockReset();
         const m = await client.messages.create({
@@ -561,6 +577,15 @@ async function responsesTests(proxy) {
         }
         assert.deepEqual(JSON.parse(args), PARIS);
         assert.equal(done, args);
+    });
+
+    await test('tools through an approach (moa, create): a function_call output item', async () => {
+        const r = await client.responses.create({ model: 'moa-mock-model', input: 'Weather in Paris?', tools: [WEATHER_RESPONSES] });
+        const fc = r.output.find((o) => o.type === 'function_call');
+        assert.ok(fc, JSON.stringify(r.output));
+        assert.equal(fc.name, 'get_weather');
+        assert.equal(typeof JSON.parse(fc.arguments), 'object');
+        assert.equal(r.model, 'moa-mock-model');
     });
 
     await test('function_call / function_call_output items become tool_calls and a tool message', async () => {
