@@ -11,6 +11,7 @@
 
 #include "door_internal.h"
 #include "internal.h"
+#include "json_check.h"
 
 /* ---- the door object, requests, errors ---------------------------------------------------- */
 
@@ -27,6 +28,7 @@ struct door *door_create(enum door_kind kind)
     px_random_id(d->id, sizeof(d->id), kind == DOOR_RESPONSES ? "resp_" : "msg_", 2);
     return d;
 }
+
 void door_free(struct door *d)
 {
     if (!d)
@@ -44,10 +46,12 @@ void door_free(struct door *d)
     }
     free(d);
 }
+
 enum door_kind door_kind_of(const struct door *d)
 {
     return d->kind;
 }
+
 char *door__print(cJSON *o, size_t *len)
 {
     char *s = cJSON_PrintUnformatted(o);
@@ -58,6 +62,7 @@ char *door__print(cJSON *o, size_t *len)
     cJSON_free(s);
     return r;
 }
+
 /* Our own fields (optillm_approach, optillm_<option>) go through to the chat path. */
 static void copy_optillm(cJSON *chat, const cJSON *req)
 {
@@ -65,6 +70,7 @@ static void copy_optillm(cJSON *chat, const cJSON *req)
         if (it->string && strncmp(it->string, "optillm_", 8) == 0)
             cJSON_AddItemToObject(chat, it->string, cJSON_Duplicate(it, 1));
 }
+
 static void add_stream(cJSON *chat, const cJSON *req)
 {
     if (cJSON_IsTrue(get(req, "stream"))) {
@@ -73,6 +79,7 @@ static void add_stream(cJSON *chat, const cJSON *req)
         cJSON_AddTrueToObject(so, "include_usage");
     }
 }
+
 int door__number_field(cJSON *chat, const char *dk, const cJSON *req, const char *sk,
                        struct px_error *err)
 {
@@ -85,15 +92,18 @@ int door__number_field(cJSON *chat, const char *dk, const cJSON *req, const char
     cJSON_AddNumberToObject(chat, dk, v->valuedouble);
     return PX_OK;
 }
+
 int door_request(struct door *d, const char *body, size_t len, char **chat, size_t *chat_len,
                  struct px_error *err)
 {
-    cJSON *req = cJSON_ParseWithLength(body, len);
+    cJSON *req;
     cJSON *out;
     const char *model;
     int rc;
 
     *chat = NULL;
+    if (!(req = json_parse_strict(body, len, err)))
+        return PX_EINVAL; /* not JSON, duplicate keys, trailing bytes, NULs */
     if (!cJSON_IsObject(req)) {
         cJSON_Delete(req);
         return px_fail(err, PX_EINVAL, NULL, "the request body is not a JSON object");
@@ -118,12 +128,15 @@ int door_request(struct door *d, const char *body, size_t len, char **chat, size
     cJSON_Delete(req);
     return rc;
 }
+
 int door_count_tokens(const char *body, size_t len, long *tokens, struct px_error *err)
 {
-    cJSON *req = cJSON_ParseWithLength(body, len);
+    cJSON *req = json_parse_strict(body, len, err);
     size_t bytes = 0;
     static const char *const keys[] = {"system", "messages", "tools", NULL};
 
+    if (!req)
+        return PX_EINVAL;
     if (!cJSON_IsObject(req) || !cJSON_IsArray(get(req, "messages"))) {
         cJSON_Delete(req);
         return px_fail(err, PX_EINVAL, "messages", "'messages' must be an array");
@@ -144,6 +157,7 @@ int door_count_tokens(const char *body, size_t len, long *tokens, struct px_erro
     *tokens = 1 + (long)(bytes / 4);
     return PX_OK;
 }
+
 /* The message of an error body: error.message, a string error plus message, or the text. */
 static char *error_message(const cJSON *root, const char *body, size_t len, int status)
 {
@@ -168,6 +182,7 @@ static char *error_message(const cJSON *root, const char *body, size_t len, int 
     snprintf(buf, sizeof(buf), "upstream error (HTTP %d)", status);
     return xstrdup(buf);
 }
+
 char *door_error_body(const struct door *d, int status, const char *body, size_t len,
                       size_t *out_len)
 {
@@ -199,6 +214,7 @@ char *door_error_body(const struct door *d, int status, const char *body, size_t
     free(msg);
     return s;
 }
+
 /* ---- reply helpers both doors use --------------------------------------------------------- */
 
 void door__take_usage(struct door *d, const cJSON *u)
@@ -215,6 +231,7 @@ void door__take_usage(struct door *d, const cJSON *u)
     if (cJSON_IsNumber(v))
         d->reasoning_tokens = px_count(v->valuedouble);
 }
+
 const cJSON *door__first_choice(const cJSON *root)
 {
     const cJSON *c;
@@ -228,6 +245,7 @@ const cJSON *door__first_choice(const cJSON *root)
     }
     return NULL;
 }
+
 const char *door__static_finish(const char *f)
 {
     static const char *const known[] = {"stop",          "length",         "tool_calls",
@@ -238,6 +256,7 @@ const char *door__static_finish(const char *f)
             return *k;
     return f ? "stop" : NULL;
 }
+
 /* "event: NAME\ndata: {"type":NAME, ...}\n\n"; obj is taken. */
 void door__emit(struct door *d, struct buf *out, const char *name, cJSON *obj)
 {
@@ -257,6 +276,7 @@ void door__emit(struct door *d, struct buf *out, const char *name, cJSON *obj)
     cJSON_free(s);
     cJSON_Delete(o);
 }
+
 /* ---- the SSE machine: chat.completion.chunk events in, door events out -------------------- */
 
 static void sse_text(struct door *d, struct buf *out, const char *text)
@@ -266,6 +286,7 @@ static void sse_text(struct door *d, struct buf *out, const char *text)
     else
         door__resp_text(d, out, text);
 }
+
 /* The call a tool_calls fragment belongs to: the last one with its index (or the last one when
  * the upstream sends no index), unless it names another id (some servers reuse index 0 for
  * every call; some repeat the id on every fragment). -1: a new call. */
@@ -280,6 +301,7 @@ static int tool_slot(const struct door *d, int oai_index, const char *id)
     }
     return -1;
 }
+
 static void sse_tool_call(struct door *d, struct buf *out, const cJSON *tc)
 {
     const cJSON *idx = get(tc, "index"), *f = get(tc, "function");
@@ -308,6 +330,7 @@ static void sse_tool_call(struct door *d, struct buf *out, const cJSON *tc)
     else
         door__resp_tool_args(d, out, k, args);
 }
+
 static void sse_error(struct door *d, struct buf *out, const cJSON *root)
 {
     char *msg = error_message(root, "", 0, 500);
@@ -333,6 +356,7 @@ static void sse_error(struct door *d, struct buf *out, const cJSON *root)
     free(msg);
     d->ended = true;
 }
+
 static void sse_done(struct door *d, struct buf *out)
 {
     if (d->ended)
@@ -343,6 +367,7 @@ static void sse_done(struct door *d, struct buf *out)
     else
         door__resp_finish(d, out);
 }
+
 static void sse_chunk(struct door *d, struct buf *out, const char *data, size_t len)
 {
     cJSON *root;
@@ -376,6 +401,7 @@ static void sse_chunk(struct door *d, struct buf *out, const char *data, size_t 
         d->finish = door__static_finish(f);
     cJSON_Delete(root);
 }
+
 static void sse_line(struct door *d, struct buf *out, char *line, size_t len)
 {
     if (len && line[len - 1] == '\r')
@@ -404,6 +430,7 @@ static void sse_line(struct door *d, struct buf *out, char *line, size_t len)
         buf_append(&d->data, line + skip, len - skip);
     }
 }
+
 /* ---- output entry points ------------------------------------------------------------------ */
 
 void door_begin(struct door *d, int status, char *ctype, size_t ctype_cap, bool streaming)
@@ -420,6 +447,7 @@ void door_begin(struct door *d, int status, char *ctype, size_t ctype_cap, bool 
     d->mode = MODE_BUFFER;
     snprintf(ctype, ctype_cap, "application/json");
 }
+
 void door_feed(struct door *d, const char *data, size_t len, struct buf *out)
 {
     if (d->mode == MODE_BUFFER) {
@@ -451,6 +479,7 @@ void door_feed(struct door *d, const char *data, size_t len, struct buf *out)
         len -= span + 1;
     }
 }
+
 void door_end(struct door *d, struct buf *out)
 {
     if (d->mode == MODE_SSE) {
@@ -481,6 +510,7 @@ void door_end(struct door *d, struct buf *out)
     cJSON_Delete(root);
     buf_reset(&d->in);
 }
+
 /* ---- the exchange's side ------------------------------------------------------------------ */
 
 int door_translate(struct exchange *ex, struct px_error *err)
@@ -496,6 +526,7 @@ int door_translate(struct exchange *ex, struct px_error *err)
     free(chat);
     return PX_OK;
 }
+
 int door_queue_error(struct exchange *ex, const struct px_error *err)
 {
     size_t len, dlen;
@@ -508,10 +539,12 @@ int door_queue_error(struct exchange *ex, const struct px_error *err)
     free(door);
     return ret;
 }
+
 static void out_begin(struct exchange *ex)
 {
     door_begin(ex->door, ex->status, ex->content_type, sizeof(ex->content_type), ex->streaming);
 }
+
 void exchange_out(struct exchange *ex, const char *data, size_t len)
 {
     if (!ex->door) {
@@ -521,6 +554,7 @@ void exchange_out(struct exchange *ex, const char *data, size_t len)
     out_begin(ex);
     door_feed(ex->door, data, len, &ex->out);
 }
+
 void exchange_out_end(struct exchange *ex)
 {
     if (ex->door && !ex->out_done) {

@@ -39,6 +39,7 @@ static cJSON *anth_image(const cJSON *blk, struct px_error *err)
     free(url);
     return part;
 }
+
 /* A tool_result's content as text. */
 static void anth_result_text(const cJSON *c, struct buf *b)
 {
@@ -54,6 +55,7 @@ static void anth_result_text(const cJSON *c, struct buf *b)
             join_text(b, str(blk, "text"));
     }
 }
+
 static int anth_user(cJSON *out, const cJSON *content, struct px_error *err)
 {
     cJSON *parts = cJSON_CreateArray();
@@ -124,6 +126,7 @@ static int anth_user(cJSON *out, const cJSON *content, struct px_error *err)
     buf_free(&text);
     return rc;
 }
+
 static int anth_assistant(cJSON *out, const cJSON *content, struct px_error *err)
 {
     cJSON *m = cJSON_CreateObject();
@@ -177,6 +180,7 @@ static int anth_assistant(cJSON *out, const cJSON *content, struct px_error *err
         cJSON_Delete(m);
     return rc;
 }
+
 static int anth_tools(cJSON *chat, const cJSON *req, struct px_error *err)
 {
     const cJSON *tools = get(req, "tools"), *t, *tc = get(req, "tool_choice");
@@ -235,6 +239,7 @@ static int anth_tools(cJSON *chat, const cJSON *req, struct px_error *err)
     }
     return PX_OK;
 }
+
 int door__anth_request(struct door *d, const cJSON *req, cJSON *chat, struct px_error *err)
 {
     const cJSON *sys = get(req, "system"), *msgs = get(req, "messages"), *m, *v;
@@ -302,6 +307,7 @@ int door__anth_request(struct door *d, const cJSON *req, cJSON *chat, struct px_
         cJSON_AddStringToObject(chat, "user", str(get(req, "metadata"), "user_id"));
     return anth_tools(chat, req, err);
 }
+
 /* ---- errors and complete replies ---------------------------------------------------------- */
 
 static const char *anth_error_type(int status)
@@ -332,6 +338,7 @@ static const char *anth_error_type(int status)
         return status >= 400 && status < 500 ? "invalid_request_error" : "api_error";
     }
 }
+
 cJSON *door__anth_error(int status, const char *msg)
 {
     cJSON *o = cJSON_CreateObject();
@@ -343,6 +350,7 @@ cJSON *door__anth_error(int status, const char *msg)
     cJSON_AddStringToObject(e, "message", msg);
     return o;
 }
+
 static const char *anth_stop_reason(const char *finish, bool tools)
 {
     if (finish && strcmp(finish, "length") == 0)
@@ -354,6 +362,7 @@ static const char *anth_stop_reason(const char *finish, bool tools)
         return "refusal";
     return "end_turn";
 }
+
 /* Tool-call arguments as a JSON object for Anthropic's input. */
 static cJSON *tool_input(const char *args)
 {
@@ -366,6 +375,7 @@ static cJSON *tool_input(const char *args)
     }
     return v;
 }
+
 static cJSON *anth_usage(const struct door *d)
 {
     cJSON *u = cJSON_CreateObject();
@@ -374,6 +384,7 @@ static cJSON *anth_usage(const struct door *d)
     cJSON_AddNumberToObject(u, "output_tokens", (double)d->out_tokens);
     return u;
 }
+
 char *door__anth_message(struct door *d, const cJSON *root, size_t *len)
 {
     const cJSON *ch = door__first_choice(root), *m = get(ch, "message"), *tc;
@@ -414,6 +425,7 @@ char *door__anth_message(struct door *d, const cJSON *root, size_t *len)
     cJSON_Delete(o);
     return s;
 }
+
 /* GET /v1/models for an Anthropic client: {data:[{type:"model", id, display_name,
  * created_at}], has_more, first_id, last_id} (the OpenAI fields stay too). */
 char *door__models_list(cJSON *root, size_t *len)
@@ -450,6 +462,7 @@ char *door__models_list(cJSON *root, size_t *len)
                               last ? cJSON_CreateString(last) : cJSON_CreateNull());
     return door__print(root, len);
 }
+
 /* ---- stream events ------------------------------------------------------------------------ */
 
 void door__anth_start(struct door *d, struct buf *out)
@@ -467,6 +480,7 @@ void door__anth_start(struct door *d, struct buf *out)
     cJSON_AddItemToObject(m, "usage", anth_usage(d));
     door__emit(d, out, "message_start", e);
 }
+
 static void anth_close_block(struct door *d, struct buf *out)
 {
     cJSON *e;
@@ -478,6 +492,7 @@ static void anth_close_block(struct door *d, struct buf *out)
     door__emit(d, out, "content_block_stop", e);
     d->open = -1;
 }
+
 void door__anth_text(struct door *d, struct buf *out, const char *text)
 {
     cJSON *e, *b;
@@ -499,6 +514,7 @@ void door__anth_text(struct door *d, struct buf *out, const char *text)
     cJSON_AddStringToObject(b, "text", text);
     door__emit(d, out, "content_block_delta", e);
 }
+
 void door__anth_tool_start(struct door *d, struct buf *out, int k)
 {
     cJSON *e = cJSON_CreateObject(), *b;
@@ -514,6 +530,7 @@ void door__anth_tool_start(struct door *d, struct buf *out, int k)
     door__emit(d, out, "content_block_start", e);
     d->open = 1 + k;
 }
+
 void door__anth_tool_args(struct door *d, struct buf *out, int k, const char *frag)
 {
     cJSON *e, *b;
@@ -527,6 +544,7 @@ void door__anth_tool_args(struct door *d, struct buf *out, int k, const char *fr
     cJSON_AddStringToObject(b, "partial_json", frag);
     door__emit(d, out, "content_block_delta", e);
 }
+
 void door__anth_finish(struct door *d, struct buf *out)
 {
     cJSON *e = cJSON_CreateObject(), *dl;

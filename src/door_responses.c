@@ -82,6 +82,7 @@ static int resp_message(cJSON *out, const cJSON *item, struct px_error *err)
     cJSON_AddItemToArray(out, m);
     return PX_OK;
 }
+
 static int resp_input(cJSON *out, const cJSON *input, struct px_error *err)
 {
     const cJSON *item;
@@ -172,6 +173,7 @@ static int resp_input(cJSON *out, const cJSON *input, struct px_error *err)
     }
     return PX_OK;
 }
+
 static int resp_tools(cJSON *chat, const cJSON *req, struct px_error *err)
 {
     const cJSON *tools = get(req, "tools"), *t, *tc = get(req, "tool_choice");
@@ -218,6 +220,7 @@ static int resp_tools(cJSON *chat, const cJSON *req, struct px_error *err)
         copy_field(chat, "parallel_tool_calls", req, "parallel_tool_calls");
     return PX_OK;
 }
+
 static int resp_format(cJSON *chat, const cJSON *req, struct px_error *err)
 {
     const cJSON *f = get(get(req, "text"), "format");
@@ -244,6 +247,7 @@ static int resp_format(cJSON *chat, const cJSON *req, struct px_error *err)
     }
     return px_fail(err, PX_EINVAL, "text.format", "unknown text.format type '%.40s'", type);
 }
+
 int door__resp_request(struct door *d, const cJSON *req, cJSON *chat, struct px_error *err)
 {
     const cJSON *v;
@@ -296,6 +300,7 @@ int door__resp_request(struct door *d, const cJSON *req, cJSON *chat, struct px_
         copy_field(d->echo, *k, req, *k);
     return PX_OK;
 }
+
 /* ---- complete replies --------------------------------------------------------------------- */
 
 static cJSON *resp_usage(const struct door *d)
@@ -310,6 +315,7 @@ static cJSON *resp_usage(const struct door *d)
     cJSON_AddNumberToObject(u, "total_tokens", (double)(d->in_tokens + d->out_tokens));
     return u;
 }
+
 /* The Responses object; 'output' is taken (NULL: an empty array). */
 static cJSON *resp_object(const struct door *d, const char *status, cJSON *output, bool with_usage)
 {
@@ -364,12 +370,14 @@ static cJSON *resp_object(const struct door *d, const char *status, cJSON *outpu
                                              : cJSON_CreateObject());
     return o;
 }
+
 static const char *resp_status(const char *finish)
 {
     if (finish && (strcmp(finish, "length") == 0 || strcmp(finish, "content_filter") == 0))
         return "incomplete";
     return "completed";
 }
+
 static cJSON *resp_message_item(const char *id, const char *text, const char *status)
 {
     cJSON *it = cJSON_CreateObject();
@@ -390,6 +398,7 @@ static cJSON *resp_message_item(const char *id, const char *text, const char *st
     }
     return it;
 }
+
 static cJSON *resp_call_item(const char *id, const char *call_id, const char *name,
                              const char *args, const char *status)
 {
@@ -403,6 +412,7 @@ static cJSON *resp_call_item(const char *id, const char *call_id, const char *na
     cJSON_AddStringToObject(it, "name", name);
     return it;
 }
+
 char *door__resp_response(struct door *d, const cJSON *root, size_t *len)
 {
     const cJSON *ch = door__first_choice(root), *m = get(ch, "message"), *tc;
@@ -432,6 +442,7 @@ char *door__resp_response(struct door *d, const cJSON *root, size_t *len)
     cJSON_Delete(o);
     return s;
 }
+
 /* ---- stream events ------------------------------------------------------------------------ */
 
 void door__resp_start(struct door *d, struct buf *out)
@@ -444,6 +455,7 @@ void door__resp_start(struct door *d, struct buf *out)
     cJSON_AddItemToObject(e, "response", resp_object(d, "in_progress", NULL, false));
     door__emit(d, out, "response.in_progress", e);
 }
+
 static cJSON *item_event(const char *item_id, int output_index)
 {
     cJSON *e = cJSON_CreateObject();
@@ -453,6 +465,7 @@ static cJSON *item_event(const char *item_id, int output_index)
     cJSON_AddNumberToObject(e, "output_index", output_index);
     return e;
 }
+
 static cJSON *text_part(const char *text)
 {
     cJSON *p = cJSON_CreateObject();
@@ -463,6 +476,7 @@ static cJSON *text_part(const char *text)
     cJSON_AddArrayToObject(p, "logprobs");
     return p;
 }
+
 static void resp_close_item(struct door *d, struct buf *out)
 {
     cJSON *e, *item;
@@ -499,6 +513,7 @@ static void resp_close_item(struct door *d, struct buf *out)
     door__emit(d, out, "response.output_item.done", e);
     d->open = -1;
 }
+
 void door__resp_text(struct door *d, struct buf *out, const char *text)
 {
     cJSON *e;
@@ -524,6 +539,7 @@ void door__resp_text(struct door *d, struct buf *out, const char *text)
     cJSON_AddArrayToObject(e, "logprobs");
     door__emit(d, out, "response.output_text.delta", e);
 }
+
 void door__resp_tool_start(struct door *d, struct buf *out, int k)
 {
     struct tcall *t = &d->tools[k];
@@ -539,6 +555,7 @@ void door__resp_tool_start(struct door *d, struct buf *out, int k)
     door__emit(d, out, "response.output_item.added", e);
     d->open = 1 + k;
 }
+
 void door__resp_tool_args(struct door *d, struct buf *out, int k, const char *frag)
 {
     cJSON *e;
@@ -549,6 +566,7 @@ void door__resp_tool_args(struct door *d, struct buf *out, int k, const char *fr
     cJSON_AddStringToObject(e, "delta", frag);
     door__emit(d, out, "response.function_call_arguments.delta", e);
 }
+
 void door__resp_finish(struct door *d, struct buf *out)
 {
     cJSON *e = cJSON_CreateObject();

@@ -12,6 +12,7 @@
 
 #include "arena.h"
 #include "internal.h"
+#include "json_check.h"
 #include "log.h"
 
 static struct MHD_Daemon *daemon_;
@@ -312,7 +313,11 @@ static enum MHD_Result do_door(struct exchange *ex, const char *path)
     /* /embeddings, /completions: the body goes upstream untouched. */
     if (resolve(ex, &err) < 0)
         return error_now(ex, &err);
-    cJSON *root = cJSON_ParseWithLength(buf_cstr(&ex->body), ex->body.len);
+    /* Strict: what the upstream reads (model, stream) is what was checked here. */
+    cJSON *root = json_parse_strict(buf_cstr(&ex->body), ex->body.len, &err);
+
+    if (!root)
+        return error_now(ex, &err);
     bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
 

@@ -85,6 +85,15 @@ static void test_embeddings_untouched(void **state)
     assert_string_equal(cJSON_GetObjectItem(last, "auth")->valuestring, "Bearer " SERVER_KEY);
     cJSON_Delete(last);
 
+    /* A duplicate key (cJSON would read the first, the upstream the last): 400, not sent. */
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", proxy.port, "/v1/embeddings",
+                              "{\"model\":\"a\",\"input\":\"x\",\"model\":\"b\"}", NULL, &r),
+                     0);
+    assert_int_equal(r.status, 400);
+    http_resp_free(&r);
+    assert_int_equal(mock_stat(mock.port, "calls"), 0);
+
     /* Without /v1 too; an upstream error keeps its status and body. */
     assert_int_equal(http_req("POST", proxy.port, "/embeddings",
                               "{\"model\":\"e@status=429\",\"input\":\"x\"}", NULL, &r),

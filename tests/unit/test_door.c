@@ -302,6 +302,10 @@ static void test_request_errors(void **state)
          "\"content\":\"x\"}]}",
          "messages", "role"},
         {DOOR_MESSAGES, "[1,2]", "", "JSON object"},
+        /* Strict JSON (json_check.h): what goes upstream is what was read here. */
+        {DOOR_MESSAGES, "{\"model\":\"a\",\"model\":\"b\",\"max_tokens\":5,\"messages\":[]}",
+         "model", "repeats the key"},
+        {DOOR_RESPONSES, "{\"model\":\"m\",\"input\":\"x\"} trailing", "", "after"},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
