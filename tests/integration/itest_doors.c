@@ -12,9 +12,11 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -253,6 +255,80 @@ static void test_x_api_key_gate(void **state)
     assert_false(file_contains(gated.log, SERVER_KEY));
 }
 
+/* Tenants through the doors: the tenant key as x-api-key, its model and approach rules on
+ * /v1/messages and /v1/responses, and on the embeddings passthrough (model checked, 403). */
+static void test_tenants(void **state)
+{
+    static const char key[] = "tenant-doors-LEAKCHECK-99cc";
+    char path[64], hex[65], tenants[512];
+    unsigned char dg[32];
+    struct proc tp;
+    struct http_resp r;
+    cJSON *j;
+    FILE *f;
+    const char *const hk[] = {"x-api-key: tenant-doors-LEAKCHECK-99cc", NULL};
+    static const char *const env[] = {"OPENAI_API_KEY=" SERVER_KEY, NULL};
+
+    (void)state;
+    SHA256((const unsigned char *)key, strlen(key), dg);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", dg[i]);
+    snprintf(path, sizeof(path), "/tmp/itest_doors_tenants_%d.json", (int)getpid());
+    snprintf(tenants, sizeof(tenants),
+             "{\"tenants\": [{\"name\": \"dora\", \"key_sha256\": \"%s\", \"approaches\": "
+             "[\"none\", \"bon\"], \"models\": [\"mock-model\"]}]}",
+             hex);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(tenants, f);
+    fclose(f);
+    const char *args[] = {"--tenants", path, NULL};
+    assert_int_equal(proxy_start(&tp, mock.port, args, env), 0);
+
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", tp.port, "/v1/messages",
+                              "{\"model\":\"bon-mock-model\",\"max_tokens\":50,\"messages\":[{"
+                              "\"role\":\"user\",\"content\":\"hi\"}]}",
+                              hk, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    assert_true(mock_stat(mock.port, "calls") >= 2);
+    /* moa is not hers: 403 in Anthropic's shape (permission_error), before any call. */
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", tp.port, "/v1/messages",
+                              "{\"model\":\"moa-mock-model\",\"max_tokens\":50,\"messages\":[{"
+                              "\"role\":\"user\",\"content\":\"hi\"}]}",
+                              hk, &r),
+                     0);
+    assert_int_equal(r.status, 403);
+    j = http_json(&r);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring,
+                        "permission_error");
+    cJSON_Delete(j);
+    http_resp_free(&r);
+    /* Another model on the Responses door and on embeddings: 403. */
+    assert_int_equal(http_req("POST", tp.port, "/v1/responses",
+                              "{\"model\":\"other-model\",\"input\":\"hi\"}", hk, &r),
+                     0);
+    assert_int_equal(r.status, 403);
+    http_resp_free(&r);
+    assert_int_equal(http_req("POST", tp.port, "/v1/embeddings",
+                              "{\"model\":\"other-model\",\"input\":\"hi\"}", hk, &r),
+                     0);
+    assert_int_equal(r.status, 403);
+    http_resp_free(&r);
+    assert_int_equal(mock_stat(mock.port, "calls"), 0);
+    assert_int_equal(http_req("POST", tp.port, "/v1/embeddings",
+                              "{\"model\":\"mock-model\",\"input\":\"hi\"}", hk, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    assert_false(file_contains(tp.log, key));
+    assert_int_equal(proc_stop(&tp), 0);
+    remove(path);
+}
+
 /* Streams through both doors: a relayed tool call, an approach's stream, an upstream error
  * before the stream (a status) and after it began (an in-band error event). */
 static void test_streams(void **state)
@@ -326,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_doors_route),
         cmocka_unit_test(test_x_api_key_gate),
         cmocka_unit_test(test_streams),
+        cmocka_unit_test(test_tenants),
         cmocka_unit_test(test_clean_exit),
     };
 
