@@ -115,6 +115,7 @@ int door_request(struct door *d, const char *body, size_t len, char **chat, size
     }
     free(d->model);
     d->model = xstrdup(model);
+    d->stream = cJSON_IsTrue(get(req, "stream"));
     out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "model", model);
     rc = d->kind == DOOR_MESSAGES ? door__anth_request(d, req, out, err)
@@ -444,13 +445,18 @@ void door_begin(struct door *d, int status, char *ctype, size_t ctype_cap, bool 
         snprintf(ctype, ctype_cap, "text/event-stream");
         return;
     }
+    if (d->kind != DOOR_MODELS && d->stream && streaming && status == 200) {
+        d->mode = MODE_SYNTH;
+        snprintf(ctype, ctype_cap, "text/event-stream");
+        return;
+    }
     d->mode = MODE_BUFFER;
     snprintf(ctype, ctype_cap, "application/json");
 }
 
 void door_feed(struct door *d, const char *data, size_t len, struct buf *out)
 {
-    if (d->mode == MODE_BUFFER) {
+    if (d->mode == MODE_BUFFER || d->mode == MODE_SYNTH) {
         buf_append(&d->in, data, len);
         return;
     }
@@ -480,8 +486,51 @@ void door_feed(struct door *d, const char *data, size_t len, struct buf *out)
     }
 }
 
+/* MODE_SYNTH: the complete answer as the events a stream of it would have given. */
+static void synth_end(struct door *d, struct buf *out)
+{
+    cJSON *root = cJSON_ParseWithLength(buf_cstr(&d->in), d->in.len);
+    const cJSON *ch = door__first_choice(root), *m = get(ch, "message"), *tc;
+
+    d->started = true;
+    if (d->kind == DOOR_MESSAGES)
+        door__anth_start(d, out);
+    else
+        door__resp_start(d, out);
+    if (!ch) {
+        cJSON *e = cJSON_CreateObject();
+
+        if (get(root, "error")) {
+            sse_error(d, out, root);
+        } else {
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(e, "error"), "message",
+                                    "the upstream answered the stream request with no choices");
+            sse_error(d, out, e);
+        }
+        cJSON_Delete(e);
+        cJSON_Delete(root);
+        return;
+    }
+    if (str(m, "content") && *str(m, "content"))
+        sse_text(d, out, str(m, "content"));
+    cJSON_ArrayForEach(tc, get(m, "tool_calls"))
+    {
+        sse_tool_call(d, out, tc);
+    }
+    if (str(ch, "finish_reason"))
+        d->finish = door__static_finish(str(ch, "finish_reason"));
+    door__take_usage(d, get(root, "usage"));
+    sse_done(d, out);
+    cJSON_Delete(root);
+}
+
 void door_end(struct door *d, struct buf *out)
 {
+    if (d->mode == MODE_SYNTH) {
+        synth_end(d, out);
+        buf_reset(&d->in);
+        return;
+    }
     if (d->mode == MODE_SSE) {
         door_feed(d, "\n\n", 2, out); /* a last event without its blank line */
         sse_done(d, out);

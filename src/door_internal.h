@@ -12,7 +12,10 @@
 #define DOOR_MAX_TOOLS 128
 #define DOOR_LINE_MAX  (64u << 20)
 
-enum door_mode { MODE_NONE = 0, MODE_SSE, MODE_BUFFER };
+/* MODE_SSE: a chat.completion.chunk stream translated event by event; MODE_BUFFER: a complete
+ * body translated at the end; MODE_SYNTH: a stream request answered with a complete
+ * chat.completion (an upstream that ignores "stream"), replayed as the door's events. */
+enum door_mode { MODE_NONE = 0, MODE_SSE, MODE_BUFFER, MODE_SYNTH };
 
 struct tcall {
     char *id;
@@ -28,6 +31,7 @@ struct door {
     char *model; /* the model string the client sent */
     cJSON *echo; /* Responses: request fields the response object echoes */
     int status;  /* reply status (door_begin) */
+    bool stream; /* the client asked for a stream */
     enum door_mode mode;
     struct buf in;   /* MODE_BUFFER: the body; MODE_SSE: the partial line */
     struct buf data; /* MODE_SSE: data lines of the current event */

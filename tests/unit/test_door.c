@@ -617,6 +617,49 @@ static void test_tool_call_variants(void **state)
     }
 }
 
+/* An upstream that ignores "stream" answers a complete chat.completion: the door replays it
+ * as its own events (the client asked for a stream and gets one). */
+static void test_stream_from_complete_answer(void **state)
+{
+    static const char *const reqs[] = {
+        "{\"model\":\"m\",\"max_tokens\":9,\"stream\":true,\"messages\":[]}",
+        "{\"model\":\"m\",\"stream\":true,\"input\":\"x\"}"};
+    static const enum door_kind kinds[] = {DOOR_MESSAGES, DOOR_RESPONSES};
+    static const char *const last[] = {"message_stop", "response.completed"};
+
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        struct door *d = door_create(kinds[i]);
+        struct px_error err;
+        char *chat, *out, ct[64] = "application/json";
+        size_t len;
+        struct buf b;
+        cJSON *evs;
+
+        assert_int_equal(door_request(d, reqs[i], strlen(reqs[i]), &chat, &len, &err), PX_OK);
+        free(chat);
+        buf_init(&b, 0);
+        door_begin(d, 200, ct, sizeof(ct), true);
+        assert_string_equal(ct, "text/event-stream");
+        door_feed(d, completion, strlen(completion), &b);
+        door_end(d, &b);
+        out = buf_take(&b, NULL);
+        evs = events(out);
+        assert_string_equal(ev_name(evs, cJSON_GetArraySize(evs) - 1), last[i]);
+        assert_non_null(strstr(out, "Let me check."));
+        assert_non_null(strstr(out, "get_weather"));
+        if (i == 0) {
+            assert_non_null(strstr(out, "\"stop_reason\":\"tool_use\""));
+            assert_non_null(strstr(out, "\"output_tokens\":15"));
+        } else {
+            assert_non_null(strstr(out, "\"type\":\"function_call\""));
+        }
+        cJSON_Delete(evs);
+        free(out);
+        door_free(d);
+    }
+}
+
 /* ---- errors ---------------------------------------------------------------------------------- */
 
 static void test_errors(void **state)
@@ -738,6 +781,7 @@ int main(void)
         cmocka_unit_test(test_inband_errors),
         cmocka_unit_test(test_models_list),
         cmocka_unit_test(test_tool_call_variants),
+        cmocka_unit_test(test_stream_from_complete_answer),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
