@@ -17,6 +17,20 @@ static void reply(enum door_kind kind, int status, const char *ctype, bool strea
     struct buf out;
     char ct[64];
 
+    if (kind != DOOR_MODELS && streaming && strcmp(ctype, "application/json") == 0) {
+        /* A stream request answered with a complete body: replayed as events. */
+        static const char *const req[] = {
+            "{\"model\":\"m\",\"max_tokens\":1,\"stream\":true,\"messages\":[]}",
+            "{\"model\":\"m\",\"stream\":true,\"input\":\"x\"}"};
+        const char *r = req[kind == DOOR_MESSAGES ? 0 : 1];
+        char *chat = NULL;
+        size_t cl;
+        struct px_error err;
+
+        if (door_request(d, r, strlen(r), &chat, &cl, &err) != PX_OK)
+            __builtin_trap();
+        free(chat);
+    }
     buf_init(&out, 0);
     strcpy(ct, ctype);
     door_begin(d, status, ct, sizeof(ct), streaming);
@@ -61,5 +75,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     reply(kind, 200, "text/event-stream", true, body, len, step);
     reply(kind, 200, "application/json", false, body, len, step);
     reply(kind, 400, "application/json", true, body, len, step);
+    reply(kind, 200, "application/json", true, body, len, step);
     return 0;
 }
