@@ -65,9 +65,10 @@ struct exchange {
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
     struct usage usage;         /* totals for the access log */
     long long upstream_us;      /* time spent waiting for the upstream (metrics: overhead) */
-    struct door *door;          /* front door translating the reply (door.c), or NULL; owned */
 
     /* Set before hand-off, read-only afterwards. */
+    struct door *door; /* front door translating the reply (door.c), or NULL; owned; its state
+                        * changes only under mu (exchange_out) */
     struct MHD_Connection *conn;
     int fd;
     struct arena *arena; /* owned; destroyed with the exchange */
