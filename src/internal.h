@@ -7,7 +7,8 @@
  * transfers run on the I/O loops). Every loop owns a curl multi handle and its connection
  * pool; transfers reach a loop through its locked queue plus curl_multi_wakeup. The reply is
  * produced into exchange.out and the connection resumed; MHD drains it (a content reader for
- * streams). Protocol and invariants: shared/notes/mhd-curl-findings.md section 4.
+ * streams). Protocol, invariants (I1-I7) and pitfalls (P3-P22) cited in comments:
+ * docs/mhd-curl-invariants.md.
  *
  * Lock order: MHD response mutex -> exchange.mu -> MHD internals; group.mu and loop.mu are
  * leaves (never held while taking another lock). No curl call that can re-enter a write
@@ -86,6 +87,10 @@ struct exchange {
     struct buf body;
     bool too_big;
     unsigned long long discarded; /* bytes of an oversized body read and dropped */
+    bool resolved;                /* client authenticated and upstream key resolved */
+    bool over_budget;             /* the body outgrew --max-body-memory: read, dropped, 503 */
+    size_t body_reserved;         /* bytes of --max-body-memory held (released when freed) */
+    long long body_deadline_us;   /* the body must be complete by then (0: no body expected) */
 };
 
 /* conn NULL: an in-process exchange (engine_local), never suspended. */
@@ -281,6 +286,8 @@ void engine_run(void *exchange);
 int server_start(const struct config *cfg);
 /* Access line, metrics and conversation log of a finished request (its last reference). */
 void server_account(struct exchange *ex);
+/* Gives back the request-body budget an exchange holds (when it is freed). */
+void server_body_release(struct exchange *ex);
 /* The bound port (after server_start). */
 int server_port(void);
 /* Stops accepting new connections; requests arriving on open connections get 503. */
