@@ -5,17 +5,10 @@
  * rather than flattened into one string. A last user message with several content parts
  * (images) is kept as sent, followed by a text message with the instruction and the question
  * again, so that no image is lost. */
-#include <cjson/cJSON.h>
 #include <string.h>
 
 #include "approach.h"
 #include "arena.h"
-
-/* Does this message carry its content as an array of parts (text and images)? Read-only. */
-static bool multipart(const struct llm_msg *m)
-{
-    return m->raw && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(m->raw, "content"));
-}
 
 static int re2_run(struct approach_ctx *ctx, struct chat_result *out)
 {
@@ -37,7 +30,7 @@ static int re2_run(struct approach_ctx *ctx, struct chat_result *out)
     if (last < nmsgs && *question) {
         /* "Read the question again:\n<question>", without a trailing newline */
         again = approach_prompt(ctx, "re2/reread", "question", question, NULL);
-        if (multipart(&msgs[last])) {
+        if (llm_msg_multipart(&msgs[last])) {
             struct llm_msg *m = arena_calloc(ctx->arena, nmsgs + 1, sizeof(*m));
 
             memcpy(m, msgs, (last + 1) * sizeof(*m));

@@ -110,6 +110,10 @@ int llm_final(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs
 size_t llm_msgs2(struct approach_ctx *ctx, const char *system, const char *user,
                  struct llm_msg **out);
 
+/* Does this message carry its content as an array of parts (text, images)? Read-only: an
+ * approach asks this instead of reading the client's JSON itself. */
+bool llm_msg_multipart(const struct llm_msg *m);
+
 /* The client's conversation as upstream messages (raw objects, so images and tool calls are
  * kept), with 'system_prefix' (if not NULL/empty) added as a leading system message, and
  * 'user_suffix' (if not NULL/empty) appended as a final user message. In ctx->arena. */

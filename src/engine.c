@@ -340,7 +340,7 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         r->status = x->result == CURLE_OPERATION_TIMEDOUT ? PX_ETIMEDOUT : PX_EUPSTREAM;
         r->error = x->result == CURLE_OPERATION_TIMEDOUT
                        ? arena_printf(a, "the upstream did not answer within %g s",
-                                      ctx->cfg->upstream_timeout)
+                                      px_config->upstream_timeout)
                        : arena_printf(a, "upstream unreachable: %s",
                                       x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
         if (x->kind == XFER_STREAM && x->sse) {
@@ -444,7 +444,7 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
             continue;
         }
         body = call_body(ctx, c, stream, &len);
-        xs[i] = xfer_create(ctx->cfg, stream ? XFER_STREAM : XFER_CALL, ex, "/chat/completions",
+        xs[i] = xfer_create(px_config, stream ? XFER_STREAM : XFER_CALL, ex, "/chat/completions",
                             ex->upstream_key, body, len);
         xs[i]->group = &g;
         if (stream) {
@@ -471,9 +471,9 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
     /* Wait for the stage, sending SSE keep-alives to a streaming client meanwhile. */
     pthread_mutex_lock(&g.mu);
     while (g.pending > 0) {
-        if (t->ka && ctx->cfg->sse_keepalive > 0) {
+        if (t->ka && px_config->sse_keepalive > 0) {
             struct timespec ts;
-            double iv = ctx->cfg->sse_keepalive;
+            double iv = px_config->sse_keepalive;
 
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += (time_t)iv;
@@ -555,7 +555,7 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
     struct approach_ctx ctx = {
         .arena = r->arena,
         .req = req,
-        .cfg = px_config,
+        .opts = approach_opts_of(px_config),
         .llm = &llm,
         .err = &r->err,
         .stream_final = stream_final && r->sink,

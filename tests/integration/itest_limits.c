@@ -176,8 +176,7 @@ static void test_refused_at_header_time(void **state)
         {"POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 7340032\r\n\r\n", "HTTP/1.1 405"},
         {"PUT /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 7340032\r\n\r\n",
          "HTTP/1.1 405"},
-        {"POST /v1/nothing HTTP/1.1\r\nHost: t\r\nContent-Length: 7340032\r\n\r\n",
-         "HTTP/1.1 404"},
+        {"POST /v1/nothing HTTP/1.1\r\nHost: t\r\nContent-Length: 7340032\r\n\r\n", "HTTP/1.1 404"},
     };
 
     (void)state;
@@ -194,8 +193,7 @@ static void test_refused_at_header_time(void **state)
     long before = rss_kb(px.pid);
     int fds[60];
     char *chunk = calloc(1, 256 * 1024);
-    static const char head[] =
-        "GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 7340032\r\n\r\n";
+    static const char head[] = "GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 7340032\r\n\r\n";
     for (int i = 0; i < 60; i++) {
         fds[i] = tcp_connect(px.port, NULL);
         fcntl(fds[i], F_SETFL, O_NONBLOCK);
@@ -223,9 +221,9 @@ static void test_refused_at_header_time(void **state)
 static void test_body_budget(void **state)
 {
     struct proc px;
-    const char *args[] = {"--optillm-api-key", GATE_KEY, "--max-body",      "2M",
-                          "--max-body-memory", "4M",     "--upstream-key", "sk-x",
-                          NULL};
+    const char *args[] = {
+        "--optillm-api-key", GATE_KEY, "--max-body", "2M", "--max-body-memory", "4M",
+        "--upstream-key",    "sk-x",   NULL};
     static const char head[] = "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n"
                                "Authorization: Bearer " GATE_KEY "\r\n"
                                "Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n";
@@ -291,7 +289,8 @@ static void test_body_budget(void **state)
     buf[0] = '\0';
     while (!buf[0] && now_s() < end) {
         if (off < total) {
-            ssize_t k = send(fd, blk + off, total - off > 65536 ? 65536 : total - off, MSG_NOSIGNAL);
+            ssize_t k =
+                send(fd, blk + off, total - off > 65536 ? 65536 : total - off, MSG_NOSIGNAL);
             if (k > 0)
                 off += (size_t)k;
             if (off == total)
@@ -373,8 +372,8 @@ static void test_body_deadline(void **state)
 static void test_slow_within_limits(void **state)
 {
     struct proc px;
-    const char *args[] = {"--header-timeout", "3", "--body-timeout", "3",
-                          "--upstream-key",   "sk-x", NULL};
+    const char *args[] = {
+        "--header-timeout", "3", "--body-timeout", "3", "--upstream-key", "sk-x", NULL};
     char *body = chat_body("mock-model", "hello slow world", NULL);
     char head[512], buf[8192];
     bool closed;
@@ -391,11 +390,13 @@ static void test_slow_within_limits(void **state)
         /* Headers in three pieces over 1 s, the body in three pieces over 1 s. */
         size_t hl = strlen(head);
         for (int i = 0; i < 3; i++) {
-            assert_true(send_all(fd, head + hl * (size_t)i / 3, hl * (size_t)(i + 1) / 3 - hl * (size_t)i / 3));
+            assert_true(send_all(fd, head + hl * (size_t)i / 3,
+                                 hl * (size_t)(i + 1) / 3 - hl * (size_t)i / 3));
             sleep_s(0.5);
         }
         for (int i = 0; i < 3; i++) {
-            assert_true(send_all(fd, body + bl * (size_t)i / 3, bl * (size_t)(i + 1) / 3 - bl * (size_t)i / 3));
+            assert_true(send_all(fd, body + bl * (size_t)i / 3,
+                                 bl * (size_t)(i + 1) / 3 - bl * (size_t)i / 3));
             if (i < 2)
                 sleep_s(0.5);
         }

@@ -121,7 +121,7 @@ static inline void env_init(struct env *e, const char *body, const struct row *r
     e->fake.finish = script_finish;
     e->ctx.arena = e->arena;
     e->ctx.req = &e->req;
-    e->ctx.cfg = &e->cfg;
+    e->ctx.opts = approach_opts_of(&e->cfg);
     e->ctx.llm = &e->fake.llm;
     e->ctx.err = &e->err;
     e->ctx.req_id = "test";
