@@ -21,6 +21,13 @@ struct usage {
     long calls;            /* upstream HTTP calls made */
 };
 
+/* Adds u's counts (tokens and calls) to 'to'. */
+void llm_usage_add(struct usage *to, const struct usage *u);
+/* Reads an OpenAI "usage" object (prompt_tokens, completion_tokens,
+ * completion_tokens_details.reasoning_tokens) into 'out'; fields it lacks are left as they
+ * are, and so is 'out' when u is not an object. Counts are made safe with px_count. */
+void llm_usage_parse(const struct cJSON *u, struct usage *out);
+
 /* One message of an upstream conversation. When 'raw' is set (a client message object), it is
  * sent verbatim (images, tool calls, names kept) and role/content are ignored. */
 struct llm_msg {

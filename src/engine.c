@@ -283,22 +283,6 @@ static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool 
     return s;
 }
 
-static void take_usage(const cJSON *u, struct usage *out)
-{
-    const cJSON *v;
-
-    if (!cJSON_IsObject(u))
-        return;
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")))
-        out->prompt_tokens = px_count(v->valuedouble);
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")))
-        out->completion_tokens = px_count(v->valuedouble);
-    v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens_details");
-    if (cJSON_IsObject(v) &&
-        cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(v, "reasoning_tokens")))
-        out->reasoning_tokens = px_count(v->valuedouble);
-}
-
 /* The upstream's error: error.message (type, code) of an OpenAI-shaped body, else the text. */
 static void error_fields(struct arena *a, const char *body, size_t len, struct llm_reply *r)
 {
@@ -380,7 +364,7 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         cJSON_Delete(root);
         return;
     }
-    take_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), &r->usage);
+    llm_usage_parse(cJSON_GetObjectItemCaseSensitive(root, "usage"), &r->usage);
     int n = cJSON_GetArraySize(choices);
     r->choices = arena_calloc(a, (size_t)(n > 0 ? n : 1), sizeof(*r->choices));
     const cJSON *c;
@@ -537,14 +521,6 @@ struct run {
     struct px_error err;
 };
 
-static void usage_add(struct usage *to, const struct usage *u)
-{
-    to->prompt_tokens += u->prompt_tokens;
-    to->completion_tokens += u->completion_tokens;
-    to->reasoning_tokens += u->reasoning_tokens;
-    to->calls += u->calls;
-}
-
 /* One approach on one request. */
 static int run_approach(struct run *r, const struct approach *a, const struct chat_request *req,
                         bool stream_final, const char **text, const char **finish)
@@ -564,7 +540,7 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
     };
     int rc = a->run(&ctx, &res);
 
-    usage_add(&r->usage, &ctx.usage);
+    llm_usage_add(&r->usage, &ctx.usage);
     if (rc < 0)
         return rc;
     if (exchange_cancelled(r->ex))
@@ -656,7 +632,7 @@ static void run_route(struct run *r)
         for (int i = 0; i < rt->count; i++) {
             if (started[i])
                 pthread_join(th[i], NULL);
-            usage_add(&r->usage, &br[i].sub.usage);
+            llm_usage_add(&r->usage, &br[i].sub.usage);
             r->rc[i] = br[i].rc;
             r->text[i] = br[i].text;
             r->finish[i] = br[i].finish;
@@ -832,7 +808,7 @@ void engine_run(void *arg)
     int nch = 0;
     bool streamed = false;
     for (int i = 0; i < nruns; i++) {
-        usage_add(&total, &runs[i].usage);
+        llm_usage_add(&total, &runs[i].usage);
         for (int j = 0; j < runs[i].nresults; j++) {
             if (runs[i].rc[j] == PX_OK) {
                 ch[nch].text = runs[i].text[j];

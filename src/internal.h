@@ -286,6 +286,9 @@ void engine_run(void *exchange);
 int server_start(const struct config *cfg);
 /* Access line, metrics and conversation log of a finished request (its last reference). */
 void server_account(struct exchange *ex);
+/* The body a passthrough sends upstream (malloc'd): the client's bytes when nothing had to
+ * change, else the parsed body with the upstream model and without optillm_* fields. */
+char *server_passthrough_body(struct exchange *ex, size_t *len);
 /* Gives back the request-body budget an exchange holds (when it is freed). */
 void server_body_release(struct exchange *ex);
 /* The bound port (after server_start). */

@@ -21,12 +21,28 @@ struct llm_params llm_params_default(void)
     return p;
 }
 
-static void usage_add(struct usage *to, const struct usage *u)
+void llm_usage_add(struct usage *to, const struct usage *u)
 {
     to->prompt_tokens += u->prompt_tokens;
     to->completion_tokens += u->completion_tokens;
     to->reasoning_tokens += u->reasoning_tokens;
     to->calls += u->calls;
+}
+
+void llm_usage_parse(const cJSON *u, struct usage *out)
+{
+    const cJSON *v;
+
+    if (!cJSON_IsObject(u))
+        return;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")))
+        out->prompt_tokens = px_count(v->valuedouble);
+    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")))
+        out->completion_tokens = px_count(v->valuedouble);
+    v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens_details");
+    if (cJSON_IsObject(v) &&
+        cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(v, "reasoning_tokens")))
+        out->reasoning_tokens = px_count(v->valuedouble);
 }
 
 static int fail_from(struct approach_ctx *ctx, const struct llm_reply *r)
@@ -49,7 +65,7 @@ static void run(struct approach_ctx *ctx, struct llm_call *calls, size_t m)
 {
     ctx->llm->ops->run(ctx->llm, ctx, calls, m);
     for (size_t i = 0; i < m; i++)
-        usage_add(&ctx->usage, &calls[i].reply.usage);
+        llm_usage_add(&ctx->usage, &calls[i].reply.usage);
 }
 
 int llm_batch(struct approach_ctx *ctx, struct llm_call *calls, size_t m)

@@ -97,18 +97,10 @@ int engine_request2(const char *body, size_t len, const char *upstream_key, char
     if (chat_request_parse(ex->arena, body, len, local_cfg, &ex->req, &err) < 0) {
         exchange_reply_error(ex, &err);
     } else if (ex->req.route.count == 0) {
-        cJSON *root = ex->req.body;
-        char *out;
+        size_t out_len;
+        char *out = server_passthrough_body(ex, &out_len);
 
-        for (cJSON *it = root->child, *next; it; it = next) {
-            next = it->next;
-            if (it->string && strncmp(it->string, "optillm_", 8) == 0)
-                cJSON_DeleteItemFromObjectCaseSensitive(root, it->string);
-        }
-        cJSON_DeleteItemFromObjectCaseSensitive(root, "model");
-        cJSON_AddStringToObject(root, "model", ex->req.upstream_model);
-        out = cJSON_PrintUnformatted(root);
-        local_passthrough(ex, out, strlen(out));
+        local_passthrough(ex, out, out_len);
     } else {
         exchange_ref(ex); /* engine_run drops one */
         engine_run(ex);

@@ -455,8 +455,9 @@ static enum MHD_Result do_models(struct exchange *ex)
 }
 
 /* The body that goes upstream for a passthrough: the client's bytes unchanged when nothing
- * had to change, else the parsed body with the model replaced and our fields removed. */
-static char *passthrough_body(struct exchange *ex, size_t *len)
+ * had to change, else the parsed body with the model replaced and our fields removed. Also
+ * the in-process engine's (local.c). */
+char *server_passthrough_body(struct exchange *ex, size_t *len)
 {
     cJSON *root = ex->req.body;
     bool changed = strcmp(ex->req.model, ex->req.upstream_model) != 0;
@@ -510,7 +511,7 @@ static enum MHD_Result do_chat(struct exchange *ex)
     }
     if (ex->req.route.count == 0) {
         size_t len;
-        char *body = passthrough_body(ex, &len);
+        char *body = server_passthrough_body(ex, &len);
 
         return relay(ex, "/chat/completions", body, len, ex->req.stream);
     }

@@ -249,15 +249,8 @@ static void relay_usage(struct xfer *x)
 
     if (!x->relaying && x->http_status == 200 && x->resp.len) {
         cJSON *root = cJSON_ParseWithLength(buf_cstr(&x->resp), x->resp.len);
-        const cJSON *us = root ? cJSON_GetObjectItemCaseSensitive(root, "usage") : NULL;
-        const cJSON *v;
 
-        if (cJSON_IsObject(us)) {
-            if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(us, "prompt_tokens")))
-                u.prompt_tokens = px_count(v->valuedouble);
-            if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(us, "completion_tokens")))
-                u.completion_tokens = px_count(v->valuedouble);
-        }
+        llm_usage_parse(root ? cJSON_GetObjectItemCaseSensitive(root, "usage") : NULL, &u);
         cJSON_Delete(root);
     }
     u.calls = x->attempts;

@@ -83,8 +83,20 @@ static void on_alarm(int sig)
 
 void harness_deadline(unsigned secs)
 {
-    char logs[600];
+    char logs[600], top[600];
+    char *slash;
 
+    /* Run by hand from elsewhere: work from the source tree (the parent of the build
+     * directory, when it holds the Makefile) so that relative paths such as datasets/ hold. */
+    snprintf(top, sizeof(top), "%s", build_dir());
+    if (!getenv("PX_BUILD") && (slash = strrchr(top, '/'))) {
+        char mk[620];
+
+        *slash = '\0';
+        snprintf(mk, sizeof(mk), "%s/Makefile", top);
+        if (top[0] && access(mk, R_OK) == 0 && chdir(top) != 0)
+            perror(top);
+    }
     /* Proxy logs and scratch files go to BUILD/logs: create it (scripts/run_tests.sh does too,
      * but a binary may run alone from a clean build directory). */
     snprintf(logs, sizeof(logs), "%s/logs", build_dir());

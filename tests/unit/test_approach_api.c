@@ -111,6 +111,33 @@ static void test_msg_multipart(void **state)
     cJSON_Delete(plain);
 }
 
+/* One parser and one adder for usage (they were copied in the engine, the SSE parser and the
+ * relay). */
+static void test_usage_parse_and_add(void **state)
+{
+    cJSON *u = cJSON_Parse("{\"prompt_tokens\":12,\"completion_tokens\":30,"
+                           "\"completion_tokens_details\":{\"reasoning_tokens\":7}}");
+    cJSON *bad = cJSON_Parse("{\"prompt_tokens\":\"12\",\"completion_tokens\":-5}");
+    struct usage a = {.calls = 1}, b = {.prompt_tokens = 100, .calls = 2};
+
+    (void)state;
+    llm_usage_parse(u, &a);
+    assert_int_equal(a.prompt_tokens, 12);
+    assert_int_equal(a.completion_tokens, 30);
+    assert_int_equal(a.reasoning_tokens, 7);
+    assert_int_equal(a.calls, 1);
+    llm_usage_parse(NULL, &a); /* no usage object: unchanged */
+    assert_int_equal(a.prompt_tokens, 12);
+    llm_usage_parse(bad, &b); /* a string is ignored, a negative count made safe */
+    assert_int_equal(b.prompt_tokens, 100);
+    assert_true(b.completion_tokens >= 0);
+    llm_usage_add(&a, &b);
+    assert_int_equal(a.prompt_tokens, 112);
+    assert_int_equal(a.calls, 3);
+    cJSON_Delete(u);
+    cJSON_Delete(bad);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +145,7 @@ int main(void)
         cmocka_unit_test(test_registered_option_body_wins),
         cmocka_unit_test(test_return_full),
         cmocka_unit_test(test_msg_multipart),
+        cmocka_unit_test(test_usage_parse_and_add),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
