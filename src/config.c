@@ -93,7 +93,7 @@ static const struct flag flags[] = {
     {"max-body", NULL, "OPTILLM_MAX_BODY", T_SIZE, OFF(max_body), 0, "BYTES",
      "largest request body; larger gets 413 (default 8M; suffixes k, M)"},
     {"idle-timeout", NULL, "OPTILLM_IDLE_TIMEOUT", T_UINT, OFF(idle_timeout), 0, "SECONDS",
-     "close idle or slow client connections after this long (default 60)"},
+     "close a client connection idle this long (default 60)"},
     {"header-timeout", NULL, "OPTILLM_HEADER_TIMEOUT", T_DOUBLE, OFF(header_timeout), 0, "SECONDS",
      "a client must send a request's headers within this long (on a kept-alive connection: "
      "after --idle-timeout more), or the connection is closed (default 10)"},
