@@ -707,11 +707,10 @@ static enum MHD_Result body_budget_now(struct exchange *ex)
 }
 
 /* Endpoints that take no request body. */
-static bool bodyless(const char *path, const char *url)
+static bool bodyless(const char *path)
 {
     return strcmp(path, "/health") == 0 || strcmp(path, "/models") == 0 ||
-           strcmp(path, "/metrics") == 0 || strcmp(url, "/metrics") == 0 ||
-           strcmp(path, "/approaches") == 0;
+           strcmp(path, "/metrics") == 0 || strcmp(path, "/approaches") == 0;
 }
 
 /* First access-handler call: every header is in, no body byte has been read, and MHD sends
@@ -740,8 +739,7 @@ static enum MHD_Result headers_in(struct exchange *ex)
         conn_deadline(ex->conn, 0);
         return MHD_YES;
     }
-    if (bodyless(path, ex->url) &&
-        (strcmp(ex->method, "GET") == 0 || strcmp(ex->method, "HEAD") == 0)) {
+    if (bodyless(path) && (strcmp(ex->method, "GET") == 0 || strcmp(ex->method, "HEAD") == 0)) {
         px_fail(&err, PX_ETOOBIG, NULL, "%.200s takes no request body", ex->url);
         return error_now(ex, &err);
     }
@@ -801,7 +799,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
             if (ex->too_big || ex->over_budget) {
                 /* Read and drop the rest so the client can read our 413 (a client that is
                  * still sending when we close would see a reset instead); past a hard cap,
-                 * answer at once and close. */
+                 * close (MHD cannot answer in the middle of a body, P9b). */
                 ex->discarded += *upload_size;
                 *upload_size = 0;
                 if (ex->discarded > 4 * (unsigned long long)srv_cfg->max_body + (64u << 20))
@@ -850,7 +848,6 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct exchange *ex = *con_cls;
 
     (void)cls;
-    (void)conn;
     /* A kept-alive connection idles up to --idle-timeout, then has --header-timeout for its
      * next request's headers. */
     conn_deadline(conn, px_now_us() + secs_us(srv_cfg->idle_timeout + srv_cfg->header_timeout));
