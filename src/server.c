@@ -702,7 +702,7 @@ static enum MHD_Result body_budget_now(struct exchange *ex)
     px_fail(&err, PX_EBUSY, NULL,
             "the proxy holds too many request bodies at once (--max-body-memory); retry shortly");
     err.retry_after = 1;
-    log_at(LOG_WARN, ex->id, "request-body budget exhausted: 503");
+    log_at(LOG_INFO, ex->id, "request-body budget (--max-body-memory) exhausted: 503");
     return error_now(ex, &err);
 }
 
@@ -888,7 +888,10 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
      * client's hang-up, are routine: debug level, not warnings. */
     if (strstr(msg, "Application reported internal error") ||
         strstr(msg, "application error generating response") || strstr(msg, "Failed to send") ||
-        strstr(msg, "forcibly closed") || strstr(msg, "no longer available")) {
+        strstr(msg, "forcibly closed") || strstr(msg, "no longer available") ||
+        /* a client that hangs up mid-request, or one the deadline reaper cut off */
+        strstr(msg, "closed when reading request") ||
+        strstr(msg, "closed by remote side with incomplete request")) {
         log_at(LOG_DEBUG, NULL, "libmicrohttpd: %s", msg);
         return;
     }
