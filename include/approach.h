@@ -19,16 +19,20 @@ struct config;
 struct approach_opts;
 
 struct approach_ctx {
-    struct arena *arena;              /* request memory; everything dies with the request */
-    const struct chat_request *req;   /* the (possibly pipeline-rewritten) request; read-only */
-    const struct approach_opts *opts; /* server option values (approach_opt*); read-only */
-    struct llm *llm;                  /* upstream transport */
-    struct usage usage;               /* llm_*() adds every upstream call's tokens here */
-    struct px_error *err;             /* filled whenever run() returns < 0 */
-    bool stream_final;                /* set by the engine: llm_final streams to the client */
-    bool streamed;                    /* set by llm_final when it streamed the answer */
-    void *sink;                       /* the engine's stream sink; opaque to approaches */
-    const char *req_id;               /* for logs */
+    struct arena *arena;            /* request memory; everything dies with the request */
+    const struct chat_request *req; /* the (possibly pipeline-rewritten) request; read-only */
+    struct llm *llm;                /* upstream transport */
+    struct usage usage;             /* llm_*() adds every upstream call's tokens here */
+    struct px_error *err;           /* filled whenever run() returns < 0 */
+    bool stream_final;              /* set by the engine: llm_final streams to the client */
+    bool streamed;                  /* set by llm_final when it streamed the answer */
+    void *sink;                     /* the engine's stream sink; opaque to approaches */
+    const char *req_id;             /* for logs */
+
+    /* Server option values, read-only, through approach_opt(), approach_opt_row() and
+     * approach_return_full(); never keys. The request's parsed JSON (req->body, a message's
+     * raw) is the server's too: approaches read it through chat_* and llm_msg_multipart(). */
+    const struct approach_opts *opts;
 };
 
 struct chat_result {
