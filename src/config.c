@@ -93,7 +93,19 @@ static const struct flag flags[] = {
     {"max-body", NULL, "OPTILLM_MAX_BODY", T_SIZE, OFF(max_body), 0, "BYTES",
      "largest request body; larger gets 413 (default 8M; suffixes k, M)"},
     {"idle-timeout", NULL, "OPTILLM_IDLE_TIMEOUT", T_UINT, OFF(idle_timeout), 0, "SECONDS",
-     "close idle or slow client connections after this long (default 60)"},
+     "close a client connection idle this long (default 60)"},
+    {"header-timeout", NULL, "OPTILLM_HEADER_TIMEOUT", T_DOUBLE, OFF(header_timeout), 0, "SECONDS",
+     "a client must send a request's headers within this long (on a kept-alive connection: "
+     "after --idle-timeout more), or the connection is closed (default 10)"},
+    {"body-timeout", NULL, "OPTILLM_BODY_TIMEOUT", T_DOUBLE, OFF(body_timeout), 0, "SECONDS",
+     "a client must send a request's whole body within this long after its headers, or the "
+     "connection is closed (default 60)"},
+    {"per-ip-connections", NULL, "OPTILLM_PER_IP_CONNECTIONS", T_UINT, OFF(per_ip_conns), 0, "N",
+     "open connections per client address; more are closed at once (default 256; 127.0.0.1 "
+     "and ::1, e.g. a local TLS terminator, are exempt)"},
+    {"max-body-memory", NULL, "OPTILLM_MAX_BODY_MEMORY", T_SIZE, OFF(max_body_memory), 0, "BYTES",
+     "request-body bytes all requests may hold at once; a request that would exceed it gets "
+     "503 with Retry-After before its body is read (default 256M)"},
     {"upstream-timeout", NULL, "OPTILLM_UPSTREAM_TIMEOUT", T_DOUBLE, OFF(upstream_timeout), 0,
      "SECONDS", "limit for one upstream call; exceeded gives 504 (default 600)"},
     {"connect-timeout", NULL, "OPTILLM_CONNECT_TIMEOUT", T_DOUBLE, OFF(connect_timeout), 0,
@@ -136,6 +148,10 @@ static void defaults(struct config *c)
     c->conn_limit = 4096;
     c->max_body = 8u << 20;
     c->idle_timeout = 60;
+    c->header_timeout = 10;
+    c->body_timeout = 60;
+    c->per_ip_conns = 256;
+    c->max_body_memory = 256u << 20;
     c->sse_keepalive = 10;
     c->drain_timeout = 30;
     snprintf(c->base_url, sizeof(c->base_url), "https://api.openai.com/v1");

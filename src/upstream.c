@@ -141,7 +141,7 @@ static void relay_line(struct xfer *x, const char *l, size_t len, struct buf *ou
 
         if (cJSON_IsObject(u)) {
             x->relay_usage = (struct usage){0};
-            usage_from_json(u, &x->relay_usage); /* cumulative: the last event counts */
+            llm_usage_parse(u, &x->relay_usage); /* cumulative: the last event counts */
         }
         if (cJSON_IsObject(u) && x->strip_usage) {
             const cJSON *ch = cJSON_GetObjectItemCaseSensitive(root, "choices");
@@ -338,7 +338,7 @@ static void relay_usage(struct xfer *x)
     } else if (x->http_status == 200 && x->resp.len) {
         cJSON *root = cJSON_ParseWithLength(buf_cstr(&x->resp), x->resp.len);
 
-        usage_from_json(cJSON_GetObjectItemCaseSensitive(root, "usage"), &u);
+        llm_usage_parse(root ? cJSON_GetObjectItemCaseSensitive(root, "usage") : NULL, &u);
         cJSON_Delete(root);
     }
     if (!u.reported && x->body && x->result == CURLE_OK && x->http_status < 300 &&

@@ -19,11 +19,31 @@
 static pid_t started[MAX_PROCS];
 static int nstarted;
 
-static const char *build_dir(void)
+/* PX_BUILD, else the build directory this test binary sits in (BUILD/tests/itest_x), so a
+ * binary run by hand from any directory finds its proxy, mock and logs; else "build". */
+const char *harness_build_dir(void)
 {
+    static char dir[512];
     const char *b = getenv("PX_BUILD");
 
-    return b && *b ? b : "build";
+    if (b && *b)
+        return b;
+    if (!dir[0]) {
+        ssize_t n = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
+        char *slash;
+
+        dir[n > 0 ? n : 0] = '\0';
+        for (int up = 0; up < 2 && (slash = strrchr(dir, '/')); up++)
+            *slash = '\0'; /* drop "/itest_x", then "/tests" */
+        if (n <= 0 || !dir[0])
+            snprintf(dir, sizeof(dir), "build");
+    }
+    return dir;
+}
+
+static const char *build_dir(void)
+{
+    return harness_build_dir();
 }
 
 static void track(pid_t pid)
@@ -63,6 +83,24 @@ static void on_alarm(int sig)
 
 void harness_deadline(unsigned secs)
 {
+    char logs[600], top[600];
+    char *slash;
+
+    /* Run by hand from elsewhere: work from the source tree (the parent of the build
+     * directory, when it holds the Makefile) so that relative paths such as datasets/ hold. */
+    snprintf(top, sizeof(top), "%s", build_dir());
+    if (!getenv("PX_BUILD") && (slash = strrchr(top, '/'))) {
+        char mk[620];
+
+        *slash = '\0';
+        snprintf(mk, sizeof(mk), "%s/Makefile", top);
+        if (top[0] && access(mk, R_OK) == 0 && chdir(top) != 0)
+            perror(top);
+    }
+    /* Proxy logs and scratch files go to BUILD/logs: create it (scripts/run_tests.sh does too,
+     * but a binary may run alone from a clean build directory). */
+    snprintf(logs, sizeof(logs), "%s/logs", build_dir());
+    mkdir(logs, 0755);
     signal(SIGALRM, on_alarm);
     alarm(secs);
     atexit(kill_all);

@@ -68,7 +68,11 @@ bool file_contains(const char *path, const char *needle);
  * wrapper such as valgrind (environment PX_WRAPPER). */
 double harness_slack(void);
 
-/* Hard timeout for a test binary: aborts (killing started processes) after 'secs'. */
+/* The build directory: PX_BUILD, else the one this binary was built into (BUILD/tests/x). */
+const char *harness_build_dir(void);
+
+/* Hard timeout for a test binary (also creates BUILD/logs): aborts (killing started processes)
+ * after 'secs'. */
 void harness_deadline(unsigned secs);
 
 #endif

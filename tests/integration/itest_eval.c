@@ -37,9 +37,7 @@ static int seq;
 
 static const char *build_dir(void)
 {
-    const char *b = getenv("PX_BUILD");
-
-    return b && *b ? b : "build";
+    return harness_build_dir();
 }
 
 static void sleep_ms(int ms)
