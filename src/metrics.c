@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "redis.h"
 
 #define MAX_SERIES 256
 
@@ -201,4 +202,5 @@ void metrics_render(struct buf *b)
                __atomic_load_n(&inflight, __ATOMIC_RELAXED), q, t, busy,
                __atomic_load_n(&retries, __ATOMIC_RELAXED),
                __atomic_load_n(&cancels, __ATOMIC_RELAXED));
+    redis_metrics_render(b);
 }
