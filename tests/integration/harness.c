@@ -495,6 +495,11 @@ int harness_free_port(void)
     return port;
 }
 
+void harness_track(pid_t pid)
+{
+    track(pid);
+}
+
 /* True when something on 127.0.0.1:port accepts a connection. */
 static bool port_open(int port)
 {

@@ -76,6 +76,8 @@ int harness_free_port(void);
  * in p->log, plus extra args (NULL-terminated, may be NULL, e.g. "--requirepass", "pw"); waits
  * until it accepts connections. Stop it with proc_stop. -1 when it cannot start. */
 int redis_start(struct proc *p, int port, const char *const *args);
+/* Adds a process the test started itself to those killed when the test aborts or exits. */
+void harness_track(pid_t pid);
 
 /* Hard timeout for a test binary: aborts (killing started processes) after 'secs'. */
 void harness_deadline(unsigned secs);
