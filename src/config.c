@@ -68,9 +68,9 @@ static const struct flag flags[] = {
      "multi-tenant keys: a JSON file of tenants (SHA-256 key digests, own upstream, allowed "
      "approaches and models, limits); SIGHUP reloads it (see 'optillm keys')"},
     {"redis-url", NULL, "OPTILLM_REDIS_URL", T_SECRET, OFF(redis_url), 0, "URL",
-     "redis://[user:pass@]HOST[:PORT][/DB]: tenants' requests per minute and tokens per day, "
-     "and upstreams' n-support, are shared by every instance using this Redis (rediss:// needs "
-     "a hiredis with TLS, which Debian 12 lacks)"},
+     "redis://[user:pass@]HOST[:PORT][/DB]: tenants' requests per minute and tokens per day "
+     "are shared by every instance using this Redis (rediss:// needs a hiredis with TLS, which "
+     "Debian 12 lacks)"},
     {"redis-prefix", NULL, "OPTILLM_REDIS_PREFIX", T_STR, OFF(redis_prefix), SZ(redis_prefix),
      "PREFIX", "prefix of every Redis key (default optillm:)"},
     {"redis-failure", NULL, "OPTILLM_REDIS_FAILURE", T_STR, OFF(redis_failure), SZ(redis_failure),
