@@ -298,6 +298,23 @@ static void test_shared_limits(void **state)
     /* Shared again, exactly. */
     assert_int_equal(alternate(a.port, b.port, AGAIN, 20), 10);
     assert_int_equal(ask(c.port, AGAIN, "gpt-x", NULL), 429);
+    /* Another --redis-prefix is another deployment: its own counters in the same Redis. */
+    {
+        struct proc d;
+        char other[80];
+        const char *args[] = {"--tenants", path, "--redis-prefix", other, NULL};
+        const char *env[] = {"OPENAI_API_KEY=server-key", url_env, NULL};
+
+        snprintf(other, sizeof(other), "other-%s", prefix);
+        assert_int_equal(proxy_start(&d, mock.port, args, env), 0);
+        assert_int_equal(ask(d.port, AGAIN, "gpt-x", NULL), 200);
+        assert_int_equal(proc_stop(&d), 0);
+        cli = redis_cli();
+        snprintf(key, sizeof(key), "other-%srpm:again", prefix);
+        assert_true(ttl(cli, key) > 0);
+        redisFree(cli);
+        assert_false(file_contains(d.log, "LEAKCHECK"));
+    }
 
     assert_int_equal(proc_stop(&a), 0);
     assert_int_equal(proc_stop(&b), 0);
