@@ -3,8 +3,8 @@
  * so every instance sees the same bucket and the same day; writes that need no answer (token
  * charges, n-support) go through a queue to one writer thread, so no I/O loop ever waits for
  * Redis. A failed connection or command marks Redis down for a backoff (100 ms doubling to
- * 2 s); meanwhile callers get REDIS_DOWN at once instead of waiting, and the next caller after
- * the backoff reconnects.
+ * 2 s); meanwhile callers get REDIS_DOWN at once instead of waiting, and the writer thread
+ * reconnects after each backoff (so does any caller that comes after it).
  *
  * Keys (PREFIX = --redis-prefix, default "optillm:"):
  *   PREFIX rpm:<tenant>             hash {b: requests left in the bucket, t: last refill in
@@ -105,6 +105,7 @@ static bool ever_connected;
 static int up; /* the last operation succeeded */
 static unsigned long long n_errors, n_fallbacks, n_dropped;
 
+/* Lock order: conn_mu may be held while taking q_mu, never the reverse. */
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;    /* wakes the writer */
 static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER; /* wakes redis_admit's flush */
@@ -286,6 +287,11 @@ static void do_failure(const char *why)
     }
     down_until_us = now + backoff_ms * 1000LL;
     backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;
+    if (was_up) { /* the idle writer starts reconnecting (lock order: conn_mu, then q_mu) */
+        pthread_mutex_lock(&q_mu);
+        pthread_cond_broadcast(&q_cv);
+        pthread_mutex_unlock(&q_mu);
+    }
 }
 
 /* Caller holds conn_mu. */
@@ -480,13 +486,42 @@ static void do_pop(void)
     pthread_cond_broadcast(&done_cv);
 }
 
+/* pthread_cond_timedwait for 'ms' milliseconds from now; caller holds mu. */
+static int timed_wait(pthread_cond_t *cv, pthread_mutex_t *mu, long ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return pthread_cond_timedwait(cv, mu, &ts);
+}
+
 static void *writer_main(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&q_mu);
     for (;;) {
-        while (!q_head && !q_stop)
-            pthread_cond_wait(&q_cv, &q_mu);
+        while (!q_head && !q_stop) {
+            if (__atomic_load_n(&up, __ATOMIC_RELAXED)) {
+                pthread_cond_wait(&q_cv, &q_mu);
+                continue;
+            }
+            /* Redis is away and nothing is queued: reconnect by ourselves (conn_get keeps to
+             * the backoff), so the shared limits come back without waiting for a request. */
+            timed_wait(&q_cv, &q_mu, 500);
+            if (q_head || q_stop)
+                break;
+            pthread_mutex_unlock(&q_mu);
+            redisContext *c = conn_get();
+            if (c)
+                conn_put(c, true);
+            pthread_mutex_lock(&q_mu);
+        }
         if (!q_head)
             break;
         struct job j = *q_head; /* the head stays queued until done: admits wait for it */
@@ -506,14 +541,7 @@ static void *writer_main(void *arg)
                 }
                 break;
             }
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&q_cv, &q_mu, &ts);
+            timed_wait(&q_cv, &q_mu, 100);
             continue;
         }
         if (j.kind == JOB_CHARGE)
@@ -543,21 +571,15 @@ static void *writer_main(void *arg)
  * sees the tokens charged by the requests answered before it. Not while Redis is down. */
 static void flush_wait(void)
 {
-    struct timespec ts;
+    long long until = px_now_us() + REDIS_TIMEOUT_MS * 1000LL, left;
 
     if (!__atomic_load_n(&up, __ATOMIC_RELAXED))
         return;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += REDIS_TIMEOUT_MS * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&q_mu);
     unsigned long long want = q_enq;
-    while (q_done < want && !q_stop && __atomic_load_n(&up, __ATOMIC_RELAXED))
-        if (pthread_cond_timedwait(&done_cv, &q_mu, &ts) != 0)
-            break;
+    while (q_done < want && !q_stop && __atomic_load_n(&up, __ATOMIC_RELAXED) &&
+           (left = until - px_now_us()) > 0)
+        timed_wait(&done_cv, &q_mu, left / 1000 + 1);
     pthread_mutex_unlock(&q_mu);
 }
 
