@@ -13,7 +13,9 @@
  *   PREFIX tokens:<tenant>:<day>    integer, tokens used on that UTC day (Redis's clock);
  *                                   expires 2 days after its last increment
  *   PREFIX nsupport:<sha256(url)>   "1" or "0": whether the upstream at that base URL honours n
- *                                   (first 16 hex digits of the digest); expires after 7 days */
+ *                                   (first 16 hex digits of the digest); "1" expires after 7 days,
+ *                                   "0" after 10 minutes (a refusal is probed again, as the
+ *                                   engine's own memory does) */
 #define _DEFAULT_SOURCE /* explicit_bzero */
 #include "redis.h"
 
@@ -547,7 +549,8 @@ static void *writer_main(void *arg)
         if (j.kind == JOB_CHARGE)
             r = run_script(c, j.name, "charge", j.value, 0);
         else
-            r = redisCommand(c, "SET %s %s EX 604800", j.name, j.value ? "1" : "0");
+            r = redisCommand(c, "SET %s %s EX %d", j.name, j.value ? "1" : "0",
+                             j.value ? 7 * 86400 : 600);
         if (!r) {
             conn_put(c, false); /* kept queued: retried after the backoff */
         } else {

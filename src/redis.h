@@ -48,7 +48,10 @@ void redis_charge(const char *tenant, long tokens);
 /* Learned n-support of an upstream base URL, shared between instances (the hook for the
  * engine's per-upstream memory): 1 supports n, 0 does not, -1 unknown or Redis unavailable.
  * _get waits at most REDIS_TIMEOUT_MS (call it from an approach thread, not an I/O loop);
- * _set is asynchronous. The key holds a digest of the URL, never the URL. */
+ * _set is asynchronous. The key holds a digest of the URL, never the URL; a "0" expires after
+ * 10 minutes (probed again), a "1" after 7 days. Intended use in engine.c's transport:
+ *   get: v = local memory; if (v < 0 && (v = redis_nsupport_get(base)) >= 0) remember v locally
+ *   set: remember v locally; redis_nsupport_set(base, v == 1)  */
 int redis_nsupport_get(const char *base_url);
 void redis_nsupport_set(const char *base_url, bool supported);
 

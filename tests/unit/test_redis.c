@@ -173,6 +173,24 @@ static void test_nsupport(void **state)
     }
     assert_int_equal(v1, 0);
     assert_int_equal(v2, 1);
+    /* Both keys expire: a refusal soon (probed again), a support later. */
+    {
+        char cmd[256], line[64] = "";
+        FILE *p;
+
+        snprintf(cmd, sizeof(cmd),
+                 "redis-cli -p %d --scan --pattern '%snsupport:*' | while read k; do "
+                 "redis-cli -p %d TTL \"$k\"; done | sort -n | tr '\\n' ' '",
+                 port, portstr, port);
+        p = popen(cmd, "r");
+        assert_non_null(p);
+        assert_non_null(fgets(line, sizeof(line), p));
+        pclose(p);
+        int t0 = 0, t1 = 0;
+        assert_int_equal(sscanf(line, "%d %d", &t0, &t1), 2);
+        assert_true(t0 > 0 && t0 <= 600);
+        assert_true(t1 > 600 && t1 <= 7 * 86400);
+    }
     /* Redis gone: unknown, at once, no crash. */
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
