@@ -5,7 +5,14 @@
  * (2 rounds instead of 1+k), the rating parser understands "Rating: 8", "8/10", "8 out of 10"
  * and "**8**" (OptiLLM scores all of those 0), a failed rating only makes its sample unrated,
  * and ties are broken by content, never by arrival order: parallel replies come back in any
- * order, so an index-based choice would make the proxy nondeterministic. */
+ * order, so an index-based choice would make the proxy nondeterministic.
+ *
+ * Request fields: the samples override temperature (1.0 unless the client sent one) and n,
+ * the ratings temperature (0.1) and max_tokens (256); every other client field reaches every
+ * call unchanged. response_format and tools reach the samples only (one is returned whole),
+ * not the ratings, whose text is parsed here. A sample that calls tools is rated like a text
+ * one, its calls shown to the rater as "Tool call: name(arguments)" lines, and agrees with
+ * the samples making the same calls (llm_tool_calls_key). */
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
@@ -21,7 +28,10 @@
 #define UNRATED          (-1.0)
 
 struct cand {
-    const char *text;
+    const char *text;  /* as shown to the rater: the content, then any tool calls */
+    const char *tools; /* tool_calls JSON, or NULL */
+    const char *content;
+    const char *logprobs;
     const char *finish;
     size_t len;
     int support;   /* samples whose extracted answer equals this one's (itself included) */
@@ -212,7 +222,9 @@ static int cand_cmp(const void *pa, const void *pb)
         return truncated(a) ? 1 : -1;
     if (a->len != b->len)
         return a->len < b->len ? -1 : 1;
-    return strcmp(a->text, b->text);
+    if (strcmp(a->text, b->text) != 0)
+        return strcmp(a->text, b->text);
+    return strcmp(a->tools ? a->tools : "", b->tools ? b->tools : "");
 }
 
 static bool blank(const char *s)
@@ -229,7 +241,9 @@ static void count_support(struct approach_ctx *ctx, struct cand *c, int n)
     for (int i = 0; i < n; i++) {
         struct answer a = answer_extract(ctx->arena, c[i].text, ANSWER_NONE);
 
-        keys[i] = answer_key(ctx->arena, &a);
+        keys[i] = c[i].tools ? arena_printf(ctx->arena, "tool:%s",
+                                            llm_tool_calls_key(ctx->arena, c[i].tools))
+                             : answer_key(ctx->arena, &a);
     }
     for (int i = 0; i < n; i++) {
         c[i].support = 0;
@@ -283,16 +297,25 @@ static int bon_run(struct approach_ctx *ctx, struct chat_result *out)
     int n = 0;
 
     p.temperature = isnan(ctx->req->temperature) ? GEN_TEMPERATURE : ctx->req->temperature;
+    p.answer = true; /* a sample is returned whole */
     got = llm_sample(ctx, msgs, nmsgs, &p, k, "bon/sample", samples);
     if (got < 0)
         return got;
     c = arena_calloc(ctx->arena, (size_t)got, sizeof(*c));
     for (int i = 0; i < got; i++) {
-        if (blank(samples[i].text))
+        const char *calls = llm_tool_calls_text(ctx->arena, samples[i].tool_calls);
+
+        if (blank(samples[i].text) && !*calls)
             continue; /* an empty sample cannot be the best one; rating it wastes a call */
-        c[n].text = samples[i].text;
+        c[n].content = samples[i].text;
+        c[n].logprobs = samples[i].logprobs;
+        c[n].tools = *calls ? samples[i].tool_calls : NULL;
+        c[n].text = !*calls ? samples[i].text
+                    : blank(samples[i].text)
+                        ? calls
+                        : arena_printf(ctx->arena, "%s\n%s", samples[i].text, calls);
         c[n].finish = samples[i].finish_reason;
-        c[n].len = strlen(samples[i].text);
+        c[n].len = strlen(c[n].text);
         n++;
     }
     if (n == 0) { /* every sample was empty: so is the answer, as the upstream gave it */
@@ -304,8 +327,10 @@ static int bon_run(struct approach_ctx *ctx, struct chat_result *out)
     if (n > 1)
         rate_all(ctx, c, n); /* a single candidate needs no rating */
     qsort(c, (size_t)n, sizeof(*c), cand_cmp);
-    out->text = c[0].text;
-    out->finish_reason = truncated(&c[0]) ? "length" : "stop";
+    out->text = c[0].content;
+    out->tool_calls = c[0].tools;
+    out->logprobs = c[0].logprobs;
+    out->finish_reason = c[0].tools ? "tool_calls" : truncated(&c[0]) ? "length" : "stop";
     return PX_OK;
 }
 
@@ -329,4 +354,6 @@ const struct approach approach_bon = {
                "best-rated one wins",
     .calls = 4,
     .rounds = 2,
+    .tools = true,
+    .response_format = true,
 };

@@ -30,6 +30,10 @@
  *   Ties go to the answer most candidates share, then a complete, shorter, byte-smaller
  *   text, never to arrival order.
  * - Numeric options only: bestofn_rating_type is 0 (absolute), 1 (pairwise) or 2 (majority).
+ *
+ * Request fields: the steps set temperature, max_tokens and n (above); every other client field
+ * reaches every call unchanged (llm.h). Requests with tools are refused (400, approach.h
+ * .tools); response_format (json) is refused too: an answer may be an intermediate text.
  */
 #include <cjson/cJSON.h>
 #include <ctype.h>

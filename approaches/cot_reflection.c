@@ -6,7 +6,11 @@
  * unless the client chose, the text from the first <output> to </output> or to the end when
  * the tag is not closed, the whole reply when there is no <output>. Unlike it, the
  * conversation is sent as messages (the client's system prompt merged into ours), and a null
- * content cannot crash it. */
+ * content cannot crash it.
+ *
+ * Request fields: its one call sets temperature and max_tokens (above); response_format reaches
+ * it; every other client field reaches every call unchanged (llm.h). Requests with tools are
+ * refused (400, approach.h .tools). */
 #include <ctype.h>
 #include <math.h>
 #include <string.h>
@@ -91,4 +95,5 @@ const struct approach approach_cot_reflection = {
                "returned",
     .calls = 1,
     .rounds = 1,
+    .response_format = true, /* its answer is always its llm_final stage */
 };

@@ -19,7 +19,11 @@
  * message last) under one system message that carries the client's system prompt and the
  * plan; the client's max_tokens (or the provider's default) applies instead of a fixed 16382
  * that models with smaller output limits reject. The strategy list is
- * prompts/deepthink/modules.txt (one per line), so it can be overridden. */
+ * prompts/deepthink/modules.txt (one per line), so it can be overridden.
+ *
+ * Request fields: the stages set temperature, max_tokens and n (above); every other client
+ * field reaches every call unchanged (llm.h). Requests with tools are refused (400, approach.h
+ * .tools); response_format (json) is refused too: an answer may be an intermediate text. */
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <math.h>

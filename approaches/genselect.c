@@ -11,7 +11,11 @@
  * the first mention; an unparseable or out-of-range verdict, or a failed comparison, falls back
  * to the answer most candidates share (answer.h) instead of blindly returning candidate #1;
  * empty and failed samples are dropped, and a candidate cut off by the length limit is marked
- * as such for the judge. */
+ * as such for the judge.
+ *
+ * Request fields: the stages set temperature, max_tokens and n (above); every other client
+ * field reaches every call unchanged (llm.h). Requests with tools are refused (400, approach.h
+ * .tools); response_format (json) is refused too: an answer may be an intermediate text. */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>

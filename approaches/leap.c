@@ -14,7 +14,11 @@
  * asked for; replies without <output> are used whole rather than dropped; a failed merge falls
  * back to the low-level principles; with no principles the client's conversation goes out as
  * is, and with some they join the client's system prompt instead of replacing the
- * conversation by a flattened query. The number of examples used is capped (an option). */
+ * conversation by a flattened query. The number of examples used is capped (an option).
+ *
+ * Request fields: the stages set temperature and max_tokens; response_format reaches the final
+ * answer call only; every other client field reaches every call unchanged (llm.h). Requests
+ * with tools are refused (400, approach.h .tools). */
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <math.h>
@@ -406,6 +410,7 @@ static int final_answer(struct approach_ctx *ctx, const char *principles, struct
     if (rc < 0)
         return rc;
     out->text = c.text;
+    out->logprobs = c.logprobs;
     out->finish_reason =
         c.finish_reason && strcmp(c.finish_reason, "length") == 0 ? "length" : "stop";
     return PX_OK;
@@ -468,4 +473,5 @@ const struct approach approach_leap = {
                "guide the answer",
     .calls = 2,
     .rounds = 2,
+    .response_format = true, /* its answer is always its llm_final stage */
 };

@@ -10,7 +10,11 @@
  * answer do not vote; when no sample has one, the samples are grouped by text similarity as
  * in self_consistency. Truncated samples vote only when none completed.
  *
- * The grouping is approaches/vote.c, shared with self_consistency. */
+ * The grouping is approaches/vote.c, shared with self_consistency.
+ *
+ * Request fields: the samples override temperature (0.6 unless the client sent one) and n;
+ * every other client field reaches them unchanged, response_format and tools included (a
+ * sample is returned whole). Samples that call tools vote with their calls (vote.c). */
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
@@ -35,12 +39,15 @@ static int mv_run(struct approach_ctx *ctx, struct chat_result *out)
     int got;
 
     p.temperature = isnan(ctx->req->temperature) ? GEN_TEMPERATURE : ctx->req->temperature;
+    p.answer = true; /* a sample is returned whole: it gets response_format and tools */
     got = llm_sample(ctx, msgs, nmsgs, &p, k, "majority_voting/sample", c);
     if (got < 0)
         return got;
     pick = vote_choose(ctx->arena, c, got, VOTE_ANSWERS_FIRST, &cut);
     out->text = pick >= 0 ? c[pick].text : "";
-    out->finish_reason = cut ? "length" : "stop";
+    out->tool_calls = pick >= 0 ? c[pick].tool_calls : NULL;
+    out->logprobs = pick >= 0 ? c[pick].logprobs : NULL;
+    out->finish_reason = out->tool_calls ? "tool_calls" : cut ? "length" : "stop";
     return PX_OK;
 }
 
@@ -64,4 +71,6 @@ const struct approach approach_majority_voting = {
                "wins and a sample carrying it is returned",
     .calls = 1,
     .rounds = 1,
+    .tools = true,
+    .response_format = true,
 };

@@ -27,7 +27,11 @@
  *   is the solution's text, without OptiLLM's <think> wrapping and its answer-cleaning
  *   heuristics (which treat any text containing "for " as code).
  * - Choices depend on content only: the majority vote uses answer.h keys (numbers by value),
- *   ties go to more passed checks, a complete text, a shorter one, then byte order. */
+ *   ties go to more passed checks, a complete text, a shorter one, then byte order.
+ *
+ * Request fields: the agents set temperature (above); every other client field reaches every
+ * call unchanged (llm.h). Requests with tools are refused (400, approach.h .tools);
+ * response_format (json) is refused too: an answer may be an intermediate text. */
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>

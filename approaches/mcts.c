@@ -30,7 +30,11 @@
  * of 10 and read from "Rating: 7", "7/10", "0.7", "70%"; empty replies (no actions) cannot
  * crash it, failed calls are tolerated (a failed prediction becomes a request to go on, a
  * failed rating is neutral), and only a failed first expansion fails the request. The
- * client's temperature and max_tokens, when given, apply to the replies (actions). */
+ * client's temperature and max_tokens, when given, apply to the replies (actions).
+ *
+ * Request fields: the stages set temperature, max_tokens and n (above); every other client
+ * field reaches every call unchanged (llm.h). Requests with tools are refused (400, approach.h
+ * .tools); response_format (json) is refused too: an answer may be an intermediate text. */
 #include <ctype.h>
 #include <math.h>
 #include <stdbool.h>

@@ -7,7 +7,14 @@
  * them away); a failed review leads to a synthesis without one instead of a canned sentence;
  * the drafts are shown in byte order, so the prompts do not depend on the order in which
  * parallel replies arrive. With a single usable draft there is nothing to compare: the review
- * is skipped and the synthesis (2 rounds) only polishes that draft. */
+ * is skipped and the synthesis (2 rounds) only polishes that draft.
+ *
+ * Request fields: the drafts override temperature (1.0 unless the client sent one) and n,
+ * the review temperature (0.1) and max_tokens (1024), the synthesis temperature (0.1 unless
+ * the client sent one); every other client field reaches every call unchanged. Only the
+ * synthesis (llm_final) gets response_format and tools: it writes the answer, and may answer
+ * with tool calls, which are returned as they are; with tools it also gets the client's
+ * conversation (tool results included) before its prompt. */
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
@@ -44,8 +51,12 @@ static const char *candidate_block(struct approach_ctx *ctx, const struct llm_ch
     char *s;
 
     buf_init(&b, 0);
-    for (int i = 0; i < n; i++)
-        buf_printf(&b, "<candidate %d>\n%s\n</candidate %d>\n\n", i + 1, c[i].text, i + 1);
+    for (int i = 0; i < n; i++) {
+        const char *calls = llm_tool_calls_text(ctx->arena, c[i].tool_calls);
+
+        buf_printf(&b, "<candidate %d>\n%s%s%s\n</candidate %d>\n\n", i + 1, c[i].text,
+                   *calls && *c[i].text ? "\n" : "", calls, i + 1);
+    }
     s = arena_strndup(ctx->arena, buf_cstr(&b), b.len);
     buf_free(&b);
     return s;
@@ -92,7 +103,7 @@ static int moa_run(struct approach_ctx *ctx, struct chat_result *out)
     if (got < 0)
         return got;
     for (int i = 0; i < got; i++)
-        if (!blank(drafts[i].text))
+        if (!blank(drafts[i].text) || drafts[i].tool_calls)
             drafts[n++] = drafts[i];
     if (n == 0) {
         out->text = "";
@@ -109,15 +120,25 @@ static int moa_run(struct approach_ctx *ctx, struct chat_result *out)
     else
         user = approach_prompt(ctx, "moa/final_nocritique", "question", question, "candidates",
                                cands, NULL);
-    nmsgs = llm_msgs2(ctx, chat_system(ctx->arena, ctx->req), user, &msgs);
+    /* With tools the synthesis continues the client's conversation (the synthesis prompt as
+     * the last user turn): a model that may call tools must see which it already called and
+     * what they returned. Without tools it sees only the system prompt and the drafts. */
+    if (chat_has_tools(ctx->req))
+        nmsgs = llm_msgs_conversation(ctx, NULL, user, &msgs);
+    else
+        nmsgs = llm_msgs2(ctx, chat_system(ctx->arena, ctx->req), user, &msgs);
     p = llm_params_default();
     p.temperature = isnan(ctx->req->temperature) ? FINAL_TEMPERATURE : ctx->req->temperature;
     rc = llm_final(ctx, msgs, nmsgs, &p, "moa/final", &final);
     if (rc < 0)
         return rc;
     out->text = final.text;
-    out->finish_reason =
-        final.finish_reason && strcmp(final.finish_reason, "length") == 0 ? "length" : "stop";
+    out->tool_calls = final.tool_calls;
+    out->logprobs = final.logprobs;
+    out->finish_reason = final.tool_calls ? "tool_calls"
+                         : final.finish_reason && strcmp(final.finish_reason, "length") == 0
+                             ? "length"
+                             : "stop";
     return PX_OK;
 }
 
@@ -141,4 +162,6 @@ const struct approach approach_moa = {
                "answer",
     .calls = 3,
     .rounds = 3,
+    .tools = true,
+    .response_format = true,
 };

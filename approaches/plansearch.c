@@ -10,7 +10,11 @@
  * max_tokens keeps the observations it holds, and a cut plan is still used (OptiLLM put an
  * error string in their place); a failed derivation call leaves the first observations alone
  * instead of failing the request, and with no first observations there is nothing to derive
- * from, so that call is skipped. The numbers of observations are options. */
+ * from, so that call is skipped. The numbers of observations are options.
+ *
+ * Request fields: the stages set max_tokens (the program: the client's when sent);
+ * response_format reaches the program call only; every other client field reaches every call
+ * unchanged (llm.h). Requests with tools are refused (400, approach.h .tools). */
 #include <ctype.h>
 #include <stdbool.h>
 #include <string.h>
@@ -369,6 +373,7 @@ static int plansearch_run(struct approach_ctx *ctx, struct chat_result *out)
     if (rc < 0)
         return rc;
     out->text = c.text;
+    out->logprobs = c.logprobs;
     out->finish_reason =
         c.finish_reason && strcmp(c.finish_reason, "length") == 0 ? "length" : "stop";
     return PX_OK;
@@ -401,4 +406,5 @@ const struct approach approach_plansearch = {
                "the program",
     .calls = 4,
     .rounds = 4,
+    .response_format = true, /* its answer is always its llm_final stage */
 };

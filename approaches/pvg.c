@@ -20,7 +20,11 @@
  *   failed verification leaves its solution unscored, below any score. Blank solutions are
  *   not verified. Ties are broken by content, never by the arrival order of parallel calls.
  * - The client's conversation goes to the provers as messages; the client's temperature
- *   (when sent) replaces OptiLLM's 0.7 start of the schedule, and its max_tokens the 4096. */
+ *   (when sent) replaces OptiLLM's 0.7 start of the schedule, and its max_tokens the 4096.
+ *
+ * Request fields: the stages set temperature, max_tokens and n (above); every other client
+ * field reaches every call unchanged (llm.h). Requests with tools are refused (400, approach.h
+ * .tools); response_format (json) is refused too: an answer may be an intermediate text. */
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>

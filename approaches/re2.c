@@ -4,7 +4,11 @@
  * Unlike OptiLLM's reread.py (shared/approaches.md 2.8), the conversation is sent as messages
  * rather than flattened into one string. A last user message with several content parts
  * (images) is kept as sent, followed by a text message with the instruction and the question
- * again, so that no image is lost. */
+ * again, so that no image is lost.
+ *
+ * Request fields: the call (llm_final) overrides nothing: every client field reaches it
+ * unchanged, response_format and tools included; tool calls in its answer are returned, and
+ * tool turns of the history are sent as the client sent them. */
 #include <cjson/cJSON.h>
 #include <string.h>
 
@@ -56,8 +60,12 @@ static int re2_run(struct approach_ctx *ctx, struct chat_result *out)
     if (rc < 0)
         return rc;
     out->text = final.text;
-    out->finish_reason =
-        final.finish_reason && strcmp(final.finish_reason, "length") == 0 ? "length" : "stop";
+    out->tool_calls = final.tool_calls;
+    out->logprobs = final.logprobs;
+    out->finish_reason = final.tool_calls ? "tool_calls"
+                         : final.finish_reason && strcmp(final.finish_reason, "length") == 0
+                             ? "length"
+                             : "stop";
     return PX_OK;
 }
 
@@ -71,4 +79,6 @@ const struct approach approach_re2 = {
                "once more, in one call",
     .calls = 1,
     .rounds = 1,
+    .tools = true,
+    .response_format = true,
 };

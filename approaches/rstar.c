@@ -22,7 +22,11 @@
  * - Each step sees the whole trajectory so far (OptiLLM showed only the previous step), the
  *   client's conversation is kept, its temperature honoured, null content cannot crash it,
  *   random choices come from a generator seeded with the request's content (FNV-1a of the
- *   system prompt and last user message), and ties are broken by content. */
+ *   system prompt and last user message), and ties are broken by content.
+ *
+ * Request fields: the steps set temperature and max_tokens; every other client field reaches
+ * every call unchanged (llm.h). Requests with tools are refused (400, approach.h .tools);
+ * response_format (json) is refused too: an answer may be an intermediate text. */
 #include <ctype.h>
 #include <math.h>
 #include <stdint.h>

@@ -11,7 +11,11 @@
  * (OptiLLM strips the fences, so the client got unformatted code in that case only); null
  * content cannot crash it, and a failed or empty description or regeneration leaves C1's
  * reply as the answer instead of failing the request. The client's conversation is sent as
- * messages, and its temperature and max_tokens, when given, apply to the code-writing calls. */
+ * messages, and its temperature and max_tokens, when given, apply to the code-writing calls.
+ *
+ * Request fields: the stages set temperature and max_tokens (above); every other client field
+ * reaches every call unchanged (llm.h). Requests with tools are refused (400, approach.h
+ * .tools); response_format (json) is refused too: an answer may be an intermediate text. */
 #include <ctype.h>
 #include <math.h>
 #include <stdbool.h>

@@ -11,7 +11,11 @@
  * the shortest, then the first in byte order. Truncated samples vote only when no sample
  * completed (the last number of a cut text is rarely its answer).
  *
- * The grouping is approaches/vote.c, shared with majority_voting. */
+ * The grouping is approaches/vote.c, shared with majority_voting.
+ *
+ * Request fields: the samples override temperature (1.0 unless the client sent one) and n;
+ * every other client field reaches them unchanged, response_format and tools included (a
+ * sample is returned whole). Samples that call tools vote with their calls (vote.c). */
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
@@ -36,12 +40,15 @@ static int sc_run(struct approach_ctx *ctx, struct chat_result *out)
     int got;
 
     p.temperature = isnan(ctx->req->temperature) ? GEN_TEMPERATURE : ctx->req->temperature;
+    p.answer = true; /* a sample is returned whole: it gets response_format and tools */
     got = llm_sample(ctx, msgs, nmsgs, &p, k, "self_consistency/sample", c);
     if (got < 0)
         return got;
     pick = vote_choose(ctx->arena, c, got, VOTE_ALL, &cut);
     out->text = pick >= 0 ? c[pick].text : "";
-    out->finish_reason = cut ? "length" : "stop";
+    out->tool_calls = pick >= 0 ? c[pick].tool_calls : NULL;
+    out->logprobs = pick >= 0 ? c[pick].logprobs : NULL;
+    out->finish_reason = out->tool_calls ? "tool_calls" : cut ? "length" : "stop";
     return PX_OK;
 }
 
@@ -65,4 +72,6 @@ const struct approach approach_self_consistency = {
                "similarity when none); a sample of the largest group wins",
     .calls = 1,
     .rounds = 1,
+    .tools = true,
+    .response_format = true,
 };

@@ -5,7 +5,12 @@
  * (sample order is arrival order under concurrency): groups are formed over the samples
  * sorted by text, ties go to the group with an extracted answer, then to the smaller key; the
  * returned member is the shortest, then the first in byte order. Truncated samples vote only
- * when no sample completed (the last number of a cut text is rarely its answer). */
+ * when no sample completed (the last number of a cut text is rarely its answer).
+ *
+ * A sample that calls tools votes with its calls' canonical key (llm_tool_calls_key: names and
+ * arguments with sorted keys, ids ignored), so samples that would do the same thing agree
+ * whatever their call ids or key order; among them the shortest, then the first in byte
+ * order of its raw calls, is returned. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +22,9 @@
 #define SIMILARITY 0.8 /* OptiLLM's clustering threshold */
 
 struct sample {
+    int idx; /* in the caller's array */
     const char *text;
+    const char *tools; /* tool_calls JSON, or NULL */
     const char *finish;
     size_t len;
     const char *key; /* the answer key, or "" */
@@ -124,8 +131,11 @@ static int sample_cmp(const void *pa, const void *pb)
 {
     const struct sample *a = pa;
     const struct sample *b = pb;
+    int c = strcmp(a->text, b->text);
 
-    return strcmp(a->text, b->text);
+    if (c == 0)
+        c = strcmp(a->tools ? a->tools : "", b->tools ? b->tools : "");
+    return c;
 }
 
 /* Is member a a better representative than b: shorter, then byte order. (The members are
@@ -134,7 +144,7 @@ static bool better_member(const struct sample *a, const struct sample *b)
 {
     if (a->len != b->len)
         return a->len < b->len;
-    return strcmp(a->text, b->text) < 0;
+    return sample_cmp(a, b) < 0;
 }
 
 static bool better_group(const struct group *a, const struct group *b)
@@ -194,12 +204,16 @@ static struct sample *collect(struct arena *ctx_arena, const struct llm_choice *
 
     *n = 0;
     for (int i = 0; i < got; i++) {
-        if (blank(c[i].text))
+        const char *tkey = llm_tool_calls_key(ctx_arena, c[i].tool_calls);
+
+        if (blank(c[i].text) && !*tkey)
             continue;
+        s[*n].idx = i;
         s[*n].text = c[i].text;
+        s[*n].tools = *tkey ? c[i].tool_calls : NULL;
         s[*n].finish = c[i].finish_reason;
-        s[*n].len = strlen(c[i].text);
-        s[*n].key = key_of(ctx_arena, c[i].text);
+        s[*n].len = strlen(c[i].text) + (*tkey ? strlen(c[i].tool_calls) : 0);
+        s[*n].key = *tkey ? arena_printf(ctx_arena, "tool:%s", tkey) : key_of(ctx_arena, c[i].text);
         any_complete = any_complete || !truncated(&s[*n]);
         (*n)++;
     }
@@ -231,8 +245,5 @@ int vote_choose(struct arena *a, const struct llm_choice *c, int got, enum vote_
     }
     pick = vote(a, s, n);
     *truncated_out = truncated(pick);
-    for (int i = 0; i < got; i++)
-        if (c[i].text == pick->text)
-            return i;
-    return -1;
+    return pick->idx;
 }

@@ -33,7 +33,11 @@
  * counted only the last call (= instead of +=); ours is exact. Its error test was "the output
  * contains Error:" (a program printing that word failed); ours reads Z3's (error ...) lines
  * and error code. The repair prompt carries the solver's own message, and the client's
- * conversation and temperature are kept. */
+ * conversation and temperature are kept.
+ *
+ * Request fields: the stages set temperature and max_tokens; response_format reaches the answer
+ * call (direct or phrased) only; every other client field reaches every call unchanged (llm.h).
+ * Requests with tools are refused (400, approach.h .tools). */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -641,6 +645,7 @@ static int answer_directly(struct approach_ctx *ctx, struct chat_result *out)
     if (rc < 0)
         return rc;
     out->text = c.text;
+    out->logprobs = c.logprobs;
     out->finish_reason = finish_of(&c);
     return PX_OK;
 }
@@ -725,6 +730,7 @@ static int z3_run(struct approach_ctx *ctx, struct chat_result *out)
     if (rc < 0)
         return rc;
     out->text = c.text;
+    out->logprobs = c.logprobs;
     out->finish_reason = finish_of(&c);
     return PX_OK;
 }
@@ -755,4 +761,5 @@ const struct approach approach_z3 = {
                "is run), the model answers from the solver's output",
     .calls = 2,
     .rounds = 2,
+    .response_format = true, /* its answer is always its llm_final stage */
 };

@@ -29,11 +29,35 @@ struct approach_ctx {
 
 struct chat_result {
     const char *text;          /* the answer, in ctx->arena */
-    const char *finish_reason; /* "stop" or "length"; NULL means "stop" */
+    const char *finish_reason; /* "stop", "length" or "tool_calls"; NULL means "stop" */
+    const char *tool_calls;    /* the answer's tool calls (JSON array text), or NULL */
+    const char *logprobs;      /* the logprobs of the call whose text is returned unchanged
+                                  (llm_choice.logprobs), or NULL */
 };
 
 /* Returns PX_OK with *out filled, or a negative px_status with ctx->err filled. */
 typedef int approach_run_fn(struct approach_ctx *ctx, struct chat_result *out);
+
+/* What a plugin leaves to be done to the answer of the steps after it (privacy puts the
+ * originals back). Either function may be NULL; 'state' lives in ctx->arena (or is released
+ * with arena_defer). Both run on the request's own thread, never concurrently. */
+struct approach_post {
+    /* The final answer text (also each tool call's JSON text): returns the restored text, in
+     * 'a'. */
+    const char *(*answer)(void *state, struct arena *a, const char *text);
+    /* Pieces of a streamed answer, in order: returns the text that can go to the client now
+     * (in 'a', possibly ""), holding back what may still change; 'end' releases the rest. */
+    const char *(*stream)(void *state, struct arena *a, const char *piece, size_t len, bool end);
+    void *state;
+};
+
+/* A plugin (readurls, privacy, compact, ...) shapes the request for the steps after it
+ * instead of answering: it fills *next (start from a copy of *ctx->req; memory in ctx->arena)
+ * and, when the answer needs it, *post. In "plugin&moa-x" moa then runs on *next; a plugin
+ * that is the last step (or alone: "privacy-x") is followed by one plain completion of *next.
+ * Returns PX_OK, or a negative px_status with ctx->err filled (the request fails). */
+typedef int approach_prepare_fn(struct approach_ctx *ctx, struct chat_request *next,
+                                struct approach_post *post);
 
 /* A numeric parameter of an approach: settable by flag --<name with '-'> (and '_'), by env
  * OPTILLM_<NAME>, and per request by the body field "optillm_<name>"; the alias works in each
@@ -51,12 +75,17 @@ struct approach_option {
 struct approach {
     const char *slug;                      /* canonical name: "moa" */
     const char *const *aliases;            /* NULL-terminated, or NULL */
-    approach_run_fn *run;                  /* never NULL */
+    approach_run_fn *run;                  /* NULL only for a plugin (prepare set) */
+    approach_prepare_fn *prepare;          /* a plugin: shapes the request for what follows */
     const char *const *prompts;            /* prompt names it needs, NULL-terminated */
     const struct approach_option *options; /* terminated by a NULL name, or NULL */
     const char *summary;                   /* one line, for GET /v1/approaches and --help */
     int calls;  /* upstream calls at default settings (documentation, /v1/approaches) */
     int rounds; /* sequential rounds at default settings */
+    /* What the approach carries from the request (checked for every step of a route by
+     * chat_request_parse: a request using what an approach does not carry is a 400). */
+    bool tools;           /* tools/tool_choice reach its answer calls; it returns tool_calls */
+    bool response_format; /* every answer it returns comes from a call with params.answer */
 };
 
 /* The registry (src/registry.c): const, no lock needed. */

@@ -67,6 +67,14 @@ int route_parse_value(const char *value, struct route *out, struct px_error *err
 /* Writes a route's name ("moa", "bon&moa", "none") into buf. */
 void route_name(const struct route *r, char *buf, size_t len);
 
+/* Does every step of req's route carry the request's tools and response_format (a json_object
+ * or json_schema one; "text" needs nothing)? PX_OK, or PX_EINVAL with 'err' naming the field
+ * and the approaches that support it. The deprecated 'functions'/'function_call' are refused
+ * on approach routes. Called by chat_request_parse; a passthrough is always fine. */
+int chat_check_fields(struct arena *a, const struct chat_request *req, struct px_error *err);
+/* The request offers tools: a "tools" member that is not null or an empty array. */
+bool chat_has_tools(const struct chat_request *req);
+
 /* Conversation helpers, all read-only on 'req'. */
 /* The system prompt: system and developer messages joined by "\n\n"; "" if none. In 'a'. */
 const char *chat_system(struct arena *a, const struct chat_request *req);

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 struct approach_ctx;
+struct arena;
 struct cJSON;
 
 struct usage {
@@ -35,11 +36,20 @@ enum llm_filter {
     LLM_FILTER_OUTPUT = 1 /* only the text inside <output>...</output> (cot_reflection) */
 };
 
+/* Every call also carries the client's other generation fields (seed, top_p, stop, user,
+ * logit_bias, logprobs, metadata, ...) unchanged: the engine copies them from the request, so
+ * a stage can override only temperature, max_tokens and n. */
 struct llm_params {
     double temperature;     /* NAN: the client's temperature if it sent one, else omitted */
     long max_tokens;        /* < 0: the client's limit if it sent one, else omitted */
     int n;                  /* choices wanted from this call; 0 means 1 */
     enum llm_filter filter; /* llm_final only */
+    /* This call's output may become the client's answer (candidates that are voted on or
+     * rated and returned whole, the final stage): it also gets the client's response_format,
+     * tools, tool_choice and parallel_tool_calls, and its choices may carry tool_calls.
+     * Calls whose output the approach parses (ratings, critiques, plans) leave it false.
+     * llm_final sets it. */
+    bool answer;
 };
 
 /* Returns params with temperature NAN, max_tokens -1, n 1. */
@@ -47,7 +57,10 @@ struct llm_params llm_params_default(void);
 
 struct llm_choice {
     const char *text;          /* "" when the upstream returned null content */
-    const char *finish_reason; /* "stop", "length", ... ("" if absent) */
+    const char *finish_reason; /* "stop", "length", "tool_calls", ... ("" if absent) */
+    const char *tool_calls;    /* the message's tool_calls as a JSON array text, or NULL */
+    const char *logprobs;      /* the choice's logprobs object as JSON text, or NULL (none, or
+                                  a streamed call) */
 };
 
 struct llm_reply {
@@ -115,5 +128,15 @@ size_t llm_msgs2(struct approach_ctx *ctx, const char *system, const char *user,
  * 'user_suffix' (if not NULL/empty) appended as a final user message. In ctx->arena. */
 size_t llm_msgs_conversation(struct approach_ctx *ctx, const char *system_prefix,
                              const char *user_suffix, struct llm_msg **out);
+
+/* Tool calls (a tool_calls JSON array text, as in struct llm_choice). */
+/* A canonical key: each call as name(arguments), the arguments parsed and re-serialised with
+ * sorted object keys (unparseable arguments kept as sent), the calls sorted and joined by
+ * ";"; ids are ignored. Equal keys mean the same action. "" for NULL, empty or invalid
+ * input. In 'a'. */
+const char *llm_tool_calls_key(struct arena *a, const char *tool_calls);
+/* A readable rendering for prompts (a rater sees what the candidate would do): one line per
+ * call, "Tool call: name(arguments)". "" for NULL or empty input. In 'a'. */
+const char *llm_tool_calls_text(struct arena *a, const char *tool_calls);
 
 #endif

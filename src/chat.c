@@ -518,7 +518,7 @@ int chat_request_parse(struct arena *a, const char *body, size_t len, const stru
         route_name(&out->route, name, sizeof(name));
         out->route_name = arena_strdup(a, name);
     }
-    return PX_OK;
+    return chat_check_fields(a, out, err);
 }
 
 const char *chat_system(struct arena *a, const struct chat_request *req)

@@ -33,6 +33,10 @@ struct sink {
     int fstate;
     bool fstarted; /* inside <output>: leading blanks skipped */
     struct buf hold;
+    /* Plugins' stream restorers (privacy), applied last-registered first to streamed text. */
+    struct approach_post post[ROUTE_MAX];
+    int npost;
+    struct arena *post_arena;
 };
 
 void response_new_id(char *buf, size_t len)
@@ -166,11 +170,25 @@ static void filter_feed(struct sink *s, const char *text, size_t len, bool end)
     }
 }
 
+/* Runs streamed text through the plugins' restorers (caller holds s->mu). */
+static const char *post_stream(struct sink *s, const char *text, size_t *len, bool end)
+{
+    for (int i = s->npost; i-- > 0;) {
+        if (!s->post[i].stream)
+            continue;
+        text = s->post[i].stream(s->post[i].state, s->post_arena, text, *len, end);
+        *len = strlen(text);
+    }
+    return text;
+}
+
 static void sink_delta(void *sinkp, const char *text, size_t len)
 {
     struct sink *s = sinkp;
 
     pthread_mutex_lock(&s->mu);
+    if (s->npost > 0)
+        text = post_stream(s, text, &len, false);
     if (s->filter == LLM_FILTER_OUTPUT)
         filter_feed(s, text, len, false);
     else
@@ -195,6 +213,15 @@ static bool sink_end_call(struct sink *s)
     bool streamed;
 
     pthread_mutex_lock(&s->mu);
+    if (s->npost > 0) { /* release what the restorers held back */
+        size_t len = 0;
+        const char *rest = post_stream(s, "", &len, true);
+
+        if (s->filter == LLM_FILTER_OUTPUT)
+            filter_feed(s, rest, len, false);
+        else
+            do_content(s, 0, rest, len);
+    }
     if (s->filter == LLM_FILTER_OUTPUT && s->fstate == F_INSIDE)
         filter_feed(s, "", 0, true);
     streamed = s->call_streamed;
@@ -277,6 +304,7 @@ static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool 
         cJSON *so = cJSON_AddObjectToObject(o, "stream_options");
         cJSON_AddTrueToObject(so, "include_usage");
     }
+    fields_copy(o, req->body, c->params.answer); /* the client's other fields, unchanged */
     s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     *len = strlen(s);
@@ -389,10 +417,24 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(c, "message");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c, "finish_reason");
+        const cJSON *tc = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+        const cJSON *lp = cJSON_GetObjectItemCaseSensitive(c, "logprobs");
         struct llm_choice *ch = &r->choices[r->nchoices++];
 
         ch->text = cJSON_IsString(content) ? arena_strdup(a, content->valuestring) : "";
         ch->finish_reason = cJSON_IsString(fr) ? arena_strdup(a, fr->valuestring) : "";
+        if (cJSON_IsArray(tc) && cJSON_GetArraySize(tc) > 0) {
+            char *j = cJSON_PrintUnformatted(tc);
+
+            ch->tool_calls = arena_strdup(a, j);
+            cJSON_free(j);
+        }
+        if (cJSON_IsObject(lp)) {
+            char *j = cJSON_PrintUnformatted(lp);
+
+            ch->logprobs = arena_strdup(a, j);
+            cJSON_free(j);
+        }
     }
     r->status = PX_OK;
     cJSON_Delete(root);
@@ -532,9 +574,14 @@ struct run {
     int rc[ROUTE_MAX];
     const char *text[ROUTE_MAX];
     const char *finish[ROUTE_MAX];
+    const char *tools[ROUTE_MAX];    /* tool_calls JSON, or NULL */
+    const char *logprobs[ROUTE_MAX]; /* logprobs JSON, or NULL */
     bool streamed;
     struct usage usage;
     struct px_error err;
+    /* What the plugins of this run leave to be done to its answer (privacy). */
+    struct approach_post post[ROUTE_MAX];
+    int npost;
 };
 
 static void usage_add(struct usage *to, const struct usage *u)
@@ -545,10 +592,24 @@ static void usage_add(struct usage *to, const struct usage *u)
     to->calls += u->calls;
 }
 
+static int run_prepare(struct run *r, const struct approach *a, const struct chat_request *req,
+                       const struct chat_request **next);
+static const struct approach approach_plain;
+
 /* One approach on one request. */
 static int run_approach(struct run *r, const struct approach *a, const struct chat_request *req,
-                        bool stream_final, const char **text, const char **finish)
+                        bool stream_final, const char **text, const char **finish,
+                        const char **tools, const char **logprobs)
 {
+    if (a->prepare) { /* a plugin at the end of a route or in a '|' branch */
+        const struct chat_request *next;
+        int rc = run_prepare(r, a, req, &next);
+
+        if (rc < 0)
+            return rc;
+        a = &approach_plain;
+        req = next;
+    }
     struct transport t = {.ex = r->ex, .ka = r->ka};
     struct llm llm = {.ops = &transport_ops, .impl = &t};
     struct chat_result res = {0};
@@ -571,9 +632,146 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
         return px_fail(&r->err, PX_ECANCELLED, NULL, "the request was cancelled");
     *text = res.text ? res.text : "";
     *finish = res.finish_reason ? res.finish_reason : "stop";
+    *tools = res.tool_calls;
+    *logprobs = res.logprobs;
     if (ctx.streamed)
         r->streamed = true;
     return PX_OK;
+}
+
+/* A plugin's step: *next is the request the following steps see; its post (if any) is kept
+ * for the answer, and its stream restorer given to the sink when this run streams. */
+static int run_prepare(struct run *r, const struct approach *a, const struct chat_request *req,
+                       const struct chat_request **next)
+{
+    struct transport t = {.ex = r->ex, .ka = r->ka};
+    struct llm llm = {.ops = &transport_ops, .impl = &t};
+    struct chat_request *q = arena_alloc(r->arena, sizeof(*q));
+    struct approach_post post = {0};
+    struct approach_ctx ctx = {
+        .arena = r->arena,
+        .req = req,
+        .cfg = px_config,
+        .llm = &llm,
+        .err = &r->err,
+        .req_id = r->ex->id,
+    };
+    int rc;
+
+    *q = *req;
+    rc = a->prepare(&ctx, q, &post);
+    usage_add(&r->usage, &ctx.usage);
+    if (rc < 0)
+        return rc;
+    if (exchange_cancelled(r->ex))
+        return px_fail(&r->err, PX_ECANCELLED, NULL, "the request was cancelled");
+    if ((post.answer || post.stream) && r->npost < ROUTE_MAX) {
+        r->post[r->npost++] = post;
+        if (post.stream && r->sink) {
+            pthread_mutex_lock(&r->sink->mu);
+            if (r->sink->npost < ROUTE_MAX)
+                r->sink->post[r->sink->npost++] = post;
+            r->sink->post_arena = r->arena;
+            pthread_mutex_unlock(&r->sink->mu);
+        }
+    }
+    *next = q;
+    return PX_OK;
+}
+
+/* The completion that follows a plugin at the end of a route ("privacy-x", "moa&readurls-x"):
+ * the prepared conversation, as one answer call (streamed when the client streams). */
+static int plain_run(struct approach_ctx *ctx, struct chat_result *out)
+{
+    struct llm_msg *msgs;
+    size_t nmsgs = llm_msgs_conversation(ctx, NULL, NULL, &msgs);
+    struct llm_params p = llm_params_default();
+    struct llm_choice c;
+    int rc = llm_final(ctx, msgs, nmsgs, &p, "plugin/final", &c);
+
+    if (rc < 0)
+        return rc;
+    out->text = c.text;
+    out->finish_reason = c.finish_reason && *c.finish_reason ? c.finish_reason : "stop";
+    out->tool_calls = c.tool_calls;
+    out->logprobs = c.logprobs;
+    return PX_OK;
+}
+
+static const struct approach approach_plain = {
+    .slug = "plain",
+    .run = plain_run,
+    .summary = "one completion of the request a plugin prepared",
+    .tools = true,
+    .response_format = true,
+};
+
+/* Every string value of a JSON tree through fn (in place). */
+static void json_map_strings(cJSON *j, struct arena *a, const struct approach_post *p)
+{
+    for (cJSON *c = j ? j->child : NULL; c; c = c->next) {
+        if (cJSON_IsString(c)) {
+            const char *v = p->answer(p->state, a, c->valuestring);
+
+            if (strcmp(v, c->valuestring) != 0)
+                cJSON_SetValuestring(c, v);
+        } else {
+            json_map_strings(c, a, p);
+        }
+    }
+}
+
+/* The tool calls' arguments (JSON texts inside JSON) restored string by string, so that a
+ * restored value with quotes or newlines stays valid JSON. */
+static const char *post_tool_calls(struct arena *a, const char *tools,
+                                   const struct approach_post *p)
+{
+    cJSON *arr = cJSON_Parse(tools);
+    cJSON *call;
+    char *s;
+    const char *res;
+
+    if (!arr)
+        return tools;
+    cJSON_ArrayForEach(call, arr)
+    {
+        cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
+        cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        cJSON *parsed = cJSON_IsString(args) ? cJSON_Parse(args->valuestring) : NULL;
+
+        if (parsed) {
+            char *printed;
+
+            if (cJSON_IsString(parsed))
+                cJSON_SetValuestring(parsed, p->answer(p->state, a, parsed->valuestring));
+            else
+                json_map_strings(parsed, a, p);
+            printed = cJSON_PrintUnformatted(parsed);
+            cJSON_SetValuestring(args, printed);
+            cJSON_free(printed);
+            cJSON_Delete(parsed);
+        }
+    }
+    s = cJSON_PrintUnformatted(arr);
+    res = arena_strdup(a, s);
+    cJSON_free(s);
+    cJSON_Delete(arr);
+    return res;
+}
+
+/* Applies the run's plugin posts, last plugin first, to its answer. */
+static void apply_posts(struct run *r, const char **text, const char **tools)
+{
+    for (int i = r->npost; i-- > 0;) {
+        const struct approach_post *p = &r->post[i];
+
+        if (!p->answer)
+            continue;
+        if (*text)
+            *text = p->answer(p->state, r->arena, *text);
+        if (*tools)
+            *tools = post_tool_calls(r->arena, *tools, p);
+    }
 }
 
 /* The request b of a pipeline step: the original system prompt, a's answer as the query. */
@@ -603,13 +801,18 @@ struct branch {
     int rc;
     const char *text;
     const char *finish;
+    const char *tools;
+    const char *logprobs;
 };
 
 static void *branch_main(void *arg)
 {
     struct branch *b = arg;
 
-    b->rc = run_approach(&b->sub, b->a, b->sub.req, false, &b->text, &b->finish);
+    b->rc = run_approach(&b->sub, b->a, b->sub.req, false, &b->text, &b->finish, &b->tools,
+                         &b->logprobs);
+    if (b->rc == PX_OK)
+        apply_posts(&b->sub, &b->text, &b->tools);
     return NULL;
 }
 
@@ -660,6 +863,8 @@ static void run_route(struct run *r)
             r->rc[i] = br[i].rc;
             r->text[i] = br[i].text;
             r->finish[i] = br[i].finish;
+            r->tools[i] = br[i].tools;
+            r->logprobs[i] = br[i].logprobs;
             if (br[i].rc < 0 && r->err.code == 0)
                 r->err = br[i].sub.err;
         }
@@ -667,17 +872,33 @@ static void run_route(struct run *r)
         return;
     }
     const struct chat_request *req = r->req;
-    const char *text = NULL, *finish = NULL;
+    const struct chat_request *base = r->req; /* what a step after an answer builds on */
+    const char *text = NULL, *finish = NULL, *tools = NULL, *logprobs = NULL;
+    bool answered = false; /* the previous step answered (not a plugin) */
     int rc = PX_OK;
-    for (int i = 0; i < rt->count && rc == PX_OK; i++) {
-        if (i > 0)
-            req = pipeline_request(r->arena, r->req, text);
-        rc = run_approach(r, rt->steps[i], req, i == rt->count - 1, &text, &finish);
+    /* A step that answers with tool calls ends the pipeline: the client runs the tools. */
+    for (int i = 0; i < rt->count && rc == PX_OK && !tools; i++) {
+        const struct approach *a = rt->steps[i];
+
+        if (answered)
+            req = pipeline_request(r->arena, base, text);
+        if (a->prepare && i < rt->count - 1) { /* a plugin shapes the request for the rest */
+            rc = run_prepare(r, a, req, &req);
+            base = req;
+            answered = false;
+            continue;
+        }
+        rc = run_approach(r, a, req, i == rt->count - 1, &text, &finish, &tools, &logprobs);
+        answered = true;
     }
+    if (rc == PX_OK)
+        apply_posts(r, &text, &tools);
     r->nresults = 1;
     r->rc[0] = rc;
     r->text[0] = text;
     r->finish[0] = finish;
+    r->tools[0] = tools;
+    r->logprobs[0] = logprobs;
 }
 
 static void *run_main(void *arg)
@@ -705,6 +926,8 @@ static cJSON *usage_json(const struct usage *u)
 struct choice_out {
     const char *text;
     const char *finish;
+    const char *tools;    /* tool_calls JSON array text, or NULL */
+    const char *logprobs; /* the answer's logprobs object, or NULL */
 };
 
 static void reply_json(struct exchange *ex, struct sink *s, const struct choice_out *ch, int nch,
@@ -725,7 +948,14 @@ static void reply_json(struct exchange *ex, struct sink *s, const struct choice_
 
         cJSON_AddNumberToObject(c, "index", i);
         cJSON_AddStringToObject(m, "role", "assistant");
-        cJSON_AddStringToObject(m, "content", ch[i].text);
+        if (ch[i].tools && !*ch[i].text)
+            cJSON_AddNullToObject(m, "content"); /* as OpenAI answers a pure tool call */
+        else
+            cJSON_AddStringToObject(m, "content", ch[i].text);
+        if (ch[i].tools)
+            cJSON_AddItemToObject(m, "tool_calls", cJSON_Parse(ch[i].tools));
+        if (ch[i].logprobs)
+            cJSON_AddItemToObject(c, "logprobs", cJSON_Parse(ch[i].logprobs));
         cJSON_AddStringToObject(c, "finish_reason", ch[i].finish);
         cJSON_AddItemToArray(choices, c);
     }
@@ -734,6 +964,33 @@ static void reply_json(struct exchange *ex, struct sink *s, const struct choice_
     cJSON_Delete(o);
     exchange_reply(ex, 200, "application/json", body, strlen(body));
     cJSON_free(body);
+}
+
+/* Sends a choice's tool calls as one delta.tool_calls chunk: each call whole, with its
+ * "index" (the position in the list), id, type and function {name, arguments}. Clients
+ * accumulate fragments by index, so a complete call in one fragment is what they expect.
+ * Caller holds s->mu. */
+static void do_tool_calls(struct sink *s, int index, const char *tools)
+{
+    cJSON *arr = cJSON_Parse(tools);
+    cJSON *chunk, *c, *d, *tc;
+    int k = 0;
+
+    if (!cJSON_IsArray(arr)) {
+        cJSON_Delete(arr);
+        return;
+    }
+    cJSON_ArrayForEach(tc, arr)
+    {
+        cJSON_DeleteItemFromObjectCaseSensitive(tc, "index");
+        cJSON_AddNumberToObject(tc, "index", k++);
+    }
+    chunk = chunk_new(s);
+    c = choice_obj(chunk, index);
+    d = cJSON_AddObjectToObject(c, "delta");
+    cJSON_AddItemToObject(d, "tool_calls", arr);
+    cJSON_AddNullToObject(c, "finish_reason");
+    do_send(s, chunk);
 }
 
 /* Ends a stream: content of choices not streamed yet, finish chunks, usage, [DONE]. */
@@ -754,6 +1011,16 @@ static void reply_stream(struct exchange *ex, struct sink *s, const struct choic
             if (i > 0)
                 do_head(s, i);
             do_content(s, i, ch[i].text, strlen(ch[i].text));
+            if (ch[i].tools)
+                do_tool_calls(s, i, ch[i].tools);
+            if (ch[i].logprobs) { /* one chunk with the whole answer's logprobs */
+                chunk = chunk_new(s);
+                c = choice_obj(chunk, i);
+                cJSON_AddObjectToObject(c, "delta");
+                cJSON_AddItemToObject(c, "logprobs", cJSON_Parse(ch[i].logprobs));
+                cJSON_AddNullToObject(c, "finish_reason");
+                do_send(s, chunk);
+            }
         }
         chunk = chunk_new(s);
         c = choice_obj(chunk, i);
@@ -802,7 +1069,13 @@ void engine_run(void *arg)
     {
         pthread_t *th = arena_calloc(ex->arena, (size_t)nruns, sizeof(*th));
         bool *started = arena_calloc(ex->arena, (size_t)nruns, sizeof(*started));
-        bool stream_final = req->stream && nruns == 1 && req->route.op != ROUTE_OR;
+        /* With tools, the final stage is not streamed token by token: its answer may be tool
+         * calls, whose arguments only mean something whole, and clients accumulate them anyway.
+         * It is buffered and sent in the closing chunks (content or delta.tool_calls);
+         * keep-alives still flow meanwhile. This keeps tool-call fragments out of the SSE
+         * parser and the sink. */
+        bool stream_final =
+            req->stream && nruns == 1 && req->route.op != ROUTE_OR && !chat_has_tools(req);
 
         for (int i = 0; i < nruns; i++) {
             runs[i].ex = ex;
@@ -836,6 +1109,8 @@ void engine_run(void *arg)
         for (int j = 0; j < runs[i].nresults; j++) {
             if (runs[i].rc[j] == PX_OK) {
                 ch[nch].text = runs[i].text[j];
+                ch[nch].tools = runs[i].tools[j];
+                ch[nch].logprobs = runs[i].logprobs[j];
                 ch[nch++].finish = runs[i].finish[j];
             } else if (err.code == 0) {
                 err = runs[i].err;
@@ -856,6 +1131,8 @@ void engine_run(void *arg)
             if (i)
                 buf_puts(&all, "\n\n---\n\n");
             buf_puts(&all, ch[i].text);
+            if (ch[i].tools)
+                buf_puts(&all, ch[i].tools);
         }
         ex->answer = arena_strndup(ex->arena, buf_cstr(&all), all.len);
         buf_free(&all);

@@ -247,6 +247,11 @@ void io_wake_all(void);
 /* ---- sse.c: incremental upstream SSE parser ----------------------------------------------------
  */
 
+/* fields.c: copies the client's body members that an approach's upstream call carries into
+ * 'out' (every generation field; response_format and the tools group only when 'answer'),
+ * leaving members 'out' already has. */
+void fields_copy(struct cJSON *out, const struct cJSON *body, bool answer);
+
 struct sse_parser;
 struct sse_parser *sse_parser_create(void);
 void sse_parser_destroy(struct sse_parser *p);

@@ -157,6 +157,7 @@ int llm_final(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs
 
     c.params = p ? *p : llm_params_default();
     c.params.n = 1;
+    c.params.answer = true; /* the final stage's output is the answer */
     c.stream_to_client = ctx->stream_final;
     run(ctx, &c, 1);
     if (c.reply.status != PX_OK)

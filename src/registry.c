@@ -127,7 +127,7 @@ int registry_check(void)
         const char *mine[16];
         size_t nm = names_of(a, mine, 16);
 
-        if (!slug_ok(a->slug) || !a->run || !a->summary) {
+        if (!slug_ok(a->slug) || (!a->run && !a->prepare) || !a->summary) {
             log_error("registry: approach %zu (%s) is malformed", i, a->slug);
             bad = 1;
         }

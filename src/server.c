@@ -111,6 +111,8 @@ static enum MHD_Result do_approaches(struct exchange *ex)
         }
         cJSON_AddNumberToObject(o, "upstream_calls", a->calls);
         cJSON_AddNumberToObject(o, "rounds", a->rounds);
+        cJSON_AddBoolToObject(o, "tools", a->tools);
+        cJSON_AddBoolToObject(o, "response_format", a->response_format);
         cJSON_AddItemToArray(data, o);
     }
     s = cJSON_PrintUnformatted(root);

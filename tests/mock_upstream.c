@@ -58,6 +58,22 @@
  * chunk per word (word + following spaces), then a finish chunk per choice, a usage chunk
  * ("choices":[]) with stream_options.include_usage, then "data: [DONE]".
  *
+ * Tools and structured output (checked after the text of every choice is made):
+ *   - "tools" (a non-empty array) and no message with role "tool" yet: every choice is a
+ *     call of the first tool: {"id":"call_mock_<i>","type":"function","function":{"name":
+ *     <tools[0].function.name>,"arguments":<A>}}, content null, finish_reason "tool_calls";
+ *     A is {"q":<the last user message, its first 64 bytes>,"k":1} for even i and the same
+ *     with the keys the other way round for odd i (same call, different text). Streamed as
+ *     OpenAI does: per choice a chunk with role, content null and the call with id, type,
+ *     name and "arguments":"", then the arguments in two fragments, then the finish chunks.
+ *     completion_tokens count the arguments text. Once a tool result is in the conversation
+ *     the model answers with text (so a tool is called once, then the answer follows).
+ *   - otherwise "response_format" of type json_object or json_schema: the text T becomes the
+ *     JSON text {"answer":T}.
+ *   - "logprobs": true (not streamed, no tool call): choice i carries "logprobs":{"content":
+ *     [{"token":<its whole text>,"logprob":-(i+1),"bytes":null,"top_logprobs":[]}],
+ *     "refusal":null}, so a test can tell which choice an answer's logprobs came from.
+ *
  * Noisy mode: truth = the --noisy-key JSONL line {"question","answer"} whose question occurs in
  * the last user message (longest wins; numeric answers only), else the first integer + - * ()
  * expression with an operator in it, else 0. On the lower-cased system+user text: a whole word
@@ -1137,7 +1153,7 @@ static cJSON *usage_obj(size_t pt, size_t ct, long reasoning_total)
     return u;
 }
 
-enum phase { PH_ROLE, PH_WORD, PH_FINISH, PH_USAGE, PH_DONE, PH_END };
+enum phase { PH_ROLE, PH_WORD, PH_FINISH, PH_USAGE, PH_DONE, PH_END, PH_PRE };
 
 struct stream {
     char *id, *model;
@@ -1152,6 +1168,8 @@ struct stream {
     size_t choice, off, events;
     char *pending;
     size_t plen, ppos;
+    char **pre; /* PH_PRE: prepared events (tool calls), sent before the usage chunk */
+    size_t npre, ipre;
 };
 
 static void free_texts(char **texts, size_t n)
@@ -1170,6 +1188,7 @@ static void stream_free(void *cls)
     free(s->finish);
     cJSON_Delete(s->usage);
     free(s->pending);
+    free_texts(s->pre, s->npre);
     free(s);
 }
 
@@ -1272,6 +1291,14 @@ static char *next_event(struct stream *s)
             return strdup("data: [DONE]\n\n");
         case PH_END:
             return NULL;
+        case PH_PRE:
+            if (s->ipre < s->npre) {
+                char *ev = s->pre[s->ipre];
+                s->pre[s->ipre++] = NULL;
+                return ev;
+            }
+            s->phase = PH_USAGE;
+            continue;
         }
     }
 }
@@ -1359,6 +1386,158 @@ static bool injected_failure(const struct req *r, const struct opts *o)
         return true;
     uint64_t st = mix_seed(0x4641494cULL, o->seed, h, ord);
     return o->fail_rate > 0 && u01(&st) < o->fail_rate;
+}
+
+/* ---- tools and response_format (see the header) ------------------------------------------ */
+
+struct fields_mode {
+    const char *tool; /* the first tool's name when choices are tool calls, else NULL */
+    bool json;        /* response_format json_object / json_schema */
+};
+
+static void fields_mode(const cJSON *root, struct fields_mode *fm)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    const cJSON *m;
+    bool tool_turn = false;
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
+
+    memset(fm, 0, sizeof(*fm));
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        tool_turn = tool_turn || (cJSON_IsString(role) && !strcmp(role->valuestring, "tool"));
+    }
+    if (cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0 && !tool_turn) {
+        const cJSON *fn =
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tools, 0), "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        fm->tool = cJSON_IsString(name) ? name->valuestring : "tool";
+        return;
+    }
+    fm->json = cJSON_IsString(type) && (!strcmp(type->valuestring, "json_object") ||
+                                        !strcmp(type->valuestring, "json_schema"));
+}
+
+/* Replaces choice i's text: the tool call's arguments, or {"answer": text}. NULL on OOM. */
+static char *fields_text(const struct fields_mode *fm, size_t i, char *text, const char *last_user)
+{
+    cJSON *o = cJSON_CreateObject();
+    char *out;
+
+    if (fm->tool) {
+        char q[65];
+        size_t len = strlen(last_user) > 64 ? 64 : strlen(last_user);
+        while (len > 0 && ((unsigned char)last_user[len] & 0xC0) == 0x80)
+            len--; /* keep UTF-8 valid */
+        memcpy(q, last_user, len);
+        q[len] = '\0';
+        if (i % 2 == 0) {
+            cJSON_AddStringToObject(o, "q", q);
+            cJSON_AddNumberToObject(o, "k", 1);
+        } else {
+            cJSON_AddNumberToObject(o, "k", 1);
+            cJSON_AddStringToObject(o, "q", q);
+        }
+    } else if (fm->json) {
+        cJSON_AddStringToObject(o, "answer", text);
+    } else {
+        cJSON_Delete(o);
+        return text;
+    }
+    char *js = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    out = js ? strdup(js) : NULL;
+    cJSON_free(js);
+    free(text);
+    return out;
+}
+
+/* Choice i's tool_calls array (arguments = its text); with 'stream', the first fragment's
+ * form: index, id, type, name and empty arguments. */
+static cJSON *fields_calls(const struct fields_mode *fm, size_t i, const char *args, bool stream)
+{
+    cJSON *arr = cJSON_CreateArray(), *tc = cJSON_CreateObject(), *fn;
+    char id[40];
+
+    snprintf(id, sizeof(id), "call_mock_%zu", i);
+    cJSON_AddItemToArray(arr, tc);
+    if (stream)
+        cJSON_AddNumberToObject(tc, "index", 0);
+    cJSON_AddStringToObject(tc, "id", id);
+    cJSON_AddStringToObject(tc, "type", "function");
+    fn = cJSON_AddObjectToObject(tc, "function");
+    cJSON_AddStringToObject(fn, "name", fm->tool);
+    cJSON_AddStringToObject(fn, "arguments", stream ? "" : args);
+    return arr;
+}
+
+/* One streamed chunk for choice i: a delta (role + first fragment, or an argument fragment)
+ * or, with 'finish', the finish chunk. */
+static char *fields_event(const struct stream *s, size_t i, cJSON *delta_calls, bool role,
+                          const char *finish)
+{
+    cJSON *arr = cJSON_CreateArray(), *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(arr, ch);
+    cJSON_AddNumberToObject(ch, "index", (double)i);
+    cJSON *delta = cJSON_AddObjectToObject(ch, "delta");
+    if (role) {
+        cJSON_AddStringToObject(delta, "role", "assistant");
+        cJSON_AddNullToObject(delta, "content");
+    }
+    if (delta_calls)
+        cJSON_AddItemToObject(delta, "tool_calls", delta_calls);
+    if (finish)
+        cJSON_AddStringToObject(ch, "finish_reason", finish);
+    else
+        cJSON_AddNullToObject(ch, "finish_reason");
+    return sse_event(s, arr, NULL);
+}
+
+/* Choice i's logprobs: one "token", its whole text (see the header). */
+static cJSON *fields_logprobs(size_t i, const char *text)
+{
+    cJSON *lp = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(lp, "content");
+    cJSON *t = cJSON_CreateObject();
+    cJSON_AddItemToArray(arr, t);
+    cJSON_AddStringToObject(t, "token", text);
+    cJSON_AddNumberToObject(t, "logprob", -(double)(i + 1));
+    cJSON_AddNullToObject(t, "bytes");
+    cJSON_AddArrayToObject(t, "top_logprobs");
+    cJSON_AddNullToObject(lp, "refusal");
+    return lp;
+}
+
+/* The whole tool-call stream of every choice, as prepared events. false on OOM. */
+static bool fields_stream(struct stream *s, const struct fields_mode *fm)
+{
+    s->pre = calloc(s->n * 4, sizeof(*s->pre));
+    if (!s->pre)
+        return false;
+    for (size_t i = 0; i < s->n; i++) {
+        const char *a = s->texts[i];
+        size_t half = strlen(a) / 2;
+        s->pre[s->npre++] = fields_event(s, i, fields_calls(fm, i, a, true), true, NULL);
+        for (int part = 0; part < 2; part++) {
+            cJSON *arr = cJSON_CreateArray(), *tc = cJSON_CreateObject();
+            char *frag = part ? strdup(a + half) : strndup(a, half);
+            cJSON_AddItemToArray(arr, tc);
+            cJSON_AddNumberToObject(tc, "index", 0);
+            cJSON_AddStringToObject(cJSON_AddObjectToObject(tc, "function"), "arguments",
+                                    frag ? frag : "");
+            free(frag);
+            s->pre[s->npre++] = fields_event(s, i, arr, false, NULL);
+        }
+    }
+    for (size_t i = 0; i < s->n; i++)
+        s->pre[s->npre++] = fields_event(s, i, NULL, false, "tool_calls");
+    for (size_t i = 0; i < s->npre; i++)
+        if (!s->pre[i])
+            return false;
+    s->phase = PH_PRE;
+    return true;
 }
 
 static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
@@ -1472,10 +1651,14 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         pthread_mutex_unlock(&g.mu);
     }
     size_t ct = 0, pt = 1 + mi.prompt_bytes / 4;
+    struct fields_mode fm;
+    fields_mode(root, &fm);
     for (size_t i = 0; i < n; i++) {
         texts[i] = o.reply ? strdup(o.reply)
                    : noisy ? noisy_text(&np, &o, mi.hash, ord0 + i)
                            : plain_text(i, sb_str(&mi.last_user), o.words);
+        if (texts[i])
+            texts[i] = fields_text(&fm, i, texts[i], sb_str(&mi.last_user));
         if (!texts[i])
             goto out;
         finish[i] = "stop";
@@ -1520,7 +1703,7 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         s->delay_ms = o.chunk_delay;
         texts = NULL;
         finish = NULL;
-        if (!s->id || !s->model) {
+        if (!s->id || !s->model || (fm.tool && !fields_stream(s, &fm))) {
             stream_free(s);
             goto out;
         }
@@ -1539,7 +1722,15 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         cJSON_AddNumberToObject(ch, "index", (double)i);
         cJSON *m = cJSON_AddObjectToObject(ch, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
-        cJSON_AddStringToObject(m, "content", texts[i]);
+        if (fm.tool) {
+            cJSON_AddNullToObject(m, "content");
+            cJSON_AddItemToObject(m, "tool_calls", fields_calls(&fm, i, texts[i], false));
+            finish[i] = "tool_calls";
+        } else {
+            cJSON_AddStringToObject(m, "content", texts[i]);
+            if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "logprobs")))
+                cJSON_AddItemToObject(ch, "logprobs", fields_logprobs(i, texts[i]));
+        }
         cJSON_AddStringToObject(ch, "finish_reason", finish[i]);
     }
     cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));

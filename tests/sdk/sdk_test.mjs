@@ -522,6 +522,96 @@ async function main() {
         await checkRawSse();
     });
 
+    // 5b. tools through an approach: the agent loop as an SDK user writes it
+    const TOOLS = [
+        {
+            type: 'function',
+            function: {
+                name: 'get_weather',
+                description: 'Weather of a city',
+                parameters: { type: 'object', properties: { q: { type: 'string' } }, required: ['q'] },
+            },
+        },
+    ];
+    const WEATHER_Q = [{ role: 'user', content: 'Weather in Paris?' }];
+    await test('tools through bon: tool_calls, then the tool result gets a text answer', async () => {
+        const r = await client.chat.completions.create({ model: 'bon-mock', messages: WEATHER_Q, tools: TOOLS });
+        const c = r.choices[0];
+        assert.equal(c.finish_reason, 'tool_calls');
+        assert.equal(c.message.content, null);
+        assert.equal(c.message.tool_calls.length, 1);
+        const call = c.message.tool_calls[0];
+        assert.equal(call.type, 'function');
+        assert.equal(call.function.name, 'get_weather');
+        assert.equal(JSON.parse(call.function.arguments).q, 'Weather in Paris?');
+        checkUsage(r.usage);
+        await mockReset();
+        const r2 = await client.chat.completions.create({
+            model: 'bon-mock',
+            tools: TOOLS,
+            messages: [...WEATHER_Q, c.message, { role: 'tool', tool_call_id: call.id, content: '18 C, sunny' }],
+        });
+        assert.equal(r2.choices[0].finish_reason, 'stop');
+        assert.equal(typeof r2.choices[0].message.content, 'string');
+        // The samples carry the history (the ratings have their own prompt).
+        const reqs = await mockGet('/mock/requests');
+        assert.ok(
+            reqs.some((q) => q.body.messages.some((m) => m.role === 'tool' && m.tool_call_id === call.id)),
+            'the tool result never went upstream',
+        );
+    });
+
+    await test('tools through moa, streamed: delta.tool_calls accumulate to one call', async () => {
+        const s = await client.chat.completions.create({
+            model: 'moa-mock',
+            messages: WEATHER_Q,
+            tools: TOOLS,
+            stream: true,
+            stream_options: { include_usage: true },
+        });
+        const calls = new Map();
+        let finish = null;
+        for await (const ch of s) {
+            for (const c of ch.choices) {
+                for (const tc of c.delta?.tool_calls || []) {
+                    const cur = calls.get(tc.index) || { id: '', name: '', args: '' };
+                    if (tc.id) cur.id = tc.id;
+                    if (tc.function?.name) cur.name = tc.function.name;
+                    if (tc.function?.arguments) cur.args += tc.function.arguments;
+                    calls.set(tc.index, cur);
+                }
+                if (c.finish_reason) finish = c.finish_reason;
+            }
+        }
+        assert.equal(finish, 'tool_calls');
+        assert.equal(calls.size, 1);
+        const call = calls.get(0);
+        assert.equal(call.name, 'get_weather');
+        assert.ok(call.id.length > 0, 'no tool call id');
+        assert.equal(typeof JSON.parse(call.args), 'object');
+        await checkRawSse();
+    });
+
+    await test('tools on an approach that cannot carry them -> BadRequestError with param "tools"', async () => {
+        await expectError(
+            noRetry.chat.completions.create({ model: 'mcts-mock', messages: WEATHER_Q, tools: TOOLS }),
+            OpenAI.BadRequestError,
+            (e) => {
+                assert.equal(e.param, 'tools');
+                assert.ok(/bon/.test(e.message), e.message);
+            },
+        );
+    });
+
+    await test('response_format json_object through self_consistency: the answer parses', async () => {
+        const r = await client.chat.completions.create({
+            model: 'self_consistency-mock',
+            messages: QUESTION,
+            response_format: { type: 'json_object' },
+        });
+        assert.equal(typeof JSON.parse(r.choices[0].message.content), 'object');
+    });
+
     // 6. models
     await test('models.list: .data and async iteration', async () => {
         const page = await client.models.list();
