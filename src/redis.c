@@ -109,12 +109,10 @@ static unsigned long long n_errors, n_fallbacks, n_dropped;
 
 /* Lock order: conn_mu may be held while taking q_mu, never the reverse. */
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;    /* wakes the writer */
-static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER; /* wakes redis_admit's flush */
+static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER; /* wakes the writer */
 /* Guarded by q_mu: */
 static struct job *q_head, *q_tail;
 static size_t q_len;
-static unsigned long long q_enq, q_done; /* jobs queued / finished (or dropped) so far */
 static bool q_stop;
 static pthread_t writer;
 static bool writer_started;
@@ -469,7 +467,6 @@ static void enqueue(enum job_kind kind, const char *name, long value)
         q_head = j;
     q_tail = j;
     q_len++;
-    q_enq++;
     pthread_cond_signal(&q_cv);
     pthread_mutex_unlock(&q_mu);
 }
@@ -483,9 +480,7 @@ static void do_pop(void)
     if (!q_head)
         q_tail = NULL;
     q_len--;
-    q_done++;
     free(j);
-    pthread_cond_broadcast(&done_cv);
 }
 
 /* pthread_cond_timedwait for 'ms' milliseconds from now; caller holds mu. */
@@ -526,7 +521,7 @@ static void *writer_main(void *arg)
         }
         if (!q_head)
             break;
-        struct job j = *q_head; /* the head stays queued until done: admits wait for it */
+        struct job j = *q_head; /* the head stays queued until done (retried if Redis fails) */
         bool stopping = q_stop;
         pthread_mutex_unlock(&q_mu);
 
@@ -568,22 +563,6 @@ static void *writer_main(void *arg)
     }
     pthread_mutex_unlock(&q_mu);
     return NULL;
-}
-
-/* Waits (at most REDIS_TIMEOUT_MS) until the writes queued so far are done, so a request
- * sees the tokens charged by the requests answered before it. Not while Redis is down. */
-static void flush_wait(void)
-{
-    long long until = px_now_us() + REDIS_TIMEOUT_MS * 1000LL, left;
-
-    if (!__atomic_load_n(&up, __ATOMIC_RELAXED))
-        return;
-    pthread_mutex_lock(&q_mu);
-    unsigned long long want = q_enq;
-    while (q_done < want && !q_stop && __atomic_load_n(&up, __ATOMIC_RELAXED) &&
-           (left = until - px_now_us()) > 0)
-        timed_wait(&done_cv, &q_mu, left / 1000 + 1);
-    pthread_mutex_unlock(&q_mu);
 }
 
 /* ---- API ------------------------------------------------------------------------------------- */
@@ -633,7 +612,6 @@ void redis_cleanup(void)
     pthread_mutex_lock(&q_mu);
     q_stop = true;
     pthread_cond_broadcast(&q_cv);
-    pthread_cond_broadcast(&done_cv);
     pthread_mutex_unlock(&q_mu);
     if (writer_started)
         pthread_join(writer, NULL);
@@ -671,7 +649,6 @@ enum redis_verdict redis_admit(const char *tenant, long rpm, long tokens_per_day
 
     *retry_after = 0;
     *daily = false;
-    flush_wait();
     c = conn_get();
     if (!c) {
         __atomic_fetch_add(&n_fallbacks, 1, __ATOMIC_RELAXED);
