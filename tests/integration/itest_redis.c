@@ -337,6 +337,19 @@ static void test_bad_url(void **state)
     assert_int_equal(proxy_start(&px, mock.port, args, env2), -1);
     assert_true(file_contains(px.log, "TLS"));
     assert_false(file_contains(px.log, "LEAKCHECK"));
+
+    /* A wrong password is not fatal: reported (without the password), limits kept locally. */
+    char env3v[160];
+    const char *env3[] = {"OPENAI_API_KEY=server-key", env3v, NULL};
+    snprintf(env3v, sizeof(env3v), "OPTILLM_REDIS_URL=redis://:wrong-LEAKCHECK@127.0.0.1:%d/2",
+             redis.port);
+    assert_int_equal(proxy_start(&px, mock.port, args, env3), 0);
+    assert_int_equal(ask(px.port, FREE, "gpt-x", NULL), 200);
+    assert_int_equal(ask(px.port, SLOW, "gpt-x", NULL), 200);
+    assert_true(metric(px.port, "optillm_redis_up") == 0);
+    assert_int_equal(proc_stop(&px), 0);
+    assert_true(file_contains(px.log, "AUTH"));
+    assert_false(file_contains(px.log, "LEAKCHECK"));
 }
 
 int main(void)
