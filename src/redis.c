@@ -106,6 +106,7 @@ static bool ever_connected;
 /* Atomics: */
 static int up; /* the last operation succeeded */
 static unsigned long long n_errors, n_fallbacks, n_dropped;
+static long long refused_warned_us; /* last warning about an answer we could not use */
 
 /* Lock order: conn_mu may be held while taking q_mu, never the reverse. */
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -256,6 +257,17 @@ int redis_url_parse(const char *s, struct redis_url *u, char *why, size_t why_le
         return -1;
     }
     return 0;
+}
+
+/* At most one warning per WARN_EVERY_US for Redis refusing a command (a key of the wrong type,
+ * out of memory, ...): it would repeat for every request. */
+static bool refused_warn_due(void)
+{
+    long long now = px_now_us(), last = __atomic_load_n(&refused_warned_us, __ATOMIC_RELAXED);
+
+    return (last == 0 || now - last >= WARN_EVERY_US) &&
+           __atomic_compare_exchange_n(&refused_warned_us, &last, now, false, __ATOMIC_RELAXED,
+                                       __ATOMIC_RELAXED);
 }
 
 /* ---- connections ----------------------------------------------------------------------------- */
@@ -550,7 +562,8 @@ static void *writer_main(void *arg)
             conn_put(c, false); /* kept queued: retried after the backoff */
         } else {
             if (r->type == REDIS_REPLY_ERROR) {
-                log_warn("redis: a write was refused: %.200s", r->str);
+                if (refused_warn_due())
+                    log_warn("redis: a write was refused: %.200s", r->str);
                 __atomic_fetch_add(&n_errors, 1, __ATOMIC_RELAXED);
             }
             drop = true;
@@ -668,8 +681,10 @@ enum redis_verdict redis_admit(const char *tenant, long rpm, long tokens_per_day
         *daily = verdict == 2;
         *retry_after = (int)r->element[1]->integer;
     } else {
-        log_warn("redis: unexpected answer to the limits script: %.200s",
-                 r->type == REDIS_REPLY_ERROR ? r->str : "(not two integers)");
+        if (refused_warn_due())
+            log_warn("redis: unexpected answer to the limits script (decided as if Redis were "
+                     "unreachable): %.200s",
+                     r->type == REDIS_REPLY_ERROR ? r->str : "(not two integers)");
         __atomic_fetch_add(&n_errors, 1, __ATOMIC_RELAXED);
         __atomic_fetch_add(&n_fallbacks, 1, __ATOMIC_RELAXED);
     }

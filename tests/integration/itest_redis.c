@@ -296,6 +296,17 @@ static void test_shared_limits(void **state)
     /* Shared again, exactly. */
     assert_int_equal(alternate(a.port, b.port, AGAIN, 20), 10);
     assert_int_equal(ask(c.port, AGAIN, "gpt-x", NULL), 429);
+    /* A key of the wrong type (someone else's data under our prefix): Redis refuses the
+     * script; the request is decided locally, the warning is not repeated per request. */
+    cli = redis_cli();
+    snprintf(key, sizeof(key), "%srpm:slow", prefix);
+    redisReply *rr = redisCommand(cli, "SET %s not-a-hash", key);
+    freeReplyObject(rr);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ask(a.port, SLOW, "gpt-x", NULL), 200);
+    assert_true(metric(a.port, "optillm_redis_up") == 1);
+    redisFree(cli);
+
     /* Another --redis-prefix is another deployment: its own counters in the same Redis. */
     {
         struct proc d;
@@ -317,6 +328,17 @@ static void test_shared_limits(void **state)
     assert_int_equal(proc_stop(&a), 0);
     assert_int_equal(proc_stop(&b), 0);
     assert_int_equal(proc_stop(&c), 0);
+    {
+        FILE *f = fopen(a.log, "r");
+        char line[2048];
+        int n = 0;
+
+        while (f && fgets(line, sizeof(line), f))
+            n += strstr(line, "unexpected answer to the limits script") != NULL;
+        if (f)
+            fclose(f);
+        assert_int_equal(n, 1);
+    }
     /* Neither a tenant key nor the Redis password in any log. */
     assert_false(file_contains(a.log, "LEAKCHECK"));
     assert_false(file_contains(b.log, "LEAKCHECK"));
