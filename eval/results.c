@@ -165,7 +165,7 @@ static long get_long(const cJSON *o, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
 
-    return cJSON_IsNumber(v) && v->valuedouble >= 0 ? (long)v->valuedouble : -1;
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 ? px_count(v->valuedouble) : -1;
 }
 
 static const char *get_str(struct arena *a, const cJSON *o, const char *name)

@@ -32,6 +32,7 @@
 #include "eval.h"
 #include "outdir.h"
 #include "px.h"
+#include "redact.h"
 #include "results.h"
 #include "score.h"
 
@@ -169,6 +170,7 @@ static const char *error_text(struct arena *a, const struct client_reply *rep, c
             at += kl;
         }
     }
+    redact_secrets(msg); /* masked or partial keys quoted by the upstream, too */
     return msg;
 }
 
@@ -176,7 +178,7 @@ static long usage_field(const cJSON *usage, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(usage, name);
 
-    return cJSON_IsNumber(v) && v->valuedouble >= 0 ? (long)v->valuedouble : -1;
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 ? px_count(v->valuedouble) : -1;
 }
 
 /* Fills r from a 200 reply; false (r->error set) when it is not a chat completion. */
@@ -415,7 +417,7 @@ static void *progress(void *arg)
         struct timespec until;
         double whole;
 
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until); /* run->cv's clock */
         until.tv_nsec += (long)(modf(interval, &whole) * 1e9);
         until.tv_sec += (time_t)whole + until.tv_nsec / 1000000000L;
         until.tv_nsec %= 1000000000L;
@@ -563,7 +565,11 @@ static void run_init(struct run *run, const struct eval_opts *o, const struct da
     run->o = o;
     run->ds = ds;
     pthread_mutex_init(&run->mu, NULL);
-    pthread_cond_init(&run->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&run->cv, &ca);
+    pthread_condattr_destroy(&ca);
     run->done = xcalloc(o->napproaches, sizeof(long));
     run->correct = xcalloc(o->napproaches, sizeof(long));
     run->errors = xcalloc(o->napproaches, sizeof(long));

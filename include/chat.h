@@ -32,6 +32,7 @@ struct chat_msg {
 
 struct chat_request {
     struct cJSON *body;         /* parsed body, tags removed; owned by the arena */
+    bool tags_removed;          /* a tag was removed: 'body' differs from the client's bytes */
     const char *model;          /* the model string the client sent */
     const char *upstream_model; /* the model without the approach prefix */
     struct chat_msg *msgs;      /* in the arena */

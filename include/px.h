@@ -20,7 +20,8 @@ enum px_status {
     PX_EMETHOD = -9,     /* 405 */
     PX_EHTTP = -10,      /* the upstream answered with an error status: see px_error.http_status */
     PX_ECANCELLED = -11, /* the client went away or the server is shutting down */
-    PX_ELIMIT = -12      /* 429: a tenant's rate or token limit */
+    PX_ELIMIT = -12,     /* 429: a tenant's rate or token limit */
+    PX_EFORBIDDEN = -13  /* 403: authenticated, but this model or approach is not allowed */
 };
 
 /* Details of a failure. 'message' is safe to show a client (it never holds a key). */
@@ -32,6 +33,7 @@ struct px_error {
     char err_code[48];  /* OpenAI error code override, or "" */
     char message[1024]; /* human-readable, single line */
     int retry_after;    /* seconds for a Retry-After header, or 0 */
+    char allow[32];     /* PX_EMETHOD: the Allow header ("GET, HEAD"), or "" */
 };
 
 /* Fills 'err' (if not NULL) and returns 'code'. 'param' may be NULL. printf-style message. */
@@ -55,8 +57,10 @@ char *xstrndup(const char *s, size_t n);
  * Not a secret. Thread-safe. */
 void px_random_id(char *buf, size_t len, const char *prefix, int words);
 
-/* A token count reported by an upstream, made safe: negative, NaN or absurd values (over
- * 1e15) become 0 instead of undefined behaviour in the conversion. */
+/* A token count reported by an upstream, made safe: negative or NaN become 0; values above
+ * PX_COUNT_MAX (infinity included) are capped there, so that a buggy upstream cannot slip
+ * under a token budget by reporting an absurd count. */
+#define PX_COUNT_MAX 1e12
 long px_count(double d);
 
 /* Monotonic clock in milliseconds / microseconds. Thread-safe. */

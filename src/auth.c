@@ -176,3 +176,9 @@ int auth_resolve(const struct config *cfg, struct arena *a, const char *authoriz
     tenants_release(hold);
     return rc;
 }
+
+bool auth_key_is_proxys(const struct config *cfg, const struct tenant *t, const char *key)
+{
+    /* auth_resolve_tenant hands out these very pointers; a client's key is always a copy. */
+    return key && (key == cfg->upstream_key || (t && key == t->upstream_key));
+}

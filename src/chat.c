@@ -11,6 +11,7 @@
 #include "arena.h"
 #include "buf.h"
 #include "config.h"
+#include "json_check.h"
 
 #define TAG_OPEN  "<optillm_approach>"
 #define TAG_CLOSE "</optillm_approach>"
@@ -246,7 +247,7 @@ static char *strip_tags(struct arena *a, const char *s, char **value)
 /* ---- messages ----------------------------------------------------------------------------- */
 
 static int parse_message(struct arena *a, cJSON *m, size_t idx, bool scan_tags, char **tag,
-                         struct chat_msg *out, struct px_error *err)
+                         bool *tags_removed, struct chat_msg *out, struct px_error *err)
 {
     char param[48];
     cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
@@ -268,6 +269,7 @@ static int parse_message(struct arena *a, cJSON *m, size_t idx, bool scan_tags, 
         char *stripped = taggable ? strip_tags(a, content->valuestring, tag) : NULL;
 
         if (stripped) {
+            *tags_removed = true;
             cJSON_ReplaceItemInObjectCaseSensitive(m, "content", cJSON_CreateString(stripped));
             content = cJSON_GetObjectItemCaseSensitive(m, "content");
         }
@@ -297,6 +299,7 @@ static int parse_message(struct arena *a, cJSON *m, size_t idx, bool scan_tags, 
                 }
                 char *stripped = taggable ? strip_tags(a, text->valuestring, tag) : NULL;
                 if (stripped) {
+                    *tags_removed = true;
                     cJSON_ReplaceItemInObjectCaseSensitive(part, "text",
                                                            cJSON_CreateString(stripped));
                     text = cJSON_GetObjectItemCaseSensitive(part, "text");
@@ -404,7 +407,7 @@ static int get_int(cJSON *root, const char *name, long min, long max, long *out,
 int chat_request_parse(struct arena *a, const char *body, size_t len, const struct config *cfg,
                        struct chat_request *out, struct px_error *err)
 {
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, NULL, 0);
+    cJSON *root;
     cJSON *msgs, *v;
     char *tag = NULL;
     long lv;
@@ -414,9 +417,11 @@ int chat_request_parse(struct arena *a, const char *body, size_t len, const stru
     memset(out, 0, sizeof(*out));
     out->temperature = NAN;
     out->max_tokens = -1;
+    /* Duplicate keys, trailing bytes and NULs are refused: a passthrough forwards the raw
+     * bytes, which must mean to the upstream what they meant here. */
+    root = json_parse_strict(body, len, err);
     if (!root)
-        return px_fail(err, PX_EINVAL, NULL,
-                       "We could not parse the JSON body of your request: it is not valid JSON");
+        return PX_EINVAL;
     arena_defer(a, json_delete, root);
     out->body = root;
     if (!cJSON_IsObject(root))
@@ -449,7 +454,7 @@ int chat_request_parse(struct arena *a, const char *body, size_t len, const stru
 
         cJSON_ArrayForEach(m, msgs)
         {
-            rc = parse_message(a, m, i, true, &tag, &out->msgs[i], err);
+            rc = parse_message(a, m, i, true, &tag, &out->tags_removed, &out->msgs[i], err);
             if (rc < 0)
                 return rc;
             i++;

@@ -12,6 +12,7 @@
 #include "arena.h"
 #include "internal.h"
 #include "log.h"
+#include "redact.h"
 
 #define ENGINE_STACK    (256u << 10)
 #define ENGINE_MAX_RUNS 64 /* n x parallel approaches per request */
@@ -331,7 +332,7 @@ static void take_usage(const cJSON *u, struct usage *out)
 static void error_fields(struct arena *a, const char *body, size_t len, struct llm_reply *r)
 {
     cJSON *root = cJSON_ParseWithLength(body, len);
-    const char *msg = NULL;
+    char *msg = NULL;
 
     if (root) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
@@ -348,7 +349,8 @@ static void error_fields(struct arena *a, const char *body, size_t len, struct l
         cJSON_Delete(root);
     }
     if (!msg)
-        msg = len ? arena_strndup(a, body, len < 300 ? len : 300) : "upstream error";
+        msg = arena_strndup(a, len ? body : "upstream error", len ? (len < 300 ? len : 300) : 14);
+    redact_secrets(msg);
     r->error = msg;
 }
 
@@ -380,6 +382,15 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
     if (x->http_status >= 400 || x->http_status < 200) {
         r->status = PX_EHTTP;
         error_fields(a, buf_cstr(&x->resp), x->resp.len, r);
+        if (x->ex && x->ex->proxy_key && (x->http_status == 401 || x->http_status == 403)) {
+            struct px_error ke; /* the operator's key, not the client's: 502 */
+
+            http_key_rejected(&ke, (int)x->http_status, r->error, strlen(r->error));
+            r->http_status = 502;
+            r->error = arena_strdup(a, ke.message);
+            r->error_type = "server_error";
+            r->error_code = "upstream_key_rejected";
+        }
         return;
     }
     if (x->kind == XFER_STREAM) {
@@ -390,7 +401,10 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         r->usage.calls = x->attempts;
         if (sse_parser_error(x->sse)) {
             r->status = PX_EUPSTREAM;
-            r->error = arena_strdup(a, sse_parser_error(x->sse));
+            char *msg = arena_strdup(a, sse_parser_error(x->sse));
+
+            redact_secrets(msg);
+            r->error = msg;
             return;
         }
         r->choices = arena_calloc(a, 1, sizeof(*r->choices));
@@ -466,7 +480,11 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
     int to_submit = 0;
 
     pthread_mutex_init(&g.mu, NULL);
-    pthread_cond_init(&g.cv, NULL);
+    pthread_condattr_t ca; /* the keep-alive wait below measures CLOCK_MONOTONIC */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g.cv, &ca);
+    pthread_condattr_destroy(&ca);
     for (size_t i = 0; i < m; i++) {
         struct llm_call *c = &calls[i];
         bool stream = c->stream_to_client && sink && !streaming_call;
@@ -517,7 +535,7 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
             struct timespec ts;
             double iv = ctx->cfg->sse_keepalive;
 
-            clock_gettime(CLOCK_REALTIME, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += (time_t)iv;
             ts.tv_nsec += (long)((iv - floor(iv)) * 1e9);
             if (ts.tv_nsec >= 1000000000L) {

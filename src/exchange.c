@@ -142,6 +142,11 @@ void exchange_reply_error(struct exchange *ex, const struct px_error *err)
         ex->retry_after = 1;
         pthread_mutex_unlock(&ex->mu);
     }
+    if (strcmp(err->err_code, "upstream_key_rejected") == 0) {
+        pthread_mutex_lock(&ex->mu); /* SDKs retry a 502; the operator's key will not change */
+        ex->no_retry = true;
+        pthread_mutex_unlock(&ex->mu);
+    }
     exchange_reply(ex, status, "application/json", body, len);
     free(body);
 }

@@ -5,6 +5,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "redact.h"
 
 static const char *default_type(int code, int status)
 {
@@ -13,6 +14,7 @@ static const char *default_type(int code, int status)
     switch (code) {
     case PX_EINVAL:
     case PX_EAUTH:
+    case PX_EFORBIDDEN:
     case PX_ENOTFOUND:
     case PX_EMETHOD:
     case PX_ETOOBIG:
@@ -29,6 +31,8 @@ static const char *default_code(int code)
     switch (code) {
     case PX_EAUTH:
         return "invalid_api_key";
+    case PX_EFORBIDDEN:
+        return "permission_denied";
     case PX_ENOTFOUND:
         return "not_found";
     case PX_EMETHOD:
@@ -73,8 +77,9 @@ char *http_error_json(const struct px_error *err, size_t *len)
     return s;
 }
 
-enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *ctype,
-                           const char *body, size_t len, const char *req_id, int retry_after)
+static enum MHD_Result queue(struct MHD_Connection *conn, int status, const char *ctype,
+                             const char *body, size_t len, const char *req_id, int retry_after,
+                             const char *allow)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -92,9 +97,17 @@ enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *
         snprintf(ra, sizeof(ra), "%d", retry_after);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
+    if (allow && *allow)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
     ret = MHD_queue_response(conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *ctype,
+                           const char *body, size_t len, const char *req_id, int retry_after)
+{
+    return queue(conn, status, ctype, body, len, req_id, retry_after, NULL);
 }
 
 enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_error *err,
@@ -105,8 +118,32 @@ enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_er
     int status = px_http_status(err);
     int retry_after = err->retry_after > 0 ? err->retry_after : (status == 503 ? 1 : 0);
     enum MHD_Result ret =
-        http_queue(conn, status, "application/json", body, len, req_id, retry_after);
+        queue(conn, status, "application/json", body, len, req_id, retry_after, err->allow);
 
     cJSON_free(body);
     return ret;
+}
+
+int http_key_rejected(struct px_error *err, int upstream_status, const char *body, size_t len)
+{
+    char msg[400] = "";
+    cJSON *root = body && len ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
+    const cJSON *m = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "message") : e;
+
+    if (cJSON_IsString(m))
+        snprintf(msg, sizeof(msg), "%s", m->valuestring);
+    else if (body && len)
+        snprintf(msg, sizeof(msg), "%.*s", (int)(len < 300 ? len : 300), body);
+    cJSON_Delete(root);
+    for (char *p = msg; *p; p++)
+        if ((unsigned char)*p < 0x20)
+            *p = ' ';
+    redact_secrets(msg);
+    px_fail(err, PX_EUPSTREAM, NULL,
+            "the proxy's upstream key was rejected (upstream HTTP %d%s%.300s); the proxy's "
+            "operator must fix the server's or the tenant's provider key",
+            upstream_status, msg[0] ? ": " : "", msg);
+    snprintf(err->err_code, sizeof(err->err_code), "upstream_key_rejected");
+    return PX_EUPSTREAM;
 }

@@ -59,6 +59,7 @@ struct exchange {
     bool out_error; /* end the stream with an error (connection closed) */
     char content_type[128];
     int retry_after;            /* seconds, 0 = no header */
+    bool no_retry;              /* "x-should-retry: false": a retry cannot fix this 5xx */
     bool relay_paused;          /* the relay transfer returned CURL_WRITEFUNC_PAUSE */
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
     struct usage usage;         /* totals for the access log */
@@ -69,9 +70,10 @@ struct exchange {
     int fd;
     struct arena *arena; /* owned; destroyed with the exchange */
     struct chat_request req;
-    char id[72];                 /* request id (the client's, <= 64 chars, or ours) */
-    const char *upstream_key;    /* in the arena; never logged */
-    const char *base_url;        /* the tenant's upstream, or NULL for the server's */
+    char id[72];              /* request id (the client's, <= 64 chars, or ours) */
+    const char *upstream_key; /* in the arena; never logged */
+    bool proxy_key;           /* upstream_key is the server's or the tenant's, not the client's */
+    const char *base_url;     /* the tenant's upstream, or NULL for the server's */
     const struct tenant *tenant; /* matched tenant, or NULL; valid while tenant_hold is held */
     void *tenant_hold;
     long calls_started;   /* upstream calls begun (tenant call budget); guarded by mu */
@@ -117,6 +119,11 @@ enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *
                            const char *body, size_t len, const char *req_id, int retry_after);
 enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_error *err,
                                  const char *req_id);
+/* The upstream answered 401/403 to a key the proxy attached (the server's or a tenant's, not
+ * the client's own): the client's request is fine, the operator's key is not. Fills err with
+ * PX_EUPSTREAM (502, code upstream_key_rejected) and a message for the operator quoting the
+ * upstream's message (error.message of a JSON body, else the text) with secrets redacted. */
+int http_key_rejected(struct px_error *err, int upstream_status, const char *body, size_t len);
 
 /* ---- tenants.c: multi-tenant keys and limits ---- */
 
@@ -144,7 +151,8 @@ void tenants_cleanup(void);
  * the tenant valid across reloads until tenants_release(*hold). */
 const struct tenant *tenants_match(const char *key, void **hold);
 void tenants_release(void *hold);
-/* May this tenant run this request (approaches, models, planned calls)? 401/400. */
+/* May this tenant run this request (approaches, models, planned calls)? PX_EFORBIDDEN (403,
+ * code model_not_allowed / approach_not_allowed) or PX_EINVAL (planned calls over the limit). */
 int tenants_allow(const struct tenant *t, const struct chat_request *req, struct px_error *err);
 /* Rate and daily-token limits; PX_ELIMIT (429) with *retry_after seconds. */
 int tenants_admit(const struct tenant *t, struct px_error *err, int *retry_after);
@@ -169,6 +177,10 @@ int auth_resolve_tenant(const struct config *cfg, struct arena *a, const char *a
 int auth_gate(const struct config *cfg, const char *authorization, struct px_error *err);
 /* Constant-time string equality (length-independent timing via SHA-256 digests). */
 bool auth_equal(const char *a, const char *b);
+/* Is 'key' (as resolved by auth_resolve_tenant) one the proxy holds: the server's or tenant
+ * t's provider key, rather than one the client sent? An upstream 401/403 then means the
+ * operator's key is wrong (502 for the client), not the client's. */
+bool auth_key_is_proxys(const struct config *cfg, const struct tenant *t, const char *key);
 
 /* ---- upstream.c: transfers and I/O loops ------------------------------------------------------
  */

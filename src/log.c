@@ -1,6 +1,8 @@
 /* log.c: one line per event on stderr; client-controlled text is made single-line. */
 #include "log.h"
 
+#include "redact.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -70,6 +72,7 @@ void log_write(int level, const char *req_id, const char *file, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    redact_secrets(msg); /* upstream and client text may quote keys (masked or not) */
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,

@@ -1,12 +1,20 @@
 /* metrics.c: counters, gauges and histograms for GET /metrics (Prometheus text format). One
- * mutex guards the labelled tables; plain counters are atomics. */
+ * mutex guards the labelled tables; plain counters are atomics.
+ *
+ * Label cardinality is bounded: past MAX_SERIES series of a metric (MAX_UP_SERIES for upstream
+ * statuses), a new series is folded into the label value "other" (slots reserved for it), each
+ * fold is counted in optillm_metrics_series_dropped_total, and the first one is logged. */
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
+#include "log.h"
 #include "redis.h"
 
-#define MAX_SERIES 256
+#define MAX_SERIES    256
+#define OTHER_SLOTS   64 /* requests: "other" x distinct statuses */
+#define MAX_UP_SERIES 64
+#define UP_OTHER      -1 /* the upstream status series "other" */
 
 static const double dur_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                      2.5,   5,    10,    30,   60,  120,  300};
@@ -39,16 +47,28 @@ struct up_series {
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 /* Guarded by mu: */
-static struct req_series reqs[MAX_SERIES];
+static struct req_series reqs[MAX_SERIES + OTHER_SLOTS];
 static size_t nreqs;
-static struct up_series ups[64];
+static struct up_series ups[MAX_UP_SERIES + 1];
 static size_t nups;
-static struct tok_series toks[MAX_SERIES];
+static struct tok_series toks[MAX_SERIES + 1];
 static size_t ntoks;
 static struct hist dur_hist, ovh_hist;
 
 /* Atomics: */
 static unsigned long long retries, cancels;
+static unsigned long long series_dropped; /* observations folded into "other" (or lost) */
+static int overflow_logged;
+
+/* Counts a fold; logs the first one (outside mu: callers pass what they saw). */
+static void dropped(const char *metric)
+{
+    __atomic_fetch_add(&series_dropped, 1, __ATOMIC_RELAXED);
+    if (__atomic_exchange_n(&overflow_logged, 1, __ATOMIC_RELAXED) == 0)
+        log_warn("metrics: %s has too many label values; new ones are counted as \"other\" "
+                 "(see optillm_metrics_series_dropped_total)",
+                 metric);
+}
 static long inflight;
 
 void metrics_retry(void)
@@ -82,10 +102,18 @@ static void observe(struct hist *h, const double *b, size_t n, double v)
 
 void metrics_upstream(int status)
 {
+    bool folded = false;
+
     pthread_mutex_lock(&mu);
     size_t i;
     for (i = 0; i < nups && ups[i].status != status; i++)
         ;
+    if (i == nups && nups >= MAX_UP_SERIES) {
+        folded = true;
+        status = UP_OTHER;
+        for (i = 0; i < nups && ups[i].status != status; i++)
+            ;
+    }
     if (i == nups && nups < PX_ARRAY_LEN(ups)) {
         ups[i].status = status;
         ups[i].count = 0;
@@ -94,6 +122,8 @@ void metrics_upstream(int status)
     if (i < nups)
         ups[i].count++;
     pthread_mutex_unlock(&mu);
+    if (folded)
+        dropped("optillm_upstream_calls_total");
 }
 
 void metrics_request(const char *approach, int status, long long total_us, long long upstream_us,
@@ -102,6 +132,7 @@ void metrics_request(const char *approach, int status, long long total_us, long 
     double secs = (double)total_us / 1e6;
     double ovh = (double)(total_us - upstream_us) / 1e6;
     size_t i;
+    bool req_folded = false, tok_folded = false;
 
     if (!approach)
         approach = "-";
@@ -112,13 +143,14 @@ void metrics_request(const char *approach, int status, long long total_us, long 
         if (reqs[i].status == status && strcmp(reqs[i].approach, approach) == 0)
             break;
     if (i == nreqs) {
-        if (nreqs == MAX_SERIES) {
+        if (nreqs >= MAX_SERIES) {
             approach = "other"; /* bounded label cardinality */
+            req_folded = true;
             for (i = 0; i < nreqs; i++)
                 if (reqs[i].status == status && strcmp(reqs[i].approach, approach) == 0)
                     break;
         }
-        if (i == nreqs && nreqs < MAX_SERIES) {
+        if (i == nreqs && nreqs < PX_ARRAY_LEN(reqs)) {
             snprintf(reqs[i].approach, sizeof(reqs[i].approach), "%s", approach);
             reqs[i].status = status;
             reqs[i].count = 0;
@@ -132,7 +164,13 @@ void metrics_request(const char *approach, int status, long long total_us, long 
     if (u && (u->prompt_tokens || u->completion_tokens)) {
         for (i = 0; i < ntoks && strcmp(toks[i].tenant, tenant) != 0; i++)
             ;
-        if (i == ntoks && ntoks < MAX_SERIES) {
+        if (i == ntoks && ntoks >= MAX_SERIES) {
+            tenant = "other";
+            tok_folded = true;
+            for (i = 0; i < ntoks && strcmp(toks[i].tenant, tenant) != 0; i++)
+                ;
+        }
+        if (i == ntoks && ntoks < PX_ARRAY_LEN(toks)) {
             memset(&toks[i], 0, sizeof(toks[i]));
             snprintf(toks[i].tenant, sizeof(toks[i].tenant), "%s", tenant);
             ntoks++;
@@ -144,6 +182,10 @@ void metrics_request(const char *approach, int status, long long total_us, long 
         }
     }
     pthread_mutex_unlock(&mu);
+    if (req_folded)
+        dropped("optillm_requests_total");
+    if (tok_folded)
+        dropped("optillm_tokens_total");
 }
 
 static void hist_out(struct buf *b, const char *name, const char *help, const struct hist *h,
@@ -169,9 +211,13 @@ void metrics_render(struct buf *b)
                    reqs[i].approach, reqs[i].status, reqs[i].count);
     buf_puts(b, "# HELP optillm_upstream_calls_total Upstream HTTP attempts, by status (0: "
                 "transport error).\n# TYPE optillm_upstream_calls_total counter\n");
-    for (size_t i = 0; i < nups; i++)
-        buf_printf(b, "optillm_upstream_calls_total{status=\"%d\"} %llu\n", ups[i].status,
-                   ups[i].count);
+    for (size_t i = 0; i < nups; i++) {
+        if (ups[i].status == UP_OTHER)
+            buf_printf(b, "optillm_upstream_calls_total{status=\"other\"} %llu\n", ups[i].count);
+        else
+            buf_printf(b, "optillm_upstream_calls_total{status=\"%d\"} %llu\n", ups[i].status,
+                       ups[i].count);
+    }
     buf_puts(b, "# HELP optillm_tokens_total Upstream tokens, by tenant and kind.\n"
                 "# TYPE optillm_tokens_total counter\n");
     for (size_t i = 0; i < ntoks; i++) {
@@ -198,9 +244,14 @@ void metrics_render(struct buf *b)
                "# HELP optillm_retries_total Upstream retries and fallbacks.\n"
                "# TYPE optillm_retries_total counter\noptillm_retries_total %llu\n"
                "# HELP optillm_cancellations_total Requests cancelled because the client left.\n"
-               "# TYPE optillm_cancellations_total counter\noptillm_cancellations_total %llu\n",
+               "# TYPE optillm_cancellations_total counter\noptillm_cancellations_total %llu\n"
+               "# HELP optillm_metrics_series_dropped_total Observations counted under the label "
+               "value \"other\" because a metric had too many series.\n"
+               "# TYPE optillm_metrics_series_dropped_total counter\n"
+               "optillm_metrics_series_dropped_total %llu\n",
                __atomic_load_n(&inflight, __ATOMIC_RELAXED), q, t, busy,
                __atomic_load_n(&retries, __ATOMIC_RELAXED),
-               __atomic_load_n(&cancels, __ATOMIC_RELAXED));
+               __atomic_load_n(&cancels, __ATOMIC_RELAXED),
+               __atomic_load_n(&series_dropped, __ATOMIC_RELAXED));
     redis_metrics_render(b);
 }

@@ -19,7 +19,7 @@ struct job {
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 /* Guarded by pool_mu: */
-static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;      /* work or stop */
+static pthread_cond_t pool_cv; /* work or stop; CLOCK_MONOTONIC (cv_init) */
 static pthread_cond_t pool_exit_cv = PTHREAD_COND_INITIALIZER; /* a thread exited */
 static struct job *head, *tail;
 static unsigned queued, threads, idle, busy, max_threads, max_queue;
@@ -34,7 +34,7 @@ static void *worker(void *arg)
             struct timespec ts;
             int rc;
 
-            clock_gettime(CLOCK_REALTIME, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts); /* pool_cv uses it: see pool_start */
             ts.tv_sec += POOL_IDLE_SECS;
             idle++;
             rc = pthread_cond_timedwait(&pool_cv, &pool_mu, &ts);
@@ -81,8 +81,23 @@ static int spawn(void)
     return 0;
 }
 
+/* Timed waits measure CLOCK_MONOTONIC, so that a wall-clock step (NTP, an operator) does not
+ * stretch or cut them short. */
+static pthread_once_t cv_once = PTHREAD_ONCE_INIT;
+
+static void cv_init(void)
+{
+    pthread_condattr_t ca;
+
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool_cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
 int pool_start(unsigned max_t, unsigned max_q)
 {
+    pthread_once(&cv_once, cv_init);
     pthread_mutex_lock(&pool_mu);
     max_threads = max_t;
     max_queue = max_q;

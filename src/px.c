@@ -44,6 +44,8 @@ int px_http_status(const struct px_error *err)
         return 400;
     case PX_EAUTH:
         return 401;
+    case PX_EFORBIDDEN:
+        return 403;
     case PX_ENOTFOUND:
         return 404;
     case PX_EMETHOD:
@@ -165,5 +167,7 @@ void px_random_id(char *buf, size_t len, const char *prefix, int words)
 
 long px_count(double d)
 {
-    return d >= 0 && d <= 1e15 ? (long)d : 0;
+    if (!(d >= 0)) /* negative or NaN */
+        return 0;
+    return d < PX_COUNT_MAX ? (long)d : (long)PX_COUNT_MAX;
 }

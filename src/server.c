@@ -42,7 +42,7 @@ static enum MHD_Result error_now(struct exchange *ex, const struct px_error *err
     ex->status = px_http_status(err);
     ex->phase = EX_SENT;
     pthread_mutex_unlock(&ex->mu);
-    if (err->code == PX_EAUTH || err->code == PX_EINVAL)
+    if (err->code == PX_EAUTH || err->code == PX_EINVAL || err->code == PX_EFORBIDDEN)
         log_at(LOG_INFO, ex->id, "%s %s: %d %s", ex->method, ex->url, ex->status, err->message);
     return http_queue_error(ex->conn, err, ex->id);
 }
@@ -165,6 +165,7 @@ static int resolve(struct exchange *ex, struct px_error *err)
     if (rc < 0)
         return rc;
     ex->upstream_key = key;
+    ex->proxy_key = auth_key_is_proxys(srv_cfg, ex->tenant, key);
     if (ex->tenant)
         ex->base_url = ex->tenant->base_url;
     return PX_OK;
@@ -194,8 +195,8 @@ static char *passthrough_body(struct exchange *ex, size_t *len)
             changed = true;
         }
     }
-    /* Tags were removed from the messages (the parsed content differs from the raw text). */
-    if (!changed && strstr(buf_cstr(&ex->body), "<optillm_approach>"))
+    /* Tags were removed from the messages (also JSON-escaped ones: "\u003coptillm_approach>"). */
+    if (ex->req.tags_removed)
         changed = true;
     if (!cJSON_GetObjectItemCaseSensitive(root, "model"))
         changed = true;
@@ -283,7 +284,7 @@ static enum MHD_Result dispatch(struct exchange *ex)
     if (strcmp(path, "/health") == 0) {
         if (get || strcmp(ex->method, "HEAD") == 0)
             return do_health(ex);
-        allow = "GET";
+        allow = "GET, HEAD";
     } else if (strcmp(path, "/chat/completions") == 0) {
         if (post) {
             if (ex->too_big) {
@@ -310,6 +311,7 @@ static enum MHD_Result dispatch(struct exchange *ex)
     if (allow) {
         px_fail(&err, PX_EMETHOD, NULL, "method %.16s is not allowed on %.200s (allowed: %s)",
                 ex->method, ex->url, allow);
+        snprintf(err.allow, sizeof(err.allow), "%s", allow);
         return error_now(ex, &err);
     }
     px_fail(&err, PX_ENOTFOUND, NULL, "unknown path %.200s", ex->url);
@@ -373,6 +375,7 @@ static enum MHD_Result send_reply(struct exchange *ex)
     ex->phase = EX_SENT;
     status = ex->status;
     retry_after = ex->retry_after;
+    bool no_retry = ex->no_retry;
     bool streaming = ex->streaming;
     long ncalls = ex->usage.calls;
     snprintf(ctype, sizeof(ctype), "%s", ex->content_type);
@@ -406,6 +409,8 @@ static enum MHD_Result send_reply(struct exchange *ex)
         snprintf(ra, sizeof(ra), "%d", retry_after);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
+    if (no_retry)
+        MHD_add_response_header(r, "x-should-retry", "false");
     enum MHD_Result ret = MHD_queue_response(ex->conn, (unsigned)status, r);
     MHD_destroy_response(r);
     return ret;
@@ -479,6 +484,28 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     return send_reply(ex);
 }
 
+/* A client-controlled value for the access line: in double quotes, '"' and '\\' escaped,
+ * control characters as '?', cut at 'max' bytes, so that no value can forge another field
+ * ("model=x status=200"). NULL gives "-". Returns out. */
+static const char *quoted(char *out, size_t cap, const char *s, size_t max)
+{
+    size_t o = 0;
+
+    if (!s)
+        s = "-";
+    out[o++] = '"';
+    for (size_t i = 0; s[i] && i < max && o + 4 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c == '"' || c == '\\')
+            out[o++] = '\\';
+        out[o++] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return out;
+}
+
 /* The access line, metrics and conversation log of a request; called when its last
  * reference goes, so that the work a departed client left behind (a cancelled approach) is
  * counted too. */
@@ -486,6 +513,7 @@ void server_account(struct exchange *ex)
 {
     const struct usage *u = &ex->usage;
     long long us = ex->completed_us - ex->start_us;
+    char qm[24], qu[1100], qt[140], qmod[520];
 
     metrics_request(ex->req.route_name ? ex->req.route_name : "-", ex->status, us, ex->upstream_us,
                     u, ex->tenant ? ex->tenant->name : NULL);
@@ -493,9 +521,11 @@ void server_account(struct exchange *ex)
     log_at(LOG_INFO, ex->id,
            "%s %s tenant=%s approach=%s model=%s status=%d%s calls=%ld prompt_tokens=%ld "
            "completion_tokens=%ld ms=%.1f",
-           ex->method, ex->url, ex->tenant ? ex->tenant->name : "-",
-           ex->req.route_name ? ex->req.route_name : "-", ex->req.model ? ex->req.model : "-",
-           ex->status, ex->closed_early ? " (connection closed)" : "", u->calls, u->prompt_tokens,
+           quoted(qm, sizeof(qm), ex->method, 16), quoted(qu, sizeof(qu), ex->url, 512),
+           quoted(qt, sizeof(qt), ex->tenant ? ex->tenant->name : NULL, 64),
+           ex->req.route_name ? ex->req.route_name : "-",
+           quoted(qmod, sizeof(qmod), ex->req.model, 256), ex->status,
+           ex->closed_early ? " (connection closed)" : "", u->calls, u->prompt_tokens,
            u->completion_tokens, (double)us / 1000.0);
 }
 

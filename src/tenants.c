@@ -14,6 +14,7 @@
 #include <ctype.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,14 @@ static struct tenant_set *load(const char *path)
                     t->upstream_key = xstrdup(v);
                 }
             }
+            /* The server's key never goes to a tenant's own host: such a tenant must bring
+             * its own key (refused at start-up, and at SIGHUP the old set stays). */
+            if (t->base_url && !cJSON_IsString(k)) {
+                log_error("tenants: %s has upstream.base_url but no upstream.key_env; the "
+                          "server's key is never sent to a tenant's own upstream",
+                          t->name);
+                bad = true;
+            }
         }
         t->approaches = string_list(cJSON_GetObjectItemCaseSensitive(it, "approaches"),
                                     &t->napproaches, "approaches", t->name, &bad);
@@ -365,22 +374,42 @@ static bool listed(char *const *list, size_t n, const char *v, size_t vlen)
     return false;
 }
 
+static int forbidden(struct px_error *err, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int forbidden(struct px_error *err, const char *code, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    px_fail(err, PX_EFORBIDDEN, "model", "%s", msg);
+    if (err)
+        snprintf(err->err_code, sizeof(err->err_code), "%s", code);
+    return PX_EFORBIDDEN;
+}
+
 int tenants_allow(const struct tenant *t, const struct chat_request *req, struct px_error *err)
 {
     size_t ml = strlen(req->upstream_model);
 
+    /* 403, not 401: the key is fine, this use of it is not (an SDK would otherwise report
+     * a wrong key). */
     if (!listed(t->models, t->nmodels, req->upstream_model, ml))
-        return px_fail(err, PX_EAUTH, "model", "model '%.100s' is not available to you",
-                       req->upstream_model);
+        return forbidden(err, "model_not_allowed", "model '%.100s' is not available to you",
+                         req->upstream_model);
     if (req->route.count == 0) {
         if (!listed(t->approaches, t->napproaches, "none", 4))
-            return px_fail(err, PX_EAUTH, "model", "passthrough is not available to you");
+            return forbidden(err, "approach_not_allowed", "passthrough is not available to you");
     }
     for (int i = 0; i < req->route.count; i++) {
         const char *slug = req->route.steps[i]->slug;
 
         if (!listed(t->approaches, t->napproaches, slug, strlen(slug)))
-            return px_fail(err, PX_EAUTH, "model", "approach '%s' is not available to you", slug);
+            return forbidden(err, "approach_not_allowed",
+                             "approach '%.64s' is not available to you", slug);
     }
     if (t->max_calls > 0) {
         long planned = 0;

@@ -131,6 +131,14 @@ static size_t relay_stream(struct xfer *x, const char *data, size_t n)
     return n;
 }
 
+/* The upstream refused a key the proxy attached to a relay: the client gets 502 for the
+ * operator (http_key_rejected), not the upstream's 401/403 as if its own key were wrong. */
+static bool proxy_key_refused(const struct xfer *x)
+{
+    return x->kind == XFER_RELAY && x->ex && x->ex->proxy_key &&
+           (x->http_status == 401 || x->http_status == 403);
+}
+
 static bool retryable_status(long status)
 {
     return status == 429 || status >= 500;
@@ -152,7 +160,7 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userp)
         /* A stream is relayed as it arrives, unless this answer is an error we may still
          * retry: then it is held back until the retry decision. */
         x->relaying = x->kind == XFER_RELAY && x->stream_relay &&
-                      !(retryable_status(x->http_status) && may_retry(x));
+                      !(retryable_status(x->http_status) && may_retry(x)) && !proxy_key_refused(x);
     }
     if (x->relaying)
         return relay_stream(x, data, n);
@@ -313,6 +321,12 @@ static void relay_done(struct xfer *x)
                     x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
         log_at(LOG_WARN, ex->id, "upstream %s: %s", x->url, err.message);
         exchange_reply_error(ex, &err); /* in-band if a stream was under way */
+        return;
+    }
+    if (proxy_key_refused(x)) {
+        http_key_rejected(&err, (int)x->http_status, buf_cstr(&x->resp), x->resp.len);
+        log_at(LOG_WARN, ex->id, "upstream %s: %s", x->url, err.message);
+        exchange_reply_error(ex, &err);
         return;
     }
     if (x->relaying || (x->stream_relay && x->resp.len == 0)) {

@@ -36,6 +36,10 @@
  *   status=CODE                answer CODE (400..599): {"error":{"message":"mock error CODE",
  *                              "type":"server_error","param":null,"code":"mock_CODE"}}
  *   retry_after=S              add "Retry-After: S" to status/fail_* errors
+ *   errmsg=TEXT                error.message of status=CODE answers (default "mock error CODE"),
+ *                              e.g. an upstream 401 quoting a masked key
+ *   usage_prompt=X             usage.prompt_tokens = X (0..1e308) in a JSON answer: a buggy
+ *                              upstream's absurd count
  *   fail_rate=F                500 for a seeded pseudo-random fraction F of calls
  *   fail_first=K               the first K calls per distinct raw body (since reset) get 500
  *   n_mode=honour|refuse|refuse500|ignore   n>1: n choices / 400 / 500 / one choice
@@ -601,6 +605,8 @@ struct opts {
     bool drop, noisy;
     uint64_t seed;
     char *require_key, *reply;
+    char *errmsg;        /* errmsg=TEXT (secparse block) */
+    double usage_prompt; /* usage_prompt=X (secparse block); < 0: off */
 };
 
 static int hexval(char c)
@@ -684,6 +690,15 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
         }
         return false;
     }
+    /* ---- secparse: errmsg=TEXT, usage_prompt=X ---- */
+    if (!strcmp(name, "usage_prompt"))
+        return parse_double(val, 0, 1e308, &o->usage_prompt);
+    if (!strcmp(name, "errmsg")) {
+        free(o->errmsg);
+        o->errmsg = strdup(val);
+        return o->errmsg != NULL;
+    }
+    /* ---- end secparse ---- */
     char **dst = !strcmp(name, "reply")         ? &o->reply
                  : !strcmp(name, "require_key") ? &o->require_key
                                                 : NULL;
@@ -708,6 +723,7 @@ static const char *parse_opts(const char *model, struct opts *o, char *err, size
     pthread_mutex_unlock(&g.mu);
     o->reasoning = -1;
     o->words = 8;
+    o->usage_prompt = -1; /* secparse */
     const char *at = strrchr(model, '@');
     if (!at)
         return NULL;
@@ -1599,6 +1615,13 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         pthread_mutex_unlock(&g.mu);
         goto out;
     }
+    if (o.status > 0 && o.errmsg) { /* secparse: errmsg=TEXT */
+        char code[32];
+        snprintf(code, sizeof(code), "mock_%ld", o.status);
+        ret = counted_error(c, (unsigned int)o.status, o.errmsg, "invalid_request_error", NULL,
+                            code, retry);
+        goto out;
+    }
     if (o.status > 0) {
         ret = mock_status_error(c, o.status, retry);
         goto out;
@@ -1734,6 +1757,9 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         cJSON_AddStringToObject(ch, "finish_reason", finish[i]);
     }
     cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));
+    if (o.usage_prompt >= 0) /* secparse: usage_prompt=X */
+        cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "usage"),
+                                               "prompt_tokens", cJSON_CreateNumber(o.usage_prompt));
     ret = send_json(c, MHD_HTTP_OK, resp, NULL);
 out:
     free_texts(texts, n);
@@ -1743,6 +1769,7 @@ out:
     sb_free(&mi.classify);
     free(o.require_key);
     free(o.reply);
+    free(o.errmsg);
     return ret;
 }
 

@@ -912,6 +912,25 @@ static void test_errors(void **state)
     }
 }
 
+/* Issue 10, item 6: an upstream 401 that quotes a masked key is stored redacted in
+ * results.jsonl. */
+static void test_masked_key_redacted(void **state)
+{
+    char path[512];
+
+    (void)state;
+    mock_reset(mock.port);
+    assert_int_equal(eval_into("masked", "datasets/arithmetic.jsonl", "none",
+                               "mock@status=401,errmsg=Incorrect%20API%20key%20provided%3A%20"
+                               "sk-SERVE********-123.",
+                               (const char *const[]){"--limit", "2", "--retries", "0", NULL}),
+                     3);
+    path_in(path, sizeof(path), "masked", "results.jsonl");
+    assert_true(file_contains(path, "Incorrect API key provided: [redacted]"));
+    assert_false(file_contains(path, "SERVE*"));
+    /* (stderr names the model, which here carries the mock's message: not checked) */
+}
+
 /* ---- the command line ---------------------------------------------------------------------- */
 
 static void test_command_line(void **state)
@@ -992,7 +1011,8 @@ int main(void)
         cmocka_unit_test(test_interrupt),     cmocka_unit_test(test_shards),
         cmocka_unit_test(test_shards_auto),   cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_word_problems), cmocka_unit_test(test_proxy_mode),
-        cmocka_unit_test(test_errors),        cmocka_unit_test(test_command_line),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_masked_key_redacted),
+        cmocka_unit_test(test_command_line),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

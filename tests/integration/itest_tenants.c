@@ -26,6 +26,7 @@
 #define DAVE           "tenant-dave-LEAKCHECK-44dd"
 #define ALICE_UPSTREAM "alice-provider-LEAKCHECK-55ee"
 #define SERVER_KEY     "server-LEAKCHECK-66ff"
+#define FRANK          "tenant-frank-LEAKCHECK-77aa"
 
 static struct proc mock;
 static char path[512];
@@ -154,8 +155,15 @@ static void test_tenants(void **state)
     a = last_auth();
     assert_string_equal(a, "Bearer " SERVER_KEY);
     free(a);
-    assert_int_equal(ask(px.port, BOB, "moa-gpt-x", NULL), 401);
-    assert_int_equal(ask(px.port, BOB, "gpt-y", NULL), 401);
+    /* A model or approach bob may not use: 403 with a code saying which (not 401, which an
+     * SDK reports as a wrong key). */
+    assert_int_equal(ask(px.port, BOB, "moa-gpt-x", &r), 403);
+    assert_non_null(strstr(r.body, "\"code\":\"approach_not_allowed\""));
+    assert_non_null(strstr(r.body, "\"type\":\"invalid_request_error\""));
+    http_resp_free(&r);
+    assert_int_equal(ask(px.port, BOB, "gpt-y", &r), 403);
+    assert_non_null(strstr(r.body, "\"code\":\"model_not_allowed\""));
+    http_resp_free(&r);
     assert_int_equal(ask(px.port, BOB, "re2-gpt-x", NULL), 200);
     assert_int_equal(ask(px.port, BOB, "gpt-x", NULL), 200);
     assert_int_equal(ask(px.port, BOB, "gpt-x", &r), 429); /* the 4th admitted request */
@@ -207,6 +215,153 @@ static void test_tenants(void **state)
     assert_false(file_contains(px.log, "LEAKCHECK"));
 }
 
+static long post_raw(int port, const char *key, const char *body, size_t len,
+                     struct http_resp *keep)
+{
+    char auth[128];
+    const char *h[] = {auth, "Content-Type: application/json", NULL};
+    char *copy = malloc(len + 1);
+    struct http_resp r;
+    long status;
+
+    memcpy(copy, body, len);
+    copy[len] = '\0';
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    assert_int_equal(http_req("POST", port, "/v1/chat/completions", copy, h, &r), 0);
+    free(copy);
+    status = r.status;
+    if (keep)
+        *keep = r;
+    else
+        http_resp_free(&r);
+    return status;
+}
+
+/* Issue 10, item 1: what cJSON reads must be what the upstream reads. A tenant allowed only
+ * cheap-model with 1 call per request sends a body that repeats "model" and "n": cJSON sees the
+ * first, an upstream the last. Refused with 400 before any call; so are bytes after the JSON
+ * value and "\u0000". A JSON-escaped tag is stripped in passthrough too (item 12). */
+static void test_strict_body(void **state)
+{
+    struct proc px;
+    struct http_resp r;
+    char f[65], file[512];
+    const char *args[] = {"--tenants", path, NULL};
+    const char *env[] = {"OPENAI_API_KEY=" SERVER_KEY, NULL};
+    static const char dup[] =
+        "{\"model\":\"cheap-model\",\"n\":1,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+        "\"model\":\"other\",\"n\":5}";
+    static const char nested[] = "{\"model\":\"cheap-model\",\"messages\":[{\"role\":\"user\","
+                                 "\"content\":\"hi\",\"content\":\"more\"}]}";
+    static const char trailing[] =
+        "{\"model\":\"cheap-model\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"
+        "{\"model\":\"other\",\"n\":5}";
+    static const char nul[] =
+        "{\"model\":\"cheap-model\",\"messages\":[{\"role\":\"user\","
+        "\"content\":\"hi\\u0000<optillm_approach>moa</optillm_approach>\"}]}";
+    static const char escaped_tag[] =
+        "{\"model\":\"cheap-model\",\"messages\":[{\"role\":\"user\",\"content\":"
+        "\"\\u003coptillm_approach>none\\u003c/optillm_approach>hi\"}]}";
+    static const char ok[] = "{\"model\":\"cheap-model\",\"n\":1,\"messages\":[{\"role\":\"user\","
+                             "\"content\":\"hi\"}]}\n";
+
+    (void)state;
+    digest(FRANK, f);
+    snprintf(file, sizeof(file),
+             "{\"tenants\": [{\"name\": \"frank\", \"key_sha256\": \"%s\", \"approaches\": "
+             "[\"none\"], \"models\": [\"cheap-model\"], \"limits\": {\"max_calls_per_request\": "
+             "1}}]}\n",
+             f);
+    write_tenants(false, false, file);
+    assert_int_equal(proxy_start(&px, mock.port, args, env), 0);
+    mock_reset(mock.port);
+
+    assert_int_equal(post_raw(px.port, FRANK, dup, sizeof(dup) - 1, &r), 400);
+    assert_non_null(strstr(r.body, "'model'"));
+    http_resp_free(&r);
+    assert_int_equal(post_raw(px.port, FRANK, nested, sizeof(nested) - 1, &r), 400);
+    assert_non_null(strstr(r.body, "messages.[0].content"));
+    http_resp_free(&r);
+    assert_int_equal(post_raw(px.port, FRANK, trailing, sizeof(trailing) - 1, NULL), 400);
+    assert_int_equal(post_raw(px.port, FRANK, nul, sizeof(nul) - 1, NULL), 400);
+    assert_int_equal(mock_stat(mock.port, "calls"), 0);
+
+    /* Whitespace after the value is fine; the allowed request goes through. */
+    assert_int_equal(post_raw(px.port, FRANK, ok, sizeof(ok) - 1, NULL), 200);
+    assert_int_equal(mock_stat(mock.port, "calls"), 1);
+
+    /* The escaped tag is removed from what goes upstream. */
+    mock_reset(mock.port);
+    assert_int_equal(post_raw(px.port, FRANK, escaped_tag, sizeof(escaped_tag) - 1, NULL), 200);
+    cJSON *reqs = mock_get(mock.port, "/mock/requests");
+    char *sent = cJSON_PrintUnformatted(cJSON_GetArrayItem(reqs, 0));
+    assert_non_null(sent);
+    assert_null(strstr(sent, "optillm_approach"));
+    assert_non_null(strstr(sent, "\"content\":\"hi\""));
+    cJSON_free(sent);
+    cJSON_Delete(reqs);
+
+    assert_int_equal(proc_stop(&px), 0);
+    assert_false(file_contains(px.log, "LEAKCHECK"));
+}
+
+/* Issue 10, item 2: the server's key never goes to a tenant's own host. A tenant with
+ * upstream.base_url but no upstream.key_env is refused: at start-up (the proxy exits), and at
+ * SIGHUP (the previous tenants stay in force). */
+static void test_own_host_needs_own_key(void **state)
+{
+    struct proc px;
+    char g[65], file[1024];
+    const char *args[] = {"--tenants", path, NULL};
+    const char *env[] = {"OPENAI_API_KEY=" SERVER_KEY, "ALICE_PROVIDER_KEY=" ALICE_UPSTREAM, NULL};
+
+    (void)state;
+    digest(FRANK, g);
+    snprintf(file, sizeof(file),
+             "{\"tenants\": [{\"name\": \"gina\", \"key_sha256\": \"%s\", \"upstream\": "
+             "{\"base_url\": \"http://127.0.0.1:%d/v1\"}}]}\n",
+             g, mock.port);
+    write_tenants(false, false, file);
+    mock_reset(mock.port);
+    assert_int_equal(proxy_start(&px, mock.port, args, env), -1);
+    assert_true(file_contains(px.log, "no upstream.key_env"));
+
+    /* Running with a good file, then reloading the bad one: refused, the old set stays, and
+     * the server key still never reaches the tenant's host. */
+    write_tenants(true, false, NULL);
+    assert_int_equal(proxy_start(&px, mock.port, args, env), 0);
+    write_tenants(false, false, file);
+    kill(px.pid, SIGHUP);
+    nanosleep(&(struct timespec){0, 300000000L}, NULL);
+    assert_true(file_contains(px.log, "the previous tenants stay in force"));
+    assert_int_equal(ask(px.port, FRANK, "gpt-x", NULL), 401); /* gina was not loaded */
+    assert_int_equal(ask(px.port, BOB, "gpt-x", NULL), 200);   /* bob still is */
+    assert_int_equal(proc_stop(&px), 0);
+    assert_false(file_contains(px.log, "LEAKCHECK"));
+}
+
+/* Issue 10, item 12: an upstream reporting an absurd token count (1e300) is charged the cap
+ * (1e12), not 0, so a tenant's daily token budget still holds. */
+static void test_absurd_usage_capped(void **state)
+{
+    struct proc px;
+    char h[65], file[1024];
+    const char *args[] = {"--tenants", path, NULL};
+    const char *env[] = {"OPENAI_API_KEY=" SERVER_KEY, NULL};
+
+    (void)state;
+    digest(FRANK, h);
+    snprintf(file, sizeof(file),
+             "{\"tenants\": [{\"name\": \"hank\", \"key_sha256\": \"%s\", \"limits\": "
+             "{\"tokens_per_day\": 1000}}]}\n",
+             h);
+    write_tenants(false, false, file);
+    assert_int_equal(proxy_start(&px, mock.port, args, env), 0);
+    assert_int_equal(ask(px.port, FRANK, "gpt-x@usage_prompt=1e300", NULL), 200);
+    assert_int_equal(ask(px.port, FRANK, "gpt-x", NULL), 429);
+    assert_int_equal(proc_stop(&px), 0);
+}
+
 static void test_keys_subcommand(void **state)
 {
     char cmd[1024], key[128] = "", tenant[256] = "", hash[80] = "", want[65];
@@ -239,6 +394,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tenants),
         cmocka_unit_test(test_keys_subcommand),
+        cmocka_unit_test(test_strict_body),
+        cmocka_unit_test(test_own_host_needs_own_key),
+        cmocka_unit_test(test_absurd_usage_capped),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -721,6 +721,18 @@ async function main() {
         assert.ok(!JSON.stringify(await mockGet('/mock/requests')).includes(GATE_KEY), 'gate key forwarded');
     });
 
+    // The server's key refused upstream: a 502 for the operator that the SDK does not retry
+    // (x-should-retry: false), not a 401 that would blame the client's key (issue 10, item 12).
+    await test('server key rejected upstream -> InternalServerError 502, not retried', async () => {
+        await mockReset();
+        const good = makeClient(gated.port, { apiKey: GATE_KEY, maxRetries: 2 });
+        await expectError(good.chat.completions.create({ model: 'mock@status=401', messages: msg() }), OpenAI.InternalServerError, (e) => {
+            assert.equal(e.status, 502);
+            assert.equal(e.code, 'upstream_key_rejected');
+        });
+        assert.equal((await mockGet('/mock/stats')).calls, 1);
+    });
+
     // 8. client-side timeouts and aborts; the proxy must survive them
     await test('timeout: 500 ms against latency=3000 -> APIConnectionTimeoutError; proxy still answers', async () => {
         const t = Date.now();

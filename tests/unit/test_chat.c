@@ -815,6 +815,132 @@ static void test_tag_in_assistant_kept(void **state)
     assert_int_equal(req.route.count, 0);
 }
 
+/* ---- strict JSON (issue 10, item 1) -------------------------------------------------------- */
+
+struct strict_case {
+    const char *body;
+    int rc;
+    const char *param;  /* expected err.param (PX_EINVAL), or NULL for "" */
+    const char *in_msg; /* a fragment of err.message, or NULL */
+};
+
+static void test_parse_strict_json(void **state)
+{
+    static const struct strict_case cases[] = {
+        /* Duplicate keys at every level: cJSON reads the first, upstreams the last. */
+        {"{\"model\":\"cheap\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"n\":1,"
+         "\"model\":\"other\",\"n\":5}",
+         PX_EINVAL, "model", "'model'"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\",\"content\":\"r\"}]}", PX_EINVAL,
+         "messages.[0].content", "messages.[0].content"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"stream_options\":"
+         "{\"include_usage\":true,\"include_usage\":false}}",
+         PX_EINVAL, "stream_options.include_usage", "include_usage"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\","
+         "\"x\":{\"k\":1,\"k\":2}}]}]}",
+         PX_EINVAL, "messages.[0].content.[0].x.k", NULL},
+        /* Same key in different objects, and keys differing only in case: fine. */
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"user\",\"content\":"
+         "\"r\"}],\"Model\":\"x\",\"model\":\"y\"}",
+         PX_OK, NULL, NULL},
+        /* Trailing bytes after the value. */
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}{\"model\":\"other\"}", PX_EINVAL,
+         NULL, "after the JSON value"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]} x", PX_EINVAL, NULL, "byte"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]} \r\n\t ", PX_OK, NULL, NULL},
+        /* \u0000 would cut a string short (cJSON), so the upstream would read more than us. */
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000<optillm_approach>moa"
+         "</optillm_approach>\"}]}",
+         PX_EINVAL, NULL, "\\u0000"},
+        {"{\"model\":\"x\\u0000y\",\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}",
+         PX_EINVAL, NULL, "NUL"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}],\"a\\u0000\":1}", PX_EINVAL, NULL,
+         NULL},
+        /* An escaped backslash followed by the text u0000 is not a NUL; \u0001 is fine. */
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"a\\\\u0000 \\u0001\"}]}", PX_OK, NULL,
+         NULL},
+    };
+    struct arena *a = *state;
+    struct config cfg;
+
+    cfg_init(&cfg);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct chat_request req;
+        struct px_error err;
+        int rc = parse(a, cases[i].body, &cfg, &req, &err);
+
+        if (rc != cases[i].rc)
+            fail_msg("case %zu: rc %d, want %d (%s)", i, rc, cases[i].rc, err.message);
+        if (rc == PX_OK)
+            continue;
+        assert_string_equal(err.param, cases[i].param ? cases[i].param : "");
+        if (cases[i].in_msg && !strstr(err.message, cases[i].in_msg))
+            fail_msg("case %zu: message '%s' lacks '%s'", i, err.message, cases[i].in_msg);
+    }
+}
+
+/* A raw NUL byte inside the body (not expressible with parse()'s strlen). */
+static void test_parse_raw_nul(void **state)
+{
+    static const char body[] = "{\"messages\":[{\"role\":\"user\",\"content\":\"a\0b\"}]}";
+    struct arena *a = *state;
+    struct config cfg;
+    struct chat_request req;
+    struct px_error err;
+
+    cfg_init(&cfg);
+    assert_int_equal(chat_request_parse(a, body, sizeof(body) - 1, &cfg, &req, &err), PX_EINVAL);
+    assert_non_null(strstr(err.message, "NUL"));
+    /* A NUL after the value is trailing data. */
+    static const char tail[] = "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}\0";
+    assert_int_equal(chat_request_parse(a, tail, sizeof(tail) - 1, &cfg, &req, &err), PX_EINVAL);
+}
+
+/* Thousands of keys in one object: found in O(n log n), the first repeat named. */
+static void test_parse_many_keys(void **state)
+{
+    struct arena *a = *state;
+    struct config cfg;
+    struct chat_request req;
+    struct px_error err;
+    size_t cap = 64u << 10, pos = 0;
+    char *b = malloc(cap);
+
+    cfg_init(&cfg);
+    pos += (size_t)snprintf(b + pos, cap - pos,
+                            "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]");
+    for (int i = 0; i < 3000; i++)
+        pos += (size_t)snprintf(b + pos, cap - pos, ",\"k%d\":%d", i, i);
+    b[pos] = '}';
+    assert_int_equal(chat_request_parse(a, b, pos + 1, &cfg, &req, &err), PX_OK);
+    pos += (size_t)snprintf(b + pos, cap - pos, ",\"k1234\":0}");
+    assert_int_equal(chat_request_parse(a, b, pos, &cfg, &req, &err), PX_EINVAL);
+    assert_string_equal(err.param, "k1234");
+    free(b);
+}
+
+/* A JSON-escaped tag is removed too, and the parse says so (the passthrough rebuilds). */
+static void test_escaped_tag_reported(void **state)
+{
+    struct arena *a = *state;
+    struct config cfg;
+    struct chat_request req;
+    struct px_error err;
+
+    cfg_init(&cfg);
+    assert_int_equal(parse(a,
+                           "{\"model\":\"none-x\",\"messages\":[{\"role\":\"user\",\"content\":"
+                           "\"\\u003coptillm_approach>none\\u003c/optillm_approach> hi\"}]}",
+                           &cfg, &req, &err),
+                     PX_OK);
+    assert_true(req.tags_removed);
+    assert_string_equal(body_content(&req, 0), "hi");
+    assert_int_equal(
+        parse(a, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &cfg, &req, &err),
+        PX_OK);
+    assert_false(req.tags_removed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -837,6 +963,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_selection_precedence, setup_arena, teardown_arena),
         cmocka_unit_test_setup_teardown(test_tag_unknown_is_400, setup_arena, teardown_arena),
         cmocka_unit_test_setup_teardown(test_tag_in_assistant_kept, setup_arena, teardown_arena),
+        cmocka_unit_test_setup_teardown(test_parse_strict_json, setup_arena, teardown_arena),
+        cmocka_unit_test_setup_teardown(test_parse_raw_nul, setup_arena, teardown_arena),
+        cmocka_unit_test_setup_teardown(test_parse_many_keys, setup_arena, teardown_arena),
+        cmocka_unit_test_setup_teardown(test_escaped_tag_reported, setup_arena, teardown_arena),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
