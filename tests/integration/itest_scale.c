@@ -209,17 +209,23 @@ static long post(const char *model, const char *extra, struct http_resp *keep)
     return status;
 }
 
-/* Access lines of an instance whose model contains 'needle' and status is 'status'. */
-static int served(const struct proc *p, const char *needle, int status)
+/* Access lines of an instance with this status whose model is 'model' (exact) or, with
+ * model NULL, contains 'part'. Values may be quoted (model="x") or not (model=x). */
+static int served(const struct proc *p, const char *model, const char *part, int status)
 {
     FILE *f = fopen(p->log, "r");
-    char line[4096], st[32];
+    char line[4096], st[32], m1[128], m2[128];
     int n = 0;
 
     snprintf(st, sizeof(st), "status=%d ", status);
-    while (f && fgets(line, sizeof(line), f))
-        if (strstr(line, "POST /v1/chat/completions") && strstr(line, needle) && strstr(line, st))
+    snprintf(m1, sizeof(m1), "model=%s ", model ? model : "");
+    snprintf(m2, sizeof(m2), "model=\"%s\" ", model ? model : "");
+    while (f && fgets(line, sizeof(line), f)) {
+        if (!strstr(line, "/v1/chat/completions") || !strstr(line, st))
+            continue;
+        if (model ? strstr(line, m1) || strstr(line, m2) : strstr(line, part) != NULL)
             n++;
+    }
     if (f)
         fclose(f);
     return n;
@@ -273,8 +279,8 @@ static void test_sigterm_under_load(void **state)
     /* Warm-up: both instances serve through nginx. */
     for (int i = 0; i < 10; i++)
         assert_int_equal(post("gpt-x", NULL, NULL), 200);
-    assert_true(served(&pa, "model=gpt-x ", 200) >= 1);
-    assert_true(served(&pb, "model=gpt-x ", 200) >= 1);
+    assert_true(served(&pa, "gpt-x", NULL, 200) >= 1);
+    assert_true(served(&pb, "gpt-x", NULL, 200) >= 1);
 
     memset(load, 0, sizeof(load));
     memset(streams, 0, sizeof(streams));
@@ -314,8 +320,8 @@ static void test_sigterm_under_load(void **state)
     }
     /* The stopped instance drained (its streams finished) and exited cleanly. */
     assert_int_equal(proc_wait(&pa, 15), 0);
-    assert_true(served(&pa, "chunk_delay", 200) >= 1);
-    assert_true(served(&pb, "chunk_delay", 200) >= 1);
+    assert_true(served(&pa, NULL, "chunk_delay", 200) >= 1);
+    assert_true(served(&pb, NULL, "chunk_delay", 200) >= 1);
     assert_true(file_contains(pa.log, "draining"));
     /* The survivor serves everything now. */
     for (int i = 0; i < 10; i++)
