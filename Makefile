@@ -153,11 +153,15 @@ fuzz-build: deps $(FUZZ_BINS)
 fuzz: fuzz-build
 	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
+# git's list of sources; without git (not installed, or a copy without .git) every .c/.h.
+FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null || \
+               find include src approaches eval tests bench -path tests/sdk -prune -o -name '*.[ch]' -print)
+
 format:
-	clang-format -i $$(git ls-files '*.c' '*.h')
+	clang-format -i $(FORMAT_SRC)
 
 format-check:
-	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h') || \
+	@test -n "$(FORMAT_SRC)" && clang-format --dry-run --Werror $(FORMAT_SRC) || \
 	    { echo "format-check: run 'make format'"; exit 1; }
 
 bench: all

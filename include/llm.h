@@ -20,6 +20,7 @@ struct usage {
     long completion_tokens;
     long reasoning_tokens; /* completion_tokens_details.reasoning_tokens, when reported */
     long calls;            /* upstream HTTP calls made */
+    long reported;         /* calls whose answer carried a usage object (0: tokens unknown) */
 };
 
 /* One message of an upstream conversation. When 'raw' is set (a client message object), it is

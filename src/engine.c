@@ -318,6 +318,7 @@ static void take_usage(const cJSON *u, struct usage *out)
 
     if (!cJSON_IsObject(u))
         return;
+    out->reported = 1;
     if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")))
         out->prompt_tokens = px_count(v->valuedouble);
     if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")))
@@ -336,7 +337,7 @@ static void error_fields(struct arena *a, const char *body, size_t len, struct l
 
     if (root) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
-        const cJSON *m = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "message") : e;
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "type");
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
 
@@ -348,8 +349,12 @@ static void error_fields(struct arena *a, const char *body, size_t len, struct l
             r->error_code = arena_strndup(a, c->valuestring, 40);
         cJSON_Delete(root);
     }
-    if (!msg)
-        msg = arena_strndup(a, len ? body : "upstream error", len ? (len < 300 ? len : 300) : 14);
+    if (!msg) { /* not OpenAI-shaped: {"error":"TypeError","message":..}, text, HTML */
+        char *t = http_upstream_text(body, len, 1000);
+
+        msg = arena_strdup(a, t[0] ? t : "upstream error");
+        cJSON_free(t);
+    }
     redact_secrets(msg);
     r->error = msg;
 }
@@ -608,6 +613,7 @@ static void usage_add(struct usage *to, const struct usage *u)
     to->completion_tokens += u->completion_tokens;
     to->reasoning_tokens += u->reasoning_tokens;
     to->calls += u->calls;
+    to->reported += u->reported;
 }
 
 static int run_prepare(struct run *r, const struct approach *a, const struct chat_request *req,
@@ -977,7 +983,8 @@ static void reply_json(struct exchange *ex, struct sink *s, const struct choice_
         cJSON_AddStringToObject(c, "finish_reason", ch[i].finish);
         cJSON_AddItemToArray(choices, c);
     }
-    cJSON_AddItemToObject(o, "usage", usage_json(u));
+    if (u->reported) /* no upstream call reported usage: none is invented */
+        cJSON_AddItemToObject(o, "usage", usage_json(u));
     body = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     exchange_reply(ex, 200, "application/json", body, strlen(body));
@@ -1046,7 +1053,7 @@ static void reply_stream(struct exchange *ex, struct sink *s, const struct choic
         cJSON_AddStringToObject(c, "finish_reason", ch[i].finish);
         do_send(s, chunk);
     }
-    if (ex->req.include_usage) {
+    if (ex->req.include_usage && u->reported) {
         cJSON *chunk = chunk_new(s);
 
         cJSON_AddArrayToObject(chunk, "choices");

@@ -124,6 +124,15 @@ enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_er
  * PX_EUPSTREAM (502, code upstream_key_rejected) and a message for the operator quoting the
  * upstream's message (error.message of a JSON body, else the text) with secrets redacted. */
 int http_key_rejected(struct px_error *err, int upstream_status, const char *body, size_t len);
+/* An upstream error body made readable: "error: message" (or "detail") of a JSON object, a
+ * JSON string, else the text with HTML tags removed; one line, valid UTF-8, cut to 'max'
+ * bytes. malloc'd (cJSON_free); never NULL. */
+char *http_upstream_text(const char *body, size_t len, size_t max);
+/* The body for an upstream's error answer: NULL when 'body' is OpenAI-shaped (an object whose
+ * "error" is an object with a string "message"; it is then relayed byte for byte), else a new
+ * {"error":{"message","type","param","code"}} with the upstream's text in the message.
+ * malloc'd (cJSON_free). */
+char *http_upstream_error(int status, const char *body, size_t len, size_t *out_len);
 
 /* ---- tenants.c: multi-tenant keys and limits ---- */
 
@@ -209,7 +218,17 @@ struct xfer {
     char *body;               /* malloc'd; NULL for GET */
     size_t body_len;
     struct curl_slist *headers;
-    bool stream_relay;       /* XFER_RELAY of a stream request: relay chunk by chunk */
+    bool stream_relay; /* XFER_RELAY of a stream request: relay chunk by chunk */
+    /* Stream relays: a line scanner reads the usage event, and drops it unless the client
+     * asked for usage (the proxy always asks). I/O thread only. */
+    bool strip_usage;         /* the client did not ask for stream usage */
+    bool skip_blank;          /* the blank line that ended a dropped event goes too */
+    bool line_long;           /* the current line outgrew 'line': relayed as it comes */
+    struct usage relay_usage; /* from the stream's usage event */
+    struct buf line;          /* a partial line, held until its end */
+    char *plain_body;         /* the body without the stream_options we added (malloc'd), sent
+                                 instead when the upstream refuses them; or NULL */
+    size_t plain_len;
     xfer_delta_fn *on_delta; /* XFER_STREAM */
     void *sink;
 
@@ -275,6 +294,9 @@ const char *sse_parser_text(struct sse_parser *p, size_t *len);
 const char *sse_parser_finish(struct sse_parser *p);
 const char *sse_parser_error(struct sse_parser *p); /* an in-band error message, or NULL */
 void sse_parser_usage(struct sse_parser *p, struct usage *u);
+/* Sets *out's token counts from an upstream "usage" object (and reported = 1); a non-object
+ * leaves *out as it is. */
+void usage_from_json(const struct cJSON *u, struct usage *out);
 bool sse_parser_done(struct sse_parser *p);
 
 /* ---- pool.c: approach threads -----------------------------------------------------------------

@@ -25,6 +25,7 @@ static void usage_add(struct usage *to, const struct usage *u)
     to->completion_tokens += u->completion_tokens;
     to->reasoning_tokens += u->reasoning_tokens;
     to->calls += u->calls;
+    to->reported += u->reported;
 }
 
 static int fail_from(struct approach_ctx *ctx, const struct llm_reply *r)

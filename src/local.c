@@ -66,7 +66,18 @@ static void local_passthrough(struct exchange *ex, char *body, size_t len)
                     x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
         exchange_reply_error(ex, &err);
     } else {
-        exchange_reply(ex, (int)x->http_status, x->content_type, buf_cstr(&x->resp), x->resp.len);
+        size_t elen;
+        char *e =
+            x->http_status >= 400
+                ? http_upstream_error((int)x->http_status, buf_cstr(&x->resp), x->resp.len, &elen)
+                : NULL;
+
+        if (e) /* not OpenAI-shaped: rewritten, as for a client of the server */
+            exchange_reply(ex, (int)x->http_status, "application/json", e, elen);
+        else
+            exchange_reply(ex, (int)x->http_status, x->content_type, buf_cstr(&x->resp),
+                           x->resp.len);
+        cJSON_free(e);
     }
     pthread_mutex_lock(&ex->mu);
     ex->usage.calls = x->attempts;

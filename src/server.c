@@ -138,11 +138,14 @@ static enum MHD_Result do_metrics(struct exchange *ex)
 }
 
 static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, size_t len,
-                             bool stream)
+                             bool stream, char *plain, size_t plain_len)
 {
     struct xfer *x = xfer_create(srv_cfg, XFER_RELAY, ex, path, ex->upstream_key, body, len);
 
     x->stream_relay = stream;
+    x->strip_usage = plain != NULL; /* passthrough_body asked for usage */
+    x->plain_body = plain;
+    x->plain_len = plain_len;
     suspend_for_work(ex);
     if (io_submit(x) < 0) {
         xfer_destroy(x);
@@ -177,16 +180,19 @@ static enum MHD_Result do_models(struct exchange *ex)
 
     if (resolve(ex, &err) < 0)
         return error_now(ex, &err);
-    return relay(ex, "/models", NULL, 0, false);
+    return relay(ex, "/models", NULL, 0, false, NULL, 0);
 }
 
 /* The body that goes upstream for a passthrough: the client's bytes unchanged when nothing
- * had to change, else the parsed body with the model replaced and our fields removed. */
-static char *passthrough_body(struct exchange *ex, size_t *len)
+ * had to change, else the parsed body with the model replaced and our fields removed. When it
+ * asks for stream usage the client did not ask for, *plain is the body without that (for an
+ * upstream that refuses stream_options), else NULL. */
+static char *passthrough_body(struct exchange *ex, size_t *len, char **plain, size_t *plain_len)
 {
     cJSON *root = ex->req.body;
     bool changed = strcmp(ex->req.model, ex->req.upstream_model) != 0;
-    cJSON *it, *next;
+    cJSON *it, *next, *so = NULL;
+    bool created = false;
 
     for (it = root->child; it; it = next) {
         next = it->next;
@@ -200,6 +206,20 @@ static char *passthrough_body(struct exchange *ex, size_t *len)
         changed = true;
     if (!cJSON_GetObjectItemCaseSensitive(root, "model"))
         changed = true;
+    /* Every streamed call asks for usage, so that its tokens are counted; the usage event is
+     * removed from the client's stream unless it asked too (upstream.c relay_line). */
+    *plain = NULL;
+    if (ex->req.stream && !ex->req.include_usage) {
+        so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+        if (!cJSON_IsObject(so)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(root, "stream_options");
+            so = cJSON_AddObjectToObject(root, "stream_options");
+            created = true;
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+        cJSON_AddTrueToObject(so, "include_usage");
+        changed = true;
+    }
     if (!changed) {
         *len = ex->body.len;
         return xstrndup(buf_cstr(&ex->body), ex->body.len);
@@ -211,6 +231,14 @@ static char *passthrough_body(struct exchange *ex, size_t *len)
         cJSON_AddStringToObject(root, "model", ex->req.upstream_model);
     char *s = cJSON_PrintUnformatted(root);
     *len = strlen(s);
+    if (so) { /* the tree goes back to what the client asked (also for the conversation log) */
+        if (created)
+            cJSON_DeleteItemFromObjectCaseSensitive(root, "stream_options");
+        else
+            cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+        *plain = cJSON_PrintUnformatted(root);
+        *plain_len = strlen(*plain);
+    }
     return s;
 }
 
@@ -235,10 +263,10 @@ static enum MHD_Result do_chat(struct exchange *ex)
         }
     }
     if (ex->req.route.count == 0) {
-        size_t len;
-        char *body = passthrough_body(ex, &len);
+        size_t len, plain_len = 0;
+        char *plain, *body = passthrough_body(ex, &len, &plain, &plain_len);
 
-        return relay(ex, "/chat/completions", body, len, ex->req.stream);
+        return relay(ex, "/chat/completions", body, len, ex->req.stream, plain, plain_len);
     }
     suspend_for_work(ex);
     io_watch(ex);
