@@ -58,6 +58,12 @@ struct config {
     char *tenants_path;      /* --tenants FILE, or NULL */
     char *log_conversations; /* --log-conversations DIR, or NULL */
 
+    /* several instances: state shared through Redis (src/redis.c) */
+    char *redis_url;        /* --redis-url / OPTILLM_REDIS_URL (may hold a password), or NULL */
+    char redis_prefix[64];  /* key prefix, default "optillm:" */
+    char redis_failure[8];  /* "open" (default) or "closed" */
+    bool redis_fail_closed; /* redis_failure is "closed" */
+
     /* approaches */
     char approach[128]; /* default route value; "auto" = passthrough */
     char model[256];    /* default model when the body has none */
