@@ -71,13 +71,13 @@ static void copy_optillm(cJSON *chat, const cJSON *req)
             cJSON_AddItemToObject(chat, it->string, cJSON_Duplicate(it, 1));
 }
 
+/* Usage on streams: a passthrough asks the upstream for it (server_passthrough_body, with its
+ * fallback for upstreams that refuse stream_options) and keeps the usage event for the door;
+ * an approach stream ends with it (do_chat sets include_usage). */
 static void add_stream(cJSON *chat, const cJSON *req)
 {
-    if (cJSON_IsTrue(get(req, "stream"))) {
+    if (cJSON_IsTrue(get(req, "stream")))
         cJSON_AddTrueToObject(chat, "stream");
-        cJSON *so = cJSON_AddObjectToObject(chat, "stream_options");
-        cJSON_AddTrueToObject(so, "include_usage");
-    }
 }
 
 int door__number_field(cJSON *chat, const char *dk, const cJSON *req, const char *sk,
@@ -596,6 +596,8 @@ static void out_begin(struct exchange *ex)
 
 void exchange_out(struct exchange *ex, const char *data, size_t len)
 {
+    if (len == 0)
+        return;
     if (!ex->door) {
         buf_append(&ex->out, data, len);
         return;

@@ -28,7 +28,7 @@ void door_free(struct door *d);
 enum door_kind door_kind_of(const struct door *d);
 
 /* Translates the door's request JSON into a chat-completions body (*chat malloc'd). Streams
- * ask for stream_options.include_usage (message_delta / response.completed carry usage).
+ * get usage from the chat path (message_delta / response.completed carry it): see add_stream.
  * Remembers what the reply echoes (model, Responses fields). PX_EINVAL with a message for a
  * malformed or unsupported request (previous_response_id included). */
 int door_request(struct door *d, const char *body, size_t len, char **chat, size_t *chat_len,

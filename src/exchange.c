@@ -84,6 +84,7 @@ void exchange_unref(struct exchange *ex)
     tenants_release(ex->tenant_hold);
     arena_destroy(ex->arena);
     buf_free(&ex->body);
+    server_body_release(ex);
     buf_free(&ex->out);
     buf_free(&ex->calls_log);
     door_free(ex->door);

@@ -59,6 +59,16 @@
  *                              id "call_mock_1", arguments {"location":"Paris","unit":"celsius"},
  *                              finish_reason "tool_calls"; streamed in OpenAI's delta.tool_calls
  *                              form (id/type/name with arguments "", then 3 argument fragments)
+ *   usage=0                    no "usage" in the JSON answer, no usage chunk in a stream
+ *   usage=null                 as OpenAI does: with include_usage, every stream chunk before
+ *                              the usage chunk carries "usage":null
+ *   split=1                    streams send every event in two writes 20 ms apart
+ *   reject_stream_options=1    400 "Unrecognized request argument supplied: stream_options"
+ *                              when the body has stream_options (as some upstreams do)
+ *   errbody=KIND               with status=CODE, a body that is not OpenAI-shaped: plain
+ *                              ("upstream exploded: mock CODE", text/plain), html (a gateway's
+ *                              page, text/html), typeerror ({"error":"TypeError","message":
+ *                              "mock CODE: cannot read properties of undefined"}), empty
  * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
  * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
  *
@@ -632,6 +642,9 @@ struct opts {
     char *tool;          /* front doors: answer with a tool call to this function */
     char *errmsg;        /* errmsg=TEXT (secparse block) */
     double usage_prompt; /* usage_prompt=X (secparse block); < 0: off */
+    /* Accounting and error-shape options (usage=, errbody=). */
+    bool no_usage, usage_null, split, reject_so;
+    int errbody;
 };
 
 static int hexval(char c)
@@ -675,9 +688,77 @@ static bool parse_bool(const char *v, bool *out)
     return false;
 }
 
+/* ---- accounting and error-shape options ---------------------------------------------------- */
+
+enum errbody { ERRBODY_OPENAI, ERRBODY_PLAIN, ERRBODY_HTML, ERRBODY_TYPEERROR, ERRBODY_EMPTY };
+
+/* usage= and errbody=: 1 applied, 0 bad value, -1 not one of these. */
+static int apply_opt_account(struct opts *o, const char *name, const char *val)
+{
+    static const char *const kinds[] = {"openai", "plain", "html", "typeerror", "empty"};
+
+    if (!strcmp(name, "split"))
+        return parse_bool(val, &o->split) ? 1 : 0;
+    if (!strcmp(name, "reject_stream_options"))
+        return parse_bool(val, &o->reject_so) ? 1 : 0;
+    if (!strcmp(name, "usage") && !strcmp(val, "null")) {
+        o->usage_null = true;
+        return 1;
+    }
+    if (!strcmp(name, "usage")) {
+        bool on;
+        if (!parse_bool(val, &on))
+            return 0;
+        o->no_usage = !on;
+        return 1;
+    }
+    if (strcmp(name, "errbody"))
+        return -1;
+    for (int i = 0; i < (int)(sizeof(kinds) / sizeof(kinds[0])); i++)
+        if (!strcmp(val, kinds[i])) {
+            o->errbody = i;
+            return 1;
+        }
+    return 0;
+}
+
+/* The status=CODE answer with a body that is not OpenAI-shaped (counted in stats.errors). */
+static enum MHD_Result errbody_error(struct MHD_Connection *c, long status, int kind,
+                                     const char *retry_after)
+{
+    char body[512];
+    const char *ctype = "text/plain; charset=utf-8";
+
+    if (kind == ERRBODY_PLAIN) {
+        snprintf(body, sizeof(body), "upstream exploded: mock %ld\n", status);
+    } else if (kind == ERRBODY_HTML) {
+        ctype = "text/html";
+        snprintf(body, sizeof(body),
+                 "<html>\r\n<head><title>%ld Bad Gateway</title><style>body{color:red}</style>"
+                 "</head>\r\n<body>\r\n<center><h1>%ld Bad Gateway</h1></center>\r\n<hr>"
+                 "<center>mock-gateway &amp; friends</center>\r\n</body>\r\n</html>\r\n",
+                 status, status);
+    } else if (kind == ERRBODY_TYPEERROR) {
+        ctype = "application/json";
+        snprintf(body, sizeof(body),
+                 "{\"error\":\"TypeError\",\"message\":\"mock %ld: cannot read properties of "
+                 "undefined\"}",
+                 status);
+    } else {
+        body[0] = '\0';
+    }
+    pthread_mutex_lock(&g.mu);
+    g.errors++;
+    pthread_mutex_unlock(&g.mu);
+    return send_body(c, (unsigned int)status, ctype, body, retry_after);
+}
+
 static bool apply_opt(struct opts *o, const char *name, char *val)
 {
     const long maxms = 3600L * 1000;
+    int acc = apply_opt_account(o, name, val);
+    if (acc >= 0)
+        return acc == 1;
     if (!strcmp(name, "latency"))
         return parse_long(val, 0, maxms, &o->latency);
     if (!strcmp(name, "chunk_delay"))
@@ -1206,6 +1287,8 @@ struct stream {
     cJSON *usage; /* NULL unless include_usage */
     int fd;
     long delay_ms;
+    bool split;      /* split=1: an event in two writes */
+    bool usage_null; /* usage=null: "usage":null on chunks while the usage chunk is due */
     enum phase phase;
     size_t choice, off, events;
     char *pending;
@@ -1244,6 +1327,8 @@ static char *sse_event(const struct stream *s, cJSON *choices, cJSON *usage)
     cJSON_AddItemToObject(o, "choices", choices);
     if (usage)
         cJSON_AddItemToObject(o, "usage", usage);
+    else if (s->usage_null && s->usage)
+        cJSON_AddNullToObject(o, "usage");
     char *js = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!js)
@@ -1361,7 +1446,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         s->plen = strlen(s->pending);
         s->ppos = 0;
     }
+    if (s->split && s->ppos > 0 && !sleep_watch(s->fd, 20))
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     size_t k = s->plen - s->ppos;
+    if (s->split && s->ppos == 0 && s->plen > 1)
+        k = s->plen / 2;
     k = k > max ? max : k;
     memcpy(buf, s->pending + s->ppos, k);
     s->ppos += k;
@@ -1831,8 +1920,14 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
                             code, retry);
         goto out;
     }
+    if (o.reject_so && cJSON_GetObjectItemCaseSensitive(root, "stream_options")) {
+        ret = counted_error(c, 400, "Unrecognized request argument supplied: stream_options",
+                            "invalid_request_error", NULL, NULL, NULL);
+        goto out;
+    }
     if (o.status > 0) {
-        ret = mock_status_error(c, o.status, retry);
+        ret = o.errbody ? errbody_error(c, o.status, o.errbody, retry)
+                        : mock_status_error(c, o.status, retry);
         goto out;
     }
     if (injected_failure(r, &o)) {
@@ -1910,9 +2005,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     }
     long rt = o.reasoning >= 0 ? o.reasoning * (long)n : -1;
     bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
-    bool usage =
-        !stream || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
-                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
+    bool usage = !o.no_usage &&
+                 (!stream ||
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                      cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage")));
     char id[48];
     pthread_mutex_lock(&g.mu);
     snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
@@ -1937,6 +2033,8 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         s->usage = usage ? usage_obj(pt, ct, rt) : NULL;
         s->fd = conn_fd(c);
         s->delay_ms = o.chunk_delay;
+        s->split = o.split;
+        s->usage_null = o.usage_null;
         texts = NULL;
         finish = NULL;
         if (!s->id || !s->model || (fm.tool && !fields_stream(s, &fm))) {
@@ -1969,10 +2067,13 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         }
         cJSON_AddStringToObject(ch, "finish_reason", finish[i]);
     }
-    cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));
-    if (o.usage_prompt >= 0) /* secparse: usage_prompt=X */
-        cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "usage"),
-                                               "prompt_tokens", cJSON_CreateNumber(o.usage_prompt));
+    if (usage) {
+        cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));
+        if (o.usage_prompt >= 0) /* secparse: usage_prompt=X */
+            cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "usage"),
+                                                   "prompt_tokens",
+                                                   cJSON_CreateNumber(o.usage_prompt));
+    }
     ret = send_json(c, MHD_HTTP_OK, resp, NULL);
 out:
     free_texts(texts, n);

@@ -350,6 +350,18 @@ static void test_streams(void **state)
     assert_null(strstr(r.body, "[DONE]"));
     http_resp_free(&r);
 
+    /* An upstream that refuses stream_options: the stream comes again without it (no usage). */
+    assert_int_equal(
+        http_req("POST", proxy.port, "/v1/messages",
+                 "{\"model\":\"mock-model@reject_stream_options=1\",\"max_tokens\":50,"
+                 "\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"w\"}]}",
+                 NULL, &r),
+        0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "event: message_stop\n"));
+    assert_non_null(strstr(r.body, "\"text_delta\""));
+    http_resp_free(&r);
+
     assert_int_equal(http_req("POST", proxy.port, "/v1/responses",
                               "{\"model\":\"bon-mock-model\",\"stream\":true,\"input\":\"6*7?\"}",
                               NULL, &r),

@@ -207,7 +207,7 @@ static void test_anthropic_request(void **state)
         "{\"location\":{\"type\":\"string\"}},\"required\":[\"location\"]}}}],"
         "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}},"
         "\"parallel_tool_calls\":false,"
-        "\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+        "\"stream\":true,"
         "\"optillm_approach\":\"moa\"}";
     struct px_error err;
     int rc;
@@ -256,7 +256,7 @@ static void test_responses_request(void **state)
         "\"tool_choice\":\"required\","
         "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"w\","
         "\"schema\":{\"type\":\"object\"},\"strict\":true}},"
-        "\"stream\":true,\"stream_options\":{\"include_usage\":true}}";
+        "\"stream\":true}";
     struct px_error err;
     int rc;
     char *chat = translate(DOOR_RESPONSES, req, &rc, &err);
