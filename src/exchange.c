@@ -111,9 +111,11 @@ void exchange_unref(struct exchange *ex)
     tenants_release(ex->tenant_hold);
     arena_destroy(ex->arena);
     buf_free(&ex->body);
+    server_body_release(ex);
     buf_free(&ex->out);
     buf_free(&ex->up_headers);
     buf_free(&ex->calls_log);
+    door_free(ex->door);
     pthread_mutex_destroy(&ex->mu);
     free(ex);
 }
@@ -140,7 +142,7 @@ void exchange_do_append(struct exchange *ex, const char *data, size_t len)
 {
     if (len == 0)
         return;
-    buf_append(&ex->out, data, len);
+    exchange_out(ex, data, len); /* a front door translates the chat stream (door.c) */
     ex->tail[0] = len >= 2 ? data[len - 2] : ex->tail[1];
     ex->tail[1] = data[len - 1];
 }
@@ -174,17 +176,17 @@ void exchange_reply(struct exchange *ex, int status, const char *ctype, const ch
         ex->status = status;
         snprintf(ex->content_type, sizeof(ex->content_type), "%s", ctype ? ctype : "");
         buf_reset(&ex->out);
-        buf_append(&ex->out, body, len);
         ex->streaming = false;
-        ex->out_done = true;
         ex->phase = EX_REPLY;
+        exchange_out(ex, body, len);
+        exchange_out_end(ex);
     } else if (ex->streaming && !ex->out_done) {
         /* A stream is under way: an error can only go in-band, as an event of its own. */
         do_end_event(ex);
         exchange_do_append(ex, "data: ", 6);
         exchange_do_append(ex, body, len);
         exchange_do_append(ex, "\n\ndata: [DONE]\n\n", 16);
-        ex->out_done = true;
+        exchange_out_end(ex);
     }
     exchange_do_resume(ex);
     pthread_mutex_unlock(&ex->mu);
@@ -240,7 +242,7 @@ bool exchange_stream(struct exchange *ex, int status, const char *ctype, const c
     if (ok && ex->streaming && !ex->out_done) {
         exchange_do_append(ex, data, len);
         if (done)
-            ex->out_done = true;
+            exchange_out_end(ex);
     }
     exchange_do_resume(ex);
     pthread_mutex_unlock(&ex->mu);

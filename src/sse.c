@@ -36,23 +36,6 @@ void sse_parser_destroy(struct sse_parser *p)
     free(p);
 }
 
-void usage_from_json(const cJSON *u, struct usage *out)
-{
-    const cJSON *v;
-
-    if (!cJSON_IsObject(u))
-        return;
-    out->reported = 1;
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")))
-        out->prompt_tokens = px_count(v->valuedouble);
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")))
-        out->completion_tokens = px_count(v->valuedouble);
-    v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens_details");
-    if (cJSON_IsObject(v) &&
-        cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(v, "reasoning_tokens")))
-        out->reasoning_tokens = px_count(v->valuedouble);
-}
-
 static void data_line(struct sse_parser *p, const char *d, size_t len, xfer_delta_fn *on_delta,
                       void *sink)
 {
@@ -80,7 +63,7 @@ static void data_line(struct sse_parser *p, const char *d, size_t len, xfer_delt
         snprintf(p->error, sizeof(p->error), "%s",
                  cJSON_IsString(m) ? m->valuestring : "upstream stream error");
     }
-    usage_from_json(cJSON_GetObjectItemCaseSensitive(root, "usage"), &p->usage);
+    llm_usage_parse(cJSON_GetObjectItemCaseSensitive(root, "usage"), &p->usage);
     choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
     cJSON_ArrayForEach(c0, choices)
     {

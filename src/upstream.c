@@ -206,7 +206,7 @@ static void relay_line(struct xfer *x, const char *l, size_t len, struct buf *ou
 
         if (cJSON_IsObject(u)) {
             x->relay_usage = (struct usage){0};
-            usage_from_json(u, &x->relay_usage); /* cumulative: the last event counts */
+            llm_usage_parse(u, &x->relay_usage); /* cumulative: the last event counts */
         }
         if (cJSON_IsObject(u) && x->strip_usage) {
             const cJSON *ch = cJSON_GetObjectItemCaseSensitive(root, "choices");
@@ -278,10 +278,19 @@ static size_t relay_stream(struct xfer *x, const char *data, size_t n)
         pthread_mutex_unlock(&ex->mu);
         return CURL_WRITEFUNC_PAUSE;
     }
-    size_t before = ex->out.len;
+    if (ex->door) { /* a front door translates what the scan lets through (door.c) */
+        struct buf t;
 
-    relay_scan(x, data, n, &ex->out);
-    exchange_do_note_tail(ex, before);
+        buf_init(&t, 0);
+        relay_scan(x, data, n, &t);
+        exchange_do_append(ex, t.data, t.len);
+        buf_free(&t);
+    } else {
+        size_t before = ex->out.len;
+
+        relay_scan(x, data, n, &ex->out);
+        exchange_do_note_tail(ex, before);
+    }
     exchange_do_resume(ex);
     pthread_mutex_unlock(&ex->mu);
     return n;
@@ -415,7 +424,7 @@ static void relay_usage(struct xfer *x)
     } else if (x->http_status == 200 && x->resp.len) {
         cJSON *root = cJSON_ParseWithLength(buf_cstr(&x->resp), x->resp.len);
 
-        usage_from_json(cJSON_GetObjectItemCaseSensitive(root, "usage"), &u);
+        llm_usage_parse(root ? cJSON_GetObjectItemCaseSensitive(root, "usage") : NULL, &u);
         cJSON_Delete(root);
     }
     if (!u.reported && x->body && x->result == CURLE_OK && x->http_status < 300 &&
@@ -520,10 +529,16 @@ static void relay_done(struct xfer *x)
     if (x->relaying || (x->stream_relay && x->resp.len == 0 && x->http_status < 400)) {
         pthread_mutex_lock(&ex->mu);
         if (x->line.len) { /* a last line without its line ending */
+            struct buf t;
             size_t before = ex->out.len;
 
-            relay_line(x, x->line.data, x->line.len, &ex->out);
-            exchange_do_note_tail(ex, before);
+            buf_init(&t, 0);
+            relay_line(x, x->line.data, x->line.len, ex->door ? &t : &ex->out);
+            if (ex->door)
+                exchange_do_append(ex, t.data, t.len);
+            else
+                exchange_do_note_tail(ex, before);
+            buf_free(&t);
         }
         if (ex->phase < EX_REPLY) { /* an empty body */
             do_relay_headers(x);
@@ -532,7 +547,7 @@ static void relay_done(struct xfer *x)
             ex->streaming = true;
             ex->phase = EX_REPLY;
         }
-        ex->out_done = true;
+        exchange_out_end(ex);
         exchange_do_resume(ex);
         pthread_mutex_unlock(&ex->mu);
         return;

@@ -43,12 +43,12 @@ static void test_refused(void **state)
     check("Content-Type: text/plain\r\n", "");
     check("X-Evil: 1\r\n", "");
     check("openai-organization: org-123\r\n", "");
-    check("x-ratelimit-: 1\r\n", "");           /* no name after the prefix */
-    check("x-ratelimit-a b: 1\r\n", "");        /* not a token */
-    check("Retry-After: \r\n", "");             /* empty */
-    check("Retry-After: 1\x01\r\n", "");        /* a control character */
-    check("HTTP/1.1 429 Too Many\r\n", "");     /* the status line */
-    check("\r\n", "");                          /* the end of the headers */
+    check("x-ratelimit-: 1\r\n", "");       /* no name after the prefix */
+    check("x-ratelimit-a b: 1\r\n", "");    /* not a token */
+    check("Retry-After: \r\n", "");         /* empty */
+    check("Retry-After: 1\x01\r\n", "");    /* a control character */
+    check("HTTP/1.1 429 Too Many\r\n", ""); /* the status line */
+    check("\r\n", "");                      /* the end of the headers */
     {
         char big[400];
 
