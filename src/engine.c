@@ -13,6 +13,7 @@
 #include "internal.h"
 #include "log.h"
 #include "redact.h"
+#include "redis.h"
 
 #define ENGINE_STACK    (256u << 10)
 #define ENGINE_MAX_RUNS 16 /* n x parallel approaches per approach request (a client maximum) */
@@ -260,12 +261,19 @@ static const char *t_base(struct llm *llm)
 
 static int t_get_n(struct llm *llm)
 {
-    return nsupport_get(t_base(llm), px_now_us());
+    int v = nsupport_get(t_base(llm), px_now_us());
+
+    /* Unknown here: another instance may have learnt it (--redis; -1 without Redis). */
+    if (v < 0 && (v = redis_nsupport_get(t_base(llm))) >= 0)
+        nsupport_set(t_base(llm), v, px_now_us());
+    return v;
 }
 
 static void t_set_n(struct llm *llm, int v)
 {
     nsupport_set(t_base(llm), v, px_now_us());
+    if (v >= 0)
+        redis_nsupport_set(t_base(llm), v == 1);
 }
 
 static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool stream, size_t *len)

@@ -207,6 +207,45 @@ static void test_n_support_not_switched_off_by_tool_choice(void **state)
     assert_int_equal(mock_calls_with_n(3), 1); /* one n=3 call, not 3 single calls */
 }
 
+/* n support learnt by one instance reaches another through Redis (--redis-url): the second
+ * instance's first request to an upstream that refuses n makes no n=3 call. */
+static void test_n_support_shared_through_redis(void **state)
+{
+    struct proc redis, a, b;
+    struct http_resp r;
+    char url[128], prefix[64];
+    const char *env[] = {url, NULL};
+    const char *args[] = {"--client-keys", "--retries", "0", "--redis-prefix", prefix, NULL};
+    char *body = chat_body("bon-mock@n_mode=refuse", "What is 2 + 2?", NULL);
+
+    (void)state;
+    if (access("/usr/bin/redis-server", X_OK) != 0 || redis_start(&redis, 0, NULL) != 0)
+        skip();
+    snprintf(url, sizeof(url), "OPTILLM_REDIS_URL=redis://127.0.0.1:%d/3", redis.port);
+    snprintf(prefix, sizeof(prefix), "hostile%d:", (int)getpid());
+    assert_int_equal(proxy_start(&a, mock.port, args, env), 0);
+    assert_int_equal(proxy_start(&b, mock.port, args, env), 0);
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", a.port, "/v1/chat/completions", body, auth, &r), 0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    assert_int_equal(mock_calls_with_n(3), 1); /* A asked, was refused, and learnt it */
+    for (int i = 0; i < 20; i++) {             /* the shared write is asynchronous */
+        struct timespec ts = {0, 50 * 1000000L};
+
+        nanosleep(&ts, NULL);
+    }
+    mock_reset(mock.port);
+    assert_int_equal(http_req("POST", b.port, "/v1/chat/completions", body, auth, &r), 0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    assert_int_equal(mock_calls_with_n(3), 0); /* B knew it from A */
+    free(body);
+    assert_int_equal(proc_stop(&a), 0);
+    assert_int_equal(proc_stop(&b), 0);
+    proc_stop(&redis);
+}
+
 /* ---- item 3: amplification ceilings ---- */
 
 /* The review's request: n=8 x mars with optillm_mars_max_calls=200. The option is over the
@@ -612,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_passthrough_cut_mid_line),
         cmocka_unit_test(test_passthrough_stream_intact),
         cmocka_unit_test(test_n_support_not_switched_off_by_tool_choice),
+        cmocka_unit_test(test_n_support_shared_through_redis),
         cmocka_unit_test(test_amplification_option_refused),
         cmocka_unit_test(test_amplification_call_ceiling),
         cmocka_unit_test(test_amplification_token_ceiling),
