@@ -132,7 +132,8 @@ static const struct approach_option compact_options[] = {
 const struct approach approach_compact = {
     .slug = "compact",
     .prepare = compact_prepare,
-    .prompts = (const char *const[]){"compact/system", "compact/summarise", "compact/summary", NULL},
+    .prompts =
+        (const char *const[]){"compact/system", "compact/summarise", "compact/summary", NULL},
     .options = compact_options,
     .summary = "Plugin: a conversation above compact_threshold tokens has its older turns "
                "summarised in one call; the system prompt and recent turns kept verbatim",

@@ -1,0 +1,222 @@
+/* test_privacy.c: the privacy plugin on the fake upstream: every message text (string content,
+ * text parts, tool-call arguments, tool results) masked with stable placeholders, the client's
+ * request left as it was, no call of its own, the answer and a stream split inside a
+ * placeholder restored. */
+/* cmocka.h needs these first, in this order. */
+/* clang-format off */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "answer.h"
+#include "approach.h"
+#include "arena.h"
+#include "chat.h"
+#include "config.h"
+#include "fake_llm.h"
+#include "log.h"
+#include "pii.h"
+#include "prompt.h"
+
+extern const struct approach approach_privacy;
+#define THE_APPROACH approach_privacy
+
+#include "script_env.h"
+
+#define EMAIL  "jane.doe@example.com"
+#define CARD   "5235-9276-8877-8661"
+#define PHONE  "(415) 555-3184"
+#define IBAN   "ES85 1794 4310 4988 6743 7104"
+#define KEY    "sk-s8E9eVvhxcBFxlV9rl91e8bm7CFnK3oMULiUVXDDrIbb8POf"
+#define IP     "203.0.113.77"
+#define PLAIN  "Version 1.2.3 shipped on 2024-05-01, order 12345."
+
+#define BODY                                                                                       \
+    "{\"model\":\"m\",\"messages\":["                                                              \
+    "{\"role\":\"system\",\"content\":\"Support desk. Escalate to " EMAIL ".\"},"                  \
+    "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"My IBAN is " IBAN "\"},"        \
+    "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.test/a.png\"}}]},"                 \
+    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"            \
+    "\"function\",\"function\":{\"name\":\"lookup\",\"arguments\":\"{\\\"email\\\":\\\"" EMAIL     \
+    "\\\"}\"}}]},"                                                                                 \
+    "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"last login from " IP "\"},"          \
+    "{\"role\":\"user\",\"content\":\"Card " CARD ", phone " PHONE ", key " KEY                    \
+    ", mail " EMAIL ". " PLAIN "\"}]}"
+
+static const char *const originals[] = {EMAIL, CARD, PHONE, IBAN, KEY, IP, NULL};
+
+static char *print(const cJSON *j)
+{
+    return cJSON_PrintUnformatted(j);
+}
+
+static void assert_no_originals(const char *s)
+{
+    for (int i = 0; originals[i]; i++)
+        if (strstr(s, originals[i]))
+            fail_msg("'%s' leaked in: %s", originals[i], s);
+}
+
+static int privacy_prepare(struct env *e, struct chat_request *next, struct approach_post *post)
+{
+    *next = e->req;
+    memset(post, 0, sizeof(*post));
+    return THE_APPROACH.prepare(&e->ctx, next, post);
+}
+
+static void test_masks_every_message(void **state)
+{
+    struct env e;
+    struct chat_request next;
+    struct approach_post post;
+    char *before = NULL, *after;
+    (void)state;
+
+    env_init(&e, BODY, (const struct row[]){{.stage = NULL}});
+    before = print(e.req.body);
+    assert_int_equal(privacy_prepare(&e, &next, &post), PX_OK);
+    assert_int_equal(e.fake.ncalls, 0); /* no call of its own */
+    assert_int_equal(e.ctx.usage.calls, 0);
+    assert_int_equal(next.nmsgs, e.req.nmsgs);
+    for (size_t i = 0; i < next.nmsgs; i++) {
+        assert_string_equal(next.msgs[i].role, e.req.msgs[i].role);
+        assert_no_originals(next.msgs[i].content);
+        assert_non_null(next.msgs[i].raw);
+        assert_ptr_not_equal(next.msgs[i].raw, e.req.msgs[i].raw);
+        char *m = print(next.msgs[i].raw);
+        assert_no_originals(m);
+        free(m);
+    }
+    assert_non_null(strstr(next.msgs[0].content, "[EMAIL_1]"));
+    assert_non_null(strstr(next.msgs[1].content, "[IBAN_1]"));
+    assert_non_null(strstr(next.msgs[3].content, "[IPV4_1]"));
+    /* the same e-mail gets the same placeholder everywhere, also inside tool arguments */
+    assert_non_null(strstr(next.msgs[4].content, "[EMAIL_1]"));
+    char *tc = print(next.msgs[2].raw);
+    assert_non_null(strstr(tc, "[EMAIL_1]"));
+    free(tc);
+    assert_non_null(strstr(next.msgs[4].content, "[CARD_1]"));
+    assert_non_null(strstr(next.msgs[4].content, "[PHONE_1]"));
+    assert_non_null(strstr(next.msgs[4].content, "[SECRET_1]"));
+    /* look-alikes stay */
+    assert_non_null(strstr(next.msgs[4].content, PLAIN));
+    /* images kept */
+    char *parts = print(next.msgs[1].raw);
+    assert_non_null(strstr(parts, "https://x.test/a.png"));
+    free(parts);
+    /* the client's request is untouched */
+    after = print(e.req.body);
+    assert_string_equal(before, after);
+    assert_non_null(strstr(e.req.msgs[4].content, CARD));
+    free(before);
+    free(after);
+
+    /* what the following call sends upstream */
+    struct llm_msg *msgs;
+    struct llm_choice c;
+    struct llm_params p = llm_params_default();
+    e.script.rows = (const struct row[]){{.stage = "t", .text = "Mail [EMAIL_1] re [CARD_1]."},
+                                         {.stage = NULL}};
+    e.ctx.req = &next;
+    size_t n = llm_msgs_conversation(&e.ctx, NULL, NULL, &msgs);
+    assert_int_equal(llm_final(&e.ctx, msgs, n, &p, "t", &c), PX_OK);
+    assert_int_equal(e.fake.ncalls, 1);
+    assert_no_originals(e.fake.calls[0].text);
+    assert_non_null(strstr(e.fake.calls[0].text, "[SECRET_1]"));
+
+    /* the answer gets the originals back */
+    assert_non_null(post.answer);
+    assert_string_equal(post.answer(post.state, e.arena, c.text), "Mail " EMAIL " re " CARD ".");
+    env_cleanup(&e);
+}
+
+static void test_stream_split_placeholder(void **state)
+{
+    struct env e;
+    struct chat_request next;
+    struct approach_post post;
+    static const char *const pieces[] = {"Write to [", "EMA", "IL_1", "] or [C", "ARD_1]", " [x", "]"};
+    char got[512] = "";
+    (void)state;
+
+    env_init(&e, BODY, (const struct row[]){{.stage = NULL}});
+    assert_int_equal(privacy_prepare(&e, &next, &post), PX_OK);
+    assert_non_null(post.stream);
+    for (size_t i = 0; i < PX_ARRAY_LEN(pieces); i++) {
+        const char *out = post.stream(post.state, e.arena, pieces[i], strlen(pieces[i]), false);
+
+        /* never a part of a placeholder */
+        assert_null(strstr(out, "[EMA"));
+        assert_null(strstr(out, "ARD_1]"));
+        strcat(got, out);
+    }
+    strcat(got, post.stream(post.state, e.arena, "", 0, true));
+    assert_string_equal(got, "Write to " EMAIL " or " CARD " [x]");
+    env_cleanup(&e);
+}
+
+static void test_nothing_to_mask(void **state)
+{
+    struct env e;
+    struct chat_request next;
+    struct approach_post post;
+    (void)state;
+
+    env_init(&e, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"" PLAIN "\"}]}",
+             (const struct row[]){{.stage = NULL}});
+    assert_int_equal(privacy_prepare(&e, &next, &post), PX_OK);
+    assert_string_equal(next.msgs[0].content, PLAIN);
+    assert_null(post.answer); /* nothing to restore */
+    assert_null(post.stream);
+    assert_int_equal(e.fake.ncalls, 0);
+    env_cleanup(&e);
+}
+
+/* A pipeline step after an answer ("moa&privacy"): the previous answer is masked too. */
+static void test_prev_answer_masked(void **state)
+{
+    struct env e;
+    struct chat_request next;
+    struct approach_post post;
+    (void)state;
+
+    env_init(&e, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Mail " EMAIL "\"}]}",
+             (const struct row[]){{.stage = NULL}});
+    e.req.prev_answer = e.req.msgs[0].content;
+    assert_int_equal(privacy_prepare(&e, &next, &post), PX_OK);
+    assert_string_equal(next.prev_answer, "Mail [EMAIL_1]");
+    env_cleanup(&e);
+}
+
+static int setup(void **state)
+{
+    if (group_setup(state) != 0 || pii_init() != 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    pii_cleanup();
+    return group_teardown(state);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_masks_every_message),
+        cmocka_unit_test(test_stream_split_placeholder),
+        cmocka_unit_test(test_nothing_to_mask),
+        cmocka_unit_test(test_prev_answer_masked),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
