@@ -50,6 +50,12 @@
  *   drop=1                     close the connection without any response
  *   noisy=1, p=P, q=Q          noisy-model mode (below); p and q override the defaults
  *   words=N                    words after the "mock reply <i>: " prefix (default 8, 1..100000)
+ *   piece_bytes=N              (plugins1) streams: content chunks of N bytes (backed off to a
+ *                              UTF-8 boundary) instead of one per word, so that words and
+ *                              placeholders are split across chunks
+ *   json_bad=K                 (plugins1) the first K answers (choices) of calls with this
+ *                              option since the last reset are {"note":"mock non-compliance"}
+ *                              whatever the response_format (a model that ignores the schema)
  * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
  * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
  *
@@ -329,6 +335,7 @@ struct state {
     struct config cfg;
     unsigned long long calls, choices, in_flight, peak, prompt_tokens, completion_tokens;
     unsigned long long reasoning_tokens, errors, aborted, dropped, models_calls, cmpl_id;
+    unsigned long long json_bad_seen; /* plugins1: calls with json_bad=K since reset */
     uint64_t epoch, seq;
     char **keys;
     size_t nkeys;
@@ -607,6 +614,7 @@ struct opts {
     char *require_key, *reply;
     char *errmsg;        /* errmsg=TEXT (secparse block) */
     double usage_prompt; /* usage_prompt=X (secparse block); < 0: off */
+    long piece_bytes, json_bad; /* plugins1 block: piece_bytes=N, json_bad=K */
 };
 
 static int hexval(char c)
@@ -699,6 +707,12 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
         return o->errmsg != NULL;
     }
     /* ---- end secparse ---- */
+    /* ---- plugins1: piece_bytes=N, json_bad=K ---- */
+    if (!strcmp(name, "piece_bytes"))
+        return parse_long(val, 1, 1000000, &o->piece_bytes);
+    if (!strcmp(name, "json_bad"))
+        return parse_long(val, 0, LONG_MAX, &o->json_bad);
+    /* ---- end plugins1 ---- */
     char **dst = !strcmp(name, "reply")         ? &o->reply
                  : !strcmp(name, "require_key") ? &o->require_key
                                                 : NULL;
@@ -1186,6 +1200,7 @@ struct stream {
     size_t plen, ppos;
     char **pre; /* PH_PRE: prepared events (tool calls), sent before the usage chunk */
     size_t npre, ipre;
+    size_t piece_bytes; /* plugins1: content chunks of this size; 0 = one per word */
 };
 
 static void free_texts(char **texts, size_t n)
@@ -1271,9 +1286,15 @@ static char *next_event(struct stream *s)
             const char *t = s->texts[s->choice];
             if (t[s->off]) {
                 size_t end = s->off;
-                while (t[end] && t[end] != ' ')
+                if (s->piece_bytes > 0) { /* plugins1: fixed-size pieces */
+                    size_t len = strlen(t);
+                    end = s->off + s->piece_bytes < len ? s->off + s->piece_bytes : len;
+                    while (end > s->off + 1 && end < len && ((unsigned char)t[end] & 0xC0) == 0x80)
+                        end--;
+                }
+                while (s->piece_bytes == 0 && t[end] && t[end] != ' ')
                     end++;
-                while (t[end] == ' ')
+                while (s->piece_bytes == 0 && t[end] == ' ')
                     end++;
                 size_t start = s->off;
                 s->off = end;
@@ -1684,6 +1705,18 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
             texts[i] = fields_text(&fm, i, texts[i], sb_str(&mi.last_user));
         if (!texts[i])
             goto out;
+        if (o.json_bad > 0) { /* plugins1: a model that ignores the schema K times */
+            bool bad;
+            pthread_mutex_lock(&g.mu);
+            bad = g.json_bad_seen++ < (unsigned long long)o.json_bad;
+            pthread_mutex_unlock(&g.mu);
+            if (bad) {
+                free(texts[i]);
+                texts[i] = strdup("{\"note\":\"mock non-compliance\"}");
+                if (!texts[i])
+                    goto out;
+            }
+        }
         finish[i] = "stop";
         size_t len = strlen(texts[i]);
         if (max_tokens > 0 && 1 + len / 4 > (size_t)max_tokens) {
@@ -1724,6 +1757,7 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         s->usage = usage ? usage_obj(pt, ct, rt) : NULL;
         s->fd = conn_fd(c);
         s->delay_ms = o.chunk_delay;
+        s->piece_bytes = (size_t)o.piece_bytes; /* plugins1 */
         texts = NULL;
         finish = NULL;
         if (!s->id || !s->model || (fm.tool && !fields_stream(s, &fm))) {
@@ -1872,6 +1906,7 @@ static enum MHD_Result handle_reset(struct MHD_Connection *c)
     pthread_mutex_lock(&g.mu);
     g.calls = g.choices = g.prompt_tokens = g.completion_tokens = g.reasoning_tokens = 0;
     g.errors = g.aborted = g.dropped = g.models_calls = g.cmpl_id = g.seq = 0;
+    g.json_bad_seen = 0; /* plugins1 */
     g.peak = g.in_flight; /* in_flight is a gauge: requests still running stay counted */
     g.epoch++;
     for (size_t i = 0; i < LOG_CAP; i++)
