@@ -5,6 +5,8 @@
  * the same placeholder within the request (src/pii.c). The steps after it see only the masked
  * conversation; the answer (its text, each tool call's arguments, and the streamed tokens,
  * where a placeholder split across pieces is held until complete) gets the originals back.
+ * With a json_object/json_schema response_format the answer is JSON text: the originals go
+ * back into its string values (escaped), and a streamed answer is held until it is complete.
  *
  * No upstream call of its own: alone ("privacy-gpt-4o") it is followed by one plain
  * completion of the masked conversation; first in a pipeline ("privacy&moa-x") every call of
@@ -16,12 +18,17 @@
 #include <string.h>
 
 #include "approach.h"
+#include <cjson/cJSON.h>
+
 #include "arena.h"
+#include "buf.h"
 #include "log.h"
 #include "pii.h"
 
 struct privacy {
     struct pii_map *map;
+    bool structured; /* response_format json_*: the answer is JSON text */
+    struct buf held; /* structured streams: the whole answer, restored at the end */
     struct pii_unmasker *unmasker; /* created on the first streamed piece */
 };
 
@@ -33,6 +40,11 @@ static void map_free(void *p)
 static void unmasker_free(void *p)
 {
     pii_unmasker_destroy(p);
+}
+
+static void held_free(void *p)
+{
+    buf_free(p);
 }
 
 static const char *mask_text(void *arg, struct arena *a, const char *text)
@@ -49,17 +61,51 @@ static const char *mask_text(void *arg, struct arena *a, const char *text)
     return res;
 }
 
+static const char *unmask_plain(struct privacy *pv, struct arena *a, const char *text)
+{
+    char *u = pii_unmask(pv->map, text, strlen(text));
+    const char *res = arena_strdup(a, u);
+
+    free(u);
+    return res;
+}
+
+/* Every string value of a JSON tree restored (in place). */
+static void unmask_json(struct privacy *pv, struct arena *a, cJSON *j)
+{
+    for (cJSON *c = j ? j->child : NULL; c; c = c->next) {
+        if (cJSON_IsString(c)) {
+            const char *v = unmask_plain(pv, a, c->valuestring);
+
+            if (strcmp(v, c->valuestring) != 0)
+                cJSON_SetValuestring(c, v);
+        } else {
+            unmask_json(pv, a, c);
+        }
+    }
+}
+
+/* A structured answer that is JSON text is restored string by string, so that an original with
+ * quotes or newlines (a private-key block) keeps it valid JSON; other text as it is. */
 static const char *unmask_answer(void *state, struct arena *a, const char *text)
 {
     struct privacy *pv = state;
-    char *u;
+    cJSON *j;
+    char *s;
     const char *res;
 
     if (!text || !*text || pii_map_count(pv->map) == 0)
         return text;
-    u = pii_unmask(pv->map, text, strlen(text));
-    res = arena_strdup(a, u);
-    free(u);
+    j = pv->structured ? cJSON_ParseWithOpts(text, NULL, 1) : NULL;
+    if (!cJSON_IsObject(j) && !cJSON_IsArray(j)) {
+        cJSON_Delete(j);
+        return unmask_plain(pv, a, text);
+    }
+    unmask_json(pv, a, j);
+    s = cJSON_PrintUnformatted(j);
+    res = arena_strdup(a, s);
+    cJSON_free(s);
+    cJSON_Delete(j);
     return res;
 }
 
@@ -72,6 +118,14 @@ static const char *unmask_stream(void *state, struct arena *a, const char *piece
 
     if (pii_map_count(pv->map) == 0)
         return arena_strndup(a, piece, len);
+    if (pv->structured) { /* JSON: restored whole at the end */
+        buf_append(&pv->held, piece, len);
+        if (!end)
+            return "";
+        res = unmask_answer(pv, a, arena_strndup(a, buf_cstr(&pv->held), pv->held.len));
+        buf_consume(&pv->held, pv->held.len);
+        return res;
+    }
     if (!pv->unmasker) {
         pv->unmasker = pii_unmasker_create(pv->map);
         arena_defer(a, unmasker_free, pv->unmasker);
@@ -88,8 +142,13 @@ static int privacy_prepare(struct approach_ctx *ctx, struct chat_request *next,
     struct privacy *pv = arena_calloc(ctx->arena, 1, sizeof(*pv));
     int rc;
 
+    const char *rf = chat_response_format(ctx->req, NULL);
+
     pv->map = pii_map_create();
     arena_defer(ctx->arena, map_free, pv->map);
+    pv->structured = rf && strcmp(rf, "text") != 0;
+    buf_init(&pv->held, 0);
+    arena_defer(ctx->arena, held_free, &pv->held);
     rc = chat_request_map_text(ctx->arena, ctx->req, next, mask_text, pv);
     if (rc < 0)
         return px_fail(ctx->err, rc, NULL, "privacy: the messages could not be masked");

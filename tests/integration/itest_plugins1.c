@@ -263,6 +263,62 @@ static void test_privacy_tool_arguments(void **state)
     free(body);
 }
 
+/* A structured answer (response_format json_object) keeps valid JSON when an original has
+ * newlines (a private-key block): as JSON and streamed. */
+#define PEM                                                                                        \
+    "-----BEGIN RSA PRIVATE KEY-----\\nMIIEowFG5h05uwFMb3BXhxpJgcqV0XYFt2//qWGklb2RferH9dvi9qpD2" \
+    "KS0nEOroU\\nrwirfO+4A7gjpys6AUdfmK/19mk88APZsrcIzVmW\\n-----END RSA PRIVATE KEY-----"
+
+static void test_privacy_structured_answer(void **state)
+{
+    (void)state;
+    for (int stream = 0; stream < 2; stream++) {
+        mock_reset(mock.port);
+        char *body = malloc(4096);
+        char text[4096] = "";
+
+        snprintf(body, 4096,
+                 "{\"model\":\"privacy-mock-model\",\"messages\":[{\"role\":\"user\",\"content\":"
+                 "\"Use " EMAIL " and " PEM "\"}],\"response_format\":{\"type\":\"json_object\"}%s}",
+                 stream ? ",\"stream\":true" : "");
+        struct http_resp r = post_raw(proxy.port, body, 200);
+        if (stream) {
+            for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
+                if (strncmp(line, "data: ", 6) != 0 || !strcmp(line + 6, "[DONE]"))
+                    continue;
+                cJSON *chunk = cJSON_Parse(line + 6);
+                cJSON *c0 =
+                    cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(chunk, "choices"), 0);
+                const char *piece = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+                    cJSON_GetObjectItemCaseSensitive(c0, "delta"), "content"));
+                if (piece)
+                    strncat(text, piece, sizeof(text) - strlen(text) - 1);
+                cJSON_Delete(chunk);
+            }
+        } else {
+            cJSON *resp = http_json(&r);
+            snprintf(text, sizeof(text), "%s", answer_text(resp));
+            cJSON_Delete(resp);
+        }
+        /* a JSON string cannot hold a raw newline (cJSON would accept one) */
+        if (strchr(text, '\n'))
+            fail_msg("stream %d: a raw newline in the JSON text: %s", stream, text);
+        cJSON *j = cJSON_Parse(text);
+        const char *a = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "answer"));
+        if (!a || !strstr(a, "-----BEGIN RSA PRIVATE KEY-----\nMIIEow") || !strstr(a, EMAIL))
+            fail_msg("stream %d: not valid JSON with the originals: %s", stream, text);
+        cJSON_Delete(j);
+        cJSON *bodies = upstream_bodies();
+        char *s = print(bodies);
+        assert_null(strstr(s, "MIIEow"));
+        assert_non_null(strstr(s, "[SECRET_1]"));
+        free(s);
+        cJSON_Delete(bodies);
+        http_resp_free(&r);
+        free(body);
+    }
+}
+
 /* ---- json --------------------------------------------------------------------------------- */
 
 #define SCHEMA                                                                                     \
@@ -479,6 +535,14 @@ static void test_compact_long(void **state)
     assert_null(strstr(s, "Recent four"));
     free(s);
     check_compacted(cJSON_GetArrayItem(bodies, 1), body, 5);
+    /* exact usage: the summary call counted */
+    cJSON *usage = cJSON_GetObjectItemCaseSensitive(resp, "usage");
+    assert_int_equal(
+        (long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens")),
+        mock_stat(mock.port, "prompt_tokens"));
+    assert_int_equal(
+        (long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens")),
+        mock_stat(mock.port, "completion_tokens"));
     assert_non_null(strstr(answer_text(resp), "Recent"));
     cJSON_Delete(bodies);
     cJSON_Delete(resp);
@@ -574,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_privacy_stream_split),
         cmocka_unit_test(test_privacy_bon),
         cmocka_unit_test(test_privacy_tool_arguments),
+        cmocka_unit_test(test_privacy_structured_answer),
         cmocka_unit_test(test_json_reasked_then_valid),
         cmocka_unit_test(test_json_never_complies),
         cmocka_unit_test(test_json_stream),
