@@ -1,7 +1,8 @@
 /* json.c: structured output that holds even when the upstream ignores response_format. The
  * answer call carries the client's response_format; its text (a ```json fence stripped) is
- * checked: a JSON object for json_object (and for a request without response_format), a JSON
- * value valid for json_schema.schema (src/jsonschema.c) for json_schema. An invalid answer is
+ * checked: a JSON object for json_object, a JSON value valid for json_schema.schema
+ * (src/jsonschema.c) for json_schema. A request without a structured response_format asks for
+ * nothing to hold: one answer call, returned as it is. An invalid answer is
  * re-asked in the same conversation with the problems found (at most json_max_retries more
  * calls, one at a time); the final answer is valid JSON text, or the request fails with 502
  * invalid_structured_output.
@@ -25,7 +26,7 @@
 #define JSON_MAX_ERRORS 8
 
 struct json_check {
-    const char *type; /* "json_object" or "json_schema" */
+    const char *type; /* "json_object", "json_schema", or NULL (nothing to check) */
     struct jsonschema *schema;
     const char *format; /* the requirement, for prompts */
 };
@@ -107,7 +108,9 @@ static int json_setup(struct approach_ctx *ctx, struct json_check *jc)
     char *s;
 
     memset(jc, 0, sizeof(*jc));
-    jc->type = type && strcmp(type, "json_schema") == 0 ? "json_schema" : "json_object";
+    if (!type || strcmp(type, "text") == 0)
+        return PX_OK;
+    jc->type = strcmp(type, "json_schema") == 0 ? "json_schema" : "json_object";
     jc->format = "a JSON object";
     if (strcmp(jc->type, "json_schema") != 0 || !schema)
         return PX_OK;
@@ -133,6 +136,18 @@ static int json_run(struct approach_ctx *ctx, struct chat_result *out)
 
     if (rc < 0)
         return rc;
+    if (!jc.type) { /* nothing asked for: one answer, as it is */
+        struct llm_choice c;
+        struct llm_params p = llm_params_default();
+
+        nmsgs = llm_msgs_conversation(ctx, NULL, NULL, &msgs);
+        if ((rc = llm_final(ctx, msgs, nmsgs, &p, "json/answer", &c)) < 0)
+            return rc;
+        out->text = c.text;
+        out->logprobs = c.logprobs;
+        out->finish_reason = c.finish_reason && *c.finish_reason ? c.finish_reason : "stop";
+        return PX_OK;
+    }
     if (ctx->req->prev_answer) { /* after an answering step: its answer may do as it is */
         problems = check_reply(ctx->arena, &jc, ctx->req->prev_answer, &clean);
         if (!problems) {

@@ -27,8 +27,8 @@
 
 struct privacy {
     struct pii_map *map;
-    bool structured; /* response_format json_*: the answer is JSON text */
-    struct buf held; /* structured streams: the whole answer, restored at the end */
+    bool structured;               /* response_format json_*: the answer is JSON text */
+    struct buf held;               /* structured streams: the whole answer, restored at the end */
     struct pii_unmasker *unmasker; /* created on the first streamed piece */
 };
 

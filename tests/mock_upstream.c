@@ -612,8 +612,8 @@ struct opts {
     bool drop, noisy;
     uint64_t seed;
     char *require_key, *reply;
-    char *errmsg;        /* errmsg=TEXT (secparse block) */
-    double usage_prompt; /* usage_prompt=X (secparse block); < 0: off */
+    char *errmsg;               /* errmsg=TEXT (secparse block) */
+    double usage_prompt;        /* usage_prompt=X (secparse block); < 0: off */
     long piece_bytes, json_bad; /* plugins1 block: piece_bytes=N, json_bad=K */
 };
 
@@ -1906,7 +1906,7 @@ static enum MHD_Result handle_reset(struct MHD_Connection *c)
     pthread_mutex_lock(&g.mu);
     g.calls = g.choices = g.prompt_tokens = g.completion_tokens = g.reasoning_tokens = 0;
     g.errors = g.aborted = g.dropped = g.models_calls = g.cmpl_id = g.seq = 0;
-    g.json_bad_seen = 0; /* plugins1 */
+    g.json_bad_seen = 0;  /* plugins1 */
     g.peak = g.in_flight; /* in_flight is a gauge: requests still running stay counted */
     g.epoch++;
     for (size_t i = 0; i < LOG_CAP; i++)

@@ -199,9 +199,8 @@ static void test_privacy_stream_split(void **state)
         }
         cJSON *chunk = cJSON_Parse(line + 6);
         cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(chunk, "choices"), 0);
-        const char *piece = cJSON_GetStringValue(
-            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c0, "delta"),
-                                             "content"));
+        const char *piece = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(c0, "delta"), "content"));
 
         assert_non_null(chunk);
         if (piece && *piece) {
@@ -266,7 +265,7 @@ static void test_privacy_tool_arguments(void **state)
 /* A structured answer (response_format json_object) keeps valid JSON when an original has
  * newlines (a private-key block): as JSON and streamed. */
 #define PEM                                                                                        \
-    "-----BEGIN RSA PRIVATE KEY-----\\nMIIEowFG5h05uwFMb3BXhxpJgcqV0XYFt2//qWGklb2RferH9dvi9qpD2" \
+    "-----BEGIN RSA PRIVATE KEY-----\\nMIIEowFG5h05uwFMb3BXhxpJgcqV0XYFt2//qWGklb2RferH9dvi9qpD2"  \
     "KS0nEOroU\\nrwirfO+4A7gjpys6AUdfmK/19mk88APZsrcIzVmW\\n-----END RSA PRIVATE KEY-----"
 
 static void test_privacy_structured_answer(void **state)
@@ -279,7 +278,8 @@ static void test_privacy_structured_answer(void **state)
 
         snprintf(body, 4096,
                  "{\"model\":\"privacy-mock-model\",\"messages\":[{\"role\":\"user\",\"content\":"
-                 "\"Use " EMAIL " and " PEM "\"}],\"response_format\":{\"type\":\"json_object\"}%s}",
+                 "\"Use " EMAIL " and " PEM
+                 "\"}],\"response_format\":{\"type\":\"json_object\"}%s}",
                  stream ? ",\"stream\":true" : "");
         struct http_resp r = post_raw(proxy.port, body, 200);
         if (stream) {
@@ -325,8 +325,8 @@ static void test_privacy_structured_answer(void **state)
     "{\"type\":\"object\",\"properties\":{\"answer\":{\"type\":\"string\"}},\"required\":["        \
     "\"answer\"],\"additionalProperties\":false}"
 #define RF_SCHEMA                                                                                  \
-    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\",\"schema\":"   \
-    SCHEMA "}}"
+    "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\","               \
+    "\"schema\":" SCHEMA "}}"
 
 static void check_valid_answer(const char *text)
 {
@@ -415,9 +415,8 @@ static void test_json_stream(void **state)
             continue;
         cJSON *chunk = cJSON_Parse(line + 6);
         cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(chunk, "choices"), 0);
-        const char *piece = cJSON_GetStringValue(
-            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c0, "delta"),
-                                             "content"));
+        const char *piece = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(c0, "delta"), "content"));
         if (piece)
             strncat(text, piece, sizeof(text) - strlen(text) - 1);
         cJSON_Delete(chunk);
@@ -458,8 +457,8 @@ static void test_moa_then_json(void **state)
     assert_int_equal(mock_stat(mock.port, "calls"), moa_calls + 1);
     cJSON *bodies = upstream_bodies();
     const char *last = last_content(cJSON_GetArrayItem(bodies, (int)moa_calls));
-    assert_non_null(strstr(last, "mock non-compliance")); /* moa's answer */
-    assert_non_null(strstr(last, "additionalProperties"));  /* the format */
+    assert_non_null(strstr(last, "mock non-compliance"));  /* moa's answer */
+    assert_non_null(strstr(last, "additionalProperties")); /* the format */
     cJSON_Delete(bodies);
     cJSON_Delete(resp);
     free(body);
@@ -470,16 +469,16 @@ static void test_moa_then_json(void **state)
 #define SYS "You are a travel agent."
 #define TURNS                                                                                      \
     "{\"role\":\"system\",\"content\":\"" SYS "\"},"                                               \
-    "{\"role\":\"user\",\"content\":\"OLDTURN one: Norway in March with my dog Rex.\"},"          \
-    "{\"role\":\"assistant\",\"content\":\"OLDTURN noted.\"},"                                    \
-    "{\"role\":\"user\",\"content\":\"OLDTURN two: budget 2000 EUR.\"},"                          \
-    "{\"role\":\"assistant\",\"content\":\"OLDTURN budget noted.\"},"                             \
-    "{\"role\":\"user\",\"content\":\"Recent three: weather in Oslo?\"},"                         \
-    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"           \
-    "\"function\",\"function\":{\"name\":\"weather\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}" \
+    "{\"role\":\"user\",\"content\":\"OLDTURN one: Norway in March with my dog Rex.\"},"           \
+    "{\"role\":\"assistant\",\"content\":\"OLDTURN noted.\"},"                                     \
+    "{\"role\":\"user\",\"content\":\"OLDTURN two: budget 2000 EUR.\"},"                           \
+    "{\"role\":\"assistant\",\"content\":\"OLDTURN budget noted.\"},"                              \
+    "{\"role\":\"user\",\"content\":\"Recent three: weather in Oslo?\"},"                          \
+    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"            \
+    "\"function\",\"function\":{\"name\":\"weather\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}"  \
     "\"}}]},"                                                                                      \
-    "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"Oslo: 3C\"},"                       \
-    "{\"role\":\"assistant\",\"content\":\"Recent: 3C.\"},"                                       \
+    "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"Oslo: 3C\"},"                        \
+    "{\"role\":\"assistant\",\"content\":\"Recent: 3C.\"},"                                        \
     "{\"role\":\"user\",\"content\":\"Recent four: book it.\"}"
 #define NTURNS 10
 
@@ -503,8 +502,8 @@ static void check_compacted(const cJSON *final, const char *client_body, int kep
     assert_null(strstr(s, "OLDTURN"));
     free(s);
     assert_int_equal(cJSON_GetArraySize(fm), 2 + kept);
-    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-                            cJSON_GetArrayItem(fm, 0), "content")),
+    assert_string_equal(cJSON_GetStringValue(
+                            cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(fm, 0), "content")),
                         SYS);
     const cJSON *sum = cJSON_GetArrayItem(fm, 1);
     assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(sum, "role")),
@@ -559,9 +558,9 @@ static void test_compact_short_unchanged(void **state)
     cJSON *client = cJSON_Parse(body);
 
     assert_int_equal(cJSON_GetArraySize(bodies), 1);
-    assert_true(cJSON_Compare(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 0),
-                                                               "messages"),
-                              cJSON_GetObjectItemCaseSensitive(client, "messages"), 1));
+    assert_true(
+        cJSON_Compare(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(bodies, 0), "messages"),
+                      cJSON_GetObjectItemCaseSensitive(client, "messages"), 1));
     cJSON_Delete(client);
     cJSON_Delete(bodies);
     cJSON_Delete(resp);
@@ -612,7 +611,8 @@ static void test_compact_env_and_privacy(void **state)
     char *body = malloc(8192);
     snprintf(body, 8192,
              "{\"model\":\"privacy&compact-mock-model\",\"messages\":[" TURNS
-             ",{\"role\":\"assistant\",\"content\":\"I will write to " EMAIL "\"},{\"role\":\"user\",\"content\":\"Mail "
+             ",{\"role\":\"assistant\",\"content\":\"I will write to " EMAIL
+             "\"},{\"role\":\"user\",\"content\":\"Mail "
              "it to " EMAIL "\"}]}");
     struct http_resp r = post_raw(p2.port, body, 200);
     cJSON *resp = http_json(&r);

@@ -33,19 +33,21 @@ extern const struct approach approach_compact;
 #define U(t) "{\"role\":\"user\",\"content\":\"" t "\"},"
 #define A(t) "{\"role\":\"assistant\",\"content\":\"" t "\"},"
 #define TOOLCALL                                                                                   \
-    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"           \
-    "\"function\",\"function\":{\"name\":\"weather\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}" \
+    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"            \
+    "\"function\",\"function\":{\"name\":\"weather\",\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}"  \
     "\"}}]},"
 #define TOOLRES "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"Oslo: 3C, rain\"},"
 /* 7 turns; the 5th has a tool call and its result */
 #define LONG(extra)                                                                                \
-    "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"You are a travel agent.\"}," \
-    U("Turn one: I want to go to Norway in March with my dog Rex.") A("Noted: Norway, March.")    \
-    U("Turn two: budget is 2000 EUR.") A("Budget noted.") U("Turn three: I prefer trains.")       \
-    A("Trains it is.") U("Turn four: vegetarian food please.") A("Vegetarian noted.")             \
-    U("Turn five: what is the weather in Oslo?") TOOLCALL TOOLRES A("It is 3C and rainy.")        \
-    U("Turn six: book the hotel.") A("Which dates?")                                              \
-    "{\"role\":\"user\",\"content\":\"Turn seven: 3 to 9 March.\"}]" extra "}"
+    "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"You are a travel "          \
+    "agent.\"}," U("Turn one: I want to go to Norway in March with my dog Rex.")                   \
+        A("Noted: Norway, March.") U("Turn two: budget is 2000 EUR.") A("Budget noted.")           \
+            U("Turn three: I prefer trains.") A("Trains it is.")                                   \
+                U("Turn four: vegetarian food please.") A("Vegetarian noted.")                     \
+                    U("Turn five: what is the weather in Oslo?")                                   \
+                        TOOLCALL TOOLRES A("It is 3C and rainy.") U("Turn six: book the hotel.")   \
+                            A("Which dates?") "{\"role\":\"user\",\"content\":\"Turn seven: 3 to " \
+                                              "9 March.\"}]" extra "}"
 
 static int prepare(struct env *e, struct chat_request *next)
 {
@@ -81,8 +83,9 @@ static void test_long_summarised_recent_kept(void **state)
     (void)state;
 
     env_init(&e, LONG(",\"optillm_compact_threshold\":50,\"optillm_compact_keep_turns\":3"),
-             (const struct row[]){{.stage = "compact/summary", .text = "Norway in March, dog Rex, "
-                                                                      "2000 EUR, trains, veg."},
+             (const struct row[]){{.stage = "compact/summary",
+                                   .text = "Norway in March, dog Rex, "
+                                           "2000 EUR, trains, veg."},
                                   {.stage = NULL}});
     assert_int_equal(prepare(&e, &next), PX_OK);
     check_sequential(&e, 1);

@@ -31,7 +31,7 @@ extern const struct approach approach_json;
 #include "script_env.h"
 
 #define SCHEMA                                                                                     \
-    "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},\"pop\":{\"type\":"      \
+    "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},\"pop\":{\"type\":"       \
     "\"integer\",\"minimum\":0}},\"required\":[\"city\",\"pop\"],\"additionalProperties\":false}"
 #define RF_SCHEMA(s)                                                                               \
     ",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"c\",\"schema\":" s \
@@ -47,9 +47,10 @@ static void test_valid_first_time_fence_stripped(void **state)
     struct env e;
     (void)state;
 
-    env_init(&e, BODY(RF_SCHEMA(SCHEMA)),
-             (const struct row[]){{.stage = "json/answer", .text = "Here:\n```json\n" GOOD "\n```\n"},
-                                  {.stage = NULL}});
+    env_init(
+        &e, BODY(RF_SCHEMA(SCHEMA)),
+        (const struct row[]){{.stage = "json/answer", .text = "Here:\n```json\n" GOOD "\n```\n"},
+                             {.stage = NULL}});
     assert_int_equal(env_run(&e), PX_OK);
     assert_string_equal(e.out.text, GOOD);
     check_sequential(&e, 1);
@@ -65,11 +66,12 @@ static void test_invalid_reasked_with_errors(void **state)
     const struct fake_record *r;
     (void)state;
 
-    env_init(&e, BODY(RF_SCHEMA(SCHEMA)),
-             (const struct row[]){{.stage = "json/answer", .text = "{\"city\":\"Paris\",\"pop\":-3}"},
-                                  {.stage = "json/retry", .text = "{\"city\":\"Paris\"}"},
-                                  {.stage = "json/retry", .text = GOOD},
-                                  {.stage = NULL}});
+    env_init(
+        &e, BODY(RF_SCHEMA(SCHEMA)),
+        (const struct row[]){{.stage = "json/answer", .text = "{\"city\":\"Paris\",\"pop\":-3}"},
+                             {.stage = "json/retry", .text = "{\"city\":\"Paris\"}"},
+                             {.stage = "json/retry", .text = GOOD},
+                             {.stage = NULL}});
     assert_int_equal(env_run(&e), PX_OK);
     assert_string_equal(e.out.text, GOOD);
     check_sequential(&e, 3);
@@ -130,8 +132,8 @@ static void test_upstream_failure(void **state)
     struct env e;
     (void)state;
 
-    env_init(&e, BODY(RF_SCHEMA(SCHEMA)), (const struct row[]){{.stage = "json/answer", .text = NULL},
-                                                               {.stage = NULL}});
+    env_init(&e, BODY(RF_SCHEMA(SCHEMA)),
+             (const struct row[]){{.stage = "json/answer", .text = NULL}, {.stage = NULL}});
     assert_true(env_run(&e) < 0);
     assert_string_not_equal(e.err.err_code, "invalid_structured_output");
     check_usage(&e);
@@ -200,6 +202,21 @@ static void test_self_referencing_schema(void **state)
     env_cleanup(&e);
 }
 
+/* No structured response_format: one answer call, returned as it is. */
+static void test_no_response_format(void **state)
+{
+    struct env e;
+    (void)state;
+
+    env_init(&e, BODY(""),
+             (const struct row[]){{.stage = "json/answer", .text = "Paris."}, {.stage = NULL}});
+    assert_int_equal(env_run(&e), PX_OK);
+    assert_string_equal(e.out.text, "Paris.");
+    check_sequential(&e, 1);
+    check_usage(&e);
+    env_cleanup(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -212,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_pipeline_prev_reformatted),
         cmocka_unit_test(test_unusable_schema),
         cmocka_unit_test(test_self_referencing_schema),
+        cmocka_unit_test(test_no_response_format),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -32,13 +32,13 @@ extern const struct approach approach_privacy;
 
 #include "script_env.h"
 
-#define EMAIL  "jane.doe@example.com"
-#define CARD   "5235-9276-8877-8661"
-#define PHONE  "(415) 555-3184"
-#define IBAN   "ES85 1794 4310 4988 6743 7104"
-#define KEY    "sk-s8E9eVvhxcBFxlV9rl91e8bm7CFnK3oMULiUVXDDrIbb8POf"
-#define IP     "203.0.113.77"
-#define PLAIN  "Version 1.2.3 shipped on 2024-05-01, order 12345."
+#define EMAIL "jane.doe@example.com"
+#define CARD  "5235-9276-8877-8661"
+#define PHONE "(415) 555-3184"
+#define IBAN  "ES85 1794 4310 4988 6743 7104"
+#define KEY   "sk-s8E9eVvhxcBFxlV9rl91e8bm7CFnK3oMULiUVXDDrIbb8POf"
+#define IP    "203.0.113.77"
+#define PLAIN "Version 1.2.3 shipped on 2024-05-01, order 12345."
 
 #define BODY                                                                                       \
     "{\"model\":\"m\",\"messages\":["                                                              \
@@ -49,8 +49,8 @@ extern const struct approach approach_privacy;
     "\"function\",\"function\":{\"name\":\"lookup\",\"arguments\":\"{\\\"email\\\":\\\"" EMAIL     \
     "\\\"}\"}}]},"                                                                                 \
     "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"last login from " IP "\"},"          \
-    "{\"role\":\"user\",\"content\":\"Card " CARD ", phone " PHONE ", key " KEY                    \
-    ", mail " EMAIL ". " PLAIN "\"}]}"
+    "{\"role\":\"user\",\"content\":\"Card " CARD ", phone " PHONE ", key " KEY ", mail " EMAIL    \
+    ". " PLAIN "\"}]}"
 
 static const char *const originals[] = {EMAIL, CARD, PHONE, IBAN, KEY, IP, NULL};
 
@@ -144,7 +144,8 @@ static void test_stream_split_placeholder(void **state)
     struct env e;
     struct chat_request next;
     struct approach_post post;
-    static const char *const pieces[] = {"Write to [", "EMA", "IL_1", "] or [C", "ARD_1]", " [x", "]"};
+    static const char *const pieces[] = {"Write to [", "EMA", "IL_1", "] or [C",
+                                         "ARD_1]",     " [x", "]"};
     char got[512] = "";
     (void)state;
 
@@ -189,7 +190,8 @@ static void test_prev_answer_masked(void **state)
     struct approach_post post;
     (void)state;
 
-    env_init(&e, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Mail " EMAIL "\"}]}",
+    env_init(&e,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Mail " EMAIL "\"}]}",
              (const struct row[]){{.stage = NULL}});
     e.req.prev_answer = e.req.msgs[0].content;
     assert_int_equal(privacy_prepare(&e, &next, &post), PX_OK);
