@@ -319,6 +319,79 @@ static void test_privacy_structured_answer(void **state)
     }
 }
 
+/* Concatenated delta contents of choice 'idx' of an SSE body (modified in place). */
+static void stream_text(char *sse, int idx, char *out, size_t cap, int *chunks)
+{
+    *out = '\0';
+    for (char *line = strtok(sse, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "data: ", 6) != 0 || !strcmp(line + 6, "[DONE]"))
+            continue;
+        cJSON *chunk = cJSON_Parse(line + 6);
+        cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(chunk, "choices"))
+        {
+            const char *piece = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(c, "delta"), "content"));
+            if (cJSON_GetObjectItemCaseSensitive(c, "index")->valueint != idx || !piece || !*piece)
+                continue;
+            strncat(out, piece, cap - strlen(out) - 1);
+            if (chunks)
+                (*chunks)++;
+        }
+        cJSON_Delete(chunk);
+    }
+}
+
+/* privacy&moa streamed: moa's synthesis relayed token by token in 2-byte pieces, restored;
+ * n=2 and privacy|re2: every choice restored. */
+static void test_privacy_pipelines(void **state)
+{
+    (void)state;
+    static char text[65536];
+    int chunks = 0;
+
+    mock_reset(mock.port);
+    char *body = privacy_body("privacy&moa-mock-model@piece_bytes=2,words=300", "\"stream\":true");
+    struct http_resp r = post_raw(proxy.port, body, 200);
+    stream_text(r.body, 0, text, sizeof(text), &chunks);
+    check_restored(text);
+    assert_true(chunks >= 10);
+    assert_true(check_masked_upstream() >= 3);
+    http_resp_free(&r);
+    free(body);
+
+    mock_reset(mock.port);
+    body = privacy_body("privacy-mock-model", "\"n\":2");
+    cJSON *resp = post(body, 200);
+    cJSON *c;
+    int n = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(resp, "choices"))
+    {
+        check_restored(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(c, "message"), "content")));
+        n++;
+    }
+    assert_int_equal(n, 2);
+    assert_true(check_masked_upstream() >= 1);
+    cJSON_Delete(resp);
+    free(body);
+
+    mock_reset(mock.port);
+    body = privacy_body("privacy|re2-mock-model", "\"stream\":true");
+    r = post_raw(proxy.port, body, 200);
+    for (int i = 0; i < 2; i++) {
+        char *copy = strdup(r.body);
+        stream_text(copy, i, text, sizeof(text), NULL);
+        free(copy);
+        if (i == 0)
+            check_restored(text); /* privacy alone: the plain completion */
+        else
+            assert_non_null(strstr(text, EMAIL)); /* re2 saw the originals: not masked */
+    }
+    http_resp_free(&r);
+    free(body);
+}
+
 /* ---- json --------------------------------------------------------------------------------- */
 
 #define SCHEMA                                                                                     \
@@ -396,6 +469,24 @@ static void test_json_never_complies(void **state)
                      RF_SCHEMA ",\"optillm_json_max_retries\":0");
     resp = post(body, 502);
     assert_int_equal(mock_stat(mock.port, "calls"), 1);
+    cJSON_Delete(resp);
+    free(body);
+}
+
+/* A schema that is not an object or a boolean: 400 on response_format, no upstream call. */
+static void test_json_bad_schema(void **state)
+{
+    (void)state;
+    mock_reset(mock.port);
+    char *body = chat_body("json-mock-model", "Capital of France?",
+                           "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{"
+                           "\"name\":\"a\",\"schema\":[1]}}");
+    cJSON *resp = post(body, 400);
+    cJSON *e = cJSON_GetObjectItemCaseSensitive(resp, "error");
+
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "param")),
+                        "response_format");
+    assert_int_equal(mock_stat(mock.port, "calls"), 0);
     cJSON_Delete(resp);
     free(body);
 }
@@ -639,6 +730,8 @@ int main(void)
         cmocka_unit_test(test_privacy_bon),
         cmocka_unit_test(test_privacy_tool_arguments),
         cmocka_unit_test(test_privacy_structured_answer),
+        cmocka_unit_test(test_privacy_pipelines),
+        cmocka_unit_test(test_json_bad_schema),
         cmocka_unit_test(test_json_reasked_then_valid),
         cmocka_unit_test(test_json_never_complies),
         cmocka_unit_test(test_json_stream),
