@@ -202,6 +202,34 @@ static void test_threshold_boundary(void **state)
     env_cleanup(&e);
 }
 
+/* A 1 MB conversation: one summary call, the recent turns kept; the threshold from the
+ * server's setting (as --compact-threshold sets it). */
+static void test_one_megabyte(void **state)
+{
+    struct env e;
+    struct chat_request next;
+    size_t big = 1 << 20;
+    char *filler = malloc(big + 1), *body = malloc(big + 1024);
+    (void)state;
+
+    memset(filler, 'z', big);
+    filler[big] = '\0';
+    snprintf(body, big + 1024,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"},"
+             "{\"role\":\"assistant\",\"content\":\"ok\"},{\"role\":\"user\",\"content\":\"q\"}]}",
+             filler);
+    env_init(&e, body,
+             (const struct row[]){{.stage = "compact/summary", .text = "S."}, {.stage = NULL}});
+    env_opt(&e, "compact_keep_turns", 1);
+    assert_int_equal(prepare(&e, &next), PX_OK); /* 262144 tokens > 8000 */
+    check_sequential(&e, 1);
+    assert_int_equal(next.nmsgs, 2);
+    assert_string_equal(next.msgs[1].content, "q");
+    env_cleanup(&e);
+    free(filler);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -211,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_summary_failure_passes_unchanged),
         cmocka_unit_test(test_nothing_older),
         cmocka_unit_test(test_threshold_boundary),
+        cmocka_unit_test(test_one_megabyte),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -199,6 +199,42 @@ static void test_prev_answer_masked(void **state)
     env_cleanup(&e);
 }
 
+/* A 1 MB message with an e-mail every 4 KB (and one at the very end): all masked, quickly. */
+static void test_one_megabyte(void **state)
+{
+    struct env e;
+    struct chat_request next;
+    struct approach_post post;
+    size_t len = 1 << 20, pos = 0;
+    char *text = malloc(len + 1), *body = malloc(len + 256);
+    (void)state;
+
+    static const char mail[] = " x " EMAIL " ";
+    const size_t ml = sizeof(mail) - 1;
+
+    while (pos + 4096 <= len - 64) {
+        memset(text + pos, 'a', 4096 - ml);
+        memcpy(text + pos + 4096 - ml, mail, ml);
+        pos += 4096;
+    }
+    memset(text + pos, 'b', len - pos - ml);
+    memcpy(text + len - ml, mail, ml);
+    text[len] = '\0';
+    snprintf(body, len + 256,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}", text);
+    env_init(&e, body, (const struct row[]){{.stage = NULL}});
+    long long t0 = px_now_ms();
+    assert_int_equal(privacy_prepare(&e, &next, &post), PX_OK);
+    long long ms = px_now_ms() - t0;
+    assert_null(strstr(next.msgs[0].content, EMAIL));
+    assert_int_equal(fake_count(next.msgs[0].content, "[EMAIL_1]"), pos / 4096 + 1);
+    assert_true(ms < 120000); /* generous: loaded machines, valgrind */
+    fprintf(stderr, "privacy: 1 MB masked in %lld ms\n", ms);
+    env_cleanup(&e);
+    free(text);
+    free(body);
+}
+
 static int setup(void **state)
 {
     if (group_setup(state) != 0 || pii_init() != 0)
@@ -215,10 +251,9 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_masks_every_message),
-        cmocka_unit_test(test_stream_split_placeholder),
-        cmocka_unit_test(test_nothing_to_mask),
-        cmocka_unit_test(test_prev_answer_masked),
+        cmocka_unit_test(test_masks_every_message), cmocka_unit_test(test_stream_split_placeholder),
+        cmocka_unit_test(test_nothing_to_mask),     cmocka_unit_test(test_prev_answer_masked),
+        cmocka_unit_test(test_one_megabyte),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
