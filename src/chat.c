@@ -567,6 +567,43 @@ static void map_string(cJSON *it, struct arena *a, map_fn *fn, void *arg)
         cJSON_SetValuestring(it, v);
 }
 
+/* Every string value of a JSON tree through fn (in place). */
+static void map_tree(cJSON *j, struct arena *a, map_fn *fn, void *arg)
+{
+    for (cJSON *c = j ? j->child : NULL; c; c = c->next) {
+        if (cJSON_IsString(c))
+            map_string(c, a, fn, arg);
+        else
+            map_tree(c, a, fn, arg);
+    }
+}
+
+/* Tool-call arguments are JSON text: their string values are mapped one by one (a value with
+ * newlines or quotes is seen unescaped, and the result stays valid JSON); arguments that do not
+ * parse are mapped as text. */
+static void map_arguments(cJSON *args, struct arena *a, map_fn *fn, void *arg)
+{
+    cJSON *parsed;
+    char *before, *after;
+
+    if (!cJSON_IsString(args))
+        return;
+    parsed = cJSON_ParseWithOpts(args->valuestring, NULL, 1);
+    if (!cJSON_IsObject(parsed) && !cJSON_IsArray(parsed)) {
+        cJSON_Delete(parsed);
+        map_string(args, a, fn, arg);
+        return;
+    }
+    before = cJSON_PrintUnformatted(parsed);
+    map_tree(parsed, a, fn, arg);
+    after = cJSON_PrintUnformatted(parsed);
+    if (before && after && strcmp(before, after) != 0) /* else the client's text stays */
+        cJSON_SetValuestring(args, after);
+    cJSON_free(before);
+    cJSON_free(after);
+    cJSON_Delete(parsed);
+}
+
 int chat_request_map_text(struct arena *a, const struct chat_request *in, struct chat_request *out,
                           map_fn *fn, void *arg)
 {
@@ -597,7 +634,7 @@ int chat_request_map_text(struct arena *a, const struct chat_request *in, struct
             {
                 cJSON *f = cJSON_GetObjectItemCaseSensitive(it, "function");
 
-                map_string(cJSON_GetObjectItemCaseSensitive(f, "arguments"), a, fn, arg);
+                map_arguments(cJSON_GetObjectItemCaseSensitive(f, "arguments"), a, fn, arg);
             }
             map_string(cJSON_GetObjectItemCaseSensitive(m, "refusal"), a, fn, arg);
             msgs[i].raw = m;

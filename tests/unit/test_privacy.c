@@ -235,6 +235,34 @@ static void test_one_megabyte(void **state)
     free(body);
 }
 
+/* A private-key block inside tool-call arguments (JSON text, its newlines escaped) is masked:
+ * the arguments are masked value by value and stay valid JSON. */
+static void test_secret_in_tool_arguments(void **state)
+{
+    struct env e;
+    struct chat_request next;
+    struct approach_post post;
+    (void)state;
+
+    env_init(
+        &e,
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"store\",\"arguments\":\"{\\\"key\\\":\\\""
+        "-----BEGIN RSA PRIVATE KEY-----\\\\nMIIEowFG5h05uwFMb3BXhxpJgcqV0XYFt2//qWGklb2RferH9dvi9"
+        "qpD2KS0nEOroU\\\\n-----END RSA PRIVATE KEY-----\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"stored\"}]}",
+        (const struct row[]){{.stage = NULL}});
+    assert_int_equal(privacy_prepare(&e, &next, &post), PX_OK);
+    cJSON *tc = cJSON_GetObjectItemCaseSensitive(next.msgs[1].raw, "tool_calls");
+    cJSON *fn = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tc, 0), "function");
+    const char *args = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(fn, "arguments"));
+    assert_non_null(args);
+    assert_null(strstr(args, "MIIEow"));
+    assert_string_equal(args, "{\"key\":\"[SECRET_1]\"}");
+    env_cleanup(&e);
+}
+
 static int setup(void **state)
 {
     if (group_setup(state) != 0 || pii_init() != 0)
@@ -253,7 +281,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_masks_every_message), cmocka_unit_test(test_stream_split_placeholder),
         cmocka_unit_test(test_nothing_to_mask),     cmocka_unit_test(test_prev_answer_masked),
-        cmocka_unit_test(test_one_megabyte),
+        cmocka_unit_test(test_one_megabyte),        cmocka_unit_test(test_secret_in_tool_arguments),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
