@@ -179,6 +179,33 @@ static void test_privacy_json(void **state)
     free(body);
 }
 
+/* Selected by the body field, and by a tag, as every approach is. */
+static void test_privacy_selection(void **state)
+{
+    (void)state;
+    mock_reset(mock.port);
+    char *body = privacy_body("mock-model", "\"optillm_approach\":\"privacy&re2\"");
+    cJSON *resp = post(body, 200);
+
+    check_restored(answer_text(resp));
+    assert_int_equal(check_masked_upstream(), 1);
+    cJSON_Delete(resp);
+    free(body);
+
+    mock_reset(mock.port);
+    body = chat_body("mock-model", "<optillm_approach>privacy</optillm_approach>mail " EMAIL, NULL);
+    resp = post(body, 200);
+    assert_non_null(strstr(answer_text(resp), EMAIL));
+    cJSON *bodies = upstream_bodies();
+    char *sent = print(bodies);
+    assert_null(strstr(sent, EMAIL));
+    assert_null(strstr(sent, "optillm_approach"));
+    free(sent);
+    cJSON_Delete(bodies);
+    cJSON_Delete(resp);
+    free(body);
+}
+
 /* Streamed in 3-byte pieces: every placeholder arrives split across chunks. */
 static void test_privacy_stream_split(void **state)
 {
@@ -726,6 +753,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_privacy_json),
+        cmocka_unit_test(test_privacy_selection),
         cmocka_unit_test(test_privacy_stream_split),
         cmocka_unit_test(test_privacy_bon),
         cmocka_unit_test(test_privacy_tool_arguments),
