@@ -7,14 +7,17 @@
  * the kept turns) passes unchanged, with no call; a failed summary call passes it unchanged too
  * (logged).
  *
- * Request fields: the summary call carries none of the answer fields (response_format, tools);
- * every field passes through to the steps after it. */
+ * Request fields: the summary call carries none of the answer fields (response_format, tools)
+ * and overrides only a client's max_tokens below 1024 (raised to 1024); every field passes
+ * through to the steps after it. */
 #include <string.h>
 
 #include "approach.h"
 #include "arena.h"
 #include "buf.h"
 #include "log.h"
+
+#define SUMMARY_MIN_TOKENS 1024
 
 /* Token estimate used throughout: bytes / 4. */
 static long est_tokens(size_t bytes)
@@ -84,6 +87,11 @@ static int compact_prepare(struct approach_ctx *ctx, struct chat_request *next,
                   approach_prompt(ctx, "compact/summarise", "transcript", transcript, NULL), &msgs);
     struct llm_call call = {
         .msgs = msgs, .nmsgs = nmsgs, .params = llm_params_default(), .stage = "compact/summary"};
+
+    /* The client's limit is for its answer: a small one is raised for the summary (the field
+     * the client used is kept, so the upstream accepts it). */
+    if (req->max_tokens > 0 && req->max_tokens < SUMMARY_MIN_TOKENS)
+        call.params.max_tokens = SUMMARY_MIN_TOKENS;
     int rc = llm_batch(ctx, &call, 1);
     const char *summary = rc >= 0 ? call.reply.choices[0].text : NULL;
 

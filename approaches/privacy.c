@@ -140,9 +140,8 @@ static int privacy_prepare(struct approach_ctx *ctx, struct chat_request *next,
                            struct approach_post *post)
 {
     struct privacy *pv = arena_calloc(ctx->arena, 1, sizeof(*pv));
-    int rc;
-
     const char *rf = chat_response_format(ctx->req, NULL);
+    int rc;
 
     pv->map = pii_map_create();
     arena_defer(ctx->arena, map_free, pv->map);

@@ -230,6 +230,20 @@ static void test_one_megabyte(void **state)
     free(body);
 }
 
+/* A client's small max_tokens is for its answer: the summary call gets 1024. */
+static void test_summary_max_tokens(void **state)
+{
+    struct env e;
+    struct chat_request next;
+    (void)state;
+
+    env_init(&e, LONG(",\"optillm_compact_threshold\":50,\"max_tokens\":20"),
+             (const struct row[]){{.stage = "compact/summary", .text = "S."}, {.stage = NULL}});
+    assert_int_equal(prepare(&e, &next), PX_OK);
+    check_call(call_at(&e, 0), "compact/summary", 1, NAN, 1024, false);
+    env_cleanup(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +254,7 @@ int main(void)
         cmocka_unit_test(test_nothing_older),
         cmocka_unit_test(test_threshold_boundary),
         cmocka_unit_test(test_one_megabyte),
+        cmocka_unit_test(test_summary_max_tokens),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
