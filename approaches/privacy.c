@@ -10,10 +10,14 @@
  *
  * No upstream call of its own: alone ("privacy-gpt-4o") it is followed by one plain
  * completion of the masked conversation; first in a pipeline ("privacy&moa-x") every call of
- * the steps after it is masked. Names and places (NER) are not detected.
+ * the steps after it is masked. Names and places are masked too ("[PERSON_1]", "[LOCATION_1]")
+ * when --privacy-ner-url names a trusted NER service (include/ner.h; one call per message
+ * text, on this thread); if it fails the request fails (502 privacy_ner_unavailable) rather
+ * than send names upstream. Off by default.
  *
  * Request fields: all of them pass through (tools, response_format); the other body fields
  * (such as "user" or "metadata") are not masked, only the messages. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,19 +26,30 @@
 
 #include "arena.h"
 #include "buf.h"
+#include "config.h"
 #include "log.h"
+#include "ner.h"
 #include "pii.h"
+
+#define NER_TIMEOUT_S 10
 
 struct privacy {
     struct pii_map *map;
     bool structured;               /* response_format json_*: the answer is JSON text */
     struct buf held;               /* structured streams: the whole answer, restored at the end */
     struct pii_unmasker *unmasker; /* created on the first streamed piece */
+    struct ner *ner;               /* --privacy-ner-url: names and places; NULL = off */
+    char ner_err[256];             /* the first NER failure ("" = none) */
 };
 
 static void map_free(void *p)
 {
     pii_map_destroy(p);
+}
+
+static void ner_free(void *p)
+{
+    ner_close(p);
 }
 
 static void unmasker_free(void *p)
@@ -55,7 +70,19 @@ static const char *mask_text(void *arg, struct arena *a, const char *text)
 
     if (!text || !*text)
         return text ? text : "";
-    m = pii_mask(pv->map, text, strlen(text));
+    if (pv->ner) { /* names and places from the NER service, then the patterns */
+        struct pii_extra *x = NULL;
+        int nx = pv->ner_err[0]
+                     ? -1
+                     : ner_find(pv->ner, text, strlen(text), &x, pv->ner_err, sizeof(pv->ner_err));
+
+        if (nx < 0) /* the request fails below: nothing of this text is sent */
+            return text;
+        m = pii_mask_with(pv->map, text, strlen(text), x, (size_t)nx);
+        free(x);
+    } else {
+        m = pii_mask(pv->map, text, strlen(text));
+    }
     res = strcmp(m, text) == 0 ? text : arena_strdup(a, m);
     free(m);
     return res;
@@ -148,9 +175,22 @@ static int privacy_prepare(struct approach_ctx *ctx, struct chat_request *next,
     pv->structured = rf && strcmp(rf, "text") != 0;
     buf_init(&pv->held, 0);
     arena_defer(ctx->arena, held_free, &pv->held);
+    if (ctx->cfg && ctx->cfg->privacy_ner_url[0]) {
+        pv->ner = ner_open(ctx->cfg->privacy_ner_url, NER_TIMEOUT_S);
+        arena_defer(ctx->arena, ner_free, pv->ner);
+    }
     rc = chat_request_map_text(ctx->arena, ctx->req, next, mask_text, pv);
     if (rc < 0)
         return px_fail(ctx->err, rc, NULL, "privacy: the messages could not be masked");
+    if (pv->ner_err[0]) { /* fail closed: names would reach the upstream */
+        log_at(LOG_WARN, ctx->req_id, "privacy: %s", pv->ner_err);
+        rc = px_fail(ctx->err, PX_EUPSTREAM, NULL,
+                     "privacy: names and places could not be masked (%s); nothing was sent "
+                     "upstream",
+                     pv->ner_err);
+        snprintf(ctx->err->err_code, sizeof(ctx->err->err_code), "privacy_ner_unavailable");
+        return rc;
+    }
     if (pii_map_count(pv->map) > 0) {
         log_at(LOG_DEBUG, ctx->req_id, "privacy: %zu distinct values masked",
                pii_map_count(pv->map));

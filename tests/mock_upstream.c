@@ -27,6 +27,11 @@
  *   POST /mock/config          JSON {latency, chunk_delay, p, q, seed, noisy (bool),
  *                              require_key (string|null)}: new global defaults -> {"ok":true}
  *   GET  /mock/config          the current global defaults
+ *   POST /analyze              (plugins1) a Presidio-analyzer-style NER service for the privacy
+ *                              plugin: {"text"} -> [{"entity_type","start","end","score"}] in
+ *                              code points, for the fixed names "Alice Martin", "Zoë Müller"
+ *                              (PERSON), "Lyon" (LOCATION), "Ireland" (GPE), "Acme"
+ *                              (ORGANIZATION) and "Maybe" (PERSON, score 0.3)
  *   anything else              404 JSON error (also a known path with the wrong method)
  *
  * Per-request options in the model name: "name@opt=val,opt=val" (the LAST '@' starts them;
@@ -480,7 +485,17 @@ static enum MHD_Result mock_status_error(struct MHD_Connection *c, long status,
 
 /* ---- per-request state ------------------------------------------------------------------ */
 
-enum route { R_CHAT, R_MODELS, R_STATS, R_REQUESTS, R_RESET, R_CONFIG, R_BADMETHOD, R_NOTFOUND };
+enum route {
+    R_CHAT,
+    R_MODELS,
+    R_STATS,
+    R_REQUESTS,
+    R_RESET,
+    R_CONFIG,
+    R_ANALYZE, /* plugins1: a Presidio-style NER service */
+    R_BADMETHOD,
+    R_NOTFOUND
+};
 
 struct req {
     enum route route;
@@ -505,6 +520,8 @@ static enum route route_for(const char *method, const char *url)
         return post ? R_RESET : R_BADMETHOD;
     if (!strcmp(url, "/mock/config"))
         return (get || post) ? R_CONFIG : R_BADMETHOD;
+    if (!strcmp(url, "/analyze")) /* plugins1 */
+        return post ? R_ANALYZE : R_BADMETHOD;
     return R_NOTFOUND;
 }
 
@@ -1862,6 +1879,47 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     return send_json(c, MHD_HTTP_OK, root, NULL);
 }
 
+/* ---- plugins1: POST /analyze, a fixed-gazetteer NER service ---------------------------------- */
+
+static enum MHD_Result handle_analyze(struct MHD_Connection *c, struct req *r)
+{
+    static const struct {
+        const char *name, *type;
+        double score;
+    } gaz[] = {{"Alice Martin", "PERSON", 0.85}, {"Zo\xc3\xab M\xc3\xbcller", "PERSON", 0.85},
+               {"Lyon", "LOCATION", 0.85},       {"Ireland", "GPE", 0.85},
+               {"Acme", "ORGANIZATION", 0.85},   {"Maybe", "PERSON", 0.3}};
+    cJSON *root = cJSON_Parse(sb_str(&r->body));
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "text"));
+    cJSON *out;
+
+    if (!text) {
+        cJSON_Delete(root);
+        return send_error(c, 400, "text is required", "invalid_request_error", NULL, NULL, NULL);
+    }
+    out = cJSON_CreateArray();
+    for (size_t k = 0; k < sizeof(gaz) / sizeof(gaz[0]); k++) {
+        for (const char *p = strstr(text, gaz[k].name); p; p = strstr(p + 1, gaz[k].name)) {
+            size_t cp = 0, len = 0;
+            cJSON *e = cJSON_CreateObject();
+
+            for (const char *q = text; q < p; q++)
+                cp += ((unsigned char)*q & 0xC0) != 0x80;
+            for (const char *q = gaz[k].name; *q; q++)
+                len += ((unsigned char)*q & 0xC0) != 0x80;
+            cJSON_AddStringToObject(e, "entity_type", gaz[k].type);
+            cJSON_AddNumberToObject(e, "start", (double)cp);
+            cJSON_AddNumberToObject(e, "end", (double)(cp + len));
+            cJSON_AddNumberToObject(e, "score", gaz[k].score);
+            cJSON_AddItemToArray(out, e);
+        }
+    }
+    cJSON_Delete(root);
+    return send_json(c, MHD_HTTP_OK, out, NULL);
+}
+
+/* ---- end plugins1 ---- */
+
 static enum MHD_Result handle_requests(struct MHD_Connection *c)
 {
     cJSON *arr = cJSON_CreateArray();
@@ -2028,6 +2086,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return handle_reset(c);
     case R_CONFIG:
         return handle_config(c, method, r);
+    case R_ANALYZE: /* plugins1 */
+        return handle_analyze(c, r);
     case R_BADMETHOD:
         return send_error(c, 404, "Method not allowed for this path", "invalid_request_error", NULL,
                           "not_found", NULL);

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "fake_llm.h"
 #include "log.h"
+#include "ner.h"
 #include "pii.h"
 #include "prompt.h"
 
@@ -263,6 +264,66 @@ static void test_secret_in_tool_arguments(void **state)
     env_cleanup(&e);
 }
 
+/* An NER answer (Presidio analyzer shape): character offsets become byte spans (non-ASCII
+ * text), kept types are PERSON and LOCATION/GPE with score >= 0.5, nonsense is dropped. */
+static void test_ner_parse(void **state)
+{
+    const char *text = "Zo\xc3\xab M\xc3\xbcller flew from Lyon to Dublin.";
+    struct pii_extra *x;
+    char err[128];
+    (void)state;
+
+    int n = ner_parse(text, strlen(text),
+                      "[{\"entity_type\":\"PERSON\",\"start\":0,\"end\":10,\"score\":0.9},"
+                      "{\"entity_type\":\"LOCATION\",\"start\":21,\"end\":25,\"score\":0.8},"
+                      "{\"entity_type\":\"GPE\",\"start\":29,\"end\":35},"
+                      "{\"entity_type\":\"PERSON\",\"start\":0,\"end\":3,\"score\":0.2},"
+                      "{\"entity_type\":\"DATE_TIME\",\"start\":0,\"end\":3,\"score\":0.9},"
+                      "{\"entity_type\":\"PERSON\",\"start\":30,\"end\":99,\"score\":0.9},"
+                      "{\"entity_type\":\"PERSON\",\"start\":5,\"end\":5,\"score\":0.9},"
+                      "{\"entity_type\":\"PERSON\",\"start\":\"x\"}]",
+                      &x, err, sizeof(err));
+    assert_int_equal(n, 3);
+    assert_int_equal(x[0].start, 0);
+    assert_int_equal(x[0].len, strlen("Zo\xc3\xab M\xc3\xbcller"));
+    assert_string_equal(x[0].label, "PERSON");
+    assert_memory_equal(text + x[1].start, "Lyon", 4);
+    assert_int_equal(x[1].len, 4);
+    assert_string_equal(x[1].label, "LOCATION");
+    assert_memory_equal(text + x[2].start, "Dublin", 6);
+    assert_string_equal(x[2].label, "LOCATION");
+    free(x);
+    assert_int_equal(ner_parse(text, strlen(text), "{\"error\":1}", &x, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "not a JSON array"));
+    assert_int_equal(ner_parse(text, strlen(text), "[]", &x, err, sizeof(err)), 0);
+    assert_null(x);
+}
+
+/* Extra spans with the patterns: stable placeholders per label, a pattern span wins an
+ * overlap, labels made placeholder-safe, restoration. */
+static void test_mask_with_extra(void **state)
+{
+    const char *text = "Alice wrote to alice@example.com, then Alice left for Lyon.";
+    struct pii_extra x[] = {
+        {.start = 39, .len = 5, .label = "PERSON"}, /* the second Alice */
+        {.start = 0, .len = 5, .label = "PERSON"},  /* the first */
+        {.start = 15, .len = 5, .label = "PERSON"}, /* inside the e-mail: the pattern wins */
+        {.start = 54, .len = 4, .label = "loc-ation!"},
+        {.start = 50, .len = 100, .label = "PERSON"}, /* out of range */
+    };
+    struct pii_map *m = pii_map_create();
+    char *masked = pii_mask_with(m, text, strlen(text), x, 5);
+    (void)state;
+
+    assert_string_equal(masked, "[PERSON_1] wrote to [EMAIL_1], then [PERSON_1] left for "
+                                "[LOCATION_1].");
+    char *back = pii_unmask(m, masked, strlen(masked));
+    assert_string_equal(back, text);
+    free(back);
+    free(masked);
+    pii_map_destroy(m);
+}
+
 static int setup(void **state)
 {
     if (group_setup(state) != 0 || pii_init() != 0)
@@ -282,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_masks_every_message), cmocka_unit_test(test_stream_split_placeholder),
         cmocka_unit_test(test_nothing_to_mask),     cmocka_unit_test(test_prev_answer_masked),
         cmocka_unit_test(test_one_megabyte),        cmocka_unit_test(test_secret_in_tool_arguments),
+        cmocka_unit_test(test_ner_parse),           cmocka_unit_test(test_mask_with_extra),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
