@@ -86,8 +86,8 @@ int ner_parse(const char *text, size_t len, const char *answer, struct pii_extra
     *out = xcalloc(cap, sizeof(**out));
     cJSON_ArrayForEach(it, arr)
     {
-        const char *label = kept_label(
-            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "entity_type")));
+        const char *label =
+            kept_label(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "entity_type")));
         cJSON *st = cJSON_GetObjectItemCaseSensitive(it, "start");
         cJSON *en = cJSON_GetObjectItemCaseSensitive(it, "end");
         cJSON *sc = cJSON_GetObjectItemCaseSensitive(it, "score");

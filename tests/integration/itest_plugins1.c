@@ -419,6 +419,80 @@ static void test_privacy_pipelines(void **state)
     free(body);
 }
 
+/* --privacy-ner-url: names and places masked too (the mock's /analyze knows a few), the answer
+ * restored (also streamed in 3-byte pieces); an NER service that fails makes the request fail
+ * with 502 before anything is sent upstream. */
+#define NAMES_Q                                                                                    \
+    "Alice Martin from Lyon and Zo\xc3\xab M\xc3\xbcller in Ireland, " EMAIL ", Acme, Maybe"
+
+static void test_privacy_ner(void **state)
+{
+    struct proc p2;
+    char url[128], flag[160];
+    (void)state;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/analyze", mock.port);
+    const char *const args[] = {"--privacy-ner-url", url, NULL};
+    assert_int_equal(proxy_start(&p2, mock.port, args, NULL), 0);
+    for (int stream = 0; stream < 2; stream++) {
+        mock_reset(mock.port);
+        char *body = chat_body(stream ? "privacy-mock-model@words=30,piece_bytes=3"
+                                      : "privacy-mock-model@words=30",
+                               NAMES_Q, stream ? "\"stream\":true" : NULL);
+        struct http_resp r = post_raw(p2.port, body, 200);
+        static char text[8192];
+
+        if (stream) {
+            stream_text(r.body, 0, text, sizeof(text), NULL);
+        } else {
+            cJSON *resp = http_json(&r);
+            snprintf(text, sizeof(text), "%s", answer_text(resp));
+            cJSON_Delete(resp);
+        }
+        if (!strstr(text, "Alice Martin from Lyon and Zo\xc3\xab M\xc3\xbcller in Ireland, " EMAIL))
+            fail_msg("names not restored: %s", text);
+        cJSON *bodies = upstream_bodies();
+        assert_int_equal(cJSON_GetArraySize(bodies), 1);
+        const char *sent = last_content(cJSON_GetArrayItem(bodies, 0));
+        assert_string_equal(sent, "[PERSON_1] from [LOCATION_1] and [PERSON_2] in [LOCATION_2], "
+                                  "[EMAIL_1], Acme, Maybe");
+        cJSON_Delete(bodies);
+        http_resp_free(&r);
+        free(body);
+    }
+    assert_int_equal(proc_stop(&p2), 0);
+
+    /* the NER service fails: nothing goes upstream */
+    snprintf(flag, sizeof(flag), "http://127.0.0.1:%d/nosuch", mock.port);
+    const char *const args2[] = {"--privacy-ner-url", flag, NULL};
+    assert_int_equal(proxy_start(&p2, mock.port, args2, NULL), 0);
+    mock_reset(mock.port);
+    char *body = chat_body("privacy-mock-model", NAMES_Q, NULL);
+    struct http_resp r = post_raw(p2.port, body, 502);
+    cJSON *resp = http_json(&r);
+    cJSON *e = cJSON_GetObjectItemCaseSensitive(resp, "error");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "code")),
+                        "privacy_ner_unavailable");
+    assert_non_null(
+        strstr(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "message")), "HTTP 404"));
+    assert_int_equal(mock_stat(mock.port, "calls"), 0);
+    cJSON_Delete(resp);
+    http_resp_free(&r);
+    free(body);
+    assert_int_equal(proc_stop(&p2), 0);
+
+    /* without the flag, names pass (documented): only the patterns are masked */
+    mock_reset(mock.port);
+    body = chat_body("privacy-mock-model", NAMES_Q, NULL);
+    resp = post(body, 200);
+    cJSON *bodies = upstream_bodies();
+    assert_non_null(strstr(last_content(cJSON_GetArrayItem(bodies, 0)), "Alice Martin"));
+    assert_null(strstr(last_content(cJSON_GetArrayItem(bodies, 0)), EMAIL));
+    cJSON_Delete(bodies);
+    cJSON_Delete(resp);
+    free(body);
+}
+
 /* ---- json --------------------------------------------------------------------------------- */
 
 #define SCHEMA                                                                                     \
@@ -759,6 +833,7 @@ int main(void)
         cmocka_unit_test(test_privacy_tool_arguments),
         cmocka_unit_test(test_privacy_structured_answer),
         cmocka_unit_test(test_privacy_pipelines),
+        cmocka_unit_test(test_privacy_ner),
         cmocka_unit_test(test_json_bad_schema),
         cmocka_unit_test(test_json_reasked_then_valid),
         cmocka_unit_test(test_json_never_complies),
