@@ -26,7 +26,6 @@
 
 #include "arena.h"
 #include "buf.h"
-#include "config.h"
 #include "log.h"
 #include "ner.h"
 #include "pii.h"
@@ -175,8 +174,8 @@ static int privacy_prepare(struct approach_ctx *ctx, struct chat_request *next,
     pv->structured = rf && strcmp(rf, "text") != 0;
     buf_init(&pv->held, 0);
     arena_defer(ctx->arena, held_free, &pv->held);
-    if (ctx->cfg && ctx->cfg->privacy_ner_url[0]) {
-        pv->ner = ner_open(ctx->cfg->privacy_ner_url, NER_TIMEOUT_S);
+    if (approach_privacy_ner_url(ctx)) {
+        pv->ner = ner_open(approach_privacy_ner_url(ctx), NER_TIMEOUT_S);
         arena_defer(ctx->arena, ner_free, pv->ner);
     }
     rc = chat_request_map_text(ctx->arena, ctx->req, next, mask_text, pv);

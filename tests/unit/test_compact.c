@@ -28,6 +28,7 @@
 extern const struct approach approach_compact;
 #define THE_APPROACH approach_compact
 
+#define SCRIPT_ENV_OWN_BODY
 #include "script_env.h"
 
 #define U(t) "{\"role\":\"user\",\"content\":\"" t "\"},"
@@ -220,7 +221,7 @@ static void test_one_megabyte(void **state)
              filler);
     env_init(&e, body,
              (const struct row[]){{.stage = "compact/summary", .text = "S."}, {.stage = NULL}});
-    env_opt(&e, "compact_keep_turns", 1);
+    env_option(&e, "compact_keep_turns", 1);
     assert_int_equal(prepare(&e, &next), PX_OK); /* 262144 tokens > 8000 */
     check_sequential(&e, 1);
     assert_int_equal(next.nmsgs, 2);
@@ -256,5 +257,5 @@ int main(void)
         cmocka_unit_test(test_one_megabyte),
         cmocka_unit_test(test_summary_max_tokens),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, env_group_setup, env_group_teardown);
 }

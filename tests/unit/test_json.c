@@ -28,6 +28,7 @@
 extern const struct approach approach_json;
 #define THE_APPROACH approach_json
 
+#define SCRIPT_ENV_OWN_BODY
 #include "script_env.h"
 
 #define SCHEMA                                                                                     \
@@ -51,7 +52,7 @@ static void test_valid_first_time_fence_stripped(void **state)
         &e, BODY(RF_SCHEMA(SCHEMA)),
         (const struct row[]){{.stage = "json/answer", .text = "Here:\n```json\n" GOOD "\n```\n"},
                              {.stage = NULL}});
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, GOOD);
     check_sequential(&e, 1);
     check_call(call_at(&e, 0), "json/answer", 1, NAN, -1, false);
@@ -72,7 +73,7 @@ static void test_invalid_reasked_with_errors(void **state)
                              {.stage = "json/retry", .text = "{\"city\":\"Paris\"}"},
                              {.stage = "json/retry", .text = GOOD},
                              {.stage = NULL}});
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, GOOD);
     check_sequential(&e, 3);
     /* the re-ask: the same conversation, the invalid reply, then the problems found */
@@ -99,7 +100,7 @@ static void test_never_complies_fails_bounded(void **state)
              (const struct row[]){{.stage = "json/answer", .text = "Paris, about 2.1 million."},
                                   {.stage = "json/retry", .text = "{\"town\":\"Paris\"}"},
                                   {.stage = NULL}});
-    assert_int_equal(env_run(&e), PX_EUPSTREAM);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_EUPSTREAM);
     assert_string_equal(e.err.err_code, "invalid_structured_output");
     assert_non_null(strstr(e.err.message, "after 2 attempts"));
     assert_non_null(strstr(e.err.message, "town"));
@@ -119,7 +120,7 @@ static void test_json_object(void **state)
                                   {.stage = "json/retry", .text = "[1,2]"},
                                   {.stage = "json/retry", .text = "{\"a\":1}"},
                                   {.stage = NULL}});
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, "{\"a\":1}");
     assert_non_null(strstr(fake_record_last(call_at(&e, 1)), "not valid JSON"));
     assert_non_null(strstr(fake_record_last(call_at(&e, 2)), "must be a JSON object"));
@@ -134,7 +135,7 @@ static void test_upstream_failure(void **state)
 
     env_init(&e, BODY(RF_SCHEMA(SCHEMA)),
              (const struct row[]){{.stage = "json/answer", .text = NULL}, {.stage = NULL}});
-    assert_true(env_run(&e) < 0);
+    assert_true(env_run(&e, &THE_APPROACH) < 0);
     assert_string_not_equal(e.err.err_code, "invalid_structured_output");
     check_usage(&e);
     env_cleanup(&e);
@@ -148,7 +149,7 @@ static void test_pipeline_prev_valid(void **state)
 
     env_init(&e, BODY(RF_SCHEMA(SCHEMA)), (const struct row[]){{.stage = NULL}});
     e.req.prev_answer = "```json\n" GOOD "\n```";
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, GOOD);
     assert_int_equal(e.fake.ncalls, 0);
     env_cleanup(&e);
@@ -164,7 +165,7 @@ static void test_pipeline_prev_reformatted(void **state)
     env_init(&e, BODY(RF_SCHEMA(SCHEMA)),
              (const struct row[]){{.stage = "json/answer", .text = GOOD}, {.stage = NULL}});
     e.req.prev_answer = "The largest city is Paris, population 2.1 million.";
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, GOOD);
     check_sequential(&e, 1);
     last = fake_record_last(call_at(&e, 0));
@@ -181,7 +182,7 @@ static void test_unusable_schema(void **state)
     (void)state;
 
     env_init(&e, BODY(RF_SCHEMA("42")), (const struct row[]){{.stage = NULL}});
-    assert_int_equal(env_run(&e), PX_EINVAL);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_EINVAL);
     assert_string_equal(e.err.param, "response_format");
     assert_int_equal(e.fake.ncalls, 0);
     env_cleanup(&e);
@@ -196,7 +197,7 @@ static void test_self_referencing_schema(void **state)
 
     env_init(&e, BODY(RF_SCHEMA("{\"$ref\":\"#\"}") ",\"optillm_json_max_retries\":0"),
              (const struct row[]){{.stage = "json/answer", .text = GOOD}, {.stage = NULL}});
-    assert_int_equal(env_run(&e), PX_EUPSTREAM);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_EUPSTREAM);
     assert_string_equal(e.err.err_code, "invalid_structured_output");
     check_sequential(&e, 1);
     env_cleanup(&e);
@@ -210,7 +211,7 @@ static void test_no_response_format(void **state)
 
     env_init(&e, BODY(""),
              (const struct row[]){{.stage = "json/answer", .text = "Paris."}, {.stage = NULL}});
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, "Paris.");
     check_sequential(&e, 1);
     check_usage(&e);
@@ -231,5 +232,5 @@ int main(void)
         cmocka_unit_test(test_self_referencing_schema),
         cmocka_unit_test(test_no_response_format),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, env_group_setup, env_group_teardown);
 }

@@ -31,6 +31,7 @@
 extern const struct approach approach_privacy;
 #define THE_APPROACH approach_privacy
 
+#define SCRIPT_ENV_OWN_BODY
 #include "script_env.h"
 
 #define EMAIL "jane.doe@example.com"
@@ -326,7 +327,7 @@ static void test_mask_with_extra(void **state)
 
 static int setup(void **state)
 {
-    if (group_setup(state) != 0 || pii_init() != 0)
+    if (env_group_setup(state) != 0 || pii_init() != 0)
         return -1;
     return 0;
 }
@@ -334,7 +335,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     pii_cleanup();
-    return group_teardown(state);
+    return env_group_teardown(state);
 }
 
 int main(void)
