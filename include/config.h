@@ -73,7 +73,8 @@ struct config {
     int n;              /* default n */
     bool return_full_response;
     bool no_approach_tags;
-    char *prompts_dir;                                  /* NULL: embedded prompts only */
+    char *prompts_dir;         /* NULL: embedded prompts only */
+    char privacy_ner_url[512]; /* --privacy-ner-url: names and places for privacy; "" = off */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
 
