@@ -55,8 +55,10 @@ struct approach {
     const char *const *prompts;            /* prompt names it needs, NULL-terminated */
     const struct approach_option *options; /* terminated by a NULL name, or NULL */
     const char *summary;                   /* one line, for GET /v1/approaches and --help */
-    int calls;  /* upstream calls at default settings (documentation, /v1/approaches) */
-    int rounds; /* sequential rounds at default settings */
+    int calls;    /* upstream calls at default settings (documentation, /v1/approaches) */
+    int rounds;   /* sequential rounds at default settings */
+    bool offload; /* calls deep library code (libz3): runs on a helper thread with a full-size
+                     stack, not on a coroutine (include/scheduler.h) */
 };
 
 /* The registry (src/registry.c): const, no lock needed. */

@@ -81,9 +81,10 @@ static const struct flag flags[] = {
     {"prompts-dir", NULL, "OPTILLM_PROMPTS_DIR", T_SECRET, OFF(prompts_dir), 0, "DIR",
      "override built-in prompts with DIR/<approach>/<stage>.txt files"},
     {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
-     "maximum approach threads (default 1024; they mostly wait and use 256 KiB stacks)"},
+     "maximum approach requests running at once (default 10000); a waiting one holds a "
+     "coroutine stack (128 KiB reserved, a few KiB used), not a thread"},
     {"queue", NULL, "OPTILLM_QUEUE", T_UINT, OFF(queue_max), 0, "N",
-     "approach requests that may wait for a thread before 503 (default 4096)"},
+     "approach requests that may wait for a --workers slot before 503 (default 4096)"},
     {"io-loops", NULL, "OPTILLM_IO_LOOPS", T_UINT, OFF(io_loops), 0, "N",
      "upstream I/O threads, each multiplexing many transfers (default: number of cores)"},
     {"http-threads", NULL, "OPTILLM_HTTP_THREADS", T_UINT, OFF(http_threads), 0, "N",
@@ -131,7 +132,7 @@ static void defaults(struct config *c)
     c->port = 8000;
     c->http_threads = 2;
     c->io_loops = 0;
-    c->workers = 1024;
+    c->workers = 10000;
     c->queue_max = 4096;
     c->conn_limit = 4096;
     c->max_body = 8u << 20;

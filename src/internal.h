@@ -26,6 +26,7 @@
 #include "config.h"
 #include "llm.h"
 #include "px.h"
+#include "scheduler.h"
 
 struct io_loop;
 struct xfer;
@@ -179,22 +180,15 @@ enum xfer_kind {
     XFER_STREAM /* an approach's final call streamed to the client through a sink */
 };
 
-/* Wait-group for one stage of an approach. */
-struct xfer_group {
-    pthread_mutex_t mu; /* guards pending */
-    pthread_cond_t cv;
-    int pending;
-};
-
 /* Called on the I/O thread for each parsed upstream SSE content delta of an XFER_STREAM. */
 typedef void xfer_delta_fn(void *sink, const char *text, size_t len);
 
 struct xfer {
     enum xfer_kind kind;
-    struct exchange *ex;      /* referenced while the transfer lives */
-    struct xfer_group *group; /* XFER_CALL/XFER_STREAM */
-    char *url;                /* malloc'd */
-    char *body;               /* malloc'd; NULL for GET */
+    struct exchange *ex;       /* referenced while the transfer lives */
+    struct sched_group *group; /* XFER_CALL/XFER_STREAM: the stage's wait group */
+    char *url;                 /* malloc'd */
+    char *body;                /* malloc'd; NULL for GET */
     size_t body_len;
     struct curl_slist *headers;
     bool stream_relay;       /* XFER_RELAY of a stream request: relay chunk by chunk */
@@ -260,17 +254,20 @@ const char *sse_parser_error(struct sse_parser *p); /* an in-band error message,
 void sse_parser_usage(struct sse_parser *p, struct usage *u);
 bool sse_parser_done(struct sse_parser *p);
 
-/* ---- pool.c: approach threads -----------------------------------------------------------------
+/* ---- pool.c: admission of approach requests (coroutines, src/sched.c) ------------------------
  */
 
-int pool_start(unsigned max_threads, unsigned queue_max);
-/* Queues fn(arg); returns 0, or PX_EBUSY when the queue is full or the pool stopping. */
+/* At most max_running requests at once, max_queue more waiting. After sched_start. */
+int pool_start(unsigned max_running, unsigned queue_max);
+/* Runs fn(arg) on a coroutine now or when a slot frees; returns 0, or PX_EBUSY when the queue
+ * is full or the pool stopping. */
 int pool_submit(void (*fn)(void *), void *arg);
+/* Waits until every admitted and queued request has run. */
 void pool_stop(void);
-/* Queue depth and thread counts (for logs/metrics). */
-void pool_stats(unsigned *queued, unsigned *threads, unsigned *busy);
+/* Approach requests queued, running (on a CPU or ready) and waiting (parked on the network). */
+void pool_stats(unsigned *queued, unsigned *running, unsigned *waiting);
 
-/* ---- engine.c: runs a route for an exchange on an approach thread ------------------------------
+/* ---- engine.c: runs a route for an exchange on a coroutine -------------------------------------
  */
 
 void engine_run(void *exchange);

@@ -414,11 +414,7 @@ static void complete(struct xfer *x)
         xfer_destroy(x);
         return;
     }
-    struct xfer_group *g = x->group;
-    pthread_mutex_lock(&g->mu);
-    g->pending--;
-    pthread_cond_signal(&g->cv);
-    pthread_mutex_unlock(&g->mu); /* x may be freed by its owner from here on */
+    sched_group_done(x->group); /* x may be freed by its owner from here on */
 }
 
 static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
