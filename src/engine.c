@@ -1,5 +1,5 @@
 /* engine.c: runs a request's route (one approach, a&b pipeline, a|b fan-out, n runs in
- * parallel) on an approach thread, provides the upstream transport behind llm_*, streams the
+ * parallel) on a coroutine, provides the upstream transport behind llm_*, streams the
  * final stage to the client, and writes the OpenAI response. */
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -3,15 +3,15 @@
  *
  * DESIGN. libmicrohttpd's threads parse a request, then suspend its connection and hand it
  * to an I/O loop (passthrough: one transfer relayed to the client) or to the approach pool
- * (an approach thread runs plain sequential C and waits on a condition variable while its
- * transfers run on the I/O loops). Every loop owns a curl multi handle and its connection
- * pool; transfers reach a loop through its locked queue plus curl_multi_wakeup. The reply is
- * produced into exchange.out and the connection resumed; MHD drains it (a content reader for
- * streams). Protocol and invariants: shared/notes/mhd-curl-findings.md section 4.
+ * (an approach runs as a coroutine, plain sequential C that parks on a wait group while its
+ * transfers run on the I/O loops; src/sched.c). Every loop owns a curl multi handle and its
+ * connection pool; transfers reach a loop through its locked queue plus curl_multi_wakeup. The
+ * reply is produced into exchange.out and the connection resumed; MHD drains it (a content reader
+ * for streams). Protocol and invariants: shared/notes/mhd-curl-findings.md section 4.
  *
- * Lock order: MHD response mutex -> exchange.mu -> MHD internals; group.mu and loop.mu are
- * leaves (never held while taking another lock). No curl call that can re-enter a write
- * callback is made while holding exchange.mu. */
+ * Lock order: MHD response mutex -> exchange.mu -> MHD internals; sched_group.mu -> scheduler
+ * thread mu (a wake); those and loop.mu are otherwise leaves. No curl call that can re-enter a
+ * write callback is made while holding exchange.mu. */
 #ifndef INTERNAL_H
 #define INTERNAL_H
 
@@ -176,7 +176,7 @@ bool auth_equal(const char *a, const char *b);
 
 enum xfer_kind {
     XFER_RELAY, /* passthrough: the upstream's answer goes to the exchange as is */
-    XFER_CALL,  /* an approach call: buffered, parsed by the approach thread */
+    XFER_CALL,  /* an approach call: buffered, parsed by the approach's coroutine */
     XFER_STREAM /* an approach's final call streamed to the client through a sink */
 };
 
@@ -220,7 +220,7 @@ struct xfer {
 int io_start(const struct config *cfg);
 /* Stops the loops: aborts remaining transfers (their exchanges get 503) and joins. */
 void io_stop(void);
-/* Frees the loops after io_stop and after every approach thread has finished. */
+/* Frees the loops after io_stop and after every approach coroutine has finished. */
 void io_free(void);
 /* Creates a transfer for base_url + path with the resolved key (may be NULL) in cfg's header. */
 struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct exchange *ex,

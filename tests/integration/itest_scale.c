@@ -131,22 +131,36 @@ static void *wave_main(void *arg)
     return NULL;
 }
 
-/* A metric's value from /metrics (the first line starting with 'name '), or -1. */
-static double metric(int port, const char *name)
+/* The /metrics text (malloc'd), or NULL. */
+static char *metrics_get(int port)
 {
     struct http_resp r;
-    double v = -1;
-    size_t nl = strlen(name);
+    char *body;
 
     if (http_req("GET", port, "/metrics", NULL, NULL, &r) != 0)
-        return -1;
-    for (const char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
-        if (strncmp(p, name, nl) == 0 && p[nl] == ' ') {
-            v = strtod(p + nl + 1, NULL);
-            break;
-        }
-    }
+        return NULL;
+    body = strdup(r.body ? r.body : "");
     http_resp_free(&r);
+    return body;
+}
+
+/* A metric's value in a /metrics text (the first line starting with 'name '), or -1. */
+static double metric_in(const char *text, const char *name)
+{
+    size_t nl = strlen(name);
+
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, name, nl) == 0 && p[nl] == ' ')
+            return strtod(p + nl + 1, NULL);
+    return -1;
+}
+
+static double metric(int port, const char *name)
+{
+    char *text = metrics_get(port);
+    double v = text ? metric_in(text, name) : -1;
+
+    free(text);
     return v;
 }
 
@@ -177,13 +191,13 @@ static void sleep_ms(long ms)
 /* ---- tests ------------------------------------------------------------------------------------
  */
 
-/* 300 bon requests (4 upstream calls in 2 rounds each) wait at once on a 1.5 s upstream: they
- * are all parked coroutines, the proxy keeps its handful of threads, and every answer is 200. */
+/* 300 bon requests (4 upstream calls in 2 rounds each) wait at once on a 3 s upstream: they
+ * are parked coroutines, the proxy keeps its handful of threads, and every answer is 200. */
 static void test_many_waiting_few_threads(void **state)
 {
     enum { N = 300 };
     struct proc px;
-    struct wave w = {.n = N, .model = "bon-gpt-x@latency=1500"};
+    struct wave w = {.n = N, .model = "bon-gpt-x@latency=3000"};
     const char *args[] = {"--upstream-key", "sk-scale", NULL};
     pthread_t t;
     double waiting = 0, peak_threads = 0;
@@ -193,7 +207,7 @@ static void test_many_waiting_few_threads(void **state)
     w.port = px.port;
     w.res = calloc(N, sizeof(*w.res));
     pthread_create(&t, NULL, wave_main, &w);
-    for (int i = 0; i < 60 && waiting < N; i++) { /* up to 3 s */
+    for (int i = 0; i < 100 && waiting < N; i++) { /* up to 5 s */
         double v = metric(px.port, "optillm_approach_requests{state=\"waiting\"}");
         int th = proc_threads(px.pid);
 
@@ -206,12 +220,13 @@ static void test_many_waiting_few_threads(void **state)
     pthread_join(t, NULL);
     for (int i = 0; i < N; i++)
         assert_int_equal(w.res[i].status, 200);
-    print_message("%d bon requests: %.2f s (ideal 3 s), up to %.0f waiting at once, %.0f proxy "
+    print_message("%d bon requests: %.2f s (ideal 6 s), up to %.0f waiting at once, %.0f proxy "
                   "threads\n",
                   N, w.seconds, waiting, peak_threads);
     assert_true(waiting >= N * 0.9); /* all were parked at once, none queued */
-    assert_true(peak_threads <= 16); /* http 2 + io loops + schedulers (2 cores) + main */
-    assert_true(w.seconds < 3 + 10); /* generous under load; no serialisation */
+    /* 2 HTTP + an I/O loop and a scheduler per core + main (+ a sanitizer's own) */
+    assert_true(peak_threads <= 8 + 2 * sysconf(_SC_NPROCESSORS_ONLN));
+    assert_true(w.seconds < 6 + 30); /* generous under load and sanitizers */
     assert_true(metric(px.port, "optillm_coroutine_slow_slices_total") >= 0);
     assert_true(metric(px.port, "optillm_coroutine_stack_peak_bytes") > 0);
     assert_true(metric(px.port, "optillm_coroutine_stack_peak_bytes") <
@@ -239,9 +254,12 @@ static void test_small_workers_queue(void **state)
     mock_reset(mock.port);
     pthread_create(&t, NULL, wave_main, &w);
     for (int i = 0; i < 100; i++) {
-        double q = metric(px.port, "optillm_approach_requests{state=\"queued\"}");
-        double r = metric(px.port, "optillm_approach_requests{state=\"running\"}") +
-                   metric(px.port, "optillm_approach_requests{state=\"waiting\"}");
+        char *text = metrics_get(px.port); /* one snapshot: running + waiting together */
+        double q = metric_in(text, "optillm_approach_requests{state=\"queued\"}");
+        double r = metric_in(text, "optillm_approach_requests{state=\"running\"}") +
+                   metric_in(text, "optillm_approach_requests{state=\"waiting\"}");
+
+        free(text);
 
         if (q > queued)
             queued = q;
