@@ -97,6 +97,10 @@ static const struct flag flags[] = {
      "close idle or slow client connections after this long (default 60)"},
     {"upstream-timeout", NULL, "OPTILLM_UPSTREAM_TIMEOUT", T_DOUBLE, OFF(upstream_timeout), 0,
      "SECONDS", "limit for one upstream call; exceeded gives 504 (default 600)"},
+    {"upstream-h2c", NULL, "OPTILLM_UPSTREAM_H2C", T_BOOL, OFF(upstream_h2c), 0, NULL,
+     "speak HTTP/2 to an http:// upstream without asking first (prior knowledge, h2c), "
+     "streams multiplexed on one connection per I/O loop; needs libcurl >= 8.0.0. Default: "
+     "HTTP/1.1 for http://, HTTP/2 when an https:// upstream offers it"},
     {"connect-timeout", NULL, "OPTILLM_CONNECT_TIMEOUT", T_DOUBLE, OFF(connect_timeout), 0,
      "SECONDS", "limit for connecting to the upstream; exceeded gives 502 (default 10)"},
     {"retries", NULL, "OPTILLM_RETRIES", T_RETRIES, OFF(retries), 0, "N",

@@ -217,7 +217,13 @@ static void start(struct io_loop *l, struct xfer *x)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    if (io_cfg->upstream_h2c) {
+        /* Streams share one connection per loop rather than opening one each. */
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    }
     if (x->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
@@ -654,6 +660,15 @@ static void *loop_main(void *arg)
 
 int io_start(const struct config *cfg)
 {
+    /* libcurl before 8.0.0 fails every prior-knowledge stream on a reused connection with
+     * "Error in the HTTP2 framing layer" (curl issue 10634, fixed by PR 10643): only the
+     * first request per connection would work. */
+    if (cfg->upstream_h2c && curl_version_info(CURLVERSION_NOW)->version_num < 0x080000) {
+        log_error("--upstream-h2c needs libcurl >= 8.0.0 (this is %s: HTTP/2 prior-knowledge "
+                  "connections fail when reused)",
+                  curl_version_info(CURLVERSION_NOW)->version);
+        return -1;
+    }
     io_cfg = cfg;
     nloops = cfg->io_loops;
     loops = xcalloc(nloops, sizeof(*loops));

@@ -9,18 +9,25 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
 
 static struct proc mock;
+static pid_t nghttpd_pid; /* killed by teardown if a test failed before stopping it */
 
 static int setup(void **state)
 {
@@ -33,6 +40,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    if (nghttpd_pid > 0) {
+        kill(nghttpd_pid, SIGTERM);
+        waitpid(nghttpd_pid, NULL, 0);
+    }
     proc_stop(&mock);
     curl_global_cleanup();
     return 0;
@@ -316,12 +327,145 @@ static void test_queue_full_503(void **state)
     assert_int_equal(proc_stop(&px), 0);
 }
 
+/* ---- HTTP/2 upstream without TLS (--upstream-h2c) ------------------------------------------ */
+
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port = -1;
+
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static const char h2_reply[] =
+    "{\"id\":\"chatcmpl-h2\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\","
+    "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"h2c ok\"},"
+    "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2,"
+    "\"total_tokens\":3}}";
+
+/* nghttpd (Debian nghttp2-server) speaks only HTTP/2 in clear text and answers a POST with the
+ * file at its path: with --upstream-h2c passthrough and approach calls reach it, multiplexed
+ * on one connection per I/O loop; without the flag (HTTP/1.1) they fail with 502. With
+ * libcurl < 8.0.0 (reused prior-knowledge connections fail) the proxy refuses the flag. */
+static void test_upstream_h2c(void **state)
+{
+    char dir[] = "/tmp/itest-h2c-XXXXXX", path[256], base[64], portstr[16], logp[300];
+    struct proc px, px11;
+    struct http_resp r;
+    int port = free_port();
+    pid_t pid;
+    FILE *f;
+
+    (void)state;
+    if (access("/usr/sbin/nghttpd", X_OK) != 0 && access("/usr/bin/nghttpd", X_OK) != 0) {
+        print_message("nghttpd not installed (apt-get install nghttp2-server): skipped\n");
+        skip();
+    }
+    if (curl_version_info(CURLVERSION_NOW)->version_num < 0x080000) {
+        const char *args[] = {"--upstream-key", "sk-h2", "--upstream-h2c", NULL};
+
+        /* The proxy links the same libcurl as this test. */
+        assert_int_not_equal(proxy_start(&px, mock.port, args, NULL), 0);
+        assert_true(file_contains(px.log, "--upstream-h2c needs libcurl >= 8.0.0"));
+        print_message("libcurl %s: --upstream-h2c refused as it should be; h2c not tested\n",
+                      curl_version_info(CURLVERSION_NOW)->version);
+        return;
+    }
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/v1", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/v1/chat", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/v1/chat/completions", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(h2_reply, f);
+    fclose(f);
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(logp, sizeof(logp), "%s/nghttpd.log", dir);
+    pid = fork();
+    if (pid == 0) {
+        FILE *lf = freopen(logp, "w", stdout);
+        FILE *ef = freopen("/dev/null", "w", stderr);
+
+        (void)lf;
+        (void)ef;
+        execlp("nghttpd", "nghttpd", "--no-tls", "-v", "-a", "127.0.0.1", "-d", dir, portstr,
+               (char *)NULL);
+        _exit(127);
+    }
+    nghttpd_pid = pid;
+    sleep_ms(300);
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d/v1", port);
+    {
+        const char *args[] = {"--upstream-key",
+                              "sk-h2",
+                              "--upstream-h2c",
+                              "--io-loops",
+                              "1",
+                              "--base-url",
+                              base,
+                              NULL};
+        const char *args11[] = {"--upstream-key", "sk-h2", "--base-url", base, NULL};
+
+        assert_int_equal(proxy_start(&px, mock.port, args, NULL), 0);
+        assert_int_equal(proxy_start(&px11, mock.port, args11, NULL), 0);
+    }
+    char *pass = chat_body("m", "hello", NULL);
+    char *appr = chat_body("bon-m", "hello", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", pass, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "h2c ok"));
+    http_resp_free(&r);
+    /* bon: one n=3 call, then 3 ratings at once, all on the loop's one connection. */
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", appr, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "h2c ok"));
+    http_resp_free(&r);
+    /* HTTP/1.1 (the default for http://) cannot talk to it. */
+    assert_int_equal(http_req("POST", px11.port, "/v1/chat/completions", pass, NULL, &r), 0);
+    assert_int_equal(r.status, 502);
+    http_resp_free(&r);
+    assert_int_equal(proc_stop(&px), 0);
+    assert_int_equal(proc_stop(&px11), 0);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    nghttpd_pid = 0;
+    /* Sessions (connections) nghttpd saw from the h2c proxy: "[id=N]" numbers. */
+    int max_id = 0;
+    char line[512];
+
+    f = fopen(logp, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        const char *p = strstr(line, "[id=");
+
+        if (p && atoi(p + 4) > max_id)
+            max_id = atoi(p + 4);
+    }
+    fclose(f);
+    print_message("h2c: 5 upstream calls over %d connection(s)\n", max_id);
+    assert_true(max_id >= 1 && max_id <= 2);
+    free(pass);
+    free(appr);
+    snprintf(path, sizeof(path), "rm -rf %s", dir);
+    assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_many_waiting_few_threads),
         cmocka_unit_test(test_small_workers_queue),
         cmocka_unit_test(test_queue_full_503),
+        cmocka_unit_test(test_upstream_h2c),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
