@@ -141,7 +141,7 @@ VERDICT=pass
     echo
     echo "One wave: build/loadgen (bench/loadgen.c) opens $N client connections at once, one"
     echo "\`bon-mock@latency=$LAT,noisy=1\` request each (bon: one n=3 call, then 3 ratings in"
-    echo "parallel = $((ROUNDS)) rounds, $((4 * N)) upstream calls); proxy defaults (\`--workers 1024\`,"
+    echo "parallel = $((ROUNDS)) rounds, $((4 * N)) upstream calls); proxy defaults (\`--workers 10000\`,"
     echo "\`--max-connections 4096\`). RSS, fds and threads of the proxy sampled every 0.1 s."
     echo
     echo "| figure | value |"
