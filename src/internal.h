@@ -211,9 +211,10 @@ struct xfer {
     CURL *easy;
     struct io_loop *loop;
     struct xfer *next;
-    char *path;       /* for rebuilding the URL on a fallback */
-    bool relaying;    /* XFER_RELAY stream: bytes go to the client as they arrive */
-    long long due_us; /* a retry waits until then */
+    struct xfer *prev; /* in the loop's active list: unlinking is O(1) with thousands active */
+    char *path;        /* for rebuilding the URL on a fallback */
+    bool relaying;     /* XFER_RELAY stream: bytes go to the client as they arrive */
+    long long due_us;  /* a retry waits until then */
     char errbuf[CURL_ERROR_SIZE];
 };
 

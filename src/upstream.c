@@ -230,7 +230,10 @@ static void start(struct io_loop *l, struct xfer *x)
     } else {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     }
+    x->prev = NULL;
     x->next = l->active;
+    if (l->active)
+        l->active->prev = x;
     l->active = x;
     l->nactive++;
     curl_multi_add_handle(l->multi, e);
@@ -238,13 +241,14 @@ static void start(struct io_loop *l, struct xfer *x)
 
 static void unlink_active(struct io_loop *l, struct xfer *x)
 {
-    for (struct xfer **pp = &l->active; *pp; pp = &(*pp)->next) {
-        if (*pp == x) {
-            *pp = x->next;
-            l->nactive--;
-            return;
-        }
-    }
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        l->active = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    x->next = x->prev = NULL;
+    l->nactive--;
 }
 
 /* The reply of a relay transfer that ended (or failed before its first byte). */
