@@ -47,6 +47,7 @@
 #define SCHED_STACK (128u << 10)
 #endif
 #define SCHED_MAX_THREADS 64
+#define SCHED_WARN_US     50000 /* a slice this long is logged */
 #define SCHED_ALTSTACK    (64u << 10)
 #define STACK_CACHE       1024 /* stacks kept for reuse */
 #define HELPER_MAX        16
@@ -418,8 +419,13 @@ static void resume(struct sched_thread *s, struct coro *c)
     s->current = NULL;
     dt = mono_us() - t0;
     __atomic_store_n(&s->switches, s->switches + 1, __ATOMIC_RELAXED);
-    if (dt > s->max_slice_us)
+    if (dt > s->max_slice_us) {
         __atomic_store_n(&s->max_slice_us, dt, __ATOMIC_RELAXED);
+        if (dt > SCHED_WARN_US) /* a new record only: at most a few lines per process */
+            log_warn("a coroutine held scheduler thread %u for %lld ms without waiting: "
+                     "other requests on it stalled (CPU-heavy work belongs in sched_offload)",
+                     (unsigned)(s - threads), dt / 1000);
+    }
     if (dt > SCHED_SLOW_US)
         __atomic_store_n(&s->slow, s->slow + 1, __ATOMIC_RELAXED);
 

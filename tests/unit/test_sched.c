@@ -384,6 +384,38 @@ static void test_children_and_offload(void **state)
     assert_true(pthread_equal(p.o.ran_on, pthread_self()));
 }
 
+/* ---- time slices: CPU work that does not wait is measured ---------------------------------- */
+
+static void spin_main(void *arg)
+{
+    long long until = now_us() + *(long *)arg * 1000;
+
+    while (now_us() < until)
+        ;
+}
+
+static void test_slow_slice_measured(void **state)
+{
+    struct sched_group g;
+    struct sched_stats st;
+    long ms = 60;
+
+    (void)state;
+    sched_group_init(&g, 1);
+    assert_int_equal(sched_spawn(spin_main, &ms, &g, SCHED_CHILD), 0);
+    sched_group_wait(&g, 0);
+    sched_group_cleanup(&g);
+    /* The slice ends when the coroutine is back on its scheduler, just after it signalled. */
+    for (int i = 0; i < 200; i++) {
+        sched_stats(&st);
+        if (st.slow_slices >= 1)
+            break;
+        sleep_ms(5);
+    }
+    assert_true(st.max_slice_us >= 60000);
+    assert_true(st.slow_slices >= 1); /* and a WARN line on stderr */
+}
+
 /* ---- guard page ---------------------------------------------------------------------------- */
 
 static int recurse(volatile char *prev, int depth)
@@ -454,6 +486,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wake_races_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_while_waiting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_children_and_offload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_slice_measured, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overflow_detected, setup, teardown),
     };
 
