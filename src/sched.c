@@ -50,7 +50,7 @@
 #define SCHED_WARN_US     50000 /* a slice this long is logged */
 #define SCHED_ALTSTACK    (64u << 10)
 #define STACK_CACHE       1024 /* stacks kept for reuse */
-#define HELPER_MAX        16
+#define HELPER_MAX        256  /* offloaded approaches (z3) also wait on a helper */
 #define HELPER_IDLE_SECS  10
 
 enum coro_state { C_READY, C_RUNNING, C_PARKED };
