@@ -59,7 +59,7 @@ enum { SCHED_CHILD = 0, SCHED_REQUEST = 1 };
  * is not running or memory for a stack cannot be mapped (fn was not started). Thread-safe. */
 int sched_spawn(void (*fn)(void *), void *arg, struct sched_group *done, int cls);
 
-/* Runs fn(arg) on a helper thread (started on demand, normal 8 MiB stack) and waits for it:
+/* Runs fn(arg) on a helper thread (started on demand up to 256, 8 MiB stack) and waits for it:
  * for deep library code or CPU work of more than a few milliseconds. Off a coroutine it runs
  * fn directly. Returns 0, or -1 when no helper thread could be started (fn ran inline). */
 int sched_offload(void (*fn)(void *), void *arg);
