@@ -200,9 +200,7 @@ static void heap_push(struct sched_thread *s, struct coro *c)
 {
     if (s->nheap == s->cap_heap) {
         s->cap_heap = s->cap_heap ? s->cap_heap * 2 : 64;
-        s->heap = realloc(s->heap, s->cap_heap * sizeof(*s->heap));
-        if (!s->heap)
-            abort();
+        s->heap = xrealloc(s->heap, s->cap_heap * sizeof(*s->heap));
     }
     heap_set(s, s->nheap++, c);
     heap_up(s, s->nheap - 1);
