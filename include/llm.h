@@ -2,8 +2,9 @@
  * upstream (key, base URL, n detection, deadlines, usage, streaming to the client) lives
  * behind these calls, so that an approach is only its algorithm.
  *
- * All calls block the calling (approach) thread until every transfer of the stage finished;
- * the transfers themselves run on the I/O loops, all at once. Replies live in ctx->arena.
+ * All calls block the calling approach (a parked coroutine, or a thread) until every transfer
+ * of the stage finished; the transfers themselves run on the I/O loops, all at once. Replies
+ * live in ctx->arena.
  * Every call adds its upstream usage to ctx->usage (also for failed or partial calls). */
 #ifndef LLM_H
 #define LLM_H

@@ -136,8 +136,8 @@ int main(int argc, char **argv)
         return 1;
     }
     raise_fd_limit(cfg.conn_limit * 3 + 1024);
-    if (io_start(&cfg) != 0 || pool_start(cfg.workers, cfg.queue_max) != 0 ||
-        server_start(&cfg) != 0) {
+    if (io_start(&cfg) != 0 || sched_start(0, 0) != 0 ||
+        pool_start(cfg.workers, cfg.queue_max) != 0 || server_start(&cfg) != 0) {
         log_error("start-up failed");
         return 1;
     }
@@ -175,8 +175,9 @@ int main(int argc, char **argv)
         if (left > 0)
             log_warn("drain timeout: cancelling %ld request(s) with 503", left);
     }
-    io_stop();   /* aborts transfers: their requests are answered 503 */
-    pool_stop(); /* approach threads finish and answer */
+    io_stop();    /* aborts transfers: their requests are answered 503 */
+    pool_stop();  /* approach requests finish and answer */
+    sched_stop(); /* every coroutine has finished */
     /* Let libmicrohttpd write those answers before it closes every connection. */
     for (int i = 0; i < 200 && metrics_inflight_now() > 0; i++)
         nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
