@@ -70,7 +70,8 @@ struct config {
     int n;              /* default n */
     bool return_full_response;
     bool no_approach_tags;
-    char *prompts_dir;                                  /* NULL: embedded prompts only */
+    char *prompts_dir; /* NULL: embedded prompts only */
+    char *mcp_config;  /* --mcp-config: MCP servers file for the mcp approach, or NULL */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
 

@@ -91,6 +91,9 @@ static const struct flag flags[] = {
      "ignore <optillm_approach> tags in messages for selection (they are still removed)"},
     {"prompts-dir", NULL, "OPTILLM_PROMPTS_DIR", T_SECRET, OFF(prompts_dir), 0, "DIR",
      "override built-in prompts with DIR/<approach>/<stage>.txt files"},
+    {"mcp-config", NULL, "OPTILLM_MCP_CONFIG", T_SECRET, OFF(mcp_config), 0, "FILE",
+     "MCP servers for the mcp approach: {\"mcpServers\": {\"name\": {\"command\", \"args\", "
+     "\"env\"} or {\"url\", \"headers\"}}} (the layout MCP clients use)"},
     {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
      "maximum approach threads (default 1024; they mostly wait and use 256 KiB stacks)"},
     {"queue", NULL, "OPTILLM_QUEUE", T_UINT, OFF(queue_max), 0, "N",
@@ -574,6 +577,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->upstream_key);
     free(cfg->gate_key);
     free(cfg->prompts_dir);
+    free(cfg->mcp_config);
+    cfg->mcp_config = NULL;
     free(cfg->tenants_path);
     free(cfg->log_conversations);
     free(cfg->redis_url);
