@@ -37,8 +37,9 @@ struct mcp_call {
 struct mcp;
 struct mcp_ops {
     /* Every tool of every server, in 'a' (a server not started yet is started first, within
-     * 'timeout_s' per request). A server that cannot be started or listed is left out (logged); returns the number of tools, or a negative px_status with 'err' filled
-     * when no server could be listed. Thread-safe. */
+     * 'timeout_s' per request). A server that cannot be started or listed is left out (logged);
+     * returns the number of tools, or a negative px_status with 'err' filled when no server could
+     * be listed. Thread-safe. */
     int (*list_tools)(struct mcp *m, struct arena *a, struct mcp_tool **out, double timeout_s,
                       struct px_error *err);
     /* Runs the n calls at once (in parallel) and returns when all have finished or timed out

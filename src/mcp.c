@@ -74,8 +74,9 @@ struct mcp *mcp_installed(void)
 int mcp_list_tools(struct approach_ctx *ctx, struct mcp_tool **out, double timeout_s)
 {
     if (!installed)
-        return px_fail(ctx->err, PX_EINVAL, "model",
-                       "the mcp approach needs MCP servers: start the proxy with --mcp-config FILE");
+        return px_fail(
+            ctx->err, PX_EINVAL, "model",
+            "the mcp approach needs MCP servers: start the proxy with --mcp-config FILE");
     return installed->ops->list_tools(installed, ctx->arena, out, timeout_s, ctx->err);
 }
 
@@ -101,8 +102,9 @@ static const char *cap_text(struct arena *a, const char *s, size_t len)
         return arena_strndup(a, s, len);
     while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
         cut--; /* keep UTF-8 valid */
-    return arena_printf(a, "%.*s\n[truncated by the proxy: the tool's result was %zu bytes; the "
-                           "first %zu are shown]",
+    return arena_printf(a,
+                        "%.*s\n[truncated by the proxy: the tool's result was %zu bytes; the "
+                        "first %zu are shown]",
                         (int)cut, s, len, cut);
 }
 
@@ -171,33 +173,33 @@ enum state { S_DOWN, S_STARTING, S_READY };
 struct pending {
     long id;
     bool done;
-    cJSON *msg;  /* the response (owned), or NULL with err set */
-    char *err;   /* heap */
+    cJSON *msg; /* the response (owned), or NULL with err set */
+    char *err;  /* heap */
     struct pending *next;
 };
 
 struct server {
     char *name;
     bool http;
-    char **argv;                  /* stdio: command and args (heap, NULL-terminated) */
-    char **envp;                  /* stdio: the minimal environment */
-    char *url;                    /* http */
-    struct curl_slist *headers;   /* http: the config's headers */
+    char **argv;                /* stdio: command and args (heap, NULL-terminated) */
+    char **envp;                /* stdio: the minimal environment */
+    char *url;                  /* http */
+    struct curl_slist *headers; /* http: the config's headers */
 
     pthread_mutex_t mu; /* guards every field below */
     pthread_cond_t cv;  /* state changes and answers */
     enum state state;
-    pid_t pid;          /* stdio child (its process group), 0 when none */
+    pid_t pid; /* stdio child (its process group), 0 when none */
     int in_fd, out_fd, err_fd;
     bool reader_started; /* a reader thread exists and has not been joined */
     pthread_t reader;
     long next_id;
     struct pending *pend;
-    cJSON *tools;        /* the tools/list array (owned), NULL until listed */
-    char *session;       /* http: Mcp-Session-Id */
-    int failures;        /* consecutive failed starts and crashes */
+    cJSON *tools;  /* the tools/list array (owned), NULL until listed */
+    char *session; /* http: Mcp-Session-Id */
+    int failures;  /* consecutive failed starts and crashes */
     long long retry_at_us;
-    char why[300];       /* why it last went down */
+    char why[300]; /* why it last went down */
 
     pthread_mutex_t wmu; /* serialises writes to in_fd */
 };
@@ -297,11 +299,11 @@ static int dispatch_line(struct server *s, const char *line, size_t len, char *w
         cJSON_Delete(m);
         return 0; /* notifications (logging, progress, list changes) are not used */
     }
-    if (!cJSON_IsNumber(id) ||
-        (!cJSON_GetObjectItemCaseSensitive(m, "result") &&
-         !cJSON_GetObjectItemCaseSensitive(m, "error"))) {
-        snprintf(why, wlen, "MCP server %s sent malformed JSON-RPC (no id with a result or error): "
-                            "%.80s",
+    if (!cJSON_IsNumber(id) || (!cJSON_GetObjectItemCaseSensitive(m, "result") &&
+                                !cJSON_GetObjectItemCaseSensitive(m, "error"))) {
+        snprintf(why, wlen,
+                 "MCP server %s sent malformed JSON-RPC (no id with a result or error): "
+                 "%.80s",
                  s->name, line);
         cJSON_Delete(m);
         return -1;
@@ -877,8 +879,8 @@ static int http_rpc(struct server *s, const char *method, cJSON *params, double 
 
 /* 0 with *result (owned; the response's "result"), or -1 with *err (heap): the transport's
  * failure or the JSON-RPC error. */
-static int rpc(struct server *s, const char *method, cJSON *params, double timeout,
-               cJSON **result, char **err)
+static int rpc(struct server *s, const char *method, cJSON *params, double timeout, cJSON **result,
+               char **err)
 {
     cJSON *m = NULL;
     const cJSON *e;
@@ -1075,21 +1077,21 @@ static int c_list(struct mcp *m, struct arena *a, struct mcp_tool **out, double 
                     continue;
                 cJSON_ArrayForEach(ot, lists[o])
                 {
-                    if (!strcmp(cJSON_GetObjectItemCaseSensitive(ot, "name")->valuestring,
-                                name))
+                    if (!strcmp(cJSON_GetObjectItemCaseSensitive(ot, "name")->valuestring, name))
                         clash = true;
                 }
             }
-            t[k].name = clash ? arena_printf(a, "%s__%s", c->servers[i].name, name)
-                              : arena_strdup(a, name);
+            t[k].name =
+                clash ? arena_printf(a, "%s__%s", c->servers[i].name, name) : arena_strdup(a, name);
             t[k].description = cJSON_IsString(d) ? arena_strdup(a, d->valuestring) : "";
             j = cJSON_IsObject(sc) ? cJSON_PrintUnformatted(sc) : NULL;
             t[k].schema = arena_strdup(a, j ? j : "{\"type\":\"object\"}");
             cJSON_free(j);
             k++;
         }
-        cJSON_Delete(lists[i]);
     }
+    for (size_t i = 0; i < c->nservers; i++)
+        cJSON_Delete(lists[i]);
     free(lists);
     *out = t;
     if (k == 0 && first_why[0])
@@ -1176,8 +1178,7 @@ static void *job_main(void *arg)
     return NULL;
 }
 
-static void c_call(struct mcp *m, struct arena *a, struct mcp_call *calls, size_t n,
-                   double timeout)
+static void c_call(struct mcp *m, struct arena *a, struct mcp_call *calls, size_t n, double timeout)
 {
     struct client *c = client_of(m);
     struct job *jobs = xcalloc(n ? n : 1, sizeof(*jobs));
@@ -1188,8 +1189,10 @@ static void c_call(struct mcp *m, struct arena *a, struct mcp_call *calls, size_
     pthread_attr_init(&ta);
     pthread_attr_setstacksize(&ta, 256 * 1024);
     for (size_t i = 0; i < n; i++) {
-        jobs[i] = (struct job){.c = c, .name = calls[i].name ? calls[i].name : "",
-                               .args = calls[i].arguments, .timeout = timeout};
+        jobs[i] = (struct job){.c = c,
+                               .name = calls[i].name ? calls[i].name : "",
+                               .args = calls[i].arguments,
+                               .timeout = timeout};
         if (i >= MCP_MAX_PARALLEL)
             jobs[i].err = xstrdup("too many tool calls in one step; at most 16 run");
         else
@@ -1276,7 +1279,8 @@ static int load_server(struct server *s, const char *name, const cJSON *o, struc
      * config's env. Never anything else of ours (OPENAI_API_KEY, OPTILLM_API_KEY, ...). */
     s->envp = xcalloc((size_t)cJSON_GetArraySize(env) + 3, sizeof(char *));
     n = 0;
-    s->envp[n++] = env_entry("PATH", getenv("PATH") ? getenv("PATH") : "/usr/local/bin:/usr/bin:/bin");
+    s->envp[n++] =
+        env_entry("PATH", getenv("PATH") ? getenv("PATH") : "/usr/local/bin:/usr/bin:/bin");
     if (getenv("HOME"))
         s->envp[n++] = env_entry("HOME", getenv("HOME"));
     cJSON_ArrayForEach(v, env)

@@ -1,0 +1,37 @@
+#!/bin/sh
+# fake_server.sh MODE: a scripted MCP server (stdio, newline-delimited JSON-RPC) for the failure
+# cases of itest_mcp and test_mcp. It offers one tool, "probe". MODE says how it misbehaves:
+#   ok         probe answers "probe ok"            crash      exits during the tools/call
+#   hang       never answers the tools/call        garbage    answers the call with broken JSON
+#   huge       answers with 1,000,000 bytes        toolerror  an isError result
+#   rpcerror   a JSON-RPC error for the call       envdump    answers with its environment
+#   slow       answers after 1 s (parallel calls)
+# Requests are written by the proxy with "jsonrpc" then "id" first, which the sed below relies on.
+mode=${1:-ok}
+rid() { printf '%s\n' "$1" | sed -n 's/^{"jsonrpc":"2.0","id":\([0-9]*\),.*/\1/p'; }
+read -r l || exit 0
+printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"fake","version":"1"}}}\n' "$(rid "$l")"
+while read -r l; do
+    i=$(rid "$l")
+    [ -z "$i" ] && continue # notifications
+    case "$l" in
+    *'"method":"tools/list"'*)
+        printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"probe","description":"a fake tool","inputSchema":{"type":"object"}}]}}\n' "$i" ;;
+    *'"method":"tools/call"'*)
+        case "$mode" in
+        ok) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"probe ok"}]}}\n' "$i" ;;
+        slow) (sleep 1; printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"probe slow"}]}}\n' "$i") & ;;
+        crash) exit 1 ;;
+        hang) : ;;
+        garbage) echo '{"jsonrpc": broken' ;;
+        huge)
+            printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"' "$i"
+            head -c 1000000 /dev/zero | tr '\0' 'x'
+            printf '"}]}}\n' ;;
+        toolerror) printf '{"jsonrpc":"2.0","id":%s,"result":{"isError":true,"content":[{"type":"text","text":"probe failed on purpose"}]}}\n' "$i" ;;
+        rpcerror) printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32602,"message":"bad params"}}\n' "$i" ;;
+        envdump) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"%s"}]}}\n' "$i" "$(env | tr '\n"\\' ';  ')" ;;
+        esac ;;
+    *) printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"method not found"}}\n' "$i" ;;
+    esac
+done
