@@ -147,7 +147,7 @@ const char *mcp_result_text(struct arena *a, const char *result_json, bool *is_e
             const cJSON *mime = cJSON_GetObjectItemCaseSensitive(c, "mimeType");
             const cJSON *uri = cJSON_GetObjectItemCaseSensitive(c, "uri");
 
-            buf_printf(&b, "[%s%s%s]", t, cJSON_IsString(mime) ? " " : "",
+            buf_printf(&b, "[%s%s%s]", t, cJSON_IsString(mime) || cJSON_IsString(uri) ? " " : "",
                        cJSON_IsString(mime)  ? mime->valuestring
                        : cJSON_IsString(uri) ? uri->valuestring
                                              : "");
@@ -568,6 +568,10 @@ static void stdio_stop(struct server *s, bool gentle)
     pid_t pid;
     bool joinable;
 
+    pthread_mutex_lock(&s->mu);
+    if (s->state == S_READY)
+        s->state = S_DOWN; /* stopped on purpose: the reader does not report it */
+    pthread_mutex_unlock(&s->mu);
     pthread_mutex_lock(&s->wmu);
     close_fd(&s->in_fd); /* a well-behaved server exits on end of input */
     pthread_mutex_unlock(&s->wmu);

@@ -30,8 +30,8 @@
 #define SECRET "sk-PROXY-SECRET-must-not-leak-42"
 
 static struct proc mock;
-static char dir[400];         /* absolute tests/mcp */
-static char tag[64];          /* marks this run's fake servers in their argv */
+static char dir[400]; /* absolute tests/mcp */
+static char tag[64];  /* marks this run's fake servers in their argv */
 static char cfgpath[PATH_MAX];
 
 static int setup(void **state)
@@ -182,9 +182,8 @@ static void test_stdio_everything(void **state)
     cJSON_Delete(j);
 
     /* Three calls of one reply: three tool results, in order. */
-    j = ask(px.port,
-            "mcp-mock@mcp_tool=echo,mcp_calls=3,mcp_args=%7B%22message%22%3A%22par%22%7D", NULL,
-            &st, NULL);
+    j = ask(px.port, "mcp-mock@mcp_tool=echo,mcp_calls=3,mcp_args=%7B%22message%22%3A%22par%22%7D",
+            NULL, &st, NULL);
     assert_int_equal(st, 200);
     assert_string_equal(content(j), "tool said: Echo: par | Echo: par | Echo: par");
     cJSON_Delete(j);
@@ -246,8 +245,8 @@ static void test_http_everything(void **state)
     cJSON *j;
 
     (void)state;
-    snprintf(js, sizeof(js), "%s/node_modules/@modelcontextprotocol/server-everything/dist/index.js",
-             dir);
+    snprintf(js, sizeof(js),
+             "%s/node_modules/@modelcontextprotocol/server-everything/dist/index.js", dir);
     snprintf(portenv, sizeof(portenv), "%d", port);
     srv.pid = fork();
     assert_true(srv.pid >= 0);
@@ -293,13 +292,12 @@ static void test_bad_servers(void **state)
     cJSON *j;
 
     (void)state;
-    snprintf(cfg, sizeof(cfg), "{\"mcpServers\": {%s, %s, %s, %s, %s, %s, %s}}",
-             fake(f[0], sizeof(f[0]), "crash", "crash"), fake(f[1], sizeof(f[1]), "hang", "hang"),
-             fake(f[2], sizeof(f[2]), "garbage", "garbage"),
-             fake(f[3], sizeof(f[3]), "huge", "huge"),
-             fake(f[4], sizeof(f[4]), "toolerror", "toolerror"),
-             fake(f[5], sizeof(f[5]), "rpcerror", "rpcerror"),
-             fake(f[6], sizeof(f[6]), "slow", "slow"));
+    snprintf(
+        cfg, sizeof(cfg), "{\"mcpServers\": {%s, %s, %s, %s, %s, %s, %s}}",
+        fake(f[0], sizeof(f[0]), "crash", "crash"), fake(f[1], sizeof(f[1]), "hang", "hang"),
+        fake(f[2], sizeof(f[2]), "garbage", "garbage"), fake(f[3], sizeof(f[3]), "huge", "huge"),
+        fake(f[4], sizeof(f[4]), "toolerror", "toolerror"),
+        fake(f[5], sizeof(f[5]), "rpcerror", "rpcerror"), fake(f[6], sizeof(f[6]), "slow", "slow"));
     write_cfg(cfg);
     start_proxy(&px, "--mcp-timeout", "2");
 
@@ -335,7 +333,8 @@ static void test_bad_servers(void **state)
     assert_string_equal(content(j), "tool said: Error: probe failed on purpose");
     cJSON_Delete(j);
     j = ask(px.port, "mcp-mock@mcp_tool=rpcerror__probe", NULL, &st, NULL);
-    assert_string_equal(content(j), "tool said: Error: MCP server rpcerror: error -32602: bad params");
+    assert_string_equal(content(j),
+                        "tool said: Error: MCP server rpcerror: error -32602: bad params");
     cJSON_Delete(j);
 
     /* A 1,000,000-byte result reaches the model cut to 256 KiB with a note. */
@@ -345,7 +344,8 @@ static void test_bad_servers(void **state)
     j = mock_get(mock.port, "/mock/requests");
     {
         const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(j, "requests");
-        const cJSON *last = cJSON_GetArrayItem(reqs ? reqs : j, cJSON_GetArraySize(reqs ? reqs : j) - 1);
+        const cJSON *last =
+            cJSON_GetArrayItem(reqs ? reqs : j, cJSON_GetArraySize(reqs ? reqs : j) - 1);
         const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(last, "body"), "messages");
         const cJSON *tool = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
@@ -445,21 +445,25 @@ static void test_dead_servers(void **state)
         const cJSON *m;
 
         if (!strcmp(cases[i][0], "sh"))
-            snprintf(cfg, sizeof(cfg), "{\"mcpServers\": {\"dead\": {\"command\": \"sh\", "
-                                       "\"args\": [\"-c\", \"read x; exit 1\", \"%s\"]}}}",
+            snprintf(cfg, sizeof(cfg),
+                     "{\"mcpServers\": {\"dead\": {\"command\": \"sh\", "
+                     "\"args\": [\"-c\", \"read x; exit 1\", \"%s\"]}}}",
                      tag);
         else if (!strcmp(cases[i][0], "garbage"))
-            snprintf(cfg, sizeof(cfg), "{\"mcpServers\": {\"dead\": {\"command\": \"sh\", "
-                                       "\"args\": [\"-c\", \"echo garbage; sleep 30\", \"%s\"]}}}",
+            snprintf(cfg, sizeof(cfg),
+                     "{\"mcpServers\": {\"dead\": {\"command\": \"sh\", "
+                     "\"args\": [\"-c\", \"echo garbage; sleep 30\", \"%s\"]}}}",
                      tag);
         else if (!strcmp(cases[i][0], "silent"))
-            snprintf(cfg, sizeof(cfg), "{\"mcpServers\": {\"dead\": {\"command\": \"sh\", "
-                                       "\"args\": [\"-c\", \"while read x; do :; done\", "
-                                       "\"%s\"]}}}",
+            snprintf(cfg, sizeof(cfg),
+                     "{\"mcpServers\": {\"dead\": {\"command\": \"sh\", "
+                     "\"args\": [\"-c\", \"while read x; do :; done\", "
+                     "\"%s\"]}}}",
                      tag);
         else
-            snprintf(cfg, sizeof(cfg), "{\"mcpServers\": {\"dead\": {\"command\": "
-                                       "\"/nonexistent/mcp-server\"}}}");
+            snprintf(cfg, sizeof(cfg),
+                     "{\"mcpServers\": {\"dead\": {\"command\": "
+                     "\"/nonexistent/mcp-server\"}}}");
         write_cfg(cfg);
         start_proxy(&px, "--mcp-timeout", "1");
         j = ask(px.port, "mcp-mock@mcp_tool=probe", NULL, &st, NULL);
@@ -489,9 +493,9 @@ static void test_bad_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stdio_everything),  cmocka_unit_test(test_http_everything),
-        cmocka_unit_test(test_bad_servers),       cmocka_unit_test(test_steps_and_client_tools),
-        cmocka_unit_test(test_dead_servers),      cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_stdio_everything), cmocka_unit_test(test_http_everything),
+        cmocka_unit_test(test_bad_servers),      cmocka_unit_test(test_steps_and_client_tools),
+        cmocka_unit_test(test_dead_servers),     cmocka_unit_test(test_bad_config),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -6,6 +6,8 @@
 #   huge       answers with 1,000,000 bytes        toolerror  an isError result
 #   rpcerror   a JSON-RPC error for the call       envdump    answers with its environment
 #   slow       answers after 1 s (parallel calls)
+#   ping       before answering sends a notification, a ping and a sampling request, and
+#              answers with the client's two replies (quotes turned into ')
 # Requests are written by the proxy with "jsonrpc" then "id" first, which the sed below relies on.
 mode=${1:-ok}
 rid() { printf '%s\n' "$1" | sed -n 's/^{"jsonrpc":"2.0","id":\([0-9]*\),.*/\1/p'; }
@@ -22,6 +24,13 @@ while read -r l; do
         ok) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"probe ok"}]}}\n' "$i" ;;
         slow) (sleep 1; printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"probe slow"}]}}\n' "$i") & ;;
         crash) exit 1 ;;
+        ping)
+            echo '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"hi"}}'
+            echo '{"jsonrpc":"2.0","id":"srv-1","method":"ping"}'
+            read -r pong
+            echo '{"jsonrpc":"2.0","id":"srv-2","method":"sampling/createMessage","params":{}}'
+            read -r nf
+            printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"%s"}]}}\n' "$i" "$(printf '%s %s' "$pong" "$nf" | tr '"' "'")" ;;
         hang) : ;;
         garbage) echo '{"jsonrpc": broken' ;;
         huge)
