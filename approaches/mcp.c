@@ -22,12 +22,12 @@ static const struct approach_option mcp_options[] = {
      .min = 0,
      .max = 50,
      .integer = true,
-     .help = "mcp: rounds of MCP tool calls before the model must answer (default 5)"},
+     .help = "mcp: rounds of MCP tool calls before the model must answer"},
     {.name = "mcp_timeout",
      .def = 30,
      .min = 0.1,
      .max = 600,
-     .help = "mcp: seconds for one MCP tool call, and for starting a server (default 30)"},
+     .help = "mcp: seconds for one MCP tool call, and for starting a server"},
     {.name = NULL},
 };
 

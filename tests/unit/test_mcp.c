@@ -99,7 +99,7 @@ static const struct llm_ops sllm_ops = {.run = s_run, .get_n = s_get_n, .set_n =
 
 struct fmcp {
     struct mcp mcp;
-    int batches;         /* call_tools invocations */
+    int batches; /* call_tools invocations */
     int batch_size[MAXC];
     double timeout;
 };
@@ -112,8 +112,10 @@ static int f_list(struct mcp *m, struct arena *a, struct mcp_tool **out, double 
     (void)m;
     (void)timeout;
     (void)err;
-    t[0] = (struct mcp_tool){.name = "alpha", .description = "the first", .schema = "{\"type\":"
-                                                                                    "\"object\"}"};
+    t[0] = (struct mcp_tool){.name = "alpha",
+                             .description = "the first",
+                             .schema = "{\"type\":"
+                                       "\"object\"}"};
     t[1] = (struct mcp_tool){.name = "beta", .description = "", .schema = "not json"};
     *out = t;
     return 2;
@@ -431,9 +433,9 @@ static void test_bad_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_loop),           cmocka_unit_test(test_steps_bound),
-        cmocka_unit_test(test_client_tools),   cmocka_unit_test(test_not_configured),
-        cmocka_unit_test(test_result_text),    cmocka_unit_test(test_stdio_client),
+        cmocka_unit_test(test_loop),         cmocka_unit_test(test_steps_bound),
+        cmocka_unit_test(test_client_tools), cmocka_unit_test(test_not_configured),
+        cmocka_unit_test(test_result_text),  cmocka_unit_test(test_stdio_client),
         cmocka_unit_test(test_bad_config),
     };
 
