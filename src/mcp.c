@@ -326,7 +326,7 @@ static void log_stderr(struct server *s, struct buf *eb)
 {
     char *nl;
 
-    while ((nl = memchr(eb->data, '\n', eb->len))) {
+    while (eb->len && (nl = memchr(eb->data, '\n', eb->len))) {
         size_t n = (size_t)(nl - eb->data);
 
         log_debug("MCP server %s: %.*s", s->name, (int)(n > 500 ? 500 : n), eb->data);
@@ -370,8 +370,7 @@ static void *reader_main(void *arg)
                 buf_append(&eb, chunk, (size_t)n);
                 log_stderr(s, &eb);
             } else {
-                close(err_fd);
-                err_fd = -1;
+                err_fd = -1; /* closed by stdio_stop, with the other pipes */
             }
         }
         if (!(pf[0].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -414,8 +413,6 @@ static void *reader_main(void *arg)
             snprintf(why, sizeof(why), "MCP server %s was killed by signal %d", s->name,
                      WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     }
-    if (err_fd >= 0)
-        close(err_fd);
     buf_free(&ob);
     buf_free(&eb);
     pthread_mutex_lock(&s->mu);
