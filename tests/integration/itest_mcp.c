@@ -471,7 +471,9 @@ static void test_dead_servers(void **state)
         m = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "error"),
                                              "message");
         assert_true(cJSON_IsString(m));
-        if (!strstr(m->valuestring, cases[i][1]))
+        /* A missing program: posix_spawn says so, or (under valgrind) the child exits 127. */
+        if (!strstr(m->valuestring, cases[i][1]) &&
+            !(i == 3 && strstr(m->valuestring, "MCP server dead exited with status 127")))
             fail_msg("case %s: %s", cases[i][0], m->valuestring);
         cJSON_Delete(j);
         assert_int_equal(proc_stop(&px), 0);
