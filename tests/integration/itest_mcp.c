@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -33,6 +34,7 @@ static struct proc mock;
 static char dir[400]; /* absolute tests/mcp */
 static char tag[64];  /* marks this run's fake servers in their argv */
 static char cfgpath[PATH_MAX];
+static pid_t http_srv; /* the streamableHttp server, while it runs */
 
 static int setup(void **state)
 {
@@ -55,6 +57,10 @@ static int teardown(void **state)
 {
     (void)state;
     unlink(cfgpath);
+    if (http_srv > 0) { /* a failed test_http_everything */
+        kill(http_srv, SIGKILL);
+        waitpid(http_srv, NULL, 0);
+    }
     return proc_stop(&mock) == 0 ? 0 : -1;
 }
 
@@ -251,6 +257,7 @@ static void test_http_everything(void **state)
     srv.pid = fork();
     assert_true(srv.pid >= 0);
     if (srv.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives the test */
         setenv("PORT", portenv, 1);
         unsetenv("OPENAI_API_KEY");
         freopen("/dev/null", "w", stdout);
@@ -258,6 +265,7 @@ static void test_http_everything(void **state)
         execlp("node", "node", js, "streamableHttp", tag, (char *)NULL);
         _exit(127);
     }
+    http_srv = srv.pid;
     assert_true(wait_port(port));
     snprintf(cfg, sizeof(cfg),
              "{\"mcpServers\": {\"web\": {\"url\": \"http://127.0.0.1:%d/mcp\", \"headers\": "
@@ -279,6 +287,54 @@ static void test_http_everything(void **state)
     assert_int_equal(proc_stop(&px), 0);
     kill(srv.pid, SIGTERM);
     waitpid(srv.pid, NULL, 0);
+    http_srv = 0;
+}
+
+/* An SDK-built Streamable HTTP server answering with JSON bodies (not SSE), with a session:
+ * two calls on one session (a lost Mcp-Session-Id would make the second fail). */
+static void test_http_json(void **state)
+{
+    struct proc px;
+    char cfg[1024], js[600], line[64] = "";
+    int fds[2], port = 0;
+    long st;
+    cJSON *j;
+    FILE *out;
+
+    (void)state;
+    snprintf(js, sizeof(js), "%s/json_http_server.mjs", dir);
+    assert_int_equal(pipe(fds), 0);
+    http_srv = fork();
+    assert_true(http_srv >= 0);
+    if (http_srv == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        unsetenv("OPENAI_API_KEY");
+        execlp("node", "node", js, tag, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    out = fdopen(fds[0], "r");
+    assert_non_null(fgets(line, sizeof(line), out));
+    fclose(out);
+    assert_int_equal(sscanf(line, "PORT %d", &port), 1);
+    snprintf(cfg, sizeof(cfg), "{\"mcpServers\": {\"json\": {\"url\": \"http://127.0.0.1:%d/\"}}}",
+             port);
+    write_cfg(cfg);
+    start_proxy(&px, NULL, NULL);
+    for (int i = 0; i < 2; i++) {
+        j = ask(px.port, "mcp-mock@mcp_tool=shout,mcp_args=%7B%22text%22%3A%22quiet%22%7D", NULL,
+                &st, NULL);
+        assert_int_equal(st, 200);
+        assert_string_equal(content(j), "tool said: QUIET");
+        cJSON_Delete(j);
+    }
+    assert_int_equal(proc_stop(&px), 0);
+    kill(http_srv, SIGTERM);
+    waitpid(http_srv, NULL, 0);
+    http_srv = 0;
 }
 
 /* Servers that misbehave during a tools/call: each a tool result the model sees, the request
@@ -388,6 +444,19 @@ static void test_steps_and_client_tools(void **state)
     assert_int_equal(mock_stat(mock.port, "calls"), 3);
     cJSON_Delete(j);
 
+    /* A stream: the answer is sent at the end, as a proper chunk stream. */
+    {
+        struct http_resp r = {0};
+        char *body = chat_body("mcp-mock@mcp_tool=probe", "go", "\"stream\":true");
+
+        assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, NULL, &r), 0);
+        free(body);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "\"content\":\"tool said: probe ok\""));
+        assert_non_null(strstr(r.body, "data: [DONE]"));
+        http_resp_free(&r);
+    }
+
     /* optillm_mcp_max_steps per request. */
     mock_reset(mock.port);
     j = ask(px.port, "mcp-mock@mcp_tool=probe,mcp_loop=1", "\"optillm_mcp_max_steps\":0", &st,
@@ -495,9 +564,13 @@ static void test_bad_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stdio_everything), cmocka_unit_test(test_http_everything),
-        cmocka_unit_test(test_bad_servers),      cmocka_unit_test(test_steps_and_client_tools),
-        cmocka_unit_test(test_dead_servers),     cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_stdio_everything),
+        cmocka_unit_test(test_http_everything),
+        cmocka_unit_test(test_http_json),
+        cmocka_unit_test(test_bad_servers),
+        cmocka_unit_test(test_steps_and_client_tools),
+        cmocka_unit_test(test_dead_servers),
+        cmocka_unit_test(test_bad_config),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
