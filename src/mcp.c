@@ -14,6 +14,7 @@
  * (ping gets {}), notifications are ignored. End of file, a line that is not JSON-RPC or a
  * line over MCP_LINE_MAX kills the child's group: calls in flight fail with the reason, and a
  * later use restarts it after a backoff (0.5 s doubling to 30 s, reset by a successful call).
+ * Listing the tools starts the servers that are not ready in parallel.
  *
  * Streamable HTTP: each message is POSTed with Accept: application/json, text/event-stream;
  * the answer is a JSON body or an SSE stream carrying it; the Mcp-Session-Id the server
@@ -1036,6 +1037,23 @@ static struct client *client_of(struct mcp *m)
     return m->impl;
 }
 
+struct readyjob {
+    struct server *s;
+    double timeout;
+    pthread_t th;
+    bool started;
+    int rc;
+    char why[300];
+};
+
+static void *ready_main(void *arg)
+{
+    struct readyjob *j = arg;
+
+    j->rc = ensure_ready(j->s, j->timeout, j->why, sizeof(j->why));
+    return NULL;
+}
+
 static int c_list(struct mcp *m, struct arena *a, struct mcp_tool **out, double timeout,
                   struct px_error *err)
 {
@@ -1045,13 +1063,29 @@ static int c_list(struct mcp *m, struct arena *a, struct mcp_tool **out, double 
     cJSON **lists = xcalloc(c->nservers, sizeof(*lists));
     struct mcp_tool *t;
 
-    /* TODO(#12): start the servers of a cold client in parallel. */
-    for (size_t i = 0; i < c->nservers; i++) {
-        char why[300];
+    /* Servers not ready yet are started in parallel (node servers take ~0.5 s each). */
+    struct readyjob *rj = xcalloc(c->nservers, sizeof(*rj));
+    pthread_attr_t ta;
 
-        if (ensure_ready(&c->servers[i], timeout, why, sizeof(why)) < 0) {
+    pthread_attr_init(&ta);
+    pthread_attr_setstacksize(&ta, 256 * 1024);
+    for (size_t i = 0; i < c->nservers; i++) {
+        rj[i] = (struct readyjob){.s = &c->servers[i], .timeout = timeout};
+        pthread_mutex_lock(&c->servers[i].mu);
+        bool ready = c->servers[i].state == S_READY;
+        pthread_mutex_unlock(&c->servers[i].mu);
+        if (!ready && i + 1 < c->nservers)
+            rj[i].started = pthread_create(&rj[i].th, &ta, ready_main, &rj[i]) == 0;
+        if (!rj[i].started)
+            ready_main(&rj[i]);
+    }
+    pthread_attr_destroy(&ta);
+    for (size_t i = 0; i < c->nservers; i++) {
+        if (rj[i].started)
+            pthread_join(rj[i].th, NULL);
+        if (rj[i].rc < 0) {
             if (!first_why[0])
-                snprintf(first_why, sizeof(first_why), "%s", why);
+                snprintf(first_why, sizeof(first_why), "%s", rj[i].why);
             continue;
         }
         pthread_mutex_lock(&c->servers[i].mu);
@@ -1094,6 +1128,7 @@ static int c_list(struct mcp *m, struct arena *a, struct mcp_tool **out, double 
     for (size_t i = 0; i < c->nservers; i++)
         cJSON_Delete(lists[i]);
     free(lists);
+    free(rj);
     *out = t;
     if (k == 0 && first_why[0])
         return px_fail(err, PX_EUPSTREAM, NULL, "no MCP tools are available: %s", first_why);
