@@ -47,7 +47,7 @@ static int setup(void **state)
         fprintf(stderr, "itest_mcp: tests/mcp/setup.sh failed (node and npm are needed)\n");
         return -1;
     }
-    snprintf(dir, sizeof(dir), "%s", abs);
+    memcpy(dir, abs, strlen(abs) + 1); /* checked above */
     snprintf(tag, sizeof(tag), "tag-%d", (int)getpid());
     snprintf(cfgpath, sizeof(cfgpath), "/tmp/itest_mcp_%d.json", (int)getpid());
     return mock_start(&mock, NULL);
