@@ -714,6 +714,13 @@ static size_t on_body(char *p, size_t sz, size_t n, void *ud)
     return sz * n;
 }
 
+static size_t on_body_discard(char *p, size_t sz, size_t n, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return sz * n;
+}
+
 static void header_value(const char *line, size_t len, const char *name, char *out, size_t olen)
 {
     size_t nl = strlen(name);
@@ -1329,10 +1336,40 @@ static int load_server(struct server *s, const char *name, const cJSON *o, struc
     return 0;
 }
 
+/* Ends an HTTP server's session (DELETE with its Mcp-Session-Id), as the spec asks of a client
+ * that no longer needs it. Best effort, 2 s at most. */
+static void http_end_session(struct server *s)
+{
+    CURL *h;
+    struct curl_slist *hdr = NULL;
+    char line[400];
+
+    if (!s->session)
+        return;
+    h = curl_easy_init();
+    for (const struct curl_slist *c = s->headers; c; c = c->next)
+        hdr = curl_slist_append(hdr, c->data);
+    snprintf(line, sizeof(line), "Mcp-Session-Id: %s", s->session);
+    hdr = curl_slist_append(hdr, line);
+    hdr = curl_slist_append(hdr, "MCP-Protocol-Version: " MCP_PROTOCOL);
+    curl_easy_setopt(h, CURLOPT_URL, s->url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body_discard);
+    curl_easy_perform(h);
+    curl_easy_cleanup(h);
+    curl_slist_free_all(hdr);
+}
+
 static void server_free(struct server *s)
 {
     if (!s->http && s->argv)
         stdio_stop(s, true);
+    if (s->http)
+        http_end_session(s);
     free(s->name);
     for (size_t i = 0; s->argv && s->argv[i]; i++)
         free(s->argv[i]);

@@ -291,7 +291,8 @@ static void test_http_everything(void **state)
 }
 
 /* An SDK-built Streamable HTTP server answering with JSON bodies (not SSE), with a session:
- * two calls on one session (a lost Mcp-Session-Id would make the second fail). */
+ * two calls on one session (a lost Mcp-Session-Id would make the second fail), the session
+ * ended (DELETE) when the proxy stops. */
 static void test_http_json(void **state)
 {
     struct proc px;
@@ -318,7 +319,6 @@ static void test_http_json(void **state)
     close(fds[1]);
     out = fdopen(fds[0], "r");
     assert_non_null(fgets(line, sizeof(line), out));
-    fclose(out);
     assert_int_equal(sscanf(line, "PORT %d", &port), 1);
     snprintf(cfg, sizeof(cfg), "{\"mcpServers\": {\"json\": {\"url\": \"http://127.0.0.1:%d/\"}}}",
              port);
@@ -332,6 +332,10 @@ static void test_http_json(void **state)
         cJSON_Delete(j);
     }
     assert_int_equal(proc_stop(&px), 0);
+    /* The proxy ended its session on shutdown. */
+    assert_non_null(fgets(line, sizeof(line), out));
+    assert_string_equal(line, "DELETE true\n");
+    fclose(out);
     kill(http_srv, SIGTERM);
     waitpid(http_srv, NULL, 0);
     http_srv = 0;

@@ -1,6 +1,7 @@
 // json_http_server.mjs: a Streamable HTTP MCP server built on the official SDK (installed with
 // server-everything) that answers with plain JSON bodies (enableJsonResponse) instead of SSE,
-// with sessions. Listens on 127.0.0.1 (an ephemeral port) and prints "PORT <n>". Tool: "shout".
+// with sessions. Listens on 127.0.0.1 (an ephemeral port) and prints "PORT <n>", then
+// "DELETE true" when a client ends a session it knows. Tool: "shout".
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
@@ -17,6 +18,7 @@ function newServer() {
 }
 
 const server = http.createServer(async (req, res) => {
+    if (req.method === 'DELETE') console.log(`DELETE ${sessions.has(req.headers['mcp-session-id'])}`);
     let body = '';
     for await (const chunk of req) body += chunk;
     const parsed = body ? JSON.parse(body) : undefined;
