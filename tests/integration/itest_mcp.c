@@ -373,6 +373,23 @@ static void test_bad_servers(void **state)
     assert_string_equal(content(j), "tool said: Error: MCP server crash exited with status 1");
     cJSON_Delete(j);
     assert_int_equal(log_count(&px, "MCP server crash started"), 2);
+    /* Within the backoff (1 s after a second failure) it is not restarted, and its tools are
+     * not offered: the model answers without them. */
+    mock_reset(mock.port);
+    j = ask(px.port, "mcp-mock@mcp_tool=crash__probe", NULL, &st, NULL);
+    assert_int_equal(st, 200);
+    assert_string_equal(content(j), "no tool");
+    cJSON_Delete(j);
+    j = mock_get(mock.port, "/mock/requests");
+    {
+        char *s = cJSON_PrintUnformatted(j);
+
+        assert_null(strstr(s, "\"name\":\"crash__probe\""));
+        assert_non_null(strstr(s, "\"name\":\"hang__probe\""));
+        cJSON_free(s);
+    }
+    cJSON_Delete(j);
+    assert_int_equal(log_count(&px, "MCP server crash started"), 2);
 
     /* A hang: the per-call timeout. */
     j = ask(px.port, "mcp-mock@mcp_tool=hang__probe", NULL, &st, &secs);
