@@ -1044,6 +1044,33 @@ static struct client *client_of(struct mcp *m)
     return m->impl;
 }
 
+/* The name the model sees: "tool", or "server__tool" (ns), with every character outside
+ * [A-Za-z0-9_-] turned into '_' and cut at 64 bytes, as OpenAI requires of function names. */
+static void offered_name(char out[65], const char *server, const char *tool, bool ns)
+{
+    size_t n = 0;
+
+    for (int part = ns ? 0 : 1; part < 2; part++) {
+        const char *p = part == 0 ? server : tool;
+
+        for (; *p && n < 64; p++) {
+            char ch = *p;
+            bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
+
+            out[n++] = ok ? ch : '_';
+        }
+        for (int u = 0; part == 0 && u < 2 && n < 64; u++)
+            out[n++] = '_';
+    }
+    out[n] = '\0';
+}
+
+static const char *tool_name(const cJSON *t)
+{
+    return cJSON_GetObjectItemCaseSensitive(t, "name")->valuestring;
+}
+
 struct readyjob {
     struct server *s;
     double timeout;
@@ -1110,8 +1137,10 @@ static int c_list(struct mcp *m, struct arena *a, struct mcp_tool **out, double 
             const cJSON *d = cJSON_GetObjectItemCaseSensitive(it, "description");
             const cJSON *sc = cJSON_GetObjectItemCaseSensitive(it, "inputSchema");
             bool clash = false;
+            char mine[65], other[65];
             char *j;
 
+            offered_name(mine, NULL, name, false);
             for (size_t o = 0; o < c->nservers && !clash; o++) {
                 const cJSON *ot;
 
@@ -1119,12 +1148,13 @@ static int c_list(struct mcp *m, struct arena *a, struct mcp_tool **out, double 
                     continue;
                 cJSON_ArrayForEach(ot, lists[o])
                 {
-                    if (!strcmp(cJSON_GetObjectItemCaseSensitive(ot, "name")->valuestring, name))
-                        clash = true;
+                    offered_name(other, NULL, tool_name(ot), false);
+                    clash = clash || !strcmp(other, mine);
                 }
             }
-            t[k].name =
-                clash ? arena_printf(a, "%s__%s", c->servers[i].name, name) : arena_strdup(a, name);
+            if (clash)
+                offered_name(mine, c->servers[i].name, name, true);
+            t[k].name = arena_strdup(a, mine);
             t[k].description = cJSON_IsString(d) ? arena_strdup(a, d->valuestring) : "";
             j = cJSON_IsObject(sc) ? cJSON_PrintUnformatted(sc) : NULL;
             t[k].schema = arena_strdup(a, j ? j : "{\"type\":\"object\"}");
@@ -1142,34 +1172,28 @@ static int c_list(struct mcp *m, struct arena *a, struct mcp_tool **out, double 
     return (int)k;
 }
 
-/* The server and tool name behind an offered name: "server__tool" first, then a plain name. */
-static struct server *resolve(struct client *c, const char *offered, const char **tool)
+/* The server and tool (its real name, heap) behind an offered name: "server__tool" first,
+ * then a plain name. */
+static struct server *resolve(struct client *c, const char *offered, char **tool)
 {
-    const char *sep = strstr(offered, "__");
-
     for (int pass = 0; pass < 2; pass++)
         for (size_t i = 0; i < c->nservers; i++) {
             struct server *s = &c->servers[i];
-            const char *want = offered;
             const cJSON *it;
-            bool hit = false;
+            char *hit = NULL;
 
-            if (pass == 0) {
-                size_t nl = strlen(s->name);
-
-                if (!sep || (size_t)(sep - offered) != nl || strncmp(offered, s->name, nl))
-                    continue;
-                want = sep + 2;
-            }
             pthread_mutex_lock(&s->mu);
             cJSON_ArrayForEach(it, s->tools)
             {
-                if (!strcmp(cJSON_GetObjectItemCaseSensitive(it, "name")->valuestring, want))
-                    hit = true;
+                char name[65];
+
+                offered_name(name, s->name, tool_name(it), pass == 0);
+                if (!hit && !strcmp(name, offered))
+                    hit = xstrdup(tool_name(it));
             }
             pthread_mutex_unlock(&s->mu);
             if (hit) {
-                *tool = want;
+                *tool = hit;
                 return s;
             }
         }
@@ -1188,7 +1212,7 @@ struct job {
 static void *job_main(void *arg)
 {
     struct job *j = arg;
-    const char *tool = NULL;
+    char *tool = NULL;
     struct server *s = resolve(j->c, j->name, &tool);
     cJSON *params, *res = NULL, *args;
     char why[300];
@@ -1200,16 +1224,19 @@ static void *job_main(void *arg)
     }
     if (ensure_ready(s, j->timeout, why, sizeof(why)) < 0) {
         j->err = xstrdup(why);
+        free(tool);
         return NULL;
     }
     args = j->args && *j->args ? cJSON_Parse(j->args) : cJSON_CreateObject();
     if (!cJSON_IsObject(args)) {
         cJSON_Delete(args);
         j->err = xstrdup("the tool call's arguments are not a JSON object");
+        free(tool);
         return NULL;
     }
     params = cJSON_CreateObject();
     cJSON_AddStringToObject(params, "name", tool);
+    free(tool);
     cJSON_AddItemToObject(params, "arguments", args);
     if (rpc(s, "tools/call", params, j->timeout, &res, &j->err) == 0) {
         j->result = cJSON_PrintUnformatted(res);

@@ -1,15 +1,18 @@
 #!/bin/sh
 # fake_server.sh MODE: a scripted MCP server (stdio, newline-delimited JSON-RPC) for the failure
-# cases of itest_mcp and test_mcp. It offers one tool, "probe". MODE says how it misbehaves:
+# cases of itest_mcp and test_mcp. It offers one tool, "probe" (or $FAKE_TOOL). MODE says how it
+# behaves:
 #   ok         probe answers "probe ok"            crash      exits during the tools/call
 #   hang       never answers the tools/call        garbage    answers the call with broken JSON
 #   huge       answers with 1,000,000 bytes        toolerror  an isError result
 #   rpcerror   a JSON-RPC error for the call       envdump    answers with its environment
 #   slow       answers after 1 s (parallel calls)
+#   name       answers "called <the tool name it was asked for>"
 #   ping       before answering sends a notification, a ping and a sampling request, and
 #              answers with the client's two replies (quotes turned into ')
 # Requests are written by the proxy with "jsonrpc" then "id" first, which the sed below relies on.
 mode=${1:-ok}
+tool=${FAKE_TOOL:-probe}
 rid() { printf '%s\n' "$1" | sed -n 's/^{"jsonrpc":"2.0","id":\([0-9]*\),.*/\1/p'; }
 read -r l || exit 0
 printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"fake","version":"1"}}}\n' "$(rid "$l")"
@@ -18,12 +21,13 @@ while read -r l; do
     [ -z "$i" ] && continue # notifications
     case "$l" in
     *'"method":"tools/list"'*)
-        printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"probe","description":"a fake tool","inputSchema":{"type":"object"}}]}}\n' "$i" ;;
+        printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"%s","description":"a fake tool","inputSchema":{"type":"object"}}]}}\n' "$i" "$tool" ;;
     *'"method":"tools/call"'*)
         case "$mode" in
         ok) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"probe ok"}]}}\n' "$i" ;;
         slow) (sleep 1; printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"probe slow"}]}}\n' "$i") & ;;
         crash) exit 1 ;;
+        name) printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"called %s"}]}}\n' "$i" "$(printf '%s' "$l" | sed -n 's/.*"params":{"name":"\([^"]*\)".*/\1/p')" ;;
         ping)
             echo '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"hi"}}'
             echo '{"jsonrpc":"2.0","id":"srv-1","method":"ping"}'

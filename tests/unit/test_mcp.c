@@ -398,6 +398,41 @@ static void test_stdio_client(void **state)
     arena_destroy(a);
 }
 
+/* Tool names OpenAI would refuse are offered with '_' for each bad character (cut at 64), and
+ * a call of the offered name reaches the server under the tool's real name. */
+static void test_tool_names(void **state)
+{
+    struct mcp *m = client_for(
+        "{\"mcpServers\": {\"a.b\": {\"command\": \"tests/mcp/fake_server.sh\", \"args\": "
+        "[\"name\"], \"env\": {\"FAKE_TOOL\": \"files.read/all\"}}, \"c\": {\"command\": "
+        "\"tests/mcp/fake_server.sh\", \"args\": [\"name\"], \"env\": {\"FAKE_TOOL\": "
+        "\"files:read/all\"}}, \"d\": {\"command\": \"tests/mcp/fake_server.sh\", \"args\": "
+        "[\"name\"], \"env\": {\"FAKE_TOOL\": "
+        "\"x123456789x123456789x123456789x123456789x123456789x123456789x123456789\"}}}}");
+    struct arena *a = arena_create();
+    struct px_error err = {0};
+    struct mcp_tool *tools;
+    struct mcp_call calls[3] = {
+        {.name = "a_b__files_read_all"},
+        {.name = "c__files_read_all"},
+        {.name = "x123456789x123456789x123456789x123456789x123456789x123456789x123"},
+    };
+
+    (void)state;
+    assert_int_equal(m->ops->list_tools(m, a, &tools, 10, &err), 3);
+    assert_string_equal(tools[0].name, "a_b__files_read_all"); /* a clash after the cleaning */
+    assert_string_equal(tools[1].name, "c__files_read_all");
+    assert_string_equal(tools[2].name, calls[2].name);
+    m->ops->call_tools(m, a, calls, 3, 10);
+    assert_string_equal(calls[0].result, "called files.read/all");
+    assert_string_equal(calls[1].result, "called files:read/all");
+    assert_string_equal(
+        calls[2].result,
+        "called x123456789x123456789x123456789x123456789x123456789x123456789x123456789");
+    mcp_destroy(m);
+    arena_destroy(a);
+}
+
 /* Bad configuration files. */
 static void test_bad_config(void **state)
 {
@@ -436,7 +471,7 @@ int main(void)
         cmocka_unit_test(test_loop),         cmocka_unit_test(test_steps_bound),
         cmocka_unit_test(test_client_tools), cmocka_unit_test(test_not_configured),
         cmocka_unit_test(test_result_text),  cmocka_unit_test(test_stdio_client),
-        cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_tool_names),   cmocka_unit_test(test_bad_config),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
