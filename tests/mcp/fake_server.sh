@@ -1,6 +1,7 @@
 #!/bin/sh
 # fake_server.sh MODE: a scripted MCP server (stdio, newline-delimited JSON-RPC) for the failure
-# cases of itest_mcp and test_mcp. It offers one tool, "probe" (or $FAKE_TOOL). MODE says how it
+# cases of itest_mcp and test_mcp. It offers one tool, "probe" (or $FAKE_TOOL; with FAKE_PAGES
+# set, tools/list has a second page, behind cursor "p2", with "<tool>_2"). MODE says how it
 # behaves:
 #   ok         probe answers "probe ok"            crash      exits during the tools/call
 #   hang       never answers the tools/call        garbage    answers the call with broken JSON
@@ -20,6 +21,11 @@ while read -r l; do
     i=$(rid "$l")
     [ -z "$i" ] && continue # notifications
     case "$l" in
+    *'"method":"tools/list","params":{"cursor":"p2"}'*)
+        printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"%s_2","inputSchema":{"type":"object"}}]}}\n' "$i" "$tool" ;;
+    *'"method":"tools/list"'*'"params":{}'*)
+        [ -n "${FAKE_PAGES:-}" ] && next=',"nextCursor":"p2"' || next=''
+        printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"%s","description":"a fake tool","inputSchema":{"type":"object"}}]%s}}\n' "$i" "$tool" "$next" ;;
     *'"method":"tools/list"'*)
         printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"%s","description":"a fake tool","inputSchema":{"type":"object"}}]}}\n' "$i" "$tool" ;;
     *'"method":"tools/call"'*)

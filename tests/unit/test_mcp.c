@@ -433,6 +433,27 @@ static void test_tool_names(void **state)
     arena_destroy(a);
 }
 
+/* tools/list is followed through its pages (nextCursor). */
+static void test_pages(void **state)
+{
+    struct mcp *m =
+        client_for("{\"mcpServers\": {\"p\": {\"command\": \"tests/mcp/fake_server.sh\", "
+                   "\"args\": [\"name\"], \"env\": {\"FAKE_PAGES\": \"1\"}}}}");
+    struct arena *a = arena_create();
+    struct px_error err = {0};
+    struct mcp_tool *tools;
+    struct mcp_call call = {.name = "probe_2"};
+
+    (void)state;
+    assert_int_equal(m->ops->list_tools(m, a, &tools, 10, &err), 2);
+    assert_string_equal(tools[0].name, "probe");
+    assert_string_equal(tools[1].name, "probe_2");
+    m->ops->call_tools(m, a, &call, 1, 10);
+    assert_string_equal(call.result, "called probe_2");
+    mcp_destroy(m);
+    arena_destroy(a);
+}
+
 /* Bad configuration files. */
 static void test_bad_config(void **state)
 {
@@ -471,7 +492,8 @@ int main(void)
         cmocka_unit_test(test_loop),         cmocka_unit_test(test_steps_bound),
         cmocka_unit_test(test_client_tools), cmocka_unit_test(test_not_configured),
         cmocka_unit_test(test_result_text),  cmocka_unit_test(test_stdio_client),
-        cmocka_unit_test(test_tool_names),   cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_tool_names),   cmocka_unit_test(test_pages),
+        cmocka_unit_test(test_bad_config),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
