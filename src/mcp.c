@@ -21,7 +21,8 @@
  * returns on initialize is sent on every later request. This uses a libcurl easy handle in the
  * calling thread (bounded by the call's timeout); TODO(#12): move it onto the I/O loops.
  *
- * Lock order: server.mu, then server.wmu (the stdin writer); never I/O under server.mu. */
+ * Locks: server.mu and server.wmu (the stdin writer) are never held together; no I/O under
+ * server.mu. */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
