@@ -18,7 +18,8 @@ struct px_error;
 /* One tool offered to the model. */
 struct mcp_tool {
     const char *name;        /* the name the model sees: the server's tool name, or
-                                "server__tool" when two servers offer the same name */
+                                "server__tool" when two servers offer the same name; characters
+                                outside [A-Za-z0-9_-] become '_', cut at 64 bytes */
     const char *description; /* "" when the server gave none */
     const char *schema;      /* the tool's inputSchema as JSON text (an object) */
 };
