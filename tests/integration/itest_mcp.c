@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,9 +163,39 @@ static int log_count(const struct proc *px, const char *needle)
     return n;
 }
 
+struct conc {
+    int port;
+    int i;
+    bool ok;
+};
+
+/* One of many concurrent requests: three echo calls with its own message. */
+static void *conc_main(void *arg)
+{
+    struct conc *c = arg;
+    char model[200], want[200];
+    struct http_resp r = {0};
+    char *body;
+    cJSON *j;
+
+    snprintf(model, sizeof(model),
+             "mcp-mock@mcp_tool=echo,mcp_calls=3,mcp_args=%%7B%%22message%%22%%3A%%22m%d%%22%%7D",
+             c->i);
+    snprintf(want, sizeof(want), "tool said: Echo: m%d | Echo: m%d | Echo: m%d", c->i, c->i, c->i);
+    body = chat_body(model, "use the tool", NULL);
+    if (http_req("POST", c->port, "/v1/chat/completions", body, NULL, &r) == 0 && r.status == 200) {
+        j = http_json(&r);
+        c->ok = j && !strcmp(content(j), want);
+        cJSON_Delete(j);
+    }
+    free(body);
+    http_resp_free(&r);
+    return NULL;
+}
+
 /* The real server-everything over stdio: echo goes round (model -> proxy -> server -> model),
- * three parallel calls, the server's environment holds the config's env and none of the
- * proxy's keys, and the server is started once and stopped with the proxy. */
+ * three parallel calls, 16 concurrent requests, the server's environment holds the config's env and
+ * none of the proxy's keys, and the server is started once and stopped with the proxy. */
 static void test_stdio_everything(void **state)
 {
     struct proc px;
@@ -214,6 +245,21 @@ static void test_stdio_everything(void **state)
         cJSON_free(s);
     }
     cJSON_Delete(j);
+
+    /* 16 requests at once, 48 calls on the one server: each gets its own answers. */
+    {
+        struct conc cs[16];
+        pthread_t th[16];
+
+        for (int i = 0; i < 16; i++) {
+            cs[i] = (struct conc){.port = px.port, .i = i};
+            assert_int_equal(pthread_create(&th[i], NULL, conc_main, &cs[i]), 0);
+        }
+        for (int i = 0; i < 16; i++) {
+            pthread_join(th[i], NULL);
+            assert_true(cs[i].ok);
+        }
+    }
 
     assert_int_equal(log_count(&px, "MCP server everything started"), 1); /* reused */
     assert_int_equal(procs_with("server-everything", tag), 1);
