@@ -95,6 +95,9 @@ static const struct flag flags[] = {
      SZ(privacy_ner_url), "URL",
      "privacy: also mask names and places found by this trusted NER service (Presidio analyzer "
      "API: POST {text, language} -> entities; off by default: then only pattern-based PII)"},
+    {"mcp-config", NULL, "OPTILLM_MCP_CONFIG", T_SECRET, OFF(mcp_config), 0, "FILE",
+     "MCP servers for the mcp approach: {\"mcpServers\": {\"name\": {\"command\", \"args\", "
+     "\"env\"} or {\"url\", \"headers\"}}} (the layout MCP clients use)"},
     {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
      "maximum approach requests running at once (default 10000); a waiting one holds a "
      "coroutine stack (128 KiB reserved, a few KiB used), not a thread"},
@@ -583,6 +586,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->upstream_key);
     free(cfg->gate_key);
     free(cfg->prompts_dir);
+    free(cfg->mcp_config);
+    cfg->mcp_config = NULL;
     free(cfg->tenants_path);
     free(cfg->log_conversations);
     free(cfg->redis_url);

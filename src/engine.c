@@ -305,6 +305,19 @@ static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool 
         cJSON *so = cJSON_AddObjectToObject(o, "stream_options");
         cJSON_AddTrueToObject(so, "include_usage");
     }
+    if (c->params.tools_json) { /* the approach's tools (mcp), then the client's on answers */
+        cJSON *tools = cJSON_Parse(c->params.tools_json);
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(req->body, "tools");
+        const cJSON *ti;
+
+        if (cJSON_IsArray(tools)) {
+            if (c->params.answer && cJSON_IsArray(ct))
+                cJSON_ArrayForEach(ti, ct) cJSON_AddItemToArray(tools, cJSON_Duplicate(ti, 1));
+            cJSON_AddItemToObject(o, "tools", tools);
+        } else {
+            cJSON_Delete(tools);
+        }
+    }
     fields_copy(o, req->body, c->params.answer); /* the client's other fields, unchanged */
     s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);

@@ -94,6 +94,14 @@
  * chunk per word (word + following spaces), then a finish chunk per choice, a usage chunk
  * ("choices":[]) with stream_options.include_usage, then "data: [DONE]".
  *
+ * mcp block (the mcp plugin's tests; JSON answers only):
+ *   mcp_tool=NAME              while "tools" offers NAME and no tool message is in the
+ *                              conversation yet, answer with mcp_calls=K (default 1) calls of
+ *                              NAME (ids call_mcp_<j>) with arguments mcp_args=JSON (default
+ *                              {}); mcp_loop=1 keeps calling after tool results. Otherwise the
+ *                              text "tool said: " + each tool message's content (first 1000
+ *                              bytes) joined by " | " ("no tool" without any)
+ *
  * Tools and structured output (checked after the text of every choice is made):
  *   - "tools" (a non-empty array) and no message with role "tool" yet: every choice is a
  *     call of the first tool: {"id":"call_mock_<i>","type":"function","function":{"name":
@@ -780,6 +788,10 @@ struct opts {
     bool no_usage, usage_null, split, reject_so;
     int errbody;
     long piece_bytes, json_bad; /* plugins1 block: piece_bytes=N, json_bad=K */
+    /* mcp block: mcp_tool=NAME, mcp_args=JSON, mcp_calls=K, mcp_loop=1 */
+    char *mcp_tool, *mcp_args;
+    long mcp_calls;
+    bool mcp_loop;
 };
 
 static int hexval(char c)
@@ -946,6 +958,18 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
     if (!strcmp(name, "json_bad"))
         return parse_long(val, 0, LONG_MAX, &o->json_bad);
     /* ---- end plugins1 ---- */
+    /* ---- mcp block ---- */
+    if (!strcmp(name, "mcp_calls"))
+        return parse_long(val, 1, 64, &o->mcp_calls);
+    if (!strcmp(name, "mcp_loop"))
+        return parse_bool(val, &o->mcp_loop);
+    if (!strcmp(name, "mcp_tool") || !strcmp(name, "mcp_args")) {
+        char **d = !strcmp(name, "mcp_tool") ? &o->mcp_tool : &o->mcp_args;
+        free(*d);
+        *d = strdup(val);
+        return *d != NULL;
+    }
+    /* ---- end mcp block ---- */
     char **dst = !strcmp(name, "reply")         ? &o->reply
                  : !strcmp(name, "require_key") ? &o->require_key
                  : !strcmp(name, "tool")        ? &o->tool
@@ -1850,6 +1874,84 @@ static enum MHD_Result handle_legacy(struct MHD_Connection *c, struct req *r)
     return ret;
 }
 
+/* ---- mcp block: a model that calls a named tool (the mcp plugin's tests) -------------------- */
+
+/* With mcp_tool=NAME (not streamed): while "tools" offers NAME and the conversation has no
+ * tool message yet (or always, with mcp_loop=1), the answer is mcp_calls (default 1) calls of
+ * NAME with arguments mcp_args (default {}), ids call_mcp_<j>; otherwise the text
+ * "tool said: " + every tool message's content (each cut to 1000 bytes) joined by " | ", or
+ * "no tool" when there is none. Usage: prompt 10, completion 5. */
+static enum MHD_Result mcp_answer(struct MHD_Connection *c, const cJSON *root, const struct opts *o,
+                                  const char *model)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *m, *t;
+    bool offered = false, tool_turn = false;
+    cJSON *resp = cJSON_CreateObject(), *ch, *msg, *u;
+    struct sbuf said = {0};
+
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+        offered = offered || (cJSON_IsString(n) && !strcmp(n->valuestring, o->mcp_tool));
+    }
+    sb_add(&said, "tool said: ", 11);
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(root, "messages"))
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsString(role) || strcmp(role->valuestring, "tool"))
+            continue;
+        if (tool_turn)
+            sb_add(&said, " | ", 3);
+        tool_turn = true;
+        if (cJSON_IsString(content)) {
+            size_t len = strlen(content->valuestring);
+            sb_add(&said, content->valuestring, len > 1000 ? 1000 : len);
+        }
+    }
+    cJSON_AddStringToObject(resp, "id", "mockcmpl-mcp");
+    cJSON_AddStringToObject(resp, "object", "chat.completion");
+    cJSON_AddNumberToObject(resp, "created", (double)time(NULL));
+    cJSON_AddStringToObject(resp, "model", model);
+    ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "choices"), ch);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    msg = cJSON_AddObjectToObject(ch, "message");
+    cJSON_AddStringToObject(msg, "role", "assistant");
+    if (offered && (!tool_turn || o->mcp_loop)) {
+        cJSON *calls = cJSON_AddArrayToObject(msg, "tool_calls");
+        cJSON_AddNullToObject(msg, "content");
+        for (long j = 0; j < (o->mcp_calls > 0 ? o->mcp_calls : 1); j++) {
+            cJSON *tc = cJSON_CreateObject(), *fn;
+            char id[40];
+            snprintf(id, sizeof(id), "call_mcp_%ld", j);
+            cJSON_AddStringToObject(tc, "id", id);
+            cJSON_AddStringToObject(tc, "type", "function");
+            fn = cJSON_AddObjectToObject(tc, "function");
+            cJSON_AddStringToObject(fn, "name", o->mcp_tool);
+            cJSON_AddStringToObject(fn, "arguments", o->mcp_args ? o->mcp_args : "{}");
+            cJSON_AddItemToArray(calls, tc);
+        }
+        cJSON_AddStringToObject(ch, "finish_reason", "tool_calls");
+    } else {
+        cJSON_AddStringToObject(msg, "content", tool_turn ? sb_str(&said) : "no tool");
+        cJSON_AddStringToObject(ch, "finish_reason", "stop");
+    }
+    u = cJSON_AddObjectToObject(resp, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", 10);
+    cJSON_AddNumberToObject(u, "completion_tokens", 5);
+    cJSON_AddNumberToObject(u, "total_tokens", 15);
+    sb_free(&said);
+    pthread_mutex_lock(&g.mu);
+    g.choices++;
+    g.prompt_tokens += 10;
+    g.completion_tokens += 5;
+    pthread_mutex_unlock(&g.mu);
+    return send_json(c, MHD_HTTP_OK, resp, NULL);
+}
+
 /* ---- tools and response_format (see the header) ------------------------------------------ */
 
 struct fields_mode {
@@ -2179,6 +2281,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage")));
     char id[48];
+    if (o.mcp_tool && !stream) { /* mcp block */
+        ret = mcp_answer(c, root, &o, model);
+        goto out;
+    }
     pthread_mutex_lock(&g.mu);
     snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
     g.choices += n;
@@ -2255,6 +2361,8 @@ out:
     free(o.reply);
     free(o.tool);
     free(o.errmsg);
+    free(o.mcp_tool); /* mcp block */
+    free(o.mcp_args);
     return ret;
 }
 
