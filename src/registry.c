@@ -29,6 +29,7 @@ extern const struct approach approach_z3;
 extern const struct approach approach_privacy;
 extern const struct approach approach_json;
 extern const struct approach approach_compact;
+extern const struct approach approach_mcp;
 
 const struct approach *const approach_registry[] = {
     &approach_bon,
@@ -52,6 +53,7 @@ const struct approach *const approach_registry[] = {
     &approach_privacy,
     &approach_json,
     &approach_compact,
+    &approach_mcp,
     NULL,
 };
 const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;
