@@ -49,8 +49,7 @@ static const char *trim(struct arena *a, const char *s, size_t n)
 /* Splits text into context and query: after the last "Query:", else the last sentence (a '.',
  * '!' or '?' followed by whitespace ends a sentence). One sentence: the whole text is the
  * context and the query asks for its main point. */
-static void split_query(struct arena *a, const char *text, const char **context,
-                        const char **query)
+static void split_query(struct arena *a, const char *text, const char **context, const char **query)
 {
     const char *q = strrstr(text, "Query:");
     size_t len = strlen(text), cut = 0;
@@ -75,7 +74,8 @@ static void split_query(struct arena *a, const char *text, const char **context,
     *query = trim(a, text + cut, len - cut);
 }
 
-/* ---- chunks ----------------------------------------------------------------------------------- */
+/* ---- chunks -----------------------------------------------------------------------------------
+ */
 
 /* The end of a chunk that starts at s and may hold max bytes: at the last newline (else space)
  * in its second half, never inside a UTF-8 sequence. */
@@ -99,7 +99,8 @@ static size_t chunk_end(const char *s, size_t left, size_t max)
     return end;
 }
 
-/* ---- TF-IDF retrieval ------------------------------------------------------------------------- */
+/* ---- TF-IDF retrieval -------------------------------------------------------------------------
+ */
 
 struct terms {
     const char **w; /* lower-cased words of 2+ word characters */
@@ -198,7 +199,8 @@ static void tfidf_scores(struct arena *a, const char *query, const char *const *
     }
 }
 
-/* ---- the approach ----------------------------------------------------------------------------- */
+/* ---- the approach -----------------------------------------------------------------------------
+ */
 
 static int memory_run(struct approach_ctx *ctx, struct chat_result *out)
 {
@@ -220,8 +222,8 @@ static int memory_run(struct approach_ctx *ctx, struct chat_result *out)
     while (off < len && nchunks < max_chunks) {
         size_t n = chunk_end(context + off, len - off, chunk_bytes);
         const char *chunk = arena_strndup(ctx->arena, context + off, n);
-        const char *user = approach_prompt(ctx, "memory/extract", "query", query, "chunk", chunk,
-                                           NULL);
+        const char *user =
+            approach_prompt(ctx, "memory/extract", "query", query, "chunk", chunk, NULL);
         struct llm_msg *msgs;
 
         calls[nchunks].nmsgs = llm_msgs2(ctx, sys, user, &msgs);
@@ -234,8 +236,8 @@ static int memory_run(struct approach_ctx *ctx, struct chat_result *out)
     }
     if (off < len)
         log_at(LOG_WARN, ctx->req_id,
-               "memory: context of %zu bytes cut to %zu chunks (%zu bytes dropped)", len,
-               nchunks, len - off);
+               "memory: context of %zu bytes cut to %zu chunks (%zu bytes dropped)", len, nchunks,
+               len - off);
     found = arena_calloc(ctx->arena, nchunks + 1, sizeof(*found));
     if (nchunks > 0) {
         rc = llm_batch(ctx, calls, nchunks);
@@ -294,9 +296,9 @@ static int memory_run(struct approach_ctx *ctx, struct chat_result *out)
     out->text = c.text;
     out->tool_calls = c.tool_calls;
     out->logprobs = c.logprobs;
-    out->finish_reason = c.tool_calls                                                 ? "tool_calls"
+    out->finish_reason = c.tool_calls                                                ? "tool_calls"
                          : c.finish_reason && strcmp(c.finish_reason, "length") == 0 ? "length"
-                                                                                      : "stop";
+                                                                                     : "stop";
     return PX_OK;
 }
 

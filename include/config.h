@@ -58,7 +58,8 @@ struct config {
     int n;              /* default n */
     bool return_full_response;
     bool no_approach_tags;
-    char *prompts_dir;                                  /* NULL: embedded prompts only */
+    char *prompts_dir;         /* NULL: embedded prompts only */
+    char readurls_allow[1024]; /* --readurls-allow: comma-separated CIDRs, "" = none */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
 

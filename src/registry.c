@@ -26,6 +26,7 @@ extern const struct approach approach_pvg;
 extern const struct approach approach_rstar;
 extern const struct approach approach_z3;
 extern const struct approach approach_memory;
+extern const struct approach approach_readurls;
 
 const struct approach *const approach_registry[] = {
     &approach_bon,
@@ -46,6 +47,7 @@ const struct approach *const approach_registry[] = {
     &approach_rstar,
     &approach_z3,
     &approach_memory,
+    &approach_readurls,
     NULL,
 };
 const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;
