@@ -168,12 +168,11 @@ static int readurls_prepare(struct approach_ctx *ctx, struct chat_request *next,
                    f[i].url, total);
             continue;
         }
-        text = cut(ctx->arena, text, url_bytes < total - used ? url_bytes : total - used,
-                   &cutted);
+        text = cut(ctx->arena, text, url_bytes < total - used ? url_bytes : total - used, &cutted);
         used += strlen(text);
         f[i].text = text;
-        log_at(LOG_INFO, ctx->req_id, "readurls: %s: %zu bytes of text%s%s", f[i].url,
-               strlen(text), cutted ? " (cut)" : "", fr[i].truncated ? " (body capped)" : "");
+        log_at(LOG_INFO, ctx->req_id, "readurls: %s: %zu bytes of text%s%s", f[i].url, strlen(text),
+               cutted ? " (cut)" : "", fr[i].truncated ? " (body capped)" : "");
     }
     /* the messages, with each page after its URL */
     struct chat_msg *m = arena_calloc(ctx->arena, req->nmsgs * 2 + 1, sizeof(*m));
@@ -193,8 +192,7 @@ static int readurls_prepare(struct approach_ctx *ctx, struct chat_request *next,
                                      *extra ? "\n\n" : "", f[k].url, host_of(ctx->arena, f[k].url),
                                      f[k].text);
             else
-                text = splice(ctx->arena, text, f[k].url, host_of(ctx->arena, f[k].url),
-                              f[k].text);
+                text = splice(ctx->arena, text, f[k].url, host_of(ctx->arena, f[k].url), f[k].text);
         }
         m[nm] = req->msgs[i];
         if (changed && !multipart(&req->msgs[i])) {

@@ -23,10 +23,10 @@ struct fetch_req {
     const char *content_type; /* lower-cased media type without parameters, "" if none */
     const char *body;         /* NUL-terminated (binary bodies may hold NULs: use len) */
     size_t len;
-    bool truncated;         /* the body was cut at the size cap */
-    const char *final_url;  /* after redirects */
-    int redirects;          /* hops followed */
-    bool refused;           /* the SSRF guard refused a hop (no connection was made to it) */
+    bool truncated;        /* the body was cut at the size cap */
+    const char *final_url; /* after redirects */
+    int redirects;         /* hops followed */
+    bool refused;          /* the SSRF guard refused a hop (no connection was made to it) */
 };
 
 struct fetch_limits {

@@ -134,10 +134,10 @@ static bool v4_refused(const unsigned char *a)
         unsigned char net[4];
         int bits;
     } blocked[] = {
-        {{0, 0, 0, 0}, 8},       {{10, 0, 0, 0}, 8},     {{100, 64, 0, 0}, 10},
-        {{127, 0, 0, 0}, 8},     {{169, 254, 0, 0}, 16}, {{172, 16, 0, 0}, 12},
-        {{192, 0, 0, 0}, 24},    {{192, 168, 0, 0}, 16}, {{198, 18, 0, 0}, 15},
-        {{224, 0, 0, 0}, 4},     {{240, 0, 0, 0}, 4},
+        {{0, 0, 0, 0}, 8},    {{10, 0, 0, 0}, 8},     {{100, 64, 0, 0}, 10},
+        {{127, 0, 0, 0}, 8},  {{169, 254, 0, 0}, 16}, {{172, 16, 0, 0}, 12},
+        {{192, 0, 0, 0}, 24}, {{192, 168, 0, 0}, 16}, {{198, 18, 0, 0}, 15},
+        {{224, 0, 0, 0}, 4},  {{240, 0, 0, 0}, 4},
     };
 
     for (size_t i = 0; i < PX_ARRAY_LEN(blocked); i++)
@@ -191,13 +191,13 @@ bool fetch_addr_allowed(const struct sockaddr *sa, const struct fetch_cidr *allo
     }
     if (a[0] == 0x20 && a[1] == 0x02)
         return v4_allowed(a + 2, allow, nallow);
-    if ((a[0] & 0xFE) == 0xFC)                   /* fc00::/7 ULA (fd00:ec2::254 metadata) */
+    if ((a[0] & 0xFE) == 0xFC) /* fc00::/7 ULA (fd00:ec2::254 metadata) */
         return false;
-    if (a[0] == 0xFE && (a[1] & 0xC0) == 0x80)   /* fe80::/10 link-local */
+    if (a[0] == 0xFE && (a[1] & 0xC0) == 0x80) /* fe80::/10 link-local */
         return false;
-    if (a[0] == 0xFE && (a[1] & 0xC0) == 0xC0)   /* fec0::/10 site-local (deprecated) */
+    if (a[0] == 0xFE && (a[1] & 0xC0) == 0xC0) /* fec0::/10 site-local (deprecated) */
         return false;
-    if (a[0] == 0xFF)                            /* ff00::/8 multicast */
+    if (a[0] == 0xFF) /* ff00::/8 multicast */
         return false;
     return true;
 }
@@ -310,23 +310,24 @@ static int hop_start(struct hop *h, CURLM *multi)
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         if (!fetch_addr_allowed(ai->ai_addr, h->allow, h->nallow)) {
             char shown[INET6_ADDRSTRLEN] = "?";
-            const void *bin = ai->ai_family == AF_INET
-                                  ? (const void *)&((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr
-                                  : (const void *)&((struct sockaddr_in6 *)(void *)ai->ai_addr)
-                                        ->sin6_addr;
+            const void *bin =
+                ai->ai_family == AF_INET
+                    ? (const void *)&((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr
+                    : (const void *)&((struct sockaddr_in6 *)(void *)ai->ai_addr)->sin6_addr;
 
             inet_ntop(ai->ai_family, bin, shown, sizeof(shown));
-            refuse(h, arena_printf(h->ctx->arena, "%s resolves to %s, a private or reserved "
-                                                  "address (--readurls-allow opens a range)",
+            refuse(h, arena_printf(h->ctx->arena,
+                                   "%s resolves to %s, a private or reserved "
+                                   "address (--readurls-allow opens a range)",
                                    name, shown));
             goto out;
         }
         if (!addr[0]) {
             char tmp[INET6_ADDRSTRLEN];
-            const void *bin = ai->ai_family == AF_INET
-                                  ? (const void *)&((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr
-                                  : (const void *)&((struct sockaddr_in6 *)(void *)ai->ai_addr)
-                                        ->sin6_addr;
+            const void *bin =
+                ai->ai_family == AF_INET
+                    ? (const void *)&((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr
+                    : (const void *)&((struct sockaddr_in6 *)(void *)ai->ai_addr)->sin6_addr;
 
             inet_ntop(ai->ai_family, bin, tmp, sizeof(tmp));
             snprintf(addr, sizeof(addr), ai->ai_family == AF_INET6 ? "[%s]" : "%s", tmp);
@@ -416,8 +417,8 @@ static bool hop_done(struct hop *h, CURLM *multi, CURLcode cc)
         }
         if (r->redirects >= h->lim->max_redirects) {
             free(next);
-            fail(h, PX_EHTTP, arena_printf(h->ctx->arena, "more than %d redirects",
-                                           h->lim->max_redirects));
+            fail(h, PX_EHTTP,
+                 arena_printf(h->ctx->arena, "more than %d redirects", h->lim->max_redirects));
             return true;
         }
         r->redirects++;
@@ -531,12 +532,13 @@ int fetch_batch(struct approach_ctx *ctx, struct fetch_req *reqs, size_t n,
     return transport(ctx, reqs, n, lim);
 }
 
-/* ---- readable text ---------------------------------------------------------------------------- */
+/* ---- readable text ----------------------------------------------------------------------------
+ */
 
 static bool skipped(const char *name)
 {
-    static const char *const drop[] = {"script", "style",    "nav",  "header", "footer",
-                                       "aside",  "noscript", "head", "form",   "template",
+    static const char *const drop[] = {"script", "style",    "nav",    "header", "footer",
+                                       "aside",  "noscript", "head",   "form",   "template",
                                        "svg",    "iframe",   "button", "select", NULL};
 
     for (int i = 0; drop[i]; i++)
@@ -548,9 +550,9 @@ static bool skipped(const char *name)
 static bool block(const char *name)
 {
     static const char *const blocks[] = {
-        "p",  "div", "br", "h1", "h2",      "h3",      "h4", "h5", "h6",   "li",  "ul",
-        "ol", "tr",  "table", "section", "article", "main", "pre", "blockquote", "dt", "dd",
-        "hr", "figcaption", "title", NULL};
+        "p",          "div", "br", "h1", "h2",         "h3",      "h4",      "h5",   "h6",
+        "li",         "ul",  "ol", "tr", "table",      "section", "article", "main", "pre",
+        "blockquote", "dt",  "dd", "hr", "figcaption", "title",   NULL};
 
     for (int i = 0; blocks[i]; i++)
         if (strcmp(name, blocks[i]) == 0)
@@ -656,7 +658,7 @@ const char *html_to_text(struct arena *a, const char *html, size_t len)
         return "";
     doc = htmlReadMemory(html, (int)len, NULL, "UTF-8",
                          HTML_PARSE_RECOVER | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING |
-                             HTML_PARSE_NONET | HTML_PARSE_NOIMPLIED);
+                             HTML_PARSE_NONET);
     if (!doc)
         return "";
     root = xmlDocGetRootElement(doc);
