@@ -62,21 +62,49 @@ static bool allowed(const char *ip, const char *allow)
 static void test_ssrf_ranges(void **state)
 {
     static const char *const refused[] = {
-        "127.0.0.1",       "127.255.255.254", "10.0.0.1",       "10.255.255.255",
-        "172.16.0.1",      "172.31.255.255",  "192.168.0.1",    "192.168.255.255",
-        "169.254.169.254", "169.254.0.1",     "100.64.0.1",     "100.127.255.255",
-        "0.0.0.0",         "0.1.2.3",         "224.0.0.1",      "239.255.255.250",
-        "255.255.255.255", "240.0.0.1",       "192.0.0.170",    "198.18.0.1",
-        "::1",             "::",              "fc00::1",        "fd00:ec2::254",
-        "fdff::1",         "fe80::1",         "febf::1",        "fec0::1",
-        "ff02::1",         "ff00::",          "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-        "::ffff:10.1.2.3", "::ffff:192.168.1.1", "::127.0.0.1",   "64:ff9b::a9fe:a9fe",
-        "2002:7f00:1::",   "2002:a9fe:a9fe::1",
+        "127.0.0.1",
+        "127.255.255.254",
+        "10.0.0.1",
+        "10.255.255.255",
+        "172.16.0.1",
+        "172.31.255.255",
+        "192.168.0.1",
+        "192.168.255.255",
+        "169.254.169.254",
+        "169.254.0.1",
+        "100.64.0.1",
+        "100.127.255.255",
+        "0.0.0.0",
+        "0.1.2.3",
+        "224.0.0.1",
+        "239.255.255.250",
+        "255.255.255.255",
+        "240.0.0.1",
+        "192.0.0.170",
+        "198.18.0.1",
+        "::1",
+        "::",
+        "fc00::1",
+        "fd00:ec2::254",
+        "fdff::1",
+        "fe80::1",
+        "febf::1",
+        "fec0::1",
+        "ff02::1",
+        "ff00::",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "::ffff:10.1.2.3",
+        "::ffff:192.168.1.1",
+        "::127.0.0.1",
+        "64:ff9b::a9fe:a9fe",
+        "2002:7f00:1::",
+        "2002:a9fe:a9fe::1",
     };
     static const char *const public[] = {
-        "8.8.8.8",   "1.1.1.1",         "172.15.255.255", "172.32.0.1",
-        "100.63.255.255", "100.128.0.1", "169.253.255.255", "192.167.255.255",
-        "11.0.0.1",  "223.255.255.255", "2606:4700::1111", "2001:4860:4860::8888",
+        "8.8.8.8",        "1.1.1.1",          "172.15.255.255",  "172.32.0.1",
+        "100.63.255.255", "100.128.0.1",      "169.253.255.255", "192.167.255.255",
+        "11.0.0.1",       "223.255.255.255",  "2606:4700::1111", "2001:4860:4860::8888",
         "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1",
     };
 
@@ -333,8 +361,9 @@ static void test_budgets_and_nothing(void **state)
     env_cleanup(&e);
     /* no URL: no fetch, the request unchanged */
     g_batches = 0;
-    env_init(&e, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"no links "
-                 "httpx://a http:// ftp://x.y\"}]}",
+    env_init(&e,
+             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"no links "
+             "httpx://a http:// ftp://x.y\"}]}",
              rows);
     assert_int_equal(prepare(&e, &next), PX_OK);
     assert_int_equal(g_batches, 0);
@@ -385,9 +414,9 @@ static void test_real_refusals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ssrf_ranges), cmocka_unit_test(test_ssrf_allow),
-        cmocka_unit_test(test_html),        cmocka_unit_test(test_readable),
-        cmocka_unit_test(test_plugin),      cmocka_unit_test(test_budgets_and_nothing),
+        cmocka_unit_test(test_ssrf_ranges),   cmocka_unit_test(test_ssrf_allow),
+        cmocka_unit_test(test_html),          cmocka_unit_test(test_readable),
+        cmocka_unit_test(test_plugin),        cmocka_unit_test(test_budgets_and_nothing),
         cmocka_unit_test(test_real_refusals),
     };
 
