@@ -27,6 +27,7 @@ extern const struct approach approach_rstar;
 extern const struct approach approach_z3;
 extern const struct approach approach_memory;
 extern const struct approach approach_readurls;
+extern const struct approach approach_longcepo;
 
 const struct approach *const approach_registry[] = {
     &approach_bon,
@@ -48,6 +49,7 @@ const struct approach *const approach_registry[] = {
     &approach_z3,
     &approach_memory,
     &approach_readurls,
+    &approach_longcepo,
     NULL,
 };
 const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;

@@ -59,8 +59,8 @@ static char *upstream_text(int i)
     cJSON *log = mock_get(mock.port, "/mock/requests");
     int n = cJSON_GetArraySize(log);
     cJSON *req = cJSON_GetArrayItem(log, i < 0 ? n + i : i);
-    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(req, "body"), "messages");
+    cJSON *msgs =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(req, "body"), "messages");
     char *s = cJSON_PrintUnformatted(msgs ? msgs : cJSON_CreateNull());
 
     cJSON_Delete(log);
@@ -202,9 +202,9 @@ static void test_bad_pages(void **state)
 
     (void)state;
     mock_reset(mock.port);
-    assert_int_equal(ask(&open_px, "readurls-mock-model", page("hang"),
-                         "\"optillm_readurls_timeout\":1", &r),
-                     200);
+    assert_int_equal(
+        ask(&open_px, "readurls-mock-model", page("hang"), "\"optillm_readurls_timeout\":1", &r),
+        200);
     assert_true(r.total_s < 4.0 + harness_slack());
     http_resp_free(&r);
     t = upstream_text(-1);
