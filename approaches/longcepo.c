@@ -35,11 +35,11 @@
 #include "arena.h"
 #include "log.h"
 
-#define LC_TEMP        0.7
-#define LC_RETRIES     3
-#define LC_MAX_LEVELS  12
-#define LC_NO_INFO     "[NO INFORMATION]"
-#define LC_DELIM       "<CONTEXT_END>"
+#define LC_TEMP       0.7
+#define LC_RETRIES    3
+#define LC_MAX_LEVELS 12
+#define LC_NO_INFO    "[NO INFORMATION]"
+#define LC_DELIM      "<CONTEXT_END>"
 
 struct lc {
     struct approach_ctx *ctx;
@@ -95,7 +95,8 @@ static void split_input(struct arena *a, const char *text, const char **context,
     *question = cut ? trim(a, text + cut, len - cut) : "What is this text about?";
 }
 
-/* ---- chunks ----------------------------------------------------------------------------------- */
+/* ---- chunks -----------------------------------------------------------------------------------
+ */
 
 /* Where to cut a piece of at most max bytes from s: after a sentence end, else at a space,
  * else at a UTF-8 boundary. */
@@ -163,7 +164,8 @@ static size_t make_chunks(struct arena *a, const char *text, size_t max, size_t 
     return n;
 }
 
-/* ---- calls ------------------------------------------------------------------------------------ */
+/* ---- calls ------------------------------------------------------------------------------------
+ */
 
 static void set_call(struct lc *l, struct llm_call *c, const char *user, long max_tokens,
                      const char *stage)
@@ -186,8 +188,8 @@ static const char *reply_text(const struct llm_call *c)
 /* One call, repeated up to LC_RETRIES times until its text holds one of 'tags' (NULL: any
  * successful text). Returns the last successful text, or NULL (ctx->err set) when every
  * attempt failed. */
-static const char *until_tag(struct lc *l, const char *system, const char *user,
-                             long max_tokens, const char *stage, const char *const *tags)
+static const char *until_tag(struct lc *l, const char *system, const char *user, long max_tokens,
+                             const char *stage, const char *const *tags)
 {
     const char *last = NULL;
 
@@ -269,8 +271,8 @@ static const char *mapreduce(struct lc *l, const char *question, const char *his
 
     for (size_t i = 0; i < l->nchunks; i++) {
         size_t lo = i > (size_t)l->neighbors ? i - (size_t)l->neighbors : 0;
-        size_t hi = i + (size_t)l->neighbors + 1 < l->nchunks ? i + (size_t)l->neighbors + 1
-                                                              : l->nchunks;
+        size_t hi =
+            i + (size_t)l->neighbors + 1 < l->nchunks ? i + (size_t)l->neighbors + 1 : l->nchunks;
         const char *nb = "";
 
         for (size_t k = lo; k < hi; k++)
@@ -293,8 +295,8 @@ static const char *mapreduce(struct lc *l, const char *question, const char *his
         return "No information";
     /* collapse: adjacent pairs merged at once, level by level, while the reports are too long
      * for the reduce call */
-    const char *empty_reduce = approach_prompt(ctx, "longcepo/reduce", "history", hist,
-                                               "question", question, "info", "", NULL);
+    const char *empty_reduce = approach_prompt(ctx, "longcepo/reduce", "history", hist, "question",
+                                               question, "info", "", NULL);
     long budget = l->window - l->max_out - (long)strlen(empty_reduce) / 4;
 
     for (int level = 0; level < LC_MAX_LEVELS && nitems > 1; level++) {
@@ -308,8 +310,8 @@ static const char *mapreduce(struct lc *l, const char *question, const char *his
         for (size_t p = 0; p < npairs; p++)
             set_call(l, &cc[p],
                      approach_prompt(ctx, "longcepo/collapse", "history", hist, "question",
-                                     question, "info",
-                                     format_info(ctx->arena, items + 2 * p, 2), NULL),
+                                     question, "info", format_info(ctx->arena, items + 2 * p, 2),
+                                     NULL),
                      l->max_out, "longcepo/collapse");
         if (llm_batch(ctx, cc, npairs) < 0)
             return NULL;
@@ -331,9 +333,9 @@ static const char *mapreduce(struct lc *l, const char *question, const char *his
         if (nitems == 0)
             return "No information";
     }
-    const char *user = approach_prompt(ctx, "longcepo/reduce", "history", hist, "question",
-                                       question, "info", format_info(ctx->arena, items, nitems),
-                                       NULL);
+    const char *user =
+        approach_prompt(ctx, "longcepo/reduce", "history", hist, "question", question, "info",
+                        format_info(ctx->arena, items, nitems), NULL);
     const char *r = until_tag(l, approach_prompt(ctx, "longcepo/system", NULL), user, l->max_out,
                               "longcepo/reduce", answer_tags);
 
@@ -358,11 +360,11 @@ static int longcepo_run(struct approach_ctx *ctx, struct chat_result *out)
 
     split_input(ctx->arena, chat_last_user(ctx->req), &context, &question);
     /* 1. the bare question */
-    normalized = until_tag(&l, sys,
-                           approach_prompt(ctx, "longcepo/normalize", "query", question, NULL),
-                           l.max_out, "longcepo/normalize", NULL);
-    normalized = normalized && *normalized ? trim(ctx->arena, normalized, strlen(normalized))
-                                           : question;
+    normalized =
+        until_tag(&l, sys, approach_prompt(ctx, "longcepo/normalize", "query", question, NULL),
+                  l.max_out, "longcepo/normalize", NULL);
+    normalized =
+        normalized && *normalized ? trim(ctx->arena, normalized, strlen(normalized)) : question;
     /* 2. the plan */
     plan = until_tag(&l, NULL,
                      approach_prompt(ctx, "longcepo/plan", "question", normalized, "max",
@@ -480,10 +482,9 @@ static const struct approach_option longcepo_options[] = {
 const struct approach approach_longcepo = {
     .slug = "longcepo",
     .run = longcepo_run,
-    .prompts =
-        (const char *const[]){"longcepo/system", "longcepo/normalize", "longcepo/plan",
-                              "longcepo/summary", "longcepo/map", "longcepo/collapse",
-                              "longcepo/reduce", NULL},
+    .prompts = (const char *const[]){"longcepo/system", "longcepo/normalize", "longcepo/plan",
+                                     "longcepo/summary", "longcepo/map", "longcepo/collapse",
+                                     "longcepo/reduce", NULL},
     .options = longcepo_options,
     .summary = "LongCePO: long-context map-reduce (normalise, plan sub-questions, summarise "
                "chunks, then per question map in parallel, collapse, reduce)",
