@@ -28,6 +28,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -647,6 +648,14 @@ static xmlNode *find_main(xmlNode *n, int depth)
     return NULL;
 }
 
+static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
+
+/* libxml2 must be initialised once before threads use it concurrently. */
+static void xml_init(void)
+{
+    xmlInitParser();
+}
+
 const char *html_to_text(struct arena *a, const char *html, size_t len)
 {
     htmlDocPtr doc;
@@ -656,6 +665,7 @@ const char *html_to_text(struct arena *a, const char *html, size_t len)
 
     if (len == 0 || len > (size_t)1 << 30)
         return "";
+    pthread_once(&xml_once, xml_init);
     doc = htmlReadMemory(html, (int)len, NULL, "UTF-8",
                          HTML_PARSE_RECOVER | HTML_PARSE_NOERROR | HTML_PARSE_NOWARNING |
                              HTML_PARSE_NONET);

@@ -263,6 +263,18 @@ static void test_pipeline(void **state)
     assert_non_null(strstr(t, "<part>"));
     free(t);
 
+    /* any approach after the plugin runs on the prepared request */
+    mock_reset(mock.port);
+    assert_int_equal(ask(&open_px, "readurls&moa-mock-model", page("article"), NULL, &r), 200);
+    http_resp_free(&r);
+    assert_int_equal(page_fetches(), 1);
+    assert_int_equal(mock_stat(mock.port, "calls"), 3); /* moa's drafts, critique, synthesis */
+    for (int i = 0; i < 3; i++) {
+        t = upstream_text(i);
+        assert_non_null(strstr(t, "ZEBRA-STRIPES-42"));
+        free(t);
+    }
+
     mock_reset(mock.port);
     assert_int_equal(ask(&open_px, "mock-model", page("text"),
                          "\"optillm_approach\":\"readurls\",\"stream\":true", &r),
