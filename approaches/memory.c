@@ -12,6 +12,9 @@
  * is capped by memory_max_chunks (the end of a longer context is dropped and logged). A failed
  * extract call is skipped; when every one fails the request fails with the first error.
  *
+ * --memory-file FILE appends each request's findings as one JSON line (memstore.h); it is
+ * never read back (newer OptiLLM keeps memory per request too).
+ *
  * Request fields: the extract calls are parsed (max_tokens 1000, answer false); the final call
  * is the answer (client fields, response_format and tools reach it). */
 #include <ctype.h>
@@ -21,6 +24,7 @@
 #include "approach.h"
 #include "arena.h"
 #include "log.h"
+#include "memstore.h"
 
 #define MEM_EXTRACT_MAX_TOKENS 1000
 
@@ -256,6 +260,7 @@ static int memory_run(struct approach_ctx *ctx, struct chat_result *out)
                 found[nfound++] = trim(ctx->arena, t + 4, strlen(t + 4));
         }
     }
+    memstore_append(ctx, query, found, nfound); /* --memory-file, when set */
     /* the bound: the last max_items findings, as OptiLLM's FIFO memory */
     if (nfound > max_items) {
         found += nfound - max_items;

@@ -126,6 +126,9 @@ static const struct flag flags[] = {
      "DIR",
      "append one JSON line per request to DIR/conversations-<date>.jsonl: the request, every "
      "upstream call (stage, latency, status, tokens) and the answer; never a key"},
+    {"memory-file", NULL, "OPTILLM_MEMORY_FILE", T_SECRET, OFF(memory_file), 0, "FILE",
+     "memory appends what it extracted per request (time, request id, query, findings) as one "
+     "JSON line to FILE (0600; write-only: never read back into another request)"},
     {"log-format", NULL, "OPTILLM_LOG_FORMAT", T_LOGFMT, OFF(log_json), 0, "FORMAT",
      "text (default) or json"},
 };
@@ -560,6 +563,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->prompts_dir);
     free(cfg->tenants_path);
     free(cfg->log_conversations);
+    free(cfg->memory_file);
+    cfg->memory_file = NULL;
     cfg->upstream_key = cfg->gate_key = cfg->prompts_dir = cfg->tenants_path = NULL;
     cfg->log_conversations = NULL;
 }

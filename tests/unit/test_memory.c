@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "answer.h"
 #include "approach.h"
@@ -223,12 +226,67 @@ static void test_one_megabyte(void **state)
     free(body);
 }
 
+/* --memory-file: one JSON line per request with its findings (secrets redacted); not read
+ * back: a second request does not see the first one's findings. */
+static void test_memory_file(void **state)
+{
+    const struct row rows[] = {
+        {"memory/extract", "PART-0", "YES#key sk-abcdefghijklmnopqrstuvwxyz0123456789 found", NULL},
+        {"memory/extract", "PART-1", "YES#second fact", NULL},
+        {"memory/final", NULL, "ok", NULL},
+        {"memory/final", NULL, "ok", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    char path[] = "/tmp/test_memory_XXXXXX";
+    int fd = mkstemp(path);
+    char *body = long_body(2, 1000, "What was found?");
+    char text[4096];
+    struct env e;
+    FILE *f;
+    int lines = 0;
+
+    (void)state;
+    assert_true(fd >= 0);
+    close(fd);
+    for (int run = 0; run < 2; run++) {
+        env_init(&e, body, rows);
+        env_opt(&e, "memory_chunk_tokens", 256);
+        e.cfg.memory_file = path;
+        assert_int_equal(env_run(&e), PX_OK);
+        if (run == 1) /* the first request's findings are not read back */
+            assert_int_equal(fake_count(fake_llm_call(&e.fake, 1, 0)->text, "second fact"), 1);
+        e.cfg.memory_file = NULL;
+        env_cleanup(&e);
+    }
+    f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(text, sizeof(text), f)) {
+        cJSON *j = cJSON_Parse(text);
+        cJSON *fs = cJSON_GetObjectItemCaseSensitive(j, "findings");
+
+        assert_non_null(j);
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "query")->valuestring,
+                            "What was found?");
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "request")->valuestring, "test");
+        assert_int_equal(cJSON_GetArraySize(fs), 2);
+        assert_string_equal(cJSON_GetArrayItem(fs, 1)->valuestring, "second fact");
+        assert_null(strstr(cJSON_GetArrayItem(fs, 0)->valuestring, "sk-abc"));
+        assert_non_null(strstr(cJSON_GetArrayItem(fs, 0)->valuestring, "[redacted]"));
+        cJSON_Delete(j);
+        lines++;
+    }
+    fclose(f);
+    assert_int_equal(lines, 2);
+    unlink(path);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chunks_parallel), cmocka_unit_test(test_bound_and_rank),
         cmocka_unit_test(test_failures),        cmocka_unit_test(test_query_split),
-        cmocka_unit_test(test_one_megabyte),
+        cmocka_unit_test(test_one_megabyte),    cmocka_unit_test(test_memory_file),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
