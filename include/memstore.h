@@ -11,7 +11,7 @@ struct approach_ctx;
 
 /* Appends the record when ctx->cfg->memory_file is set. Returns 0 (also when not set), or -1
  * (logged; the request goes on). Thread-safe. */
-int memstore_append(const struct approach_ctx *ctx, const char *query,
-                    const char *const *findings, size_t n);
+int memstore_append(const struct approach_ctx *ctx, const char *query, const char *const *findings,
+                    size_t n);
 
 #endif

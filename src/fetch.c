@@ -30,6 +30,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,6 +219,9 @@ struct hop {
     bool blocked; /* the socket callback refused an address */
     char *url;    /* this hop's URL (heap) */
     long long deadline_ms;
+    char pin[320]; /* the CURLOPT_RESOLVE entry host:port:checked-address */
+    char msg[320]; /* the outcome's message (r->error points here) */
+    int resolved;  /* hop_resolve's result */
 };
 
 static long long mono_ms(void)
@@ -255,22 +259,35 @@ static curl_socket_t on_opensocket(void *ud, curlsocktype purpose, struct curl_s
     return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
 }
 
-static void refuse(struct hop *h, const char *why)
+/* Outcomes; thread-safe (no arena): the message lives in the hop. */
+__attribute__((format(printf, 2, 3))) static void refuse(struct hop *h, const char *fmt, ...)
 {
+    va_list ap;
+    int k = snprintf(h->msg, sizeof(h->msg), "refused: ");
+
+    va_start(ap, fmt);
+    vsnprintf(h->msg + k, sizeof(h->msg) - (size_t)k, fmt, ap);
+    va_end(ap);
     h->r->status = PX_EINVAL;
     h->r->refused = true;
-    h->r->error = arena_printf(h->ctx->arena, "refused: %s", why);
+    h->r->error = h->msg;
 }
 
-static void fail(struct hop *h, int status, const char *why)
+__attribute__((format(printf, 3, 4))) static void fail(struct hop *h, int status, const char *fmt,
+                                                       ...)
 {
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(h->msg, sizeof(h->msg), fmt, ap);
+    va_end(ap);
     h->r->status = status;
-    h->r->error = arena_strdup(h->ctx->arena, why);
+    h->r->error = h->msg;
 }
 
-/* Checks h->url (scheme, every resolved address) and prepares the easy handle pinned to the
- * checked address. Returns 0, or -1 with h->r's outcome filled. */
-static int hop_start(struct hop *h, CURLM *multi)
+/* Checks h->url (scheme, every resolved address) and fills h->pin with the checked address.
+ * Returns 0, or -1 with h->r's outcome filled. Thread-safe: resolutions run in parallel. */
+static int hop_resolve(struct hop *h)
 {
     CURLU *u = curl_url();
     char *scheme = NULL, *host = NULL, *port = NULL;
@@ -286,7 +303,7 @@ static int hop_start(struct hop *h, CURLM *multi)
         goto out;
     }
     if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
-        refuse(h, "only http and https");
+        refuse(h, "%s", "only http and https");
         goto out;
     }
     /* an IPv6 literal comes bracketed */
@@ -305,7 +322,7 @@ static int hop_start(struct hop *h, CURLM *multi)
     int gai = getaddrinfo(name, port, &hints, &res);
 
     if (gai != 0 || !res) {
-        fail(h, PX_EHTTP, arena_printf(h->ctx->arena, "cannot resolve %s", name));
+        fail(h, PX_EHTTP, "cannot resolve %s", name);
         goto out;
     }
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
@@ -317,10 +334,10 @@ static int hop_start(struct hop *h, CURLM *multi)
                     : (const void *)&((struct sockaddr_in6 *)(void *)ai->ai_addr)->sin6_addr;
 
             inet_ntop(ai->ai_family, bin, shown, sizeof(shown));
-            refuse(h, arena_printf(h->ctx->arena,
-                                   "%s resolves to %s, a private or reserved "
-                                   "address (--readurls-allow opens a range)",
-                                   name, shown));
+            refuse(h,
+                   "%s resolves to %s, a private or reserved address (--readurls-allow opens "
+                   "a range)",
+                   name, shown);
             goto out;
         }
         if (!addr[0]) {
@@ -334,12 +351,28 @@ static int hop_start(struct hop *h, CURLM *multi)
             snprintf(addr, sizeof(addr), ai->ai_family == AF_INET6 ? "[%s]" : "%s", tmp);
         }
     }
+    snprintf(h->pin, sizeof(h->pin), "%s:%s:%s", host, port, addr);
+    rc = 0;
+out:
+    if (res)
+        freeaddrinfo(res);
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/* The easy handle for a resolved hop, pinned to the checked address, added to multi. Returns
+ * 0, or -1 with h->r's outcome filled. */
+static int hop_attach(struct hop *h, CURLM *multi)
+{
     h->easy = curl_easy_init();
     if (!h->easy) {
         fail(h, PX_EINTERNAL, "out of memory");
-        goto out;
+        return -1;
     }
-    h->resolve = curl_slist_append(NULL, arena_printf(h->ctx->arena, "%s:%s:%s", host, port, addr));
+    h->resolve = curl_slist_append(NULL, h->pin);
     buf_reset(&h->body);
     h->capped = false;
     curl_easy_setopt(h->easy, CURLOPT_URL, h->url);
@@ -361,17 +394,22 @@ static int hop_start(struct hop *h, CURLM *multi)
     curl_easy_setopt(h->easy, CURLOPT_CONNECTTIMEOUT_MS, left > 1 ? left : 1L);
     if (curl_multi_add_handle(multi, h->easy) != CURLM_OK) {
         fail(h, PX_EINTERNAL, "cannot start the transfer");
-        goto out;
+        return -1;
     }
-    rc = 0;
-out:
-    if (res)
-        freeaddrinfo(res);
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_url_cleanup(u);
-    return rc;
+    return 0;
+}
+
+static int hop_start(struct hop *h, CURLM *multi)
+{
+    return hop_resolve(h) == 0 ? hop_attach(h, multi) : -1;
+}
+
+static void *resolve_main(void *arg)
+{
+    struct hop *h = arg;
+
+    h->resolved = hop_resolve(h);
+    return NULL;
 }
 
 static void hop_release(struct hop *h, CURLM *multi)
@@ -399,12 +437,12 @@ static bool hop_done(struct hop *h, CURLM *multi, CURLcode cc)
     r->final_url = arena_strdup(h->ctx->arena, h->url);
     if (h->blocked) {
         hop_release(h, multi);
-        refuse(h, "the connection address is private or reserved");
+        refuse(h, "%s", "the connection address is private or reserved");
         return true;
     }
     if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && h->capped)) {
         hop_release(h, multi);
-        fail(h, cc == CURLE_OPERATION_TIMEDOUT ? PX_ETIMEDOUT : PX_EHTTP,
+        fail(h, cc == CURLE_OPERATION_TIMEDOUT ? PX_ETIMEDOUT : PX_EHTTP, "%s",
              cc == CURLE_OPERATION_TIMEDOUT ? "timed out" : curl_easy_strerror(cc));
         return true;
     }
@@ -418,8 +456,7 @@ static bool hop_done(struct hop *h, CURLM *multi, CURLcode cc)
         }
         if (r->redirects >= h->lim->max_redirects) {
             free(next);
-            fail(h, PX_EHTTP,
-                 arena_printf(h->ctx->arena, "more than %d redirects", h->lim->max_redirects));
+            fail(h, PX_EHTTP, "more than %d redirects", h->lim->max_redirects);
             return true;
         }
         r->redirects++;
@@ -429,7 +466,7 @@ static bool hop_done(struct hop *h, CURLM *multi, CURLcode cc)
     }
     if (code < 200 || code >= 300) {
         hop_release(h, multi);
-        fail(h, PX_EHTTP, arena_printf(h->ctx->arena, "HTTP %ld", code));
+        fail(h, PX_EHTTP, "HTTP %ld", code);
         return true;
     }
     /* the media type, lower-cased, without parameters */
@@ -478,11 +515,26 @@ static int real_fetch(struct approach_ctx *ctx, struct fetch_req *reqs, size_t n
         h->deadline_ms = deadline;
         buf_init(&h->body, lim->max_bytes + 1);
         h->url = strdup(reqs[i].url);
-        if (!multi || !h->url) {
+        h->resolved = -1;
+        if (!multi || !h->url)
             fail(h, PX_EINTERNAL, "out of memory");
+    }
+    /* names resolved and checked in parallel (a slow resolver costs one lookup, not n) */
+    pthread_t *tid = arena_calloc(ctx->arena, n ? n : 1, sizeof(*tid));
+    bool *started = arena_calloc(ctx->arena, n ? n : 1, sizeof(*started));
+
+    for (size_t i = 0; i < n; i++) {
+        if (!hops[i].url || !multi)
             continue;
-        }
-        if (hop_start(h, multi) == 0)
+        if (n > 1 && pthread_create(&tid[i], NULL, resolve_main, &hops[i]) == 0)
+            started[i] = true;
+        else
+            hops[i].resolved = hop_resolve(&hops[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        if (hops[i].url && multi && hops[i].resolved == 0 && hop_attach(&hops[i], multi) == 0)
             running++;
     }
     /* the hard cap: the timeout plus a second, whatever curl does */

@@ -16,8 +16,8 @@
 
 static pthread_mutex_t memstore_mu = PTHREAD_MUTEX_INITIALIZER;
 
-int memstore_append(const struct approach_ctx *ctx, const char *query,
-                    const char *const *findings, size_t n)
+int memstore_append(const struct approach_ctx *ctx, const char *query, const char *const *findings,
+                    size_t n)
 {
     const char *path = ctx->cfg ? ctx->cfg->memory_file : NULL;
     cJSON *o, *arr;
