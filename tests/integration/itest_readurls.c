@@ -4,7 +4,7 @@
  * and metadata addresses are refused before any connection (the mock's page log shows no
  * fetch); a redirect into a refused range is refused; redirect chains, loops, a hanging URL,
  * 50 MB, binary and malformed pages each have a clear outcome and never a 500;
- * readurls&memory end to end. */
+ * readurls&memory end to end; memory and longcepo on 1 MB contexts. */
 /* cmocka.h needs these first, in this order. */
 /* clang-format off */
 #include <stdarg.h>
@@ -286,12 +286,52 @@ static void test_pipeline(void **state)
     free(t);
 }
 
+/* Contexts of 1 MB through the proxy: memory (about 11 chunks at 25000 tokens, examined at
+ * once) and longcepo (about 64 chunks of 4096 tokens); usage is the sum of every call. */
+static void test_one_megabyte(void **state)
+{
+    const char *const models[] = {"memory-mock-model@latency=100",
+                                  "longcepo-mock-model@latency=100"};
+    size_t n = 1 << 20;
+    char *content = malloc(n + 64);
+
+    (void)state;
+    assert_non_null(content);
+    for (size_t i = 0; i < n; i++)
+        content[i] = i % 100 == 99 ? '\n' : "lorem ipsum "[i % 12];
+    snprintf(content + n, 64, "Query: what is it?");
+    for (int m = 0; m < 2; m++) {
+        struct http_resp r;
+        char *body = chat_body(models[m], content, NULL);
+        cJSON *j, *u;
+
+        mock_reset(mock.port);
+        assert_int_equal(http_req("POST", open_px.port, "/v1/chat/completions", body, NULL, &r), 0);
+        assert_int_equal(r.status, 200);
+        j = http_json(&r);
+        u = cJSON_GetObjectItemCaseSensitive(j, "usage");
+        assert_int_equal((long)cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")->valuedouble,
+                         mock_stat(mock.port, "prompt_tokens"));
+        if (m == 0) {
+            assert_true(mock_stat(mock.port, "calls") >= 11);
+            assert_true(mock_stat(mock.port, "calls") <= 13);
+        } else {
+            assert_true(mock_stat(mock.port, "calls") >= 2 + 2 * 60);
+        }
+        assert_true(mock_stat(mock.port, "peak_concurrency") >= 10); /* chunks at once */
+        cJSON_Delete(j);
+        http_resp_free(&r);
+        free(body);
+    }
+    free(content);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_allowed_page), cmocka_unit_test(test_refused),
         cmocka_unit_test(test_redirects),    cmocka_unit_test(test_bad_pages),
-        cmocka_unit_test(test_pipeline),
+        cmocka_unit_test(test_pipeline),     cmocka_unit_test(test_one_megabyte),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
