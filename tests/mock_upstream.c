@@ -33,6 +33,7 @@
  *                              with NUL bytes), huge (50 MB of text/plain), hang (no answer for
  *                              60 s), redirect/<k> (k hops to article), loop (redirects to
  *                              itself), to/<host> (302 to http://<host>/page/article), pdf
+ *                              (a one-page PDF: "PDF-TEXT-5 inside"), badpdf (not a PDF)
  *   GET  /mock/pages           {"fetches":n,"paths":[...]}: GET /page/ requests since reset
  *   anything else              404 JSON error (also a known path with the wrong method)
  *
@@ -2045,7 +2046,44 @@ static enum MHD_Result handle_page(struct MHD_Connection *c, const char *url)
                           8);
     if (!strcmp(name, "nul"))
         return page_bytes(c, "text/plain", "NUL\0BYTES", 9);
-    if (!strcmp(name, "pdf"))
+    if (!strcmp(name, "pdf")) {
+        static const char pdf[] = "%PDF-1.4\n"
+                                  "1 0 obj\n"
+                                  "<< /Type /Catalog /Pages 2 0 R >>\n"
+                                  "endobj\n"
+                                  "2 0 obj\n"
+                                  "<< /Type /Pages /Kids [3 0 R] /Count 1 >>\n"
+                                  "endobj\n"
+                                  "3 0 obj\n"
+                                  "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 100] /Contents "
+                                  "4 0 R /Resources << /Font << /F1 5 0 R >> >> >>\n"
+                                  "endobj\n"
+                                  "4 0 obj\n"
+                                  "<< /Length 47 >>\n"
+                                  "stream\n"
+                                  "BT /F1 12 Tf 20 50 Td (PDF-TEXT-5 inside) Tj ET\n"
+                                  "endstream\n"
+                                  "endobj\n"
+                                  "5 0 obj\n"
+                                  "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>\n"
+                                  "endobj\n"
+                                  "xref\n"
+                                  "0 6\n"
+                                  "0000000000 65535 f \n"
+                                  "0000000009 00000 n \n"
+                                  "0000000058 00000 n \n"
+                                  "0000000115 00000 n \n"
+                                  "0000000241 00000 n \n"
+                                  "0000000338 00000 n \n"
+                                  "trailer\n"
+                                  "<< /Size 6 /Root 1 0 R >>\n"
+                                  "startxref\n"
+                                  "408\n"
+                                  "%%EOF\n"
+                                  "";
+        return page_bytes(c, "application/pdf", pdf, sizeof(pdf) - 1);
+    }
+    if (!strcmp(name, "badpdf"))
         return page_bytes(c, "application/pdf", "%PDF-1.4 not really", 19);
     if (!strcmp(name, "huge")) {
         struct MHD_Response *resp =

@@ -235,6 +235,24 @@ static void test_bad_pages(void **state)
     assert_true(file_contains(open_px.log, "unsupported content type application/octet-stream"));
     assert_true(file_contains(open_px.log, "binary content"));
 
+    /* PDF through pdftotext (poppler-utils, in scripts/deps.sh); a broken PDF is skipped */
+    if (system("command -v pdftotext >/dev/null 2>&1") == 0) {
+        mock_reset(mock.port);
+        assert_int_equal(ask(&open_px, "readurls-mock-model", page("pdf"), NULL, &r), 200);
+        http_resp_free(&r);
+        t = upstream_text(-1);
+        assert_non_null(strstr(t, "[Content from 127.0.0.1: PDF-TEXT-5 inside"));
+        free(t);
+    } else {
+        fprintf(stderr, "pdftotext missing: the PDF case is not run\n");
+    }
+    mock_reset(mock.port);
+    assert_int_equal(ask(&open_px, "readurls-mock-model", page("badpdf"), NULL, &r), 200);
+    http_resp_free(&r);
+    t = upstream_text(-1);
+    assert_null(strstr(t, "[Content from"));
+    free(t);
+
     mock_reset(mock.port);
     assert_int_equal(ask(&open_px, "readurls-mock-model", page("malformed"), NULL, &r), 200);
     http_resp_free(&r);
