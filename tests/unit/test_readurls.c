@@ -13,12 +13,14 @@
 /* clang-format on */
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "answer.h"
 #include "approach.h"
@@ -411,13 +413,50 @@ static void test_real_refusals(void **state)
     env_cleanup(&e);
 }
 
+/* --readurls-allow: repeatable, appended; the env's comma list first; a bad CIDR stops the
+ * start-up; --memory-file is kept. */
+static int load(struct config *cfg, int argc, char **argv)
+{
+    int saved = dup(2), devnull = open("/dev/null", O_WRONLY), rc;
+
+    dup2(devnull, 2);
+    close(devnull);
+    rc = config_load(cfg, argc, argv);
+    dup2(saved, 2);
+    close(saved);
+    return rc;
+}
+
+static void test_config_allow(void **state)
+{
+    struct config cfg;
+    char *ok[] = {"optillm",  "--readurls-allow", "10.0.0.0/8",   "--readurls-allow",
+                  "fd00::/8", "--memory-file",    "/tmp/m.jsonl", NULL};
+    char *bad[] = {"optillm", "--readurls-allow", "10.0.0.0/40", NULL};
+    char *none[] = {"optillm", NULL};
+
+    (void)state;
+    setenv("OPTILLM_READURLS_ALLOW", "127.0.0.0/8,::1", 1);
+    assert_int_equal(load(&cfg, 7, ok), 0);
+    assert_string_equal(cfg.readurls_allow, "127.0.0.0/8,::1,10.0.0.0/8,fd00::/8");
+    assert_string_equal(cfg.memory_file, "/tmp/m.jsonl");
+    config_cleanup(&cfg);
+    assert_int_equal(load(&cfg, 3, bad), -1);
+    config_cleanup(&cfg);
+    unsetenv("OPTILLM_READURLS_ALLOW");
+    assert_int_equal(load(&cfg, 1, none), 0);
+    assert_string_equal(cfg.readurls_allow, "");
+    assert_null(cfg.memory_file);
+    config_cleanup(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ssrf_ranges),   cmocka_unit_test(test_ssrf_allow),
         cmocka_unit_test(test_html),          cmocka_unit_test(test_readable),
         cmocka_unit_test(test_plugin),        cmocka_unit_test(test_budgets_and_nothing),
-        cmocka_unit_test(test_real_refusals),
+        cmocka_unit_test(test_real_refusals), cmocka_unit_test(test_config_allow),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
