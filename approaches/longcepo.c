@@ -10,7 +10,8 @@
  *  2. plan (1 call, repeated up to 3 times until it holds <SUB-QUESTIONS>): at most
  *     longcepo_max_subquestions sub-questions (none when the plan never comes: tolerated);
  *  3. the context cut into chunks of longcepo_chunk_tokens (paragraphs packed greedily, a
- *     longer paragraph cut at a sentence end or space), at most longcepo_max_chunks;
+ *     longer paragraph cut at a sentence end or space, a short last chunk rebalanced with the
+ *     one before), at most longcepo_max_chunks;
  *  4. summaries: one call per chunk, all at once (once per request: OptiLLM redoes them per
  *     question and they do not depend on it here);
  *  5. for each sub-question in order, then for the original question, map-reduce with the
@@ -160,6 +161,31 @@ static size_t make_chunks(struct arena *a, const char *text, size_t max, size_t 
     }
     if (cur && n < cap)
         c[n++] = cur;
+    /* a last chunk under half the size is rebalanced with the one before it, as OptiLLM: the
+     * two are cut again at the line or space nearest their middle (both stay within max) */
+    if (n >= 2 && strlen(c[n - 1]) < max / 2) {
+        const char *both = arena_printf(a, "%s\n%s", c[n - 2], c[n - 1]);
+        size_t len2 = strlen(both), lo = len2 > max ? len2 - max : 1, mid = len2 / 2;
+
+        for (size_t d = 0; d <= mid; d++) {
+            size_t i = mid - d, j = mid + d;
+
+            if (i >= lo && i <= max && (both[i] == '\n' || both[i] == ' ')) {
+                mid = i;
+                break;
+            }
+            if (j >= lo && j <= max && j < len2 && (both[j] == '\n' || both[j] == ' ')) {
+                mid = j;
+                break;
+            }
+            if (d == len2 / 2)
+                mid = 0; /* no boundary: keep the chunks as they are */
+        }
+        if (mid > 0) {
+            c[n - 2] = arena_strndup(a, both, mid);
+            c[n - 1] = arena_strdup(a, both + mid + 1);
+        }
+    }
     *out = c;
     return n;
 }

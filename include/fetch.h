@@ -54,7 +54,8 @@ const char *fetch_readable(struct arena *a, const struct fetch_req *r, const cha
 /* Readable text of an HTML document (libxml2's HTML parser, errors recovered): the first
  * <article>, <main> or role="main" element when there is one, else the body; script, style,
  * nav, header, footer, aside, noscript, template, form and svg dropped; block elements on
- * their own lines, table cells joined by " | ", whitespace collapsed. In 'a'; "" when empty. */
+ * their own lines, table cells joined by " | ", footnote markers ("[12]") dropped, whitespace
+ * collapsed. In 'a'; "" when empty. */
 const char *html_to_text(struct arena *a, const char *html, size_t len);
 
 /* ---- the SSRF guard (exposed for tests) ---- */

@@ -621,6 +621,17 @@ struct text_out {
 static void put_text(struct text_out *o, const char *s)
 {
     for (; *s; s++) {
+        /* footnote markers such as [12] (OptiLLM drops every bracketed span; only these go) */
+        if (*s == '[' && isdigit((unsigned char)s[1])) {
+            size_t k = 1;
+
+            while (k < 5 && isdigit((unsigned char)s[k]))
+                k++;
+            if (s[k] == ']') {
+                s += k;
+                continue;
+            }
+        }
         if (isspace((unsigned char)*s)) {
             o->space = true;
             continue;

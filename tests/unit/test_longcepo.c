@@ -256,13 +256,45 @@ static void test_input_and_size(void **state)
     free(body);
 }
 
+/* Chunking: paragraphs packed up to the size; a short last chunk is rebalanced with the one
+ * before it (both within the size). */
+static void test_rebalance(void **state)
+{
+    const struct row rows[] = {
+        {"longcepo/normalize", NULL, "Q?", NULL},
+        {"longcepo/plan", NULL, "<SUB-QUESTIONS>\n</SUB-QUESTIONS>", NULL},
+        {"longcepo/summary", NULL, "s", NULL},
+        {"longcepo/summary", NULL, "s", NULL},
+        {"longcepo/map", NULL, "[NO INFORMATION]", NULL},
+        {"longcepo/map", NULL, "[NO INFORMATION]", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    /* 3 paragraphs of ~1000 bytes, chunks of 2048 bytes: 2000 + 1000 before rebalancing */
+    char *body = long_body(3, 1000, "<CONTEXT_END>Q?");
+    struct env e;
+
+    (void)state;
+    env_init(&e, body, rows);
+    env_opt(&e, "longcepo_chunk_tokens", 512);
+    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(fake_llm_round_calls(&e.fake, 2), 2);
+    const char *c0 = strstr(fake_llm_call(&e.fake, 2, 0)->text, "Passage:\n");
+    const char *c1 = strstr(fake_llm_call(&e.fake, 2, 1)->text, "Passage:\n");
+    size_t l0 = strlen(c0), l1 = strlen(c1);
+
+    /* about 1500 bytes each instead of 2000 and 1000 */
+    assert_true(l0 > 1300 && l0 < 1700);
+    assert_true(l1 > 1300 && l1 < 1700);
+    env_cleanup(&e);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stages),
-        cmocka_unit_test(test_collapse),
-        cmocka_unit_test(test_failures),
-        cmocka_unit_test(test_input_and_size),
+        cmocka_unit_test(test_stages),    cmocka_unit_test(test_collapse),
+        cmocka_unit_test(test_failures),  cmocka_unit_test(test_input_and_size),
+        cmocka_unit_test(test_rebalance),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

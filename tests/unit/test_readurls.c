@@ -164,6 +164,13 @@ static void test_html(void **state)
     (void)state;
     t = html_to_text(a, page, strlen(page));
     assert_string_equal(t, "Title\nFirst para graph.\nSecond & last.\none\ntwo\nA | B\n1 | 2");
+    /* footnote markers go, other brackets stay */
+    {
+        static const char fn[] = "<p>Paris[1] is big[23][4]. [a] [12x] [123456]</p>";
+
+        t = html_to_text(a, fn, strlen(fn));
+    }
+    assert_string_equal(t, "Paris is big. [a] [12x] [123456]");
     /* no main element: the whole body, navigation still dropped */
     t = html_to_text(a, "<body><nav>N</nav><p>Body text</p><footer>F</footer></body>", 60);
     assert_string_equal(t, "Body text");
