@@ -17,7 +17,6 @@
 
 #include "approach.h"
 #include "arena.h"
-#include "config.h"
 
 #define COT_TEMPERATURE 0.6
 #define COT_MAX_TOKENS  4096
@@ -59,7 +58,7 @@ static int cot_run(struct approach_ctx *ctx, struct chat_result *out)
     struct llm_msg *msgs;
     size_t nmsgs;
     size_t m = 1;
-    bool full = ctx->cfg && ctx->cfg->return_full_response;
+    bool full = approach_return_full(ctx);
     int rc;
 
     /* Our system message carries the client's system prompt, so theirs are left out. */

@@ -35,7 +35,6 @@
 #include "approach.h"
 #include "arena.h"
 #include "buf.h"
-#include "config.h"
 
 #define DISCOVER_TEMPERATURE 0.3 /* OptiLLM's, for the three SELF-DISCOVER calls */
 #define SELECT_MAX_TOKENS    1024
@@ -59,24 +58,10 @@ static const struct approach_option deepthink_options[];
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-/* The option's value, clamped to its row's range. Until the registry lists deepthink,
- * approach_opt() does not know the option: the server's value or the row's default is used. */
+/* The option's value, clamped to its row's range (approach_opt_row). */
 static double opt(const struct approach_ctx *ctx, const char *name)
 {
-    const struct approach_option *o = deepthink_options;
-    double v;
-
-    while (o->name && strcmp(o->name, name) != 0)
-        o++;
-    if (approach_option_find(name))
-        v = approach_opt(ctx, name);
-    else
-        v = ctx->cfg ? config_option(ctx->cfg, name, o->def) : o->def;
-    if (isnan(v) || v < o->min)
-        v = o->min;
-    if (v > o->max)
-        v = o->max;
-    return o->integer ? floor(v) : v;
+    return approach_opt_row(ctx, deepthink_options, name);
 }
 
 static bool blank(const char *s)

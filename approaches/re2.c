@@ -9,17 +9,10 @@
  * Request fields: the call (llm_final) overrides nothing: every client field reaches it
  * unchanged, response_format and tools included; tool calls in its answer are returned, and
  * tool turns of the history are sent as the client sent them. */
-#include <cjson/cJSON.h>
 #include <string.h>
 
 #include "approach.h"
 #include "arena.h"
-
-/* Does this message carry its content as an array of parts (text and images)? Read-only. */
-static bool multipart(const struct llm_msg *m)
-{
-    return m->raw && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(m->raw, "content"));
-}
 
 static int re2_run(struct approach_ctx *ctx, struct chat_result *out)
 {
@@ -41,7 +34,7 @@ static int re2_run(struct approach_ctx *ctx, struct chat_result *out)
     if (last < nmsgs && *question) {
         /* "Read the question again:\n<question>", without a trailing newline */
         again = approach_prompt(ctx, "re2/reread", "question", question, NULL);
-        if (multipart(&msgs[last])) {
+        if (llm_msg_multipart(&msgs[last])) {
             struct llm_msg *m = arena_calloc(ctx->arena, nmsgs + 1, sizeof(*m));
 
             memcpy(m, msgs, (last + 1) * sizeof(*m));

@@ -17,7 +17,6 @@
 
 #include "approach.h"
 #include "arena.h"
-#include "config.h"
 #include "fetch.h"
 #include "log.h"
 
@@ -135,7 +134,7 @@ static int readurls_prepare(struct approach_ctx *ctx, struct chat_request *next,
         .max_bytes = (size_t)approach_opt(ctx, "readurls_max_fetch_kib") * 1024,
         .timeout = approach_opt(ctx, "readurls_timeout"),
         .max_redirects = 5,
-        .allow = ctx->cfg && ctx->cfg->readurls_allow[0] ? ctx->cfg->readurls_allow : NULL,
+        .allow = NULL, /* the operator's --readurls-allow (fetch_batch reads it) */
     };
 
     (void)post;

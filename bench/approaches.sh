@@ -4,10 +4,14 @@
 # Appends a section to bench/RESULTS.md. Usage: bench/approaches.sh [latency ms, default 200]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tools used beyond the build, installed when missing (scripts/deps.sh; root or sudo).
+need=""
+for t in wrk:wrk curl:curl ss:iproute2; do command -v "${t%%:*}" >/dev/null || need="$need ${t#*:}"; done
+# shellcheck disable=SC2086
+[ -z "$need" ] || scripts/deps.sh $need
 LAT=${1:-200}
 DUR=${DUR:-10}
 BUILD=${PX_BUILD:-build}
-command -v wrk >/dev/null || scripts/deps.sh wrk
 make -s all
 OUT=$(mktemp -d)
 trap 'kill $MOCK_PID $PX_PID 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$OUT"' EXIT

@@ -4,9 +4,13 @@
 # bench/RESULTS.md. Usage: bench/passthrough.sh [seconds per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tools used beyond the build, installed when missing (scripts/deps.sh; root or sudo).
+need=""
+for t in wrk:wrk ss:iproute2; do command -v "${t%%:*}" >/dev/null || need="$need ${t#*:}"; done
+# shellcheck disable=SC2086
+[ -z "$need" ] || scripts/deps.sh $need
 DUR=${1:-10}
 BUILD=${PX_BUILD:-build}
-command -v wrk >/dev/null || scripts/deps.sh wrk
 # nginx as a reverse proxy to the same mock is the practical ceiling for any proxy on these
 # cores (shared/DESIGN.md): measured in the same run as the reference.
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || scripts/deps.sh nginx-light

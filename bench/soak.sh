@@ -11,6 +11,11 @@
 # (env: CLIENTS=64 WARMUP=30 SEED=1 PX_BUILD=build RESULTS=bench/RESULTS.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tools used beyond the build, installed when missing (scripts/deps.sh; root or sudo).
+need=""
+for t in jq:jq curl:curl ss:iproute2 cc:gcc pkg-config:pkg-config; do command -v "${t%%:*}" >/dev/null || need="$need ${t#*:}"; done
+# shellcheck disable=SC2086
+[ -z "$need" ] || scripts/deps.sh $need
 DUR=${1:-600}
 CLIENTS=${CLIENTS:-64}
 WARMUP=${WARMUP:-30}

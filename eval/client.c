@@ -9,7 +9,7 @@
 
 #include "answer.h"
 #include "buf.h"
-#include "engine_ext.h"
+#include "engine.h"
 #include "eval.h"
 #include "prompt.h"
 #include "px.h"

@@ -14,10 +14,13 @@
 struct arena;
 struct config;
 
+/* The server settings an approach may read, and nothing else (no keys, URLs or limits): an
+ * opaque handle read through approach_opt(), approach_opt_row() and approach_return_full(). */
+struct approach_opts;
+
 struct approach_ctx {
     struct arena *arena;            /* request memory; everything dies with the request */
     const struct chat_request *req; /* the (possibly pipeline-rewritten) request; read-only */
-    const struct config *cfg;       /* server configuration; read-only */
     struct llm *llm;                /* upstream transport */
     struct usage usage;             /* llm_*() adds every upstream call's tokens here */
     struct px_error *err;           /* filled whenever run() returns < 0 */
@@ -25,6 +28,11 @@ struct approach_ctx {
     bool streamed;                  /* set by llm_final when it streamed the answer */
     void *sink;                     /* the engine's stream sink; opaque to approaches */
     const char *req_id;             /* for logs */
+
+    /* Server option values, read-only, through approach_opt(), approach_opt_row() and
+     * approach_return_full(); never keys. The request's parsed JSON (req->body, a message's
+     * raw) is the server's too: approaches read it through chat_* and llm_msg_multipart(). */
+    const struct approach_opts *opts;
 };
 
 struct chat_result {
@@ -101,8 +109,17 @@ const char *approach_slug_list(void);
 /* Checks slugs, aliases, duplicates and that every prompt exists; returns 0 or -1 (logged). */
 int registry_check(void);
 
-/* Shorthand for approaches: chat_option(ctx->req, ctx->cfg, name). */
+/* The options view of a configuration (for whoever builds an approach_ctx). */
+const struct approach_opts *approach_opts_of(const struct config *cfg);
+/* A registered option: the body's optillm_<name>, else the server's value, else the default
+ * (chat_option). */
 double approach_opt(const struct approach_ctx *ctx, const char *name);
+/* An option from the approach's own table 'rows' (registered or not yet), clamped to its row's
+ * range and rounded down for integer rows. */
+double approach_opt_row(const struct approach_ctx *ctx, const struct approach_option *rows,
+                        const char *name);
+/* The server's --return-full-response switch. */
+bool approach_return_full(const struct approach_ctx *ctx);
 
 /* Renders prompt 'name' with {{key}} placeholders from vars (key, value, ..., NULL) into
  * ctx->arena. An unknown placeholder is left as is. Never NULL for a registered prompt. */

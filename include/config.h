@@ -34,6 +34,12 @@ struct config {
     double sse_keepalive;  /* seconds between SSE comments before the first byte, default 10 */
     double drain_timeout;  /* seconds to finish in-flight requests on SIGTERM, default 30 */
 
+    /* slow and greedy clients (server.c, "client limits") */
+    double header_timeout;  /* seconds to send a request's headers, default 10 */
+    double body_timeout;    /* seconds to send a request's body, default 60 */
+    unsigned per_ip_conns;  /* connections per client address (127.0.0.1, ::1 exempt), 256 */
+    size_t max_body_memory; /* request-body bytes held by all requests at once, 256 MiB */
+
     /* upstream */
     char base_url[1024];     /* ends with /v1 normally; no trailing slash */
     char *upstream_key;      /* server key (OPENAI_API_KEY / --upstream-key) or NULL */
@@ -51,6 +57,12 @@ struct config {
     char *gate_key;          /* --optillm-api-key / OPTILLM_API_KEY, or NULL */
     char *tenants_path;      /* --tenants FILE, or NULL */
     char *log_conversations; /* --log-conversations DIR, or NULL */
+
+    /* several instances: state shared through Redis (src/redis.c) */
+    char *redis_url;        /* --redis-url / OPTILLM_REDIS_URL (may hold a password), or NULL */
+    char redis_prefix[64];  /* key prefix, default "optillm:" */
+    char redis_failure[8];  /* "open" (default) or "closed" */
+    bool redis_fail_closed; /* redis_failure is "closed" */
 
     /* approaches */
     char approach[128]; /* default route value; "auto" = passthrough */

@@ -33,7 +33,7 @@ struct fetch_limits {
     size_t max_bytes;  /* body cap per URL (the rest is not read) */
     double timeout;    /* seconds for one URL, all hops included */
     int max_redirects; /* hops followed at most (5) */
-    const char *allow; /* the operator's allow list: comma-separated CIDRs, or NULL */
+    const char *allow; /* comma-separated CIDRs; NULL: the server's --readurls-allow */
 };
 
 /* Fetches n URLs at once and returns when all have finished or timed out. Returns the number

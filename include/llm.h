@@ -20,7 +20,15 @@ struct usage {
     long completion_tokens;
     long reasoning_tokens; /* completion_tokens_details.reasoning_tokens, when reported */
     long calls;            /* upstream HTTP calls made */
+    long reported;         /* calls whose answer carried a usage object (0: tokens unknown) */
 };
+
+/* Adds u's counts (tokens and calls) to 'to'. */
+void llm_usage_add(struct usage *to, const struct usage *u);
+/* Reads an OpenAI "usage" object (prompt_tokens, completion_tokens,
+ * completion_tokens_details.reasoning_tokens) into 'out'; fields it lacks are left as they
+ * are, and so is 'out' when u is not an object. Counts are made safe with px_count. */
+void llm_usage_parse(const struct cJSON *u, struct usage *out);
 
 /* One message of an upstream conversation. When 'raw' is set (a client message object), it is
  * sent verbatim (images, tool calls, names kept) and role/content are ignored. */
@@ -122,6 +130,10 @@ int llm_final(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs
  * out. Returns the message count (1 or 2); *out points into the arena. */
 size_t llm_msgs2(struct approach_ctx *ctx, const char *system, const char *user,
                  struct llm_msg **out);
+
+/* Does this message carry its content as an array of parts (text, images)? Read-only: an
+ * approach asks this instead of reading the client's JSON itself. */
+bool llm_msg_multipart(const struct llm_msg *m);
 
 /* The client's conversation as upstream messages (raw objects, so images and tool calls are
  * kept), with 'system_prefix' (if not NULL/empty) added as a leading system message, and

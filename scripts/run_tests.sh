@@ -11,6 +11,8 @@ passed=0
 failed=0
 for t in "$@"; do
     name=$(basename "$t")
+    # Scripts share names (tests/sdk/run.sh, tests/fuzz/run.sh): one log each, by directory.
+    case $name in *.sh) name="$(basename "$(dirname "$t")")-$name" ;; esac
     out="$build/logs/$name.out"
     echo "== $name"
     wrap=""

@@ -69,6 +69,17 @@ static const struct flag flags[] = {
     {"tenants", NULL, "OPTILLM_TENANTS", T_SECRET, OFF(tenants_path), 0, "FILE",
      "multi-tenant keys: a JSON file of tenants (SHA-256 key digests, own upstream, allowed "
      "approaches and models, limits); SIGHUP reloads it (see 'optillm keys')"},
+    {"redis-url", NULL, "OPTILLM_REDIS_URL", T_SECRET, OFF(redis_url), 0, "URL",
+     "redis://[user:pass@]HOST[:PORT][/DB]: tenants' requests per minute and tokens per day "
+     "are shared by every instance using this Redis (rediss:// needs a hiredis with TLS, which "
+     "Debian 12 lacks)"},
+    {"redis-prefix", NULL, "OPTILLM_REDIS_PREFIX", T_STR, OFF(redis_prefix), SZ(redis_prefix),
+     "PREFIX", "prefix of every Redis key (default optillm:)"},
+    {"redis-failure", NULL, "OPTILLM_REDIS_FAILURE", T_STR, OFF(redis_failure), SZ(redis_failure),
+     "MODE",
+     "when Redis is unreachable or slow: open (default: each instance enforces the limits "
+     "alone, with a warning and optillm_redis_errors_total) or closed (requests of tenants "
+     "with limits get 503)"},
     {"approach", NULL, "OPTILLM_APPROACH", T_STR, OFF(approach), SZ(approach), "NAME",
      "approach for requests that name none (default auto = passthrough)"},
     {"model", NULL, "OPTILLM_MODEL", T_STR, OFF(model), SZ(model), "NAME",
@@ -95,7 +106,19 @@ static const struct flag flags[] = {
     {"max-body", NULL, "OPTILLM_MAX_BODY", T_SIZE, OFF(max_body), 0, "BYTES",
      "largest request body; larger gets 413 (default 8M; suffixes k, M)"},
     {"idle-timeout", NULL, "OPTILLM_IDLE_TIMEOUT", T_UINT, OFF(idle_timeout), 0, "SECONDS",
-     "close idle or slow client connections after this long (default 60)"},
+     "close a client connection idle this long (default 60)"},
+    {"header-timeout", NULL, "OPTILLM_HEADER_TIMEOUT", T_DOUBLE, OFF(header_timeout), 0, "SECONDS",
+     "a client must send a request's headers within this long (on a kept-alive connection: "
+     "after --idle-timeout more), or the connection is closed (default 10)"},
+    {"body-timeout", NULL, "OPTILLM_BODY_TIMEOUT", T_DOUBLE, OFF(body_timeout), 0, "SECONDS",
+     "a client must send a request's whole body within this long after its headers, or the "
+     "connection is closed (default 60)"},
+    {"per-ip-connections", NULL, "OPTILLM_PER_IP_CONNECTIONS", T_UINT, OFF(per_ip_conns), 0, "N",
+     "open connections per client address; more are closed at once (default 256; 127.0.0.1 "
+     "and ::1, e.g. a local TLS terminator, are exempt)"},
+    {"max-body-memory", NULL, "OPTILLM_MAX_BODY_MEMORY", T_SIZE, OFF(max_body_memory), 0, "BYTES",
+     "request-body bytes all requests may hold at once; a request that would exceed it gets "
+     "503 with Retry-After before its body is read (default 256M)"},
     {"upstream-timeout", NULL, "OPTILLM_UPSTREAM_TIMEOUT", T_DOUBLE, OFF(upstream_timeout), 0,
      "SECONDS", "limit for one upstream call; exceeded gives 504 (default 600)"},
     {"connect-timeout", NULL, "OPTILLM_CONNECT_TIMEOUT", T_DOUBLE, OFF(connect_timeout), 0,
@@ -145,6 +168,10 @@ static void defaults(struct config *c)
     c->conn_limit = 4096;
     c->max_body = 8u << 20;
     c->idle_timeout = 60;
+    c->header_timeout = 10;
+    c->body_timeout = 60;
+    c->per_ip_conns = 256;
+    c->max_body_memory = 256u << 20;
     c->sse_keepalive = 10;
     c->drain_timeout = 30;
     snprintf(c->base_url, sizeof(c->base_url), "https://api.openai.com/v1");
@@ -157,6 +184,8 @@ static void defaults(struct config *c)
     snprintf(c->model, sizeof(c->model), "gpt-4o-mini");
     c->n = 1;
     c->log_level = LOG_INFO;
+    snprintf(c->redis_prefix, sizeof(c->redis_prefix), "optillm:");
+    snprintf(c->redis_failure, sizeof(c->redis_failure), "open");
 }
 
 static bool parse_bool(const char *v, bool *out)
@@ -545,6 +574,11 @@ int config_load(struct config *cfg, int argc, char **argv)
             return -1;
         }
     }
+    if (strcmp(cfg->redis_failure, "open") && strcmp(cfg->redis_failure, "closed")) {
+        fprintf(stderr, "--redis-failure must be open or closed\n");
+        return -1;
+    }
+    cfg->redis_fail_closed = strcmp(cfg->redis_failure, "closed") == 0;
     if (!cfg->io_loops) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -565,6 +599,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->log_conversations);
     free(cfg->memory_file);
     cfg->memory_file = NULL;
+    free(cfg->redis_url);
+    cfg->redis_url = NULL;
     cfg->upstream_key = cfg->gate_key = cfg->prompts_dir = cfg->tenants_path = NULL;
     cfg->log_conversations = NULL;
 }

@@ -312,22 +312,6 @@ static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool 
     return s;
 }
 
-static void take_usage(const cJSON *u, struct usage *out)
-{
-    const cJSON *v;
-
-    if (!cJSON_IsObject(u))
-        return;
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")))
-        out->prompt_tokens = px_count(v->valuedouble);
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")))
-        out->completion_tokens = px_count(v->valuedouble);
-    v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens_details");
-    if (cJSON_IsObject(v) &&
-        cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(v, "reasoning_tokens")))
-        out->reasoning_tokens = px_count(v->valuedouble);
-}
-
 /* The upstream's error: error.message (type, code) of an OpenAI-shaped body, else the text. */
 static void error_fields(struct arena *a, const char *body, size_t len, struct llm_reply *r)
 {
@@ -336,7 +320,7 @@ static void error_fields(struct arena *a, const char *body, size_t len, struct l
 
     if (root) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
-        const cJSON *m = cJSON_IsObject(e) ? cJSON_GetObjectItemCaseSensitive(e, "message") : e;
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "type");
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
 
@@ -348,8 +332,12 @@ static void error_fields(struct arena *a, const char *body, size_t len, struct l
             r->error_code = arena_strndup(a, c->valuestring, 40);
         cJSON_Delete(root);
     }
-    if (!msg)
-        msg = arena_strndup(a, len ? body : "upstream error", len ? (len < 300 ? len : 300) : 14);
+    if (!msg) { /* not OpenAI-shaped: {"error":"TypeError","message":..}, text, HTML */
+        char *t = http_upstream_text(body, len, 1000);
+
+        msg = arena_strdup(a, t[0] ? t : "upstream error");
+        cJSON_free(t);
+    }
     redact_secrets(msg);
     r->error = msg;
 }
@@ -370,7 +358,7 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         r->status = x->result == CURLE_OPERATION_TIMEDOUT ? PX_ETIMEDOUT : PX_EUPSTREAM;
         r->error = x->result == CURLE_OPERATION_TIMEDOUT
                        ? arena_printf(a, "the upstream did not answer within %g s",
-                                      ctx->cfg->upstream_timeout)
+                                      px_config->upstream_timeout)
                        : arena_printf(a, "upstream unreachable: %s",
                                       x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
         if (x->kind == XFER_STREAM && x->sse) {
@@ -422,7 +410,7 @@ static void parse_reply(struct approach_ctx *ctx, struct xfer *x, struct llm_rep
         cJSON_Delete(root);
         return;
     }
-    take_usage(cJSON_GetObjectItemCaseSensitive(root, "usage"), &r->usage);
+    llm_usage_parse(cJSON_GetObjectItemCaseSensitive(root, "usage"), &r->usage);
     int n = cJSON_GetArraySize(choices);
     r->choices = arena_calloc(a, (size_t)(n > 0 ? n : 1), sizeof(*r->choices));
     const cJSON *c;
@@ -504,7 +492,7 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
             continue;
         }
         body = call_body(ctx, c, stream, &len);
-        xs[i] = xfer_create(ctx->cfg, stream ? XFER_STREAM : XFER_CALL, ex, "/chat/completions",
+        xs[i] = xfer_create(px_config, stream ? XFER_STREAM : XFER_CALL, ex, "/chat/completions",
                             ex->upstream_key, body, len);
         xs[i]->group = &g;
         if (stream) {
@@ -531,9 +519,9 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
     /* Wait for the stage, sending SSE keep-alives to a streaming client meanwhile. */
     pthread_mutex_lock(&g.mu);
     while (g.pending > 0) {
-        if (t->ka && ctx->cfg->sse_keepalive > 0) {
+        if (t->ka && px_config->sse_keepalive > 0) {
             struct timespec ts;
-            double iv = ctx->cfg->sse_keepalive;
+            double iv = px_config->sse_keepalive;
 
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += (time_t)iv;
@@ -602,14 +590,6 @@ struct run {
     int npost;
 };
 
-static void usage_add(struct usage *to, const struct usage *u)
-{
-    to->prompt_tokens += u->prompt_tokens;
-    to->completion_tokens += u->completion_tokens;
-    to->reasoning_tokens += u->reasoning_tokens;
-    to->calls += u->calls;
-}
-
 static int run_prepare(struct run *r, const struct approach *a, const struct chat_request *req,
                        const struct chat_request **next);
 static const struct approach approach_plain;
@@ -634,7 +614,7 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
     struct approach_ctx ctx = {
         .arena = r->arena,
         .req = req,
-        .cfg = px_config,
+        .opts = approach_opts_of(px_config),
         .llm = &llm,
         .err = &r->err,
         .stream_final = stream_final && r->sink,
@@ -643,7 +623,7 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
     };
     int rc = a->run(&ctx, &res);
 
-    usage_add(&r->usage, &ctx.usage);
+    llm_usage_add(&r->usage, &ctx.usage);
     if (rc < 0)
         return rc;
     if (exchange_cancelled(r->ex))
@@ -669,7 +649,7 @@ static int run_prepare(struct run *r, const struct approach *a, const struct cha
     struct approach_ctx ctx = {
         .arena = r->arena,
         .req = req,
-        .cfg = px_config,
+        .opts = approach_opts_of(px_config),
         .llm = &llm,
         .err = &r->err,
         .req_id = r->ex->id,
@@ -678,7 +658,7 @@ static int run_prepare(struct run *r, const struct approach *a, const struct cha
 
     *q = *req;
     rc = a->prepare(&ctx, q, &post);
-    usage_add(&r->usage, &ctx.usage);
+    llm_usage_add(&r->usage, &ctx.usage);
     if (rc < 0)
         return rc;
     if (exchange_cancelled(r->ex))
@@ -877,7 +857,7 @@ static void run_route(struct run *r)
         for (int i = 0; i < rt->count; i++) {
             if (started[i])
                 pthread_join(th[i], NULL);
-            usage_add(&r->usage, &br[i].sub.usage);
+            llm_usage_add(&r->usage, &br[i].sub.usage);
             r->rc[i] = br[i].rc;
             r->text[i] = br[i].text;
             r->finish[i] = br[i].finish;
@@ -977,7 +957,8 @@ static void reply_json(struct exchange *ex, struct sink *s, const struct choice_
         cJSON_AddStringToObject(c, "finish_reason", ch[i].finish);
         cJSON_AddItemToArray(choices, c);
     }
-    cJSON_AddItemToObject(o, "usage", usage_json(u));
+    if (u->reported) /* no upstream call reported usage: none is invented */
+        cJSON_AddItemToObject(o, "usage", usage_json(u));
     body = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     exchange_reply(ex, 200, "application/json", body, strlen(body));
@@ -1046,7 +1027,7 @@ static void reply_stream(struct exchange *ex, struct sink *s, const struct choic
         cJSON_AddStringToObject(c, "finish_reason", ch[i].finish);
         do_send(s, chunk);
     }
-    if (ex->req.include_usage) {
+    if (ex->req.include_usage && u->reported) {
         cJSON *chunk = chunk_new(s);
 
         cJSON_AddArrayToObject(chunk, "choices");
@@ -1123,7 +1104,7 @@ void engine_run(void *arg)
     int nch = 0;
     bool streamed = false;
     for (int i = 0; i < nruns; i++) {
-        usage_add(&total, &runs[i].usage);
+        llm_usage_add(&total, &runs[i].usage);
         for (int j = 0; j < runs[i].nresults; j++) {
             if (runs[i].rc[j] == PX_OK) {
                 ch[nch].text = runs[i].text[j];

@@ -489,7 +489,10 @@ static int real_fetch(struct approach_ctx *ctx, struct fetch_req *reqs, size_t n
                       const struct fetch_limits *lim)
 {
     struct fetch_cidr allow[FETCH_MAX_ALLOW];
-    int nallow = lim->allow ? fetch_allow_parse(lim->allow, allow, FETCH_MAX_ALLOW) : 0;
+    /* the handle is the configuration (llm_api.c's approach_opts_of) */
+    const struct config *cfg = (const struct config *)(const void *)ctx->opts;
+    const char *list = lim->allow ? lim->allow : cfg ? cfg->readurls_allow : NULL;
+    int nallow = list && *list ? fetch_allow_parse(list, allow, FETCH_MAX_ALLOW) : 0;
     struct hop *hops = arena_calloc(ctx->arena, n ? n : 1, sizeof(*hops));
     long long deadline = mono_ms() + (long long)(lim->timeout * 1000);
     CURLM *multi = curl_multi_init();

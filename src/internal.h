@@ -7,7 +7,8 @@
  * transfers run on the I/O loops). Every loop owns a curl multi handle and its connection
  * pool; transfers reach a loop through its locked queue plus curl_multi_wakeup. The reply is
  * produced into exchange.out and the connection resumed; MHD drains it (a content reader for
- * streams). Protocol and invariants: shared/notes/mhd-curl-findings.md section 4.
+ * streams). Protocol, invariants (I1-I7) and pitfalls (P3-P22) cited in comments:
+ * docs/mhd-curl-invariants.md.
  *
  * Lock order: MHD response mutex -> exchange.mu -> MHD internals; group.mu and loop.mu are
  * leaves (never held while taking another lock). No curl call that can re-enter a write
@@ -24,6 +25,7 @@
 #include "buf.h"
 #include "chat.h"
 #include "config.h"
+#include "door.h"
 #include "llm.h"
 #include "px.h"
 
@@ -66,6 +68,8 @@ struct exchange {
     long long upstream_us;      /* time spent waiting for the upstream (metrics: overhead) */
 
     /* Set before hand-off, read-only afterwards. */
+    struct door *door; /* front door translating the reply (door.c), or NULL; owned; its state
+                        * changes only under mu (exchange_out) */
     struct MHD_Connection *conn;
     int fd;
     struct arena *arena; /* owned; destroyed with the exchange */
@@ -88,6 +92,10 @@ struct exchange {
     struct buf body;
     bool too_big;
     unsigned long long discarded; /* bytes of an oversized body read and dropped */
+    bool resolved;                /* client authenticated and upstream key resolved */
+    bool over_budget;             /* the body outgrew --max-body-memory: read, dropped, 503 */
+    size_t body_reserved;         /* bytes of --max-body-memory held (released when freed) */
+    long long body_deadline_us;   /* the body must be complete by then (0: no body expected) */
 };
 
 /* conn NULL: an in-process exchange (engine_local), never suspended. */
@@ -119,11 +127,23 @@ enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *
                            const char *body, size_t len, const char *req_id, int retry_after);
 enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_error *err,
                                  const char *req_id);
+/* The same with another body (a front door's error shape): status, Retry-After, Allow. */
+enum MHD_Result http_queue_error_body(struct MHD_Connection *conn, const struct px_error *err,
+                                      const char *body, size_t len, const char *req_id);
 /* The upstream answered 401/403 to a key the proxy attached (the server's or a tenant's, not
  * the client's own): the client's request is fine, the operator's key is not. Fills err with
  * PX_EUPSTREAM (502, code upstream_key_rejected) and a message for the operator quoting the
  * upstream's message (error.message of a JSON body, else the text) with secrets redacted. */
 int http_key_rejected(struct px_error *err, int upstream_status, const char *body, size_t len);
+/* An upstream error body made readable: "error: message" (or "detail") of a JSON object, a
+ * JSON string, else the text with HTML tags removed; one line, valid UTF-8, cut to 'max'
+ * bytes. malloc'd (cJSON_free); never NULL. */
+char *http_upstream_text(const char *body, size_t len, size_t max);
+/* The body for an upstream's error answer: NULL when 'body' is OpenAI-shaped (an object whose
+ * "error" is an object with a string "message"; it is then relayed byte for byte), else a new
+ * {"error":{"message","type","param","code"}} with the upstream's text in the message.
+ * malloc'd (cJSON_free). */
+char *http_upstream_error(int status, const char *body, size_t len, size_t *out_len);
 
 /* ---- tenants.c: multi-tenant keys and limits ---- */
 
@@ -209,7 +229,17 @@ struct xfer {
     char *body;               /* malloc'd; NULL for GET */
     size_t body_len;
     struct curl_slist *headers;
-    bool stream_relay;       /* XFER_RELAY of a stream request: relay chunk by chunk */
+    bool stream_relay; /* XFER_RELAY of a stream request: relay chunk by chunk */
+    /* Stream relays: a line scanner reads the usage event, and drops it unless the client
+     * asked for usage (the proxy always asks). I/O thread only. */
+    bool strip_usage;         /* the client did not ask for stream usage */
+    bool skip_blank;          /* the blank line that ended a dropped event goes too */
+    bool line_long;           /* the current line outgrew 'line': relayed as it comes */
+    struct usage relay_usage; /* from the stream's usage event */
+    struct buf line;          /* a partial line, held until its end */
+    char *plain_body;         /* the body without the stream_options we added (malloc'd), sent
+                                 instead when the upstream refuses them; or NULL */
+    size_t plain_len;
     xfer_delta_fn *on_delta; /* XFER_STREAM */
     void *sink;
 
@@ -298,6 +328,13 @@ void engine_run(void *exchange);
 int server_start(const struct config *cfg);
 /* Access line, metrics and conversation log of a finished request (its last reference). */
 void server_account(struct exchange *ex);
+/* The body a passthrough sends upstream (malloc'd): the client's bytes when nothing had to
+ * change, else the parsed body with the upstream model and without optillm_* fields. When it
+ * asks for stream usage the client did not ask for, *plain is the body without that (for an
+ * upstream that refuses stream_options), else NULL. */
+char *server_passthrough_body(struct exchange *ex, size_t *len, char **plain, size_t *plain_len);
+/* Gives back the request-body budget an exchange holds (when it is freed). */
+void server_body_release(struct exchange *ex);
 /* The bound port (after server_start). */
 int server_port(void);
 /* Stops accepting new connections; requests arriving on open connections get 503. */

@@ -1,6 +1,7 @@
 /* llm_api.c: llm_sample / llm_batch / llm_final on top of a transport (struct llm_ops):
  * n detection and fallback, partial failure, usage accounting. Transport-independent, so the
  * approaches' unit tests run it over a fake transport. */
+#include <cjson/cJSON.h>
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 
 #include "approach.h"
 #include "arena.h"
+#include "config.h"
 #include "log.h"
 #include "prompt.h"
 
@@ -19,12 +21,30 @@ struct llm_params llm_params_default(void)
     return p;
 }
 
-static void usage_add(struct usage *to, const struct usage *u)
+void llm_usage_add(struct usage *to, const struct usage *u)
 {
     to->prompt_tokens += u->prompt_tokens;
     to->completion_tokens += u->completion_tokens;
     to->reasoning_tokens += u->reasoning_tokens;
     to->calls += u->calls;
+    to->reported += u->reported;
+}
+
+void llm_usage_parse(const cJSON *u, struct usage *out)
+{
+    const cJSON *v;
+
+    if (!cJSON_IsObject(u))
+        return;
+    out->reported = 1;
+    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")))
+        out->prompt_tokens = px_count(v->valuedouble);
+    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")))
+        out->completion_tokens = px_count(v->valuedouble);
+    v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens_details");
+    if (cJSON_IsObject(v) &&
+        cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(v, "reasoning_tokens")))
+        out->reasoning_tokens = px_count(v->valuedouble);
 }
 
 static int fail_from(struct approach_ctx *ctx, const struct llm_reply *r)
@@ -47,7 +67,7 @@ static void run(struct approach_ctx *ctx, struct llm_call *calls, size_t m)
 {
     ctx->llm->ops->run(ctx->llm, ctx, calls, m);
     for (size_t i = 0; i < m; i++)
-        usage_add(&ctx->usage, &calls[i].reply.usage);
+        llm_usage_add(&ctx->usage, &calls[i].reply.usage);
 }
 
 int llm_batch(struct approach_ctx *ctx, struct llm_call *calls, size_t m)
@@ -208,9 +228,49 @@ size_t llm_msgs_conversation(struct approach_ctx *ctx, const char *system_prefix
     return n;
 }
 
+/* The handle is the configuration itself, typed so that approaches cannot look inside. */
+const struct approach_opts *approach_opts_of(const struct config *cfg)
+{
+    return (const struct approach_opts *)(const void *)cfg;
+}
+
+static const struct config *opts_cfg(const struct approach_ctx *ctx)
+{
+    return (const struct config *)(const void *)ctx->opts;
+}
+
 double approach_opt(const struct approach_ctx *ctx, const char *name)
 {
-    return chat_option(ctx->req, ctx->cfg, name);
+    return chat_option(ctx->req, opts_cfg(ctx), name);
+}
+
+double approach_opt_row(const struct approach_ctx *ctx, const struct approach_option *rows,
+                        const char *name)
+{
+    const struct approach_option *o = rows;
+    double v;
+
+    while (o->name && strcmp(o->name, name) != 0)
+        o++;
+    if (approach_option_find(name))
+        v = approach_opt(ctx, name);
+    else
+        v = opts_cfg(ctx) ? config_option(opts_cfg(ctx), name, o->def) : o->def;
+    if (isnan(v) || v < o->min)
+        v = o->min;
+    if (v > o->max)
+        v = o->max;
+    return o->integer ? floor(v) : v;
+}
+
+bool approach_return_full(const struct approach_ctx *ctx)
+{
+    return opts_cfg(ctx) && opts_cfg(ctx)->return_full_response;
+}
+
+bool llm_msg_multipart(const struct llm_msg *m)
+{
+    return m->raw && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(m->raw, "content"));
 }
 
 char *approach_prompt(struct approach_ctx *ctx, const char *name, ...)

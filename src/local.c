@@ -1,5 +1,6 @@
 /* local.c: in-process requests (include/engine.h) for the evaluation runner. */
 #include <cjson/cJSON.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "answer.h"
@@ -66,7 +67,18 @@ static void local_passthrough(struct exchange *ex, char *body, size_t len)
                     x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
         exchange_reply_error(ex, &err);
     } else {
-        exchange_reply(ex, (int)x->http_status, x->content_type, buf_cstr(&x->resp), x->resp.len);
+        size_t elen;
+        char *e =
+            x->http_status >= 400
+                ? http_upstream_error((int)x->http_status, buf_cstr(&x->resp), x->resp.len, &elen)
+                : NULL;
+
+        if (e) /* not OpenAI-shaped: rewritten, as for a client of the server */
+            exchange_reply(ex, (int)x->http_status, "application/json", e, elen);
+        else
+            exchange_reply(ex, (int)x->http_status, x->content_type, buf_cstr(&x->resp),
+                           x->resp.len);
+        cJSON_free(e);
     }
     pthread_mutex_lock(&ex->mu);
     ex->usage.calls = x->attempts;
@@ -97,18 +109,13 @@ int engine_request2(const char *body, size_t len, const char *upstream_key, char
     if (chat_request_parse(ex->arena, body, len, local_cfg, &ex->req, &err) < 0) {
         exchange_reply_error(ex, &err);
     } else if (ex->req.route.count == 0) {
-        cJSON *root = ex->req.body;
-        char *out;
+        size_t out_len, plain_len = 0;
+        char *plain = NULL;
+        char *out = server_passthrough_body(ex, &out_len, &plain, &plain_len);
 
-        for (cJSON *it = root->child, *next; it; it = next) {
-            next = it->next;
-            if (it->string && strncmp(it->string, "optillm_", 8) == 0)
-                cJSON_DeleteItemFromObjectCaseSensitive(root, it->string);
-        }
-        cJSON_DeleteItemFromObjectCaseSensitive(root, "model");
-        cJSON_AddStringToObject(root, "model", ex->req.upstream_model);
-        out = cJSON_PrintUnformatted(root);
-        local_passthrough(ex, out, strlen(out));
+        free(plain); /* only a streamed request asks for usage; eval requests are not streamed */
+
+        local_passthrough(ex, out, out_len);
     } else {
         exchange_ref(ex); /* engine_run drops one */
         engine_run(ex);

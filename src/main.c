@@ -15,6 +15,7 @@
 #include "internal.h"
 #include "log.h"
 #include "prompt.h"
+#include "redis.h"
 
 #if defined(__SANITIZE_THREAD__)
 /* TSan builds: libz3's internal timer threads race with themselves (inside libz3, not in our
@@ -128,7 +129,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 ||
         prompt_init(cfg.prompts_dir) != 0 || registry_check() != 0 ||
-        (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0) ||
+        (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0) || redis_init(&cfg) != 0 ||
         convlog_init(cfg.log_conversations) != 0) {
         log_error("start-up failed");
         return 1;
@@ -180,6 +181,7 @@ int main(int argc, char **argv)
         nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
     server_stop();
     io_free();
+    redis_cleanup(); /* flushes queued shared writes (bounded by its timeouts) */
     tenants_cleanup();
     prompt_cleanup();
     answer_cleanup();

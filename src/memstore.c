@@ -19,7 +19,9 @@ static pthread_mutex_t memstore_mu = PTHREAD_MUTEX_INITIALIZER;
 int memstore_append(const struct approach_ctx *ctx, const char *query, const char *const *findings,
                     size_t n)
 {
-    const char *path = ctx->cfg ? ctx->cfg->memory_file : NULL;
+    /* the handle is the configuration (llm_api.c's approach_opts_of) */
+    const struct config *cfg = (const struct config *)(const void *)ctx->opts;
+    const char *path = cfg ? cfg->memory_file : NULL;
     cJSON *o, *arr;
     char when[32], *line;
     time_t now = time(NULL);

@@ -2,16 +2,19 @@
  * endpoints, request hand-off and the access log. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "arena.h"
 #include "internal.h"
+#include "json_check.h"
 #include "log.h"
 
 static struct MHD_Daemon *daemon_;
@@ -24,6 +27,16 @@ static int bound_port;
 static const char *header(struct MHD_Connection *c, const char *name)
 {
     return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+/* The client's credential: Authorization, or an Anthropic client's x-api-key taken as its
+ * Bearer (the same key rules apply). */
+static const char *client_auth(struct exchange *ex)
+{
+    const char *a = header(ex->conn, "Authorization");
+    const char *k = a ? NULL : header(ex->conn, "x-api-key");
+
+    return k ? arena_printf(ex->arena, "Bearer %s", k) : a;
 }
 
 static enum MHD_Result reply_now(struct exchange *ex, int status, const char *ctype,
@@ -44,6 +57,8 @@ static enum MHD_Result error_now(struct exchange *ex, const struct px_error *err
     pthread_mutex_unlock(&ex->mu);
     if (err->code == PX_EAUTH || err->code == PX_EINVAL || err->code == PX_EFORBIDDEN)
         log_at(LOG_INFO, ex->id, "%s %s: %d %s", ex->method, ex->url, ex->status, err->message);
+    if (ex->door)
+        return door_queue_error(ex, err);
     return http_queue_error(ex->conn, err, ex->id);
 }
 
@@ -68,6 +83,276 @@ static void fail_after_suspend(struct exchange *ex, int code, const char *msg)
     exchange_unref(ex); /* the worker reference nobody took */
 }
 
+/* ---- client limits: body budget, header and body deadlines, connections per address ---------
+ *
+ * libmicrohttpd's idle timer restarts on every byte, so a client that trickles its request
+ * holds a connection forever; and a body is read before any handler runs. So: every
+ * connection carries a deadline (its headers, then its body, must be complete by then) that
+ * a reaper thread enforces with shutdown() (MHD then sees end-of-file and closes); request
+ * bodies reserve bytes of a global budget before they are read; and connections are counted
+ * per client address. docs/mhd-curl-invariants.md, "Client limits", has the fd-safety
+ * argument. */
+
+struct ip_count {
+    struct ip_count *next;
+    unsigned char addr[16]; /* IPv6, or IPv4 mapped (::ffff:a.b.c.d) */
+    unsigned count;
+};
+
+/* One client connection, from MHD's NOTIFY_CONNECTION STARTED to CLOSED. */
+struct conn_state {
+    struct conn_state *prev, *next;
+    int fd;                /* valid while in the list: MHD closes it only after CLOSED */
+    long long deadline_us; /* headers (or body) complete by then, else shutdown; 0 = none */
+    struct ip_count *ip;   /* the address counter it holds, or NULL (exempt) */
+};
+
+/* Leaf lock: the connection list and the address table. The reaper calls shutdown() with it
+ * held, and MHD's CLOSED notification (which comes before MHD closes the fd) takes it, so a
+ * listed fd can never be closed and reused under the reaper. */
+static pthread_mutex_t conns_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct conn_state *conns;
+static struct ip_count *ip_table[256];
+static size_t body_inflight; /* request-body bytes reserved by live exchanges (atomic) */
+
+static pthread_t reaper_tid;
+static bool reaper_running;
+static bool reaper_stop; /* guarded by reaper_mu */
+static pthread_mutex_t reaper_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t reaper_cv;
+
+static long long secs_us(double s)
+{
+    return (long long)(s * 1e6);
+}
+
+/* Reserves n more bytes of --max-body-memory for ex; false (nothing taken) when over. */
+static bool body_reserve(struct exchange *ex, size_t n)
+{
+    size_t cur = __atomic_load_n(&body_inflight, __ATOMIC_RELAXED);
+
+    do {
+        if (cur + n > srv_cfg->max_body_memory)
+            return false;
+    } while (!__atomic_compare_exchange_n(&body_inflight, &cur, cur + n, true, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    ex->body_reserved += n;
+    return true;
+}
+
+void server_body_release(struct exchange *ex)
+{
+    if (ex->body_reserved)
+        __atomic_sub_fetch(&body_inflight, ex->body_reserved, __ATOMIC_RELAXED);
+    ex->body_reserved = 0;
+}
+
+/* The client address as 16 bytes; false for a family we do not count. */
+static bool ip_key(const struct sockaddr *sa, unsigned char k[16])
+{
+    if (!sa)
+        return false;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+
+        memset(k, 0, 10);
+        k[10] = k[11] = 0xff;
+        memcpy(k + 12, &s4->sin_addr, 4);
+        return true;
+    }
+    if (sa->sa_family == AF_INET6) {
+        memcpy(k, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
+/* 127.0.0.1 and ::1: a local TLS terminator or load balancer brings every client from there. */
+static bool ip_exempt(const unsigned char k[16])
+{
+    static const unsigned char v4[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1};
+    static const unsigned char v6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+
+    return memcmp(k, v4, 16) == 0 || memcmp(k, v6, 16) == 0;
+}
+
+/* The table slot holding k's counter (or the NULL at the end of its chain). conns_mu held. */
+static struct ip_count **do_ip_slot(const unsigned char k[16])
+{
+    unsigned h = 2166136261u;
+
+    for (int i = 0; i < 16; i++)
+        h = (h ^ k[i]) * 16777619u;
+    struct ip_count **p = &ip_table[h % PX_ARRAY_LEN(ip_table)];
+    while (*p && memcmp((*p)->addr, k, 16) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+/* MHD's accept policy: refuses a connection from an address at its limit. Counting happens
+ * in notify_connection, so concurrent accepts on several MHD threads may overshoot by at
+ * most --http-threads - 1. */
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    unsigned char k[16];
+    bool ok;
+
+    (void)cls;
+    (void)len;
+    if (!ip_key(sa, k) || ip_exempt(k))
+        return MHD_YES;
+    pthread_mutex_lock(&conns_mu);
+    struct ip_count *c = *do_ip_slot(k);
+    ok = !c || c->count < srv_cfg->per_ip_conns;
+    pthread_mutex_unlock(&conns_mu);
+    if (!ok)
+        log_at(LOG_DEBUG, NULL, "connection refused: %u open from that address",
+               srv_cfg->per_ip_conns);
+    return ok ? MHD_YES : MHD_NO;
+}
+
+static void notify_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                              enum MHD_ConnectionNotificationCode code)
+{
+    struct conn_state *cs;
+
+    (void)cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fi =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ai =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        unsigned char k[16];
+
+        cs = xcalloc(1, sizeof(*cs));
+        cs->fd = fi ? fi->connect_fd : -1;
+        cs->deadline_us = px_now_us() + secs_us(srv_cfg->header_timeout);
+        pthread_mutex_lock(&conns_mu);
+        if (ai && ip_key(ai->client_addr, k) && !ip_exempt(k)) {
+            struct ip_count **slot = do_ip_slot(k);
+
+            if (!*slot) {
+                *slot = xcalloc(1, sizeof(**slot));
+                memcpy((*slot)->addr, k, 16);
+            }
+            cs->ip = *slot;
+            cs->ip->count++;
+        }
+        cs->next = conns;
+        if (conns)
+            conns->prev = cs;
+        conns = cs;
+        pthread_mutex_unlock(&conns_mu);
+        *socket_context = cs;
+        return;
+    }
+    cs = *socket_context;
+    if (code != MHD_CONNECTION_NOTIFY_CLOSED || !cs)
+        return;
+    *socket_context = NULL;
+    pthread_mutex_lock(&conns_mu);
+    if (cs->prev)
+        cs->prev->next = cs->next;
+    else
+        conns = cs->next;
+    if (cs->next)
+        cs->next->prev = cs->prev;
+    if (cs->ip && --cs->ip->count == 0) {
+        struct ip_count **slot = do_ip_slot(cs->ip->addr);
+
+        *slot = cs->ip->next;
+        free(cs->ip);
+    }
+    pthread_mutex_unlock(&conns_mu);
+    free(cs);
+}
+
+/* Sets the connection's deadline (0: none). MHD thread of that connection. */
+static void conn_deadline(struct MHD_Connection *conn, long long deadline_us)
+{
+    const union MHD_ConnectionInfo *ci =
+        conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
+    struct conn_state *cs = ci ? ci->socket_context : NULL;
+
+    if (!cs)
+        return;
+    pthread_mutex_lock(&conns_mu);
+    cs->deadline_us = deadline_us;
+    pthread_mutex_unlock(&conns_mu);
+}
+
+static void reap(long long now)
+{
+    int n = 0;
+
+    pthread_mutex_lock(&conns_mu);
+    for (struct conn_state *cs = conns; cs; cs = cs->next) {
+        if (cs->deadline_us && now >= cs->deadline_us && cs->fd >= 0) {
+            shutdown(cs->fd, SHUT_RDWR); /* MHD reads end-of-file and closes it */
+            cs->deadline_us = 0;
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&conns_mu);
+    if (n)
+        log_at(LOG_INFO, NULL, "closed %d client connection(s) too slow to send a request", n);
+}
+
+static void *reaper(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&reaper_mu);
+    while (!reaper_stop) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&reaper_cv, &reaper_mu, &ts);
+        if (reaper_stop)
+            break;
+        pthread_mutex_unlock(&reaper_mu);
+        reap(px_now_us());
+        pthread_mutex_lock(&reaper_mu);
+    }
+    pthread_mutex_unlock(&reaper_mu);
+    return NULL;
+}
+
+static int reaper_start(void)
+{
+    pthread_condattr_t ca;
+    pthread_attr_t at;
+    int rc;
+
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&reaper_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, 64 * 1024);
+    rc = pthread_create(&reaper_tid, &at, reaper, NULL);
+    pthread_attr_destroy(&at);
+    reaper_running = rc == 0;
+    return rc == 0 ? 0 : -1;
+}
+
+static void reaper_join(void)
+{
+    if (!reaper_running)
+        return;
+    pthread_mutex_lock(&reaper_mu);
+    reaper_stop = true;
+    pthread_cond_signal(&reaper_cv);
+    pthread_mutex_unlock(&reaper_mu);
+    pthread_join(reaper_tid, NULL);
+    reaper_running = false;
+    pthread_cond_destroy(&reaper_cv);
+}
+
 /* ---- endpoints ------------------------------------------------------------------------------- */
 
 static enum MHD_Result do_health(struct exchange *ex)
@@ -84,7 +369,7 @@ static enum MHD_Result do_approaches(struct exchange *ex)
     char *s;
     enum MHD_Result r;
 
-    if (auth_gate(srv_cfg, header(ex->conn, "Authorization"), &err) < 0)
+    if (auth_gate(srv_cfg, client_auth(ex), &err) < 0)
         return error_now(ex, &err);
     root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
@@ -128,7 +413,7 @@ static enum MHD_Result do_metrics(struct exchange *ex)
     struct buf b;
     enum MHD_Result r;
 
-    if (auth_gate(srv_cfg, header(ex->conn, "Authorization"), &err) < 0)
+    if (auth_gate(srv_cfg, client_auth(ex), &err) < 0)
         return error_now(ex, &err);
     buf_init(&b, 0);
     metrics_render(&b);
@@ -138,11 +423,15 @@ static enum MHD_Result do_metrics(struct exchange *ex)
 }
 
 static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, size_t len,
-                             bool stream)
+                             bool stream, char *plain, size_t plain_len)
 {
     struct xfer *x = xfer_create(srv_cfg, XFER_RELAY, ex, path, ex->upstream_key, body, len);
 
     x->stream_relay = stream;
+    /* passthrough_body asked for usage; a front door needs it, the client sees it translated */
+    x->strip_usage = plain != NULL && !ex->door;
+    x->plain_body = plain;
+    x->plain_len = plain_len;
     suspend_for_work(ex);
     if (io_submit(x) < 0) {
         xfer_destroy(x);
@@ -158,9 +447,13 @@ static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, 
 static int resolve(struct exchange *ex, struct px_error *err)
 {
     const char *key;
-    int rc = auth_resolve_tenant(srv_cfg, ex->arena, header(ex->conn, "Authorization"),
-                                 header(ex->conn, "X-Upstream-Api-Key"), &key, &ex->tenant,
-                                 &ex->tenant_hold, err);
+    int rc;
+
+    if (ex->resolved) /* already done when the headers came (a request with a body) */
+        return PX_OK;
+    rc = auth_resolve_tenant(srv_cfg, ex->arena, client_auth(ex),
+                             header(ex->conn, "X-Upstream-Api-Key"), &key, &ex->tenant,
+                             &ex->tenant_hold, err);
 
     if (rc < 0)
         return rc;
@@ -168,6 +461,7 @@ static int resolve(struct exchange *ex, struct px_error *err)
     ex->proxy_key = auth_key_is_proxys(srv_cfg, ex->tenant, key);
     if (ex->tenant)
         ex->base_url = ex->tenant->base_url;
+    ex->resolved = true;
     return PX_OK;
 }
 
@@ -177,16 +471,21 @@ static enum MHD_Result do_models(struct exchange *ex)
 
     if (resolve(ex, &err) < 0)
         return error_now(ex, &err);
-    return relay(ex, "/models", NULL, 0, false);
+    if (header(ex->conn, "anthropic-version"))
+        ex->door = door_create(DOOR_MODELS);
+    return relay(ex, "/models", NULL, 0, false, NULL, 0);
 }
 
 /* The body that goes upstream for a passthrough: the client's bytes unchanged when nothing
- * had to change, else the parsed body with the model replaced and our fields removed. */
-static char *passthrough_body(struct exchange *ex, size_t *len)
+ * had to change, else the parsed body with the model replaced and our fields removed. When it
+ * asks for stream usage the client did not ask for, *plain is the body without that (for an
+ * upstream that refuses stream_options), else NULL. Also the in-process engine's (local.c). */
+char *server_passthrough_body(struct exchange *ex, size_t *len, char **plain, size_t *plain_len)
 {
     cJSON *root = ex->req.body;
     bool changed = strcmp(ex->req.model, ex->req.upstream_model) != 0;
-    cJSON *it, *next;
+    cJSON *it, *next, *so = NULL;
+    bool created = false;
 
     for (it = root->child; it; it = next) {
         next = it->next;
@@ -200,6 +499,20 @@ static char *passthrough_body(struct exchange *ex, size_t *len)
         changed = true;
     if (!cJSON_GetObjectItemCaseSensitive(root, "model"))
         changed = true;
+    /* Every streamed call asks for usage, so that its tokens are counted; the usage event is
+     * removed from the client's stream unless it asked too (upstream.c relay_line). */
+    *plain = NULL;
+    if (ex->req.stream && !ex->req.include_usage) {
+        so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+        if (!cJSON_IsObject(so)) {
+            cJSON_DeleteItemFromObjectCaseSensitive(root, "stream_options");
+            so = cJSON_AddObjectToObject(root, "stream_options");
+            created = true;
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+        cJSON_AddTrueToObject(so, "include_usage");
+        changed = true;
+    }
     if (!changed) {
         *len = ex->body.len;
         return xstrndup(buf_cstr(&ex->body), ex->body.len);
@@ -211,6 +524,14 @@ static char *passthrough_body(struct exchange *ex, size_t *len)
         cJSON_AddStringToObject(root, "model", ex->req.upstream_model);
     char *s = cJSON_PrintUnformatted(root);
     *len = strlen(s);
+    if (so) { /* the tree goes back to what the client asked (also for the conversation log) */
+        if (created)
+            cJSON_DeleteItemFromObjectCaseSensitive(root, "stream_options");
+        else
+            cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
+        *plain = cJSON_PrintUnformatted(root);
+        *plain_len = strlen(*plain);
+    }
     return s;
 }
 
@@ -219,6 +540,8 @@ static enum MHD_Result do_chat(struct exchange *ex)
     struct px_error err;
 
     if (resolve(ex, &err) < 0)
+        return error_now(ex, &err);
+    if (ex->door && door_translate(ex, &err) < 0)
         return error_now(ex, &err);
     if (chat_request_parse(ex->arena, buf_cstr(&ex->body), ex->body.len, srv_cfg, &ex->req, &err) <
         0)
@@ -235,11 +558,13 @@ static enum MHD_Result do_chat(struct exchange *ex)
         }
     }
     if (ex->req.route.count == 0) {
-        size_t len;
-        char *body = passthrough_body(ex, &len);
+        size_t len, plain_len = 0;
+        char *plain, *body = server_passthrough_body(ex, &len, &plain, &plain_len);
 
-        return relay(ex, "/chat/completions", body, len, ex->req.stream);
+        return relay(ex, "/chat/completions", body, len, ex->req.stream, plain, plain_len);
     }
+    if (ex->door) /* a front door's stream ends with usage (message_delta, response.completed) */
+        ex->req.include_usage = ex->req.stream;
     suspend_for_work(ex);
     io_watch(ex);
     if (pool_submit(engine_run, ex) < 0) {
@@ -252,6 +577,75 @@ static enum MHD_Result do_chat(struct exchange *ex)
         exchange_unref(ex);
     }
     return MHD_YES;
+}
+
+/* ---- front doors (door.c translates) and plain passthrough paths ---- */
+
+static bool door_path(const char *path)
+{
+    return strcmp(path, "/messages") == 0 || strcmp(path, "/messages/count_tokens") == 0 ||
+           strcmp(path, "/responses") == 0 || strcmp(path, "/embeddings") == 0 ||
+           strcmp(path, "/completions") == 0;
+}
+
+/* The front door of a path (its errors take the door's shape too), or NULL. */
+static struct door *door_for(const char *path)
+{
+    if (strncmp(path, "/messages", 9) == 0)
+        return door_create(DOOR_MESSAGES);
+    if (strcmp(path, "/responses") == 0)
+        return door_create(DOOR_RESPONSES);
+    return NULL;
+}
+
+static enum MHD_Result do_door(struct exchange *ex, const char *path)
+{
+    struct px_error err;
+
+    if (ex->too_big) {
+        px_fail(&err, PX_ETOOBIG, NULL, "request body exceeds %zu bytes", srv_cfg->max_body);
+        return error_now(ex, &err);
+    }
+    if (strcmp(path, "/messages/count_tokens") == 0) {
+        long n;
+        char out[64];
+
+        if (auth_gate(srv_cfg, client_auth(ex), &err) < 0 ||
+            door_count_tokens(buf_cstr(&ex->body), ex->body.len, &n, &err) < 0)
+            return error_now(ex, &err);
+        snprintf(out, sizeof(out), "{\"input_tokens\":%ld}", n);
+        return reply_now(ex, 200, "application/json", out, strlen(out));
+    }
+    if (ex->door)
+        return do_chat(ex);
+    /* /embeddings, /completions: the body goes upstream untouched. */
+    if (resolve(ex, &err) < 0)
+        return error_now(ex, &err);
+    /* Strict: what the upstream reads (model, stream) is what was checked here. */
+    cJSON *root = json_parse_strict(buf_cstr(&ex->body), ex->body.len, &err);
+
+    if (!root)
+        return error_now(ex, &err);
+    bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+
+    ex->req.model = ex->req.upstream_model =
+        arena_strdup(ex->arena, cJSON_IsString(model) ? model->valuestring : "");
+    ex->req.route_name = "none";
+    ex->req.n = 1;
+    cJSON_Delete(root);
+    if (ex->tenant) {
+        int retry_after;
+
+        if (tenants_allow(ex->tenant, &ex->req, &err) < 0)
+            return error_now(ex, &err);
+        if (tenants_admit(ex->tenant, &err, &retry_after) < 0) {
+            err.retry_after = retry_after;
+            return error_now(ex, &err);
+        }
+    }
+    return relay(ex, path, xstrndup(buf_cstr(&ex->body), ex->body.len), ex->body.len, stream, NULL,
+                 0);
 }
 
 /* ---- libmicrohttpd callbacks ------------------------------------------------------------------
@@ -294,6 +688,12 @@ static enum MHD_Result dispatch(struct exchange *ex)
             }
             return do_chat(ex);
         }
+        allow = "POST";
+    } else if (door_path(path)) {
+        if (!ex->door)
+            ex->door = door_for(path);
+        if (post)
+            return do_door(ex, path);
         allow = "POST";
     } else if (strcmp(path, "/models") == 0) {
         if (get)
@@ -424,6 +824,74 @@ static enum MHD_Result too_big_now(struct exchange *ex)
     return error_now(ex, &err);
 }
 
+static enum MHD_Result body_budget_now(struct exchange *ex)
+{
+    struct px_error err;
+
+    px_fail(&err, PX_EBUSY, NULL,
+            "the proxy holds too many request bodies at once (--max-body-memory); retry shortly");
+    err.retry_after = 1;
+    log_at(LOG_INFO, ex->id, "request-body budget (--max-body-memory) exhausted: 503");
+    return error_now(ex, &err);
+}
+
+/* Endpoints that take no request body. */
+static bool bodyless(const char *path)
+{
+    return strcmp(path, "/health") == 0 || strcmp(path, "/models") == 0 ||
+           strcmp(path, "/metrics") == 0 || strcmp(path, "/approaches") == 0;
+}
+
+/* First access-handler call: every header is in, no body byte has been read, and MHD sends
+ * "100 Continue" only after we return. A request that declares a body is routed,
+ * authenticated and charged against the body budget now, so that a refused one never has
+ * its body read: answering on this first call makes MHD close the connection after the
+ * answer (P9), which is what a refused upload needs. A request without a body is left for
+ * the second call (keep-alive intact). */
+static enum MHD_Result headers_in(struct exchange *ex)
+{
+    const char *cl = header(ex->conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = header(ex->conn, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *path = strip_v1(ex->url);
+    unsigned long long len = 0;
+    bool has_len = false;
+    struct px_error err;
+
+    if (cl) {
+        char *end;
+
+        errno = 0;
+        len = strtoull(cl, &end, 10);
+        has_len = errno == 0 && end != cl && *end == '\0';
+    }
+    if (!te && (!has_len || len == 0)) {
+        conn_deadline(ex->conn, 0);
+        return MHD_YES;
+    }
+    if (bodyless(path) && (strcmp(ex->method, "GET") == 0 || strcmp(ex->method, "HEAD") == 0)) {
+        px_fail(&err, PX_ETOOBIG, NULL, "%.200s takes no request body", ex->url);
+        return error_now(ex, &err);
+    }
+    if ((strcmp(path, "/chat/completions") != 0 && !door_path(path)) ||
+        strcmp(ex->method, "POST") != 0 || __atomic_load_n(&draining, __ATOMIC_RELAXED))
+        return dispatch(ex);   /* 404, 405 or 503, before the body */
+    ex->door = door_for(path); /* from here on, errors in the door's shape */
+    if (strcmp(path, "/messages/count_tokens") != 0 && resolve(ex, &err) < 0)
+        return error_now(ex, &err); /* count_tokens needs only the gate (do_door) */
+    if (has_len && len > srv_cfg->max_body) {
+        const char *expect = header(ex->conn, MHD_HTTP_HEADER_EXPECT);
+
+        ex->too_big = true; /* read and dropped, then 413 (see access_handler) */
+        if (expect && strcasecmp(expect, "100-continue") == 0)
+            return too_big_now(ex);
+    } else if (has_len && !body_reserve(ex, (size_t)len)) {
+        return body_budget_now(ex);
+    }
+    ex->body_deadline_us = px_now_us() + secs_us(srv_cfg->body_timeout);
+    conn_deadline(ex->conn, ex->body_deadline_us);
+    return MHD_YES;
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *method, const char *version, const char *upload,
                                       size_t *upload_size, void **con_cls)
@@ -433,38 +901,35 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     (void)cls;
     (void)version;
     if (!ex) {
-        /* First call: headers only. Never answer here (P9), except to refuse a declared
-         * oversized body before the client sends it (Expect: 100-continue). */
         ex = exchange_create(conn, method, url);
         *con_cls = ex;
-        const char *cl = header(conn, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl) {
-            char *end;
-            unsigned long long v = strtoull(cl, &end, 10);
-
-            if (*end == '\0' && v > srv_cfg->max_body) {
-                const char *expect = header(conn, MHD_HTTP_HEADER_EXPECT);
-
-                ex->too_big = true;
-                if (expect && strcasecmp(expect, "100-continue") == 0)
-                    return too_big_now(ex);
-            }
-        }
-        return MHD_YES;
+        return headers_in(ex);
     }
     pthread_mutex_lock(&ex->mu); /* other threads write the phase after the hand-off */
     enum ex_phase phase = ex->phase;
     pthread_mutex_unlock(&ex->mu);
     if (phase == EX_RECEIVING) {
         if (*upload_size > 0) {
+            if (ex->body_deadline_us && px_now_us() > ex->body_deadline_us) {
+                /* MHD cannot answer in the middle of a body (P9b): close, as the reaper would. */
+                log_at(LOG_INFO, ex->id, "request body not complete within --body-timeout");
+                return MHD_NO;
+            }
             if (!ex->too_big && ex->body.len + *upload_size > srv_cfg->max_body) {
                 ex->too_big = true;
                 buf_free(&ex->body);
             }
-            if (ex->too_big) {
+            if (!ex->too_big && !ex->over_budget &&
+                ex->body.len + *upload_size > ex->body_reserved &&
+                !body_reserve(ex, ex->body.len + *upload_size - ex->body_reserved)) {
+                ex->over_budget = true; /* a chunked body outgrew the budget: 503 at its end */
+                buf_free(&ex->body);
+                server_body_release(ex);
+            }
+            if (ex->too_big || ex->over_budget) {
                 /* Read and drop the rest so the client can read our 413 (a client that is
                  * still sending when we close would see a reset instead); past a hard cap,
-                 * answer at once and close. */
+                 * close (MHD cannot answer in the middle of a body, P9b). */
                 ex->discarded += *upload_size;
                 *upload_size = 0;
                 if (ex->discarded > 4 * (unsigned long long)srv_cfg->max_body + (64u << 20))
@@ -475,6 +940,9 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
             *upload_size = 0;
             return MHD_YES;
         }
+        conn_deadline(ex->conn, 0); /* request complete: no deadline while it is served */
+        if (ex->over_budget)
+            return body_budget_now(ex);
         return dispatch(ex);
     }
     if (phase == EX_SENT) {
@@ -535,7 +1003,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct exchange *ex = *con_cls;
 
     (void)cls;
-    (void)conn;
+    /* A kept-alive connection idles up to --idle-timeout, then has --header-timeout for its
+     * next request's headers. */
+    conn_deadline(conn, px_now_us() + secs_us(srv_cfg->idle_timeout + srv_cfg->header_timeout));
     if (!ex)
         return;
     *con_cls = NULL;
@@ -573,7 +1043,10 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
      * client's hang-up, are routine: debug level, not warnings. */
     if (strstr(msg, "Application reported internal error") ||
         strstr(msg, "application error generating response") || strstr(msg, "Failed to send") ||
-        strstr(msg, "forcibly closed") || strstr(msg, "no longer available")) {
+        strstr(msg, "forcibly closed") || strstr(msg, "no longer available") ||
+        /* a client that hangs up mid-request, or one the deadline reaper cut off */
+        strstr(msg, "closed when reading request") ||
+        strstr(msg, "closed by remote side with incomplete request")) {
         log_at(LOG_DEBUG, NULL, "libmicrohttpd: %s", msg);
         return;
     }
@@ -605,9 +1078,10 @@ int server_start(const struct config *cfg)
     }
     (void)sl;
     daemon_ = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, NULL, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_logger, NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
-        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_LIMIT,
+        flags, (uint16_t)cfg->port, accept_policy, NULL, access_handler, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)cfg->http_threads, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->conn_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(PX_MAX_HEADER_BYTES * 2), MHD_OPTION_SOCK_ADDR,
         (struct sockaddr *)&ss, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_END);
@@ -617,6 +1091,12 @@ int server_start(const struct config *cfg)
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
     bound_port = di ? di->port : cfg->port;
+    if (reaper_start() < 0) {
+        log_error("cannot start the client-deadline thread");
+        MHD_stop_daemon(daemon_);
+        daemon_ = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -638,6 +1118,7 @@ void server_quiesce(void)
 
 void server_stop(void)
 {
+    reaper_join();
     if (daemon_)
         MHD_stop_daemon(daemon_);
     daemon_ = NULL;

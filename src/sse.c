@@ -36,22 +36,6 @@ void sse_parser_destroy(struct sse_parser *p)
     free(p);
 }
 
-static void take_usage(struct sse_parser *p, const cJSON *u)
-{
-    const cJSON *v;
-
-    if (!cJSON_IsObject(u))
-        return;
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")))
-        p->usage.prompt_tokens = px_count(v->valuedouble);
-    if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens")))
-        p->usage.completion_tokens = px_count(v->valuedouble);
-    v = cJSON_GetObjectItemCaseSensitive(u, "completion_tokens_details");
-    if (cJSON_IsObject(v) &&
-        cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(v, "reasoning_tokens")))
-        p->usage.reasoning_tokens = px_count(v->valuedouble);
-}
-
 static void data_line(struct sse_parser *p, const char *d, size_t len, xfer_delta_fn *on_delta,
                       void *sink)
 {
@@ -79,7 +63,7 @@ static void data_line(struct sse_parser *p, const char *d, size_t len, xfer_delt
         snprintf(p->error, sizeof(p->error), "%s",
                  cJSON_IsString(m) ? m->valuestring : "upstream stream error");
     }
-    take_usage(p, cJSON_GetObjectItemCaseSensitive(root, "usage"));
+    llm_usage_parse(cJSON_GetObjectItemCaseSensitive(root, "usage"), &p->usage);
     choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
     cJSON_ArrayForEach(c0, choices)
     {

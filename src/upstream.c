@@ -35,6 +35,8 @@ struct io_loop {
     size_t nwatched, cap_watched;
 };
 
+#define RELAY_MAX_LINE (1u << 20) /* a longer stream line is relayed without a look */
+
 static struct io_loop *loops;
 static unsigned nloops;
 static unsigned rr; /* round-robin cursor (atomic builtins) */
@@ -59,6 +61,7 @@ struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct e
     x->body = body;
     x->body_len = body_len;
     buf_init(&x->resp, PX_MAX_UPSTREAM_REPLY);
+    buf_init(&x->line, RELAY_MAX_LINE);
     if (body)
         x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
     x->headers = curl_slist_append(x->headers, "Expect:");
@@ -87,8 +90,10 @@ void xfer_destroy(struct xfer *x)
     free(x->url);
     free(x->path);
     free(x->body);
+    free(x->plain_body);
     curl_slist_free_all(x->headers);
     buf_free(&x->resp);
+    buf_free(&x->line);
     sse_parser_destroy(x->sse);
     exchange_unref(x->ex);
     free(x);
@@ -102,6 +107,88 @@ static void first_bytes(struct xfer *x)
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->http_status);
         curl_easy_getinfo(x->easy, CURLINFO_CONTENT_TYPE, &ct);
         snprintf(x->content_type, sizeof(x->content_type), "%s", ct ? ct : "application/json");
+    }
+}
+
+/* One complete line of a relayed stream (with its line ending) into 'out'. The usage event
+ * is read; unless the client asked for usage it is dropped (with the blank line ending it),
+ * or, when it also carries choices, relayed without its "usage" member. */
+static void relay_line(struct xfer *x, const char *l, size_t len, struct buf *out)
+{
+    size_t n = len;
+
+    if (n && l[n - 1] == '\n')
+        n--;
+    if (n && l[n - 1] == '\r')
+        n--;
+    if (x->skip_blank) {
+        x->skip_blank = false;
+        if (n == 0)
+            return;
+    }
+    /* OpenAI puts "usage":null, last, in every chunk of a stream that asked for usage. */
+    static const char null_tail[] = ",\"usage\":null}";
+    size_t nt = sizeof(null_tail) - 1;
+    if (x->strip_usage && n > 5 + nt && memcmp(l, "data:", 5) == 0 &&
+        memcmp(l + n - nt, null_tail, nt) == 0) {
+        buf_append(out, l, n - nt);
+        buf_append(out, l + n - 1, len - n + 1); /* the '}' and the line ending */
+        return;
+    }
+    if (n > 5 && memcmp(l, "data:", 5) == 0 && memmem(l, n, "\"usage\"", 7)) {
+        cJSON *root = cJSON_ParseWithLength(l + 5, n - 5);
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "usage");
+
+        if (cJSON_IsObject(u)) {
+            x->relay_usage = (struct usage){0};
+            llm_usage_parse(u, &x->relay_usage); /* cumulative: the last event counts */
+        }
+        if (cJSON_IsObject(u) && x->strip_usage) {
+            const cJSON *ch = cJSON_GetObjectItemCaseSensitive(root, "choices");
+
+            if (!cJSON_IsArray(ch) || cJSON_GetArraySize(ch) == 0) {
+                x->skip_blank = true;
+            } else {
+                cJSON_DeleteItemFromObjectCaseSensitive(root, "usage");
+                char *j = cJSON_PrintUnformatted(root);
+
+                buf_puts(out, "data: ");
+                buf_puts(out, j);
+                buf_append(out, l + n, len - n);
+                cJSON_free(j);
+            }
+            cJSON_Delete(root);
+            return;
+        }
+        cJSON_Delete(root);
+    }
+    buf_append(out, l, len);
+}
+
+/* Splits relayed bytes into lines for relay_line; a line is held until it ends (a usage
+ * event may arrive in pieces), except one longer than RELAY_MAX_LINE, relayed as it comes. */
+static void relay_scan(struct xfer *x, const char *data, size_t n, struct buf *out)
+{
+    while (n > 0) {
+        const char *nl = memchr(data, '\n', n);
+        size_t take = nl ? (size_t)(nl - data) + 1 : n;
+
+        if (x->line_long) {
+            buf_append(out, data, take);
+            x->line_long = !nl;
+        } else if (x->line.len == 0 && nl) {
+            relay_line(x, data, take, out); /* a whole line: no copy */
+        } else if (buf_append(&x->line, data, take) < 0) {
+            buf_append(out, x->line.data, x->line.len);
+            buf_append(out, data, take);
+            buf_reset(&x->line);
+            x->line_long = !nl;
+        } else if (nl) {
+            relay_line(x, x->line.data, x->line.len, out);
+            buf_reset(&x->line);
+        }
+        data += take;
+        n -= take;
     }
 }
 
@@ -125,7 +212,16 @@ static size_t relay_stream(struct xfer *x, const char *data, size_t n)
         pthread_mutex_unlock(&ex->mu);
         return CURL_WRITEFUNC_PAUSE;
     }
-    buf_append(&ex->out, data, n);
+    if (ex->door) { /* a front door translates what the scan lets through (door.c) */
+        struct buf t;
+
+        buf_init(&t, 0);
+        relay_scan(x, data, n, &t);
+        exchange_out(ex, t.data, t.len);
+        buf_free(&t);
+    } else {
+        relay_scan(x, data, n, &ex->out);
+    }
     exchange_do_resume(ex);
     pthread_mutex_unlock(&ex->mu);
     return n;
@@ -139,17 +235,6 @@ static bool proxy_key_refused(const struct xfer *x)
            (x->http_status == 401 || x->http_status == 403);
 }
 
-static bool retryable_status(long status)
-{
-    return status == 429 || status >= 500;
-}
-
-/* Could a failure of x still be retried (same upstream or a fallback)? */
-static bool may_retry(const struct xfer *x)
-{
-    return x->retries_used < io_cfg->retries || x->base_index < io_cfg->nfallback;
-}
-
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
     struct xfer *x = userp;
@@ -157,10 +242,9 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *userp)
 
     if (x->http_status == 0) {
         first_bytes(x);
-        /* A stream is relayed as it arrives, unless this answer is an error we may still
-         * retry: then it is held back until the retry decision. */
-        x->relaying = x->kind == XFER_RELAY && x->stream_relay &&
-                      !(retryable_status(x->http_status) && may_retry(x)) && !proxy_key_refused(x);
+        /* A stream is relayed as it arrives. An error answer is held back whole: it may
+         * still be retried, and a body that is not OpenAI-shaped is rewritten (relay_done). */
+        x->relaying = x->kind == XFER_RELAY && x->stream_relay && x->http_status < 400;
     }
     if (x->relaying)
         return relay_stream(x, data, n);
@@ -209,6 +293,9 @@ static void start(struct io_loop *l, struct xfer *x)
     x->relaying = false;
     x->errbuf[0] = '\0';
     buf_reset(&x->resp);
+    buf_reset(&x->line);
+    x->skip_blank = x->line_long = false;
+    x->relay_usage = (struct usage){0};
     long timeout_ms = (long)(io_cfg->upstream_timeout * 1000);
     long long deadline = request_deadline(x);
     if (deadline) {
@@ -249,25 +336,23 @@ static void unlink_active(struct io_loop *l, struct xfer *x)
     }
 }
 
-/* The reply of a relay transfer that ended (or failed before its first byte). */
-/* Usage of a relayed non-stream answer, for the access log. */
+/* Usage of a relayed answer (the stream's usage event, or the JSON's "usage"), for the
+ * access log, metrics, conversation log and the tenant's daily tokens. */
 static void relay_usage(struct xfer *x)
 {
     struct usage u = {0};
 
-    if (!x->relaying && x->http_status == 200 && x->resp.len) {
+    if (x->relaying) {
+        u = x->relay_usage;
+    } else if (x->http_status == 200 && x->resp.len) {
         cJSON *root = cJSON_ParseWithLength(buf_cstr(&x->resp), x->resp.len);
-        const cJSON *us = root ? cJSON_GetObjectItemCaseSensitive(root, "usage") : NULL;
-        const cJSON *v;
 
-        if (cJSON_IsObject(us)) {
-            if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(us, "prompt_tokens")))
-                u.prompt_tokens = px_count(v->valuedouble);
-            if (cJSON_IsNumber(v = cJSON_GetObjectItemCaseSensitive(us, "completion_tokens")))
-                u.completion_tokens = px_count(v->valuedouble);
-        }
+        llm_usage_parse(root ? cJSON_GetObjectItemCaseSensitive(root, "usage") : NULL, &u);
         cJSON_Delete(root);
     }
+    if (!u.reported && x->body && x->result == CURLE_OK && x->http_status < 300 &&
+        strcmp(x->path, "/chat/completions") == 0)
+        log_at(LOG_INFO, x->ex->id, "the upstream reported no usage: tokens not counted");
     u.calls = x->attempts;
     if (x->ex->tenant) /* before the answer leaves: the tenant's next request sees it */
         tenants_charge(x->ex->tenant, u.prompt_tokens + u.completion_tokens);
@@ -329,18 +414,36 @@ static void relay_done(struct xfer *x)
         exchange_reply_error(ex, &err);
         return;
     }
-    if (x->relaying || (x->stream_relay && x->resp.len == 0)) {
+    if (x->relaying || (x->stream_relay && x->resp.len == 0 && x->http_status < 400)) {
         pthread_mutex_lock(&ex->mu);
+        if (x->line.len) { /* a last line without its line ending */
+            struct buf t;
+
+            buf_init(&t, 0);
+            relay_line(x, x->line.data, x->line.len, ex->door ? &t : &ex->out);
+            exchange_out(ex, t.data, t.len);
+            buf_free(&t);
+        }
         if (ex->phase < EX_REPLY) { /* an empty body */
             ex->status = (int)x->http_status;
             snprintf(ex->content_type, sizeof(ex->content_type), "%s", x->content_type);
             ex->streaming = true;
             ex->phase = EX_REPLY;
         }
-        ex->out_done = true;
+        exchange_out_end(ex);
         exchange_do_resume(ex);
         pthread_mutex_unlock(&ex->mu);
         return;
+    }
+    if (x->http_status >= 400) {
+        size_t elen;
+        char *e = http_upstream_error((int)x->http_status, buf_cstr(&x->resp), x->resp.len, &elen);
+
+        if (e) { /* not OpenAI-shaped: rewritten so that SDKs can read it */
+            exchange_reply(ex, (int)x->http_status, "application/json", e, elen);
+            cJSON_free(e);
+            return;
+        }
     }
     exchange_reply(ex, (int)x->http_status, x->content_type, buf_cstr(&x->resp), x->resp.len);
 }
@@ -420,6 +523,27 @@ static bool schedule_retry(struct io_loop *l, struct xfer *x, long retry_after_s
     return true;
 }
 
+/* An upstream that refuses the stream_options we added (400 naming it, before anything reached
+ * the client): the client's own body goes once more, and the stream is relayed without usage.
+ * Returns true when x was queued for that. */
+static bool without_stream_options(struct io_loop *l, struct xfer *x)
+{
+    if (!x->plain_body || x->aborted || x->result != CURLE_OK || x->http_status != 400 ||
+        !memmem(x->resp.data ? x->resp.data : "", x->resp.len, "stream_options", 14))
+        return false;
+    free(x->body);
+    x->body = x->plain_body;
+    x->body_len = x->plain_len;
+    x->plain_body = NULL;
+    x->strip_usage = false;
+    log_at(LOG_INFO, x->ex ? x->ex->id : NULL,
+           "the upstream refuses stream_options: streamed again without usage");
+    x->due_us = px_now_us();
+    x->next = l->delayed;
+    l->delayed = x;
+    return true;
+}
+
 /* Completes a transfer: a relay answers its client and is freed; a call signals its group. */
 static void complete(struct xfer *x)
 {
@@ -450,7 +574,7 @@ static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
     }
     unlink_active(l, x);
     metrics_upstream(result == CURLE_OK ? (int)x->http_status : 0);
-    if (schedule_retry(l, x, (long)retry_after))
+    if (without_stream_options(l, x) || schedule_retry(l, x, (long)retry_after))
         return;
     complete(x);
 }

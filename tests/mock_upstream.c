@@ -9,6 +9,11 @@
  *
  * Endpoints
  *   POST /v1/chat/completions, /chat/completions   chat completion (JSON or SSE stream)
+ *   POST /v1/embeddings        {"object":"list","data":[{"object":"embedding","index":0,
+ *                              "embedding":[0.1,0.2,0.3]}],"model",usage,"mock_raw_body"}: the
+ *                              request body exactly as received (passthrough checks)
+ *   POST /v1/completions       legacy text completion ("mock completion: <prompt>"), JSON or SSE
+ *                              (stream: true), with "mock_raw_body" in the JSON answer
  *   GET  /v1/models, /models   mock-model and mock-model-2; honours the global require_key
  *   GET  /mock/stats           {calls, choices, in_flight, peak_concurrency, prompt_tokens,
  *                              completion_tokens, reasoning_tokens, errors, aborted, dropped,
@@ -58,6 +63,20 @@
  *   drop=1                     close the connection without any response
  *   noisy=1, p=P, q=Q          noisy-model mode (below); p and q override the defaults
  *   words=N                    words after the "mock reply <i>: " prefix (default 8, 1..100000)
+ *   tool=NAME                  answer with one tool call to NAME instead of text (front doors):
+ *                              id "call_mock_1", arguments {"location":"Paris","unit":"celsius"},
+ *                              finish_reason "tool_calls"; streamed in OpenAI's delta.tool_calls
+ *                              form (id/type/name with arguments "", then 3 argument fragments)
+ *   usage=0                    no "usage" in the JSON answer, no usage chunk in a stream
+ *   usage=null                 as OpenAI does: with include_usage, every stream chunk before
+ *                              the usage chunk carries "usage":null
+ *   split=1                    streams send every event in two writes 20 ms apart
+ *   reject_stream_options=1    400 "Unrecognized request argument supplied: stream_options"
+ *                              when the body has stream_options (as some upstreams do)
+ *   errbody=KIND               with status=CODE, a body that is not OpenAI-shaped: plain
+ *                              ("upstream exploded: mock CODE", text/plain), html (a gateway's
+ *                              page, text/html), typeerror ({"error":"TypeError","message":
+ *                              "mock CODE: cannot read properties of undefined"}), empty
  * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
  * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
  *
@@ -481,7 +500,18 @@ static enum MHD_Result mock_status_error(struct MHD_Connection *c, long status,
 
 /* ---- per-request state ------------------------------------------------------------------ */
 
-enum route { R_CHAT, R_MODELS, R_STATS, R_REQUESTS, R_RESET, R_CONFIG, R_BADMETHOD, R_NOTFOUND };
+enum route {
+    R_EMBED,
+    R_COMPL,
+    R_CHAT,
+    R_MODELS,
+    R_STATS,
+    R_REQUESTS,
+    R_RESET,
+    R_CONFIG,
+    R_BADMETHOD,
+    R_NOTFOUND
+};
 
 struct req {
     enum route route;
@@ -498,6 +528,10 @@ static enum route route_for(const char *method, const char *url)
         return post ? R_CHAT : R_BADMETHOD;
     if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
         return get ? R_MODELS : R_BADMETHOD;
+    if (!strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings"))
+        return post ? R_EMBED : R_BADMETHOD;
+    if (!strcmp(url, "/v1/completions") || !strcmp(url, "/completions"))
+        return post ? R_COMPL : R_BADMETHOD;
     if (!strcmp(url, "/mock/stats"))
         return get ? R_STATS : R_BADMETHOD;
     if (!strcmp(url, "/mock/requests"))
@@ -613,8 +647,12 @@ struct opts {
     bool drop, noisy;
     uint64_t seed;
     char *require_key, *reply;
+    char *tool;          /* front doors: answer with a tool call to this function */
     char *errmsg;        /* errmsg=TEXT (secparse block) */
     double usage_prompt; /* usage_prompt=X (secparse block); < 0: off */
+    /* Accounting and error-shape options (usage=, errbody=). */
+    bool no_usage, usage_null, split, reject_so;
+    int errbody;
 };
 
 static int hexval(char c)
@@ -658,9 +696,77 @@ static bool parse_bool(const char *v, bool *out)
     return false;
 }
 
+/* ---- accounting and error-shape options ---------------------------------------------------- */
+
+enum errbody { ERRBODY_OPENAI, ERRBODY_PLAIN, ERRBODY_HTML, ERRBODY_TYPEERROR, ERRBODY_EMPTY };
+
+/* usage= and errbody=: 1 applied, 0 bad value, -1 not one of these. */
+static int apply_opt_account(struct opts *o, const char *name, const char *val)
+{
+    static const char *const kinds[] = {"openai", "plain", "html", "typeerror", "empty"};
+
+    if (!strcmp(name, "split"))
+        return parse_bool(val, &o->split) ? 1 : 0;
+    if (!strcmp(name, "reject_stream_options"))
+        return parse_bool(val, &o->reject_so) ? 1 : 0;
+    if (!strcmp(name, "usage") && !strcmp(val, "null")) {
+        o->usage_null = true;
+        return 1;
+    }
+    if (!strcmp(name, "usage")) {
+        bool on;
+        if (!parse_bool(val, &on))
+            return 0;
+        o->no_usage = !on;
+        return 1;
+    }
+    if (strcmp(name, "errbody"))
+        return -1;
+    for (int i = 0; i < (int)(sizeof(kinds) / sizeof(kinds[0])); i++)
+        if (!strcmp(val, kinds[i])) {
+            o->errbody = i;
+            return 1;
+        }
+    return 0;
+}
+
+/* The status=CODE answer with a body that is not OpenAI-shaped (counted in stats.errors). */
+static enum MHD_Result errbody_error(struct MHD_Connection *c, long status, int kind,
+                                     const char *retry_after)
+{
+    char body[512];
+    const char *ctype = "text/plain; charset=utf-8";
+
+    if (kind == ERRBODY_PLAIN) {
+        snprintf(body, sizeof(body), "upstream exploded: mock %ld\n", status);
+    } else if (kind == ERRBODY_HTML) {
+        ctype = "text/html";
+        snprintf(body, sizeof(body),
+                 "<html>\r\n<head><title>%ld Bad Gateway</title><style>body{color:red}</style>"
+                 "</head>\r\n<body>\r\n<center><h1>%ld Bad Gateway</h1></center>\r\n<hr>"
+                 "<center>mock-gateway &amp; friends</center>\r\n</body>\r\n</html>\r\n",
+                 status, status);
+    } else if (kind == ERRBODY_TYPEERROR) {
+        ctype = "application/json";
+        snprintf(body, sizeof(body),
+                 "{\"error\":\"TypeError\",\"message\":\"mock %ld: cannot read properties of "
+                 "undefined\"}",
+                 status);
+    } else {
+        body[0] = '\0';
+    }
+    pthread_mutex_lock(&g.mu);
+    g.errors++;
+    pthread_mutex_unlock(&g.mu);
+    return send_body(c, (unsigned int)status, ctype, body, retry_after);
+}
+
 static bool apply_opt(struct opts *o, const char *name, char *val)
 {
     const long maxms = 3600L * 1000;
+    int acc = apply_opt_account(o, name, val);
+    if (acc >= 0)
+        return acc == 1;
     if (!strcmp(name, "latency"))
         return parse_long(val, 0, maxms, &o->latency);
     if (!strcmp(name, "chunk_delay"))
@@ -709,6 +815,7 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
     /* ---- end secparse ---- */
     char **dst = !strcmp(name, "reply")         ? &o->reply
                  : !strcmp(name, "require_key") ? &o->require_key
+                 : !strcmp(name, "tool")        ? &o->tool
                                                 : NULL;
     if (!dst)
         return false;
@@ -1188,6 +1295,8 @@ struct stream {
     cJSON *usage; /* NULL unless include_usage */
     int fd;
     long delay_ms;
+    bool split;      /* split=1: an event in two writes */
+    bool usage_null; /* usage=null: "usage":null on chunks while the usage chunk is due */
     enum phase phase;
     size_t choice, off, events;
     char *pending;
@@ -1226,6 +1335,8 @@ static char *sse_event(const struct stream *s, cJSON *choices, cJSON *usage)
     cJSON_AddItemToObject(o, "choices", choices);
     if (usage)
         cJSON_AddItemToObject(o, "usage", usage);
+    else if (s->usage_null && s->usage)
+        cJSON_AddNullToObject(o, "usage");
     char *js = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!js)
@@ -1343,7 +1454,11 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         s->plen = strlen(s->pending);
         s->ppos = 0;
     }
+    if (s->split && s->ppos > 0 && !sleep_watch(s->fd, 20))
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     size_t k = s->plen - s->ppos;
+    if (s->split && s->ppos == 0 && s->plen > 1)
+        k = s->plen / 2;
     k = k > max ? max : k;
     memcpy(buf, s->pending + s->ppos, k);
     s->ppos += k;
@@ -1410,6 +1525,189 @@ static bool injected_failure(const struct req *r, const struct opts *o)
         return true;
     uint64_t st = mix_seed(0x4641494cULL, o->seed, h, ord);
     return o->fail_rate > 0 && u01(&st) < o->fail_rate;
+}
+
+/* ---- front doors: tool calls, embeddings, legacy completions ---------------------------- */
+
+#define TOOL_ARGS "{\"location\":\"Paris\",\"unit\":\"celsius\"}"
+
+static void sb_event(struct sbuf *b, cJSON *o)
+{
+    char *js = cJSON_PrintUnformatted(o);
+    sb_adds(b, "data: ");
+    sb_adds(b, js ? js : "{}");
+    sb_adds(b, "\n\n");
+    cJSON_free(js);
+    cJSON_Delete(o);
+}
+
+static cJSON *tool_chunk(const char *model, const char *id)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", "chat.completion.chunk");
+    cJSON_AddNumberToObject(o, "created", (double)time(NULL));
+    cJSON_AddStringToObject(o, "model", model);
+    return o;
+}
+
+/* The tool=NAME answer: one call to NAME with TOOL_ARGS, JSON or SSE (all events at once). */
+static enum MHD_Result tool_answer(struct MHD_Connection *c, const cJSON *root, const char *model,
+                                   const char *name, size_t pt)
+{
+    bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    bool usage =
+        !stream || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
+    size_t ct = 1 + strlen(TOOL_ARGS) / 4;
+    char id[48];
+
+    pthread_mutex_lock(&g.mu);
+    snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
+    g.choices++;
+    if (usage) {
+        g.prompt_tokens += pt;
+        g.completion_tokens += ct;
+    }
+    pthread_mutex_unlock(&g.mu);
+    if (!stream) {
+        cJSON *resp = tool_chunk(model, id);
+        cJSON_ReplaceItemInObject(resp, "object", cJSON_CreateString("chat.completion"));
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "choices"), ch);
+        cJSON_AddNumberToObject(ch, "index", 0);
+        cJSON *m = cJSON_AddObjectToObject(ch, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddNullToObject(m, "content");
+        cJSON *call = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
+        cJSON_AddStringToObject(call, "id", "call_mock_1");
+        cJSON_AddStringToObject(call, "type", "function");
+        cJSON *f = cJSON_AddObjectToObject(call, "function");
+        cJSON_AddStringToObject(f, "name", name);
+        cJSON_AddStringToObject(f, "arguments", TOOL_ARGS);
+        cJSON_AddStringToObject(ch, "finish_reason", "tool_calls");
+        cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, -1));
+        return send_json(c, MHD_HTTP_OK, resp, NULL);
+    }
+    struct sbuf b = {0};
+    static const char *const frags[] = {"{\"location\":", "\"Paris\",\"unit\"", ":\"celsius\"}"};
+    for (int step = 0; step < 6; step++) {
+        cJSON *o = tool_chunk(model, id);
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), ch);
+        cJSON_AddNumberToObject(ch, "index", 0);
+        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+        if (step == 0) {
+            cJSON_AddStringToObject(d, "role", "assistant");
+            cJSON_AddNullToObject(d, "content");
+        } else if (step <= 4) {
+            cJSON *call = cJSON_CreateObject();
+            cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), call);
+            cJSON_AddNumberToObject(call, "index", 0);
+            cJSON *f = cJSON_CreateObject();
+            if (step == 1) {
+                cJSON_AddStringToObject(call, "id", "call_mock_1");
+                cJSON_AddStringToObject(call, "type", "function");
+                cJSON_AddStringToObject(f, "name", name);
+                cJSON_AddStringToObject(f, "arguments", "");
+            } else {
+                cJSON_AddStringToObject(f, "arguments", frags[step - 2]);
+            }
+            cJSON_AddItemToObject(call, "function", f);
+        }
+        if (step == 5)
+            cJSON_AddStringToObject(ch, "finish_reason", "tool_calls");
+        else
+            cJSON_AddNullToObject(ch, "finish_reason");
+        sb_event(&b, o);
+    }
+    if (usage) {
+        cJSON *o = tool_chunk(model, id);
+        cJSON_AddArrayToObject(o, "choices");
+        cJSON_AddItemToObject(o, "usage", usage_obj(pt, ct, -1));
+        sb_event(&b, o);
+    }
+    sb_adds(&b, "data: [DONE]\n\n");
+    enum MHD_Result ret = send_body(c, MHD_HTTP_OK, "text/event-stream", sb_str(&b), NULL);
+    sb_free(&b);
+    return ret;
+}
+
+/* POST /v1/embeddings and /v1/completions: fixed answers echoing the raw body. */
+static enum MHD_Result handle_legacy(struct MHD_Connection *c, struct req *r)
+{
+    char *cred = credential(c);
+    cJSON *root = NULL;
+    if (!cred)
+        return MHD_NO;
+    if (!r->too_large && json_depth_ok(sb_str(&r->body), r->body.len, MAX_JSON_DEPTH))
+        root = cJSON_ParseWithLength(sb_str(&r->body), r->body.len);
+    account_request(r, c, cred, root != NULL);
+    free(cred);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return counted_error(c, 400, "We could not parse the JSON body of your request.",
+                             "invalid_request_error", NULL, NULL, NULL);
+    }
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const char *model = cJSON_IsString(jm) ? jm->valuestring : "mock-model";
+    const char *at = strstr(model, "@status=");
+    if (at) {
+        long st = 0;
+        bool ok = parse_long(at + 8, 400, 599, &st);
+        cJSON_Delete(root);
+        if (ok)
+            return mock_status_error(c, st, NULL);
+        return counted_error(c, 400, "mock: bad status", "invalid_request_error", "model", NULL,
+                             NULL);
+    }
+    cJSON *resp = cJSON_CreateObject();
+    enum MHD_Result ret;
+    if (r->route == R_EMBED) {
+        cJSON_AddStringToObject(resp, "object", "list");
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "data"), e);
+        cJSON_AddStringToObject(e, "object", "embedding");
+        cJSON_AddNumberToObject(e, "index", 0);
+        const double v[3] = {0.1, 0.2, 0.3};
+        cJSON_AddItemToObject(e, "embedding", cJSON_CreateDoubleArray(v, 3));
+        cJSON_AddStringToObject(resp, "model", model);
+        cJSON_AddItemToObject(resp, "usage", usage_obj(1 + r->body.len / 4, 0, -1));
+        cJSON_AddStringToObject(resp, "mock_raw_body", sb_str(&r->body));
+        ret = send_json(c, MHD_HTTP_OK, resp, NULL);
+        cJSON_Delete(root);
+        return ret;
+    }
+    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    char text[512];
+    snprintf(text, sizeof(text), "mock completion: %.400s",
+             cJSON_IsString(jp) ? jp->valuestring : "");
+    cJSON_AddStringToObject(resp, "id", "cmpl-mock");
+    cJSON_AddStringToObject(resp, "object", "text_completion");
+    cJSON_AddNumberToObject(resp, "created", (double)time(NULL));
+    cJSON_AddStringToObject(resp, "model", model);
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "choices"), ch);
+    cJSON_AddStringToObject(ch, "text", text);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddNullToObject(ch, "logprobs");
+    cJSON_AddStringToObject(ch, "finish_reason", "stop");
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"))) {
+        struct sbuf b = {0};
+        cJSON_DetachItemFromObject(resp, "usage");
+        sb_event(&b, resp);
+        sb_adds(&b, "data: [DONE]\n\n");
+        ret = send_body(c, MHD_HTTP_OK, "text/event-stream", sb_str(&b), NULL);
+        sb_free(&b);
+    } else {
+        cJSON_AddItemToObject(resp, "usage",
+                              usage_obj(1 + r->body.len / 4, 1 + strlen(text) / 4, -1));
+        cJSON_AddStringToObject(resp, "mock_raw_body", sb_str(&r->body));
+        ret = send_json(c, MHD_HTTP_OK, resp, NULL);
+    }
+    cJSON_Delete(root);
+    return ret;
 }
 
 /* ---- tools and response_format (see the header) ------------------------------------------ */
@@ -1630,8 +1928,14 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
                             code, retry);
         goto out;
     }
+    if (o.reject_so && cJSON_GetObjectItemCaseSensitive(root, "stream_options")) {
+        ret = counted_error(c, 400, "Unrecognized request argument supplied: stream_options",
+                            "invalid_request_error", NULL, NULL, NULL);
+        goto out;
+    }
     if (o.status > 0) {
-        ret = mock_status_error(c, o.status, retry);
+        ret = o.errbody ? errbody_error(c, o.status, o.errbody, retry)
+                        : mock_status_error(c, o.status, retry);
         goto out;
     }
     if (injected_failure(r, &o)) {
@@ -1663,6 +1967,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     if (cJSON_IsNumber(mt) && mt->valuedouble >= 1)
         max_tokens = mt->valuedouble > 1e9 ? 1000000000L : (long)mt->valuedouble;
 
+    if (o.tool) {
+        ret = tool_answer(c, root, model, o.tool, 1 + mi.prompt_bytes / 4);
+        goto out;
+    }
     /* Generate the choices. */
     texts = calloc(n, sizeof(*texts));
     finish = calloc(n, sizeof(*finish));
@@ -1705,9 +2013,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     }
     long rt = o.reasoning >= 0 ? o.reasoning * (long)n : -1;
     bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
-    bool usage =
-        !stream || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
-                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
+    bool usage = !o.no_usage &&
+                 (!stream ||
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                      cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage")));
     char id[48];
     pthread_mutex_lock(&g.mu);
     snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
@@ -1732,6 +2041,8 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         s->usage = usage ? usage_obj(pt, ct, rt) : NULL;
         s->fd = conn_fd(c);
         s->delay_ms = o.chunk_delay;
+        s->split = o.split;
+        s->usage_null = o.usage_null;
         texts = NULL;
         finish = NULL;
         if (!s->id || !s->model || (fm.tool && !fields_stream(s, &fm))) {
@@ -1764,10 +2075,13 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         }
         cJSON_AddStringToObject(ch, "finish_reason", finish[i]);
     }
-    cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));
-    if (o.usage_prompt >= 0) /* secparse: usage_prompt=X */
-        cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "usage"),
-                                               "prompt_tokens", cJSON_CreateNumber(o.usage_prompt));
+    if (usage) {
+        cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, rt));
+        if (o.usage_prompt >= 0) /* secparse: usage_prompt=X */
+            cJSON_ReplaceItemInObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(resp, "usage"),
+                                                   "prompt_tokens",
+                                                   cJSON_CreateNumber(o.usage_prompt));
+    }
     ret = send_json(c, MHD_HTTP_OK, resp, NULL);
 out:
     free_texts(texts, n);
@@ -1777,6 +2091,7 @@ out:
     sb_free(&mi.classify);
     free(o.require_key);
     free(o.reply);
+    free(o.tool);
     free(o.errmsg);
     return ret;
 }
@@ -2163,6 +2478,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return MHD_YES;
     }
     switch (r->route) {
+    case R_EMBED:
+    case R_COMPL:
+        return handle_legacy(c, r);
     case R_CHAT:
         return handle_chat(c, r);
     case R_MODELS:

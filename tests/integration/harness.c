@@ -2,14 +2,18 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -19,11 +23,31 @@
 static pid_t started[MAX_PROCS];
 static int nstarted;
 
-static const char *build_dir(void)
+/* PX_BUILD, else the build directory this test binary sits in (BUILD/tests/itest_x), so a
+ * binary run by hand from any directory finds its proxy, mock and logs; else "build". */
+const char *harness_build_dir(void)
 {
+    static char dir[512];
     const char *b = getenv("PX_BUILD");
 
-    return b && *b ? b : "build";
+    if (b && *b)
+        return b;
+    if (!dir[0]) {
+        ssize_t n = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
+        char *slash;
+
+        dir[n > 0 ? n : 0] = '\0';
+        for (int up = 0; up < 2 && (slash = strrchr(dir, '/')); up++)
+            *slash = '\0'; /* drop "/itest_x", then "/tests" */
+        if (n <= 0 || !dir[0])
+            snprintf(dir, sizeof(dir), "build");
+    }
+    return dir;
+}
+
+static const char *build_dir(void)
+{
+    return harness_build_dir();
 }
 
 static void track(pid_t pid)
@@ -63,6 +87,24 @@ static void on_alarm(int sig)
 
 void harness_deadline(unsigned secs)
 {
+    char logs[600], top[600];
+    char *slash;
+
+    /* Run by hand from elsewhere: work from the source tree (the parent of the build
+     * directory, when it holds the Makefile) so that relative paths such as datasets/ hold. */
+    snprintf(top, sizeof(top), "%s", build_dir());
+    if (!getenv("PX_BUILD") && (slash = strrchr(top, '/'))) {
+        char mk[620];
+
+        *slash = '\0';
+        snprintf(mk, sizeof(mk), "%s/Makefile", top);
+        if (top[0] && access(mk, R_OK) == 0 && chdir(top) != 0)
+            perror(top);
+    }
+    /* Proxy logs and scratch files go to BUILD/logs: create it (scripts/run_tests.sh does too,
+     * but a binary may run alone from a clean build directory). */
+    snprintf(logs, sizeof(logs), "%s/logs", build_dir());
+    mkdir(logs, 0755);
     signal(SIGALRM, on_alarm);
     alarm(secs);
     atexit(kill_all);
@@ -472,4 +514,113 @@ bool file_contains(const char *path, const char *needle)
     found = memmem(data, (size_t)len, needle, strlen(needle)) != NULL;
     free(data);
     return found;
+}
+
+/* ---- redis-server ---------------------------------------------------------------------------- */
+
+int harness_free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+    if (fd < 0)
+        return -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+void harness_track(pid_t pid)
+{
+    track(pid);
+}
+
+/* True when something on 127.0.0.1:port accepts a connection. */
+static bool port_open(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok;
+
+    if (fd < 0)
+        return false;
+    ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+int redis_start(struct proc *p, int port, const char *const *args)
+{
+    static const char bin[] = "/usr/bin/redis-server";
+    static int seq;
+    char portstr[16], dir[PATH_MAX];
+    const char *argv[40];
+    int n = 0;
+
+    memset(p, 0, sizeof(*p));
+    if (access(bin, X_OK) != 0) {
+        fprintf(stderr, "harness: %s missing (scripts/deps.sh installs redis-server)\n", bin);
+        return -1;
+    }
+    if (port == 0)
+        port = harness_free_port();
+    if (port <= 0)
+        return -1;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(p->log, sizeof(p->log), "%s/logs", build_dir());
+    mkdir(p->log, 0755);
+    /* Absolute: redis-server changes into --dir before it opens --logfile. */
+    if (!realpath(p->log, dir))
+        return -1;
+    snprintf(p->log, sizeof(p->log), "%.256s/redis-%d-%d.log", dir, (int)getpid(), seq++);
+    argv[n++] = bin;
+    argv[n++] = "--port";
+    argv[n++] = portstr;
+    argv[n++] = "--bind";
+    argv[n++] = "127.0.0.1";
+    argv[n++] = "--save";
+    argv[n++] = "";
+    argv[n++] = "--appendonly";
+    argv[n++] = "no";
+    argv[n++] = "--daemonize";
+    argv[n++] = "no";
+    argv[n++] = "--dir";
+    argv[n++] = dir;
+    argv[n++] = "--logfile";
+    argv[n++] = p->log;
+    for (int i = 0; args && args[i] && n < 38; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    p->pid = fork();
+    if (p->pid == 0) {
+        int fd = open("/dev/null", O_RDWR);
+
+        if (fd >= 0) {
+            dup2(fd, 0);
+            dup2(fd, 1);
+            close(fd);
+        }
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    if (p->pid < 0)
+        return -1;
+    track(p->pid);
+    p->port = port;
+    for (int i = 0; i < 500; i++) {
+        if (port_open(port))
+            return 0;
+        if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
+            untrack(p->pid);
+            p->pid = 0;
+            return -1;
+        }
+        sleep_ms(10);
+    }
+    return -1;
 }

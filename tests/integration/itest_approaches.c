@@ -640,8 +640,7 @@ static void test_prompts_dir_override(void **state)
     const char *args[] = {"--prompts-dir", dir, NULL};
 
     (void)state;
-    snprintf(dir, sizeof(dir), "%s/logs/prompts-%d",
-             getenv("PX_BUILD") ? getenv("PX_BUILD") : "build", (int)getpid());
+    snprintf(dir, sizeof(dir), "%s/logs/prompts-%d", harness_build_dir(), (int)getpid());
     snprintf(sub, sizeof(sub), "%s/re2", dir);
     mkdir(dir, 0755);
     mkdir(sub, 0755);
@@ -678,8 +677,7 @@ static void test_conversation_log(void **state)
     struct tm tm;
 
     (void)state;
-    snprintf(dir, sizeof(dir), "%s/logs/conv-%d", getenv("PX_BUILD") ? getenv("PX_BUILD") : "build",
-             (int)getpid());
+    snprintf(dir, sizeof(dir), "%s/logs/conv-%d", harness_build_dir(), (int)getpid());
     start_proxy(&px, args);
     char *body = chat_body("bon-mock@noisy=1,p=1", "What is 5 * 5?", NULL);
     cJSON_Delete(post(px.port, body, 200, NULL));

@@ -80,8 +80,7 @@ static int setup(void **state)
 {
     (void)state;
     harness_deadline(240);
-    snprintf(path, sizeof(path), "%s/logs/tenants-%d.json",
-             getenv("PX_BUILD") ? getenv("PX_BUILD") : "build", (int)getpid());
+    snprintf(path, sizeof(path), "%s/logs/tenants-%d.json", harness_build_dir(), (int)getpid());
     return mock_start(&mock, NULL);
 }
 
@@ -365,7 +364,7 @@ static void test_absurd_usage_capped(void **state)
 static void test_keys_subcommand(void **state)
 {
     char cmd[1024], key[128] = "", tenant[256] = "", hash[80] = "", want[65];
-    const char *b = getenv("PX_BUILD") ? getenv("PX_BUILD") : "build";
+    const char *b = harness_build_dir();
     FILE *p;
 
     (void)state;

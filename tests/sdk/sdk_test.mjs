@@ -643,6 +643,38 @@ async function main() {
             assert.equal(e.status, 500),
         );
     });
+    // Upstream error bodies that are not OpenAI-shaped reach the SDK as OpenAI errors.
+    await test('error: upstream 500 {"error":"TypeError","message":...} -> InternalServerError with its text', async () => {
+        await expectError(
+            noRetry.chat.completions.create({ model: 'mock@status=500,errbody=typeerror', messages: msg() }),
+            OpenAI.InternalServerError,
+            (e) => {
+                assert.equal(e.status, 500);
+                assert.ok(e.message.includes('TypeError: mock 500: cannot read properties of undefined'), e.message);
+                assert.equal(e.code, 'upstream_error');
+            },
+        );
+    });
+    await test('error: upstream 400 plain text on a stream request -> BadRequestError with its text', async () => {
+        await expectError(
+            noRetry.chat.completions.create({ model: 'mock@status=400,errbody=plain', messages: msg(), stream: true }),
+            OpenAI.BadRequestError,
+            (e) => {
+                assert.equal(e.status, 400);
+                assert.ok(e.message.includes('upstream exploded: mock 400'), e.message);
+            },
+        );
+    });
+    await test('error: gateway HTML 502 inside an approach -> InternalServerError with readable text', async () => {
+        await expectError(
+            noRetry.chat.completions.create({ model: 'moa-mock@status=502,errbody=html', messages: msg() }),
+            OpenAI.InternalServerError,
+            (e) => {
+                assert.equal(e.status, 502);
+                assert.ok(e.message.includes('502 Bad Gateway') && !e.message.includes('<'), e.message);
+            },
+        );
+    });
     await test('error: upstream 429 inside an approach -> RateLimitError', async () => {
         await expectError(noRetry.chat.completions.create({ model: 'bon-mock@status=429', messages: msg() }), OpenAI.RateLimitError, (e) =>
             assert.equal(e.status, 429),

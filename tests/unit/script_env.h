@@ -1,16 +1,34 @@
-/* script_env.h: the scripted fake-upstream environment shared by the approach tests
- * test_plansearch.c, test_leap.c and test_rto.c: a table of scripted replies per stage, a parsed
- * request, an approach context over the fake transport, and checks of usage, call parameters
- * and rounds. Include it after defining THE_APPROACH (the approach under test) and after the
- * cmocka headers. */
+/* script_env.h: THE scripted fake-upstream environment of the approach unit tests: a table of
+ * scripted replies per stage, a parsed request, an approach context over the fake transport
+ * (fake_llm.c), and checks of usage, call shapes, rounds and an approach's descriptor. Used by
+ * test_approaches, test_cepo, test_deepthink, test_genselect, test_leap, test_mars,
+ * test_plansearch, test_pvg and test_rto (test_mcts and test_rstar script their upstream as a
+ * tree, test_z3 its own way).
+ * Include it after cmocka.h. A test that brings its own question and body defines
+ * SCRIPT_ENV_OWN_BODY first (else Q, SYS and BODY() below). Header-only (static inline)
+ * because the Makefile links each test with fake_llm.o alone. */
 #ifndef SCRIPT_ENV_H
 #define SCRIPT_ENV_H
 
-/* ---- the script: what the fake upstream answers --------------------------------------------- */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-/* One scripted reply. Rows without 'match' answer the calls of their stage once each, in
- * order (choice i of an n call, or the i-th single call); rows with 'match' answer every call
- * of their stage whose messages contain 'match'. */
+#include "answer.h"
+#include "approach.h"
+#include "arena.h"
+#include "chat.h"
+#include "config.h"
+#include "fake_llm.h"
+#include "log.h"
+#include "prompt.h"
+
+/* One scripted reply. Rows with 'match' answer every call of their stage whose messages
+ * contain 'match' (the first such row wins); rows without it answer the calls of their stage
+ * once each, in order (choice i of an n call, or the i-th single call). A stage ending in '*'
+ * matches every stage with that prefix. */
 struct row {
     const char *stage;
     const char *match;
@@ -18,7 +36,7 @@ struct row {
     const char *finish; /* NULL: "stop" */
 };
 
-#define ROWS_MAX 40
+#define ROWS_MAX 64
 
 struct script {
     const struct row *rows; /* ends with a row whose stage is NULL */
@@ -27,7 +45,16 @@ struct script {
     int unexpected; /* calls no row answered */
 };
 
-static inline bool call_contains(const struct llm_call *call, const char *needle)
+static inline bool script_stage_is(const char *pattern, const char *stage)
+{
+    size_t n = strlen(pattern);
+
+    if (n && pattern[n - 1] == '*')
+        return strncmp(pattern, stage, n - 1) == 0;
+    return strcmp(pattern, stage) == 0;
+}
+
+static inline bool script_call_contains(const struct llm_call *call, const char *needle)
 {
     for (size_t i = 0; i < call->nmsgs; i++)
         if (call->msgs[i].content && strstr(call->msgs[i].content, needle))
@@ -42,11 +69,11 @@ static inline const char *script_reply(void *user, const struct llm_call *call, 
     (void)choice;
     s->last = NULL;
     for (int i = 0; s->rows[i].stage && !s->last; i++)
-        if (s->rows[i].match && strcmp(s->rows[i].stage, call->stage) == 0 &&
-            call_contains(call, s->rows[i].match))
+        if (s->rows[i].match && script_stage_is(s->rows[i].stage, call->stage) &&
+            script_call_contains(call, s->rows[i].match))
             s->last = &s->rows[i];
-    for (int i = 0; s->rows[i].stage && !s->last; i++) {
-        if (!s->rows[i].match && !s->used[i] && strcmp(s->rows[i].stage, call->stage) == 0) {
+    for (int i = 0; s->rows[i].stage && !s->last && i < ROWS_MAX; i++) {
+        if (!s->rows[i].match && !s->used[i] && script_stage_is(s->rows[i].stage, call->stage)) {
             s->used[i] = true;
             s->last = &s->rows[i];
         }
@@ -69,6 +96,14 @@ static inline const char *script_finish(void *user, const struct llm_call *call,
 
 /* ---- the request environment ------------------------------------------------------------- */
 
+#ifndef SCRIPT_ENV_OWN_BODY
+#define Q   "What is 6 times 7?"
+#define SYS "Be brief."
+#define BODY(extra)                                                                                \
+    "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"" SYS "\"},"                \
+    "{\"role\":\"user\",\"content\":\"" Q "\"}]" extra "}"
+#endif
+
 struct env {
     struct arena *arena;
     struct config cfg;
@@ -80,9 +115,10 @@ struct env {
     struct chat_result out;
 };
 
-/* Server-side option values (as --flag would set them): the approach reads them by name
- * whether or not the registry lists it yet. */
-static inline void env_opt(struct env *e, const char *name, double value)
+/* Sets an approach option as the server would from a flag (works before the registry lists
+ * the approach, when a body field "optillm_<name>" would still be refused); a second call for
+ * the same name replaces the value. */
+static inline void env_option(struct env *e, const char *name, double value)
 {
     for (size_t i = 0; i < e->cfg.noptions; i++) {
         if (strcmp(e->cfg.options[i].name, name) == 0) {
@@ -90,8 +126,17 @@ static inline void env_opt(struct env *e, const char *name, double value)
             return;
         }
     }
+    assert_true(e->cfg.noptions < PX_MAX_OPTIONS);
     e->cfg.options[e->cfg.noptions].name = name;
     e->cfg.options[e->cfg.noptions++].value = value;
+}
+
+/* The server's values of all of an approach's options set to their defaults (as config_load
+ * leaves them when the approach is not in the registry yet). */
+static inline void env_option_defaults(struct env *e, const struct approach *a)
+{
+    for (const struct approach_option *o = a->options; o && o->name; o++)
+        env_option(e, o->name, o->def);
 }
 
 static inline void env_init(struct env *e, const char *body, const struct row *rows)
@@ -101,8 +146,9 @@ static inline void env_init(struct env *e, const char *body, const struct row *r
     snprintf(e->cfg.approach, sizeof(e->cfg.approach), "auto");
     snprintf(e->cfg.model, sizeof(e->cfg.model), "m");
     e->cfg.n = 1;
-    for (const struct approach_option *o = THE_APPROACH.options; o && o->name; o++)
-        env_opt(e, o->name, o->def);
+#ifdef THE_APPROACH /* a test of one approach: its options at their defaults, as flags */
+    env_option_defaults(e, &THE_APPROACH);
+#endif
     assert_int_equal(chat_request_parse(e->arena, body, strlen(body), &e->cfg, &e->req, &e->err),
                      PX_OK);
     e->script.rows = rows;
@@ -110,16 +156,16 @@ static inline void env_init(struct env *e, const char *body, const struct row *r
     e->fake.finish = script_finish;
     e->ctx.arena = e->arena;
     e->ctx.req = &e->req;
-    e->ctx.cfg = &e->cfg;
+    e->ctx.opts = approach_opts_of(&e->cfg);
     e->ctx.llm = &e->fake.llm;
     e->ctx.err = &e->err;
     e->ctx.req_id = "test";
 }
 
-static inline int env_run(struct env *e)
+static inline int env_run(struct env *e, const struct approach *a)
 {
     memset(&e->out, 0, sizeof(e->out));
-    return THE_APPROACH.run(&e->ctx, &e->out);
+    return a->run(&e->ctx, &e->out);
 }
 
 static inline void env_cleanup(struct env *e)
@@ -166,6 +212,15 @@ static inline void check_call(const struct fake_record *r, const char *stage, in
     assert_int_equal(r->stream_to_client, stream);
 }
 
+/* Every call of the round has this shape. */
+static inline void check_round(const struct env *e, int round, size_t calls, const char *stage,
+                               int n, double temp, long max_tokens)
+{
+    assert_int_equal(fake_llm_round_calls(&e->fake, round), calls);
+    for (size_t i = 0; i < calls; i++)
+        check_call(fake_llm_call(&e->fake, round, i), stage, n, temp, max_tokens, false);
+}
+
 /* Each round holds exactly one call. */
 static inline void check_sequential(const struct env *e, int rounds)
 {
@@ -175,12 +230,56 @@ static inline void check_sequential(const struct env *e, int rounds)
         assert_int_equal(fake_llm_round_calls(&e->fake, i), 1);
 }
 
+/* The first call of a round. */
 static inline const struct fake_record *call_at(const struct env *e, int round)
 {
     return fake_llm_call(&e->fake, round, 0);
 }
 
-static inline int group_setup(void **state)
+/* No template may show "answer is <digit>": the integration mock counts such phrases. */
+static inline bool has_answer_digit(const char *s)
+{
+    for (const char *p = s; (p = strstr(p, "answer is")) != NULL; p++) {
+        const char *q = p + strlen("answer is");
+
+        while (*q == ' ' || *q == '*' || *q == ':')
+            q++;
+        if (*q >= '0' && *q <= '9')
+            return true;
+    }
+    return false;
+}
+
+/* The approach's own contract: slug, prompts present and clean, options unique and sane. */
+static inline void check_descriptor(const struct approach *a, const char *slug, int calls,
+                                    int rounds)
+{
+    assert_string_equal(a->slug, slug);
+    assert_non_null(a->run);
+    assert_non_null(a->summary);
+    assert_null(strchr(a->summary, '\n'));
+    assert_int_equal(a->calls, calls);
+    assert_int_equal(a->rounds, rounds);
+    for (const char *const *p = a->prompts; p && *p; p++) {
+        const char *t = prompt_get(*p);
+
+        if (!t)
+            fail_msg("prompt %s is missing", *p);
+        assert_false(has_answer_digit(t));
+        assert_int_equal(strncmp(*p, slug, strlen(slug)), 0);
+    }
+    for (const struct approach_option *o = a->options; o && o->name; o++) {
+        const struct approach_option *other = approach_option_find(o->name);
+
+        assert_true(o->min <= o->def && o->def <= o->max);
+        assert_non_null(o->help);
+        /* unique across the registered approaches (when this one is not registered yet) */
+        if (other)
+            assert_ptr_equal(other, o);
+    }
+}
+
+static inline int env_group_setup(void **state)
 {
     (void)state;
     log_level = LOG_ERROR;
@@ -189,7 +288,7 @@ static inline int group_setup(void **state)
     return 0;
 }
 
-static inline int group_teardown(void **state)
+static inline int env_group_teardown(void **state)
 {
     (void)state;
     answer_cleanup();

@@ -32,169 +32,13 @@ extern const struct approach approach_majority_voting;
 extern const struct approach approach_re2;
 extern const struct approach approach_cot_reflection;
 
-/* ---- the script: what the fake upstream answers --------------------------------------------- */
-
-/* One scripted reply. Rows without 'match' answer the calls of their stage once each, in
- * order (choice i of an n call, or the i-th single call); rows with 'match' answer every call
- * of their stage whose messages contain 'match'. */
-struct row {
-    const char *stage;
-    const char *match;
-    const char *text;   /* NULL: the call fails */
-    const char *finish; /* NULL: "stop" */
-};
-
-#define ROWS_MAX 40
-
-struct script {
-    const struct row *rows; /* ends with a row whose stage is NULL */
-    bool used[ROWS_MAX];
-    const struct row *last;
-    int unexpected; /* calls no row answered */
-};
-
-static bool call_contains(const struct llm_call *call, const char *needle)
-{
-    for (size_t i = 0; i < call->nmsgs; i++)
-        if (call->msgs[i].content && strstr(call->msgs[i].content, needle))
-            return true;
-    return false;
-}
-
-static const char *script_reply(void *user, const struct llm_call *call, int choice)
-{
-    struct script *s = user;
-
-    (void)choice;
-    s->last = NULL;
-    for (int i = 0; s->rows[i].stage && !s->last; i++)
-        if (s->rows[i].match && strcmp(s->rows[i].stage, call->stage) == 0 &&
-            call_contains(call, s->rows[i].match))
-            s->last = &s->rows[i];
-    for (int i = 0; s->rows[i].stage && !s->last; i++) {
-        if (!s->rows[i].match && !s->used[i] && strcmp(s->rows[i].stage, call->stage) == 0) {
-            s->used[i] = true;
-            s->last = &s->rows[i];
-        }
-    }
-    if (!s->last) {
-        s->unexpected++;
-        return NULL;
-    }
-    return s->last->text;
-}
-
-static const char *script_finish(void *user, const struct llm_call *call, int choice)
-{
-    struct script *s = user;
-
-    (void)call;
-    (void)choice;
-    return s->last ? s->last->finish : NULL;
-}
-
-/* ---- the request environment ------------------------------------------------------------- */
-
-#define Q   "What is 6 times 7?"
-#define SYS "Be brief."
-#define BODY(extra)                                                                                \
-    "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"" SYS "\"},"                \
-    "{\"role\":\"user\",\"content\":\"" Q "\"}]" extra "}"
+/* The scripted fake upstream and the request environment (tests/unit/script_env.h). */
+#include "script_env.h"
 
 /* Sample texts: A and B agree on 42 in different words (B is shorter), C says 41. */
 #define A42 "Six times seven is 42. The answer is 42."
 #define B42 "6*7 = 42. The answer is 42."
 #define C41 "The answer is 41."
-
-struct env {
-    struct arena *arena;
-    struct config cfg;
-    struct chat_request req;
-    struct px_error err;
-    struct approach_ctx ctx;
-    struct fake_llm fake;
-    struct script script;
-    struct chat_result out;
-};
-
-static void env_init(struct env *e, const char *body, const struct row *rows)
-{
-    memset(e, 0, sizeof(*e));
-    e->arena = arena_create();
-    snprintf(e->cfg.approach, sizeof(e->cfg.approach), "auto");
-    snprintf(e->cfg.model, sizeof(e->cfg.model), "m");
-    e->cfg.n = 1;
-    assert_int_equal(chat_request_parse(e->arena, body, strlen(body), &e->cfg, &e->req, &e->err),
-                     PX_OK);
-    e->script.rows = rows;
-    fake_llm_init(&e->fake, script_reply, &e->script);
-    e->fake.finish = script_finish;
-    e->ctx.arena = e->arena;
-    e->ctx.req = &e->req;
-    e->ctx.cfg = &e->cfg;
-    e->ctx.llm = &e->fake.llm;
-    e->ctx.err = &e->err;
-    e->ctx.req_id = "test";
-}
-
-static int env_run(struct env *e, const struct approach *a)
-{
-    memset(&e->out, 0, sizeof(e->out));
-    return a->run(&e->ctx, &e->out);
-}
-
-static void env_cleanup(struct env *e)
-{
-    fake_llm_cleanup(&e->fake);
-    arena_destroy(e->arena);
-}
-
-/* Usage: what the approach context summed equals what the fake reported, call by call. */
-static void check_usage(const struct env *e)
-{
-    struct usage sum = {0};
-
-    for (size_t i = 0; i < e->fake.ncalls; i++) {
-        const struct fake_record *r = &e->fake.calls[i];
-
-        assert_int_equal(r->usage.prompt_tokens, fake_prompt_tokens(r));
-        sum.prompt_tokens += r->usage.prompt_tokens;
-        sum.completion_tokens += r->usage.completion_tokens;
-        sum.calls += r->usage.calls;
-    }
-    assert_int_equal(sum.prompt_tokens, e->fake.total.prompt_tokens);
-    assert_int_equal(sum.completion_tokens, e->fake.total.completion_tokens);
-    assert_int_equal(e->ctx.usage.prompt_tokens, e->fake.total.prompt_tokens);
-    assert_int_equal(e->ctx.usage.completion_tokens, e->fake.total.completion_tokens);
-    assert_int_equal(e->ctx.usage.reasoning_tokens, e->fake.total.reasoning_tokens);
-    assert_int_equal(e->ctx.usage.calls, e->fake.total.calls);
-    assert_int_equal(e->ctx.usage.calls, (long)e->fake.ncalls);
-    assert_int_equal(e->fake.invalid, 0);
-}
-
-/* One call's shape. temp NAN: the call must leave the temperature to the client. */
-static void check_call(const struct fake_record *r, const char *stage, int n, double temp,
-                       long max_tokens, bool stream)
-{
-    assert_non_null(r);
-    assert_string_equal(r->stage, stage);
-    assert_int_equal(r->n, n);
-    if (isnan(temp))
-        assert_true(isnan(r->temperature));
-    else
-        assert_true(fabs(r->temperature - temp) < 1e-9);
-    assert_int_equal(r->max_tokens, max_tokens);
-    assert_int_equal(r->stream_to_client, stream);
-}
-
-/* Every call of the round has this shape. */
-static void check_round(const struct env *e, int round, size_t calls, const char *stage, int n,
-                        double temp, long max_tokens)
-{
-    assert_int_equal(fake_llm_round_calls(&e->fake, round), calls);
-    for (size_t i = 0; i < calls; i++)
-        check_call(fake_llm_call(&e->fake, round, i), stage, n, temp, max_tokens, false);
-}
 
 /* The request's conversation reached the upstream as sent: [system, user] as raw objects. */
 static void check_conversation(const struct fake_record *r)
@@ -295,19 +139,6 @@ static void test_option_out_of_range(void **state)
 }
 
 /* No template may show "answer is <digit>": the integration mock counts such phrases. */
-static bool has_answer_digit(const char *s)
-{
-    for (const char *p = s; (p = strstr(p, "answer is")) != NULL; p++) {
-        const char *q = p + strlen("answer is");
-
-        while (*q == ' ' || *q == '*' || *q == ':')
-            q++;
-        if (isdigit((unsigned char)*q))
-            return true;
-    }
-    return false;
-}
-
 static void test_prompt_texts(void **state)
 {
     const struct approach *mine[] = {&approach_bon, &approach_moa, &approach_re2,

@@ -10,7 +10,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
-#include "scripted_env.h"
+#include "script_env.h"
 
 extern const struct approach approach_cepo;
 

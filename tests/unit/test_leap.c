@@ -27,6 +27,7 @@
 extern const struct approach approach_leap;
 #define THE_APPROACH approach_leap
 
+#define SCRIPT_ENV_OWN_BODY
 #include "script_env.h"
 
 /* ---- leap --------------------------------------------------------------------------------- */
@@ -89,7 +90,7 @@ static void test_full(void **state)
 
         env_init(&e, BODY(""), full);
         e.ctx.stream_final = stream;
-        assert_int_equal(env_run(&e), PX_OK);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         assert_string_equal(e.out.text, FINAL);
         assert_string_equal(e.out.finish_reason, "stop");
         assert_int_equal(e.fake.rounds, 5);
@@ -155,7 +156,7 @@ static void test_no_examples(void **state)
     (void)state;
     env_init(&e, BODY(",\"max_tokens\":50,\"temperature\":0.3"), rows);
     e.ctx.stream_final = true;
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, FINAL);
     assert_string_equal(e.out.finish_reason, "length");
     check_sequential(&e, 2);
@@ -217,7 +218,7 @@ static void test_example_parsing(void **state)
         struct env e;
 
         env_init(&e, BODY(""), rows);
-        assert_int_equal(env_run(&e), PX_OK);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         assert_string_equal(e.out.text, FINAL);
         if (fake_llm_stage_calls(&e.fake, "leap/mistake") != cases[i].examples)
             fail_msg("case %zu: %zu examples, want %zu", i,
@@ -266,7 +267,7 @@ static void test_mistake_detection(void **state)
         snprintf(extract, sizeof(extract),
                  "<output>[{\"question\": \"q1\", \"answer\": %s}]</output>", cases[i].answer);
         env_init(&e, BODY(""), rows);
-        assert_int_equal(env_run(&e), PX_OK);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         if ((fake_llm_stage_calls(&e.fake, "leap/principles") == 1) != cases[i].mistake)
             fail_msg("case %zu: mistake %d expected", i, cases[i].mistake);
         assert_int_equal(e.fake.rounds, cases[i].mistake ? 5 : 3);
@@ -301,7 +302,7 @@ static void test_multi_turn(void **state)
 
     (void)state;
     env_init(&e, body, rows);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_non_null(strstr(call_at(&e, 0)->msgs[0].content,
                            "User: What is 2+2?\n\nAssistant: 4\n\nUser: What is 6*7?"));
     assert_int_equal(call_at(&e, 0)->nmsgs, 1); /* no system prompt: none sent */
@@ -360,7 +361,7 @@ static void test_failures(void **state)
     (void)state;
     env_init(&e, BODY(""), extract_fails);
     e.fake.fail_status = 502;
-    assert_int_equal(env_run(&e), PX_EHTTP);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_EHTTP);
     assert_int_equal(px_http_status(&e.err), 502);
     check_sequential(&e, 1);
     check_usage(&e);
@@ -368,13 +369,13 @@ static void test_failures(void **state)
 
     env_init(&e, BODY(""), mistakes_fail);
     e.fake.fail_status = 0;
-    assert_int_equal(env_run(&e), PX_ETIMEDOUT);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_ETIMEDOUT);
     assert_int_equal(e.fake.rounds, 2);
     check_usage(&e);
     env_cleanup(&e);
 
     env_init(&e, BODY(""), one_mistake_fails);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, FINAL);
     /* 2+2 answered 6 and 3*3 answered 6 are mistakes; Italy failed */
     assert_int_equal(fake_llm_round_calls(&e.fake, 2), 2);
@@ -383,13 +384,13 @@ static void test_failures(void **state)
 
     env_init(&e, BODY(""), principles_fail);
     e.fake.fail_status = 500;
-    assert_int_equal(env_run(&e), PX_EHTTP);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_EHTTP);
     assert_int_equal(e.fake.rounds, 3);
     check_usage(&e);
     env_cleanup(&e);
 
     env_init(&e, BODY(""), principles_blank);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_int_equal(e.fake.rounds, 4); /* no merge of nothing */
     assert_true(call_at(&e, 3)->raw_last && call_at(&e, 3)->nmsgs == 2);
     assert_string_equal(call_at(&e, 3)->msgs[0].content, SYS);
@@ -398,7 +399,7 @@ static void test_failures(void **state)
 
     env_init(&e, BODY(""), final_fails);
     e.fake.fail_status = 400;
-    assert_int_equal(env_run(&e), PX_EHTTP);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_EHTTP);
     assert_int_equal(px_http_status(&e.err), 400);
     check_usage(&e);
     env_cleanup(&e);
@@ -411,8 +412,8 @@ static void test_max_examples(void **state)
 
     (void)state;
     env_init(&e, BODY(""), full);
-    env_opt(&e, "leap_max_examples", 2);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "leap_max_examples", 2);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_int_equal(fake_llm_stage_calls(&e.fake, "leap/mistake"), 2);
     assert_int_equal(fake_llm_stage_calls(&e.fake, "leap/principles"), 1);
     check_usage(&e);
@@ -422,7 +423,7 @@ static void test_max_examples(void **state)
         return;
     env_init(&e, BODY(",\"optillm_leap_max_examples\":1"), full);
     e.cfg.noptions = 0;
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_int_equal(fake_llm_stage_calls(&e.fake, "leap/mistake"), 1);
     env_cleanup(&e);
 }
@@ -440,5 +441,5 @@ int main(void)
         cmocka_unit_test(test_max_examples),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, env_group_setup, env_group_teardown);
 }

@@ -76,8 +76,8 @@ static void test_stages(void **state)
 
     (void)state;
     env_init(&e, body, rows);
-    env_opt(&e, "longcepo_chunk_tokens", 1000); /* 4000 bytes: one paragraph per chunk */
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "longcepo_chunk_tokens", 1000); /* 4000 bytes: one paragraph per chunk */
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, "Ann in 1901");
     assert_int_equal(e.script.unexpected, 0);
     /* normalize, plan, summaries, then (map, reduce) for 2 sub-questions and the question */
@@ -143,9 +143,9 @@ static void test_collapse(void **state)
     };
 
     env_init(&e, body, rows);
-    env_opt(&e, "longcepo_chunk_tokens", 300);
-    env_opt(&e, "longcepo_context_window", 2048);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "longcepo_chunk_tokens", 300);
+    env_option(&e, "longcepo_context_window", 2048);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, "merged");
     /* normalize, plan, summaries, map, one collapse level (2 calls), reduce */
     assert_int_equal(e.fake.rounds, 6);
@@ -192,8 +192,8 @@ static void test_failures(void **state)
 
     (void)state;
     env_init(&e, body, tolerant);
-    env_opt(&e, "longcepo_chunk_tokens", 1000);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "longcepo_chunk_tokens", 1000);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, "just text");
     assert_int_equal(fake_llm_stage_calls(&e.fake, "longcepo/normalize"), 3);
     assert_int_equal(fake_llm_stage_calls(&e.fake, "longcepo/plan"), 3);
@@ -205,9 +205,9 @@ static void test_failures(void **state)
     env_cleanup(&e);
 
     env_init(&e, body, fatal);
-    env_opt(&e, "longcepo_chunk_tokens", 1000);
+    env_option(&e, "longcepo_chunk_tokens", 1000);
     e.fake.fail_status = 502;
-    assert_int_equal(env_run(&e), PX_EHTTP);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_EHTTP);
     assert_int_equal(px_http_status(&e.err), 502);
     check_usage(&e);
     env_cleanup(&e);
@@ -231,7 +231,7 @@ static void test_input_and_size(void **state)
 
     (void)state;
     env_init(&e, body, rows);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, "No information"); /* every chunk said so: no reduce */
     assert_int_equal(fake_llm_stage_calls(&e.fake, "longcepo/reduce"), 0);
     size_t n = fake_llm_round_calls(&e.fake, 2);
@@ -249,8 +249,8 @@ static void test_input_and_size(void **state)
     env_cleanup(&e);
 
     env_init(&e, body, rows);
-    env_opt(&e, "longcepo_max_chunks", 5);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "longcepo_max_chunks", 5);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_int_equal(fake_llm_round_calls(&e.fake, 2), 5);
     env_cleanup(&e);
     free(body);
@@ -275,8 +275,8 @@ static void test_rebalance(void **state)
 
     (void)state;
     env_init(&e, body, rows);
-    env_opt(&e, "longcepo_chunk_tokens", 512);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "longcepo_chunk_tokens", 512);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_int_equal(fake_llm_round_calls(&e.fake, 2), 2);
     const char *c0 = strstr(fake_llm_call(&e.fake, 2, 0)->text, "Passage:\n");
     const char *c1 = strstr(fake_llm_call(&e.fake, 2, 1)->text, "Passage:\n");
@@ -297,5 +297,5 @@ int main(void)
         cmocka_unit_test(test_rebalance),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, env_group_setup, env_group_teardown);
 }

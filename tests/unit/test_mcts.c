@@ -145,7 +145,7 @@ static void env_init(struct env *e, const char *body)
     fake_llm_init(&e->fake, mscript_reply, &e->script);
     e->ctx.arena = e->arena;
     e->ctx.req = &e->req;
-    e->ctx.cfg = &e->cfg;
+    e->ctx.opts = approach_opts_of(&e->cfg);
     e->ctx.llm = &e->fake.llm;
     e->ctx.err = &e->err;
     e->ctx.req_id = "test";

@@ -69,8 +69,8 @@ static void test_chunks_parallel(void **state)
 
     (void)state;
     env_init(&e, body, rows);
-    env_opt(&e, "memory_chunk_tokens", 256); /* 1024 bytes: one paragraph per chunk */
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "memory_chunk_tokens", 256); /* 1024 bytes: one paragraph per chunk */
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, "1851");
     assert_int_equal(e.fake.rounds, 2);
     assert_int_equal(fake_llm_round_calls(&e.fake, 0), 3);
@@ -111,10 +111,10 @@ static void test_bound_and_rank(void **state)
 
     (void)state;
     env_init(&e, body, rows);
-    env_opt(&e, "memory_chunk_tokens", 256);
-    env_opt(&e, "memory_max_items", 3);
-    env_opt(&e, "memory_top", 2);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "memory_chunk_tokens", 256);
+    env_option(&e, "memory_max_items", 3);
+    env_option(&e, "memory_top", 2);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     const char *t = fake_llm_call(&e.fake, 1, 0)->text;
 
     assert_null(strstr(t, "alpha")); /* dropped by the bound (the first finding) */
@@ -146,17 +146,17 @@ static void test_failures(void **state)
 
     (void)state;
     env_init(&e, body, fail);
-    env_opt(&e, "memory_chunk_tokens", 256);
+    env_option(&e, "memory_chunk_tokens", 256);
     e.fake.fail_status = 503;
-    assert_int_equal(env_run(&e), PX_EHTTP);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_EHTTP);
     assert_int_equal(px_http_status(&e.err), 503);
     assert_int_equal(e.fake.rounds, 1);
     check_usage(&e);
     env_cleanup(&e);
 
     env_init(&e, body, none);
-    env_opt(&e, "memory_chunk_tokens", 256);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "memory_chunk_tokens", 256);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, "cannot tell");
     assert_non_null(strstr(fake_llm_call(&e.fake, 1, 0)->text, "nothing relevant"));
     env_cleanup(&e);
@@ -178,7 +178,7 @@ static void test_query_split(void **state)
              "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
              "\"The cat sat. The dog ran! Who ran?\"}]}",
              rows);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     const struct fake_record *x = fake_llm_call(&e.fake, 0, 0);
 
     assert_non_null(strstr(x->text, "The cat sat. The dog ran!"));
@@ -189,7 +189,7 @@ static void test_query_split(void **state)
 
     env_init(&e, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"one line\"}]}",
              rows);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_non_null(strstr(fake_llm_call(&e.fake, 0, 0)->text, "<part>\none line\n</part>"));
     env_cleanup(&e);
 }
@@ -208,7 +208,7 @@ static void test_one_megabyte(void **state)
 
     (void)state;
     env_init(&e, body, rows);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_int_equal(e.fake.rounds, 2);
     assert_true(fake_llm_round_calls(&e.fake, 0) >= 10);
     assert_true(fake_llm_round_calls(&e.fake, 0) <= 12);
@@ -218,8 +218,8 @@ static void test_one_megabyte(void **state)
     env_cleanup(&e);
 
     env_init(&e, body, rows);
-    env_opt(&e, "memory_max_chunks", 3);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "memory_max_chunks", 3);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_int_equal(fake_llm_round_calls(&e.fake, 0), 3);
     assert_string_equal(e.out.text, "done");
     env_cleanup(&e);
@@ -250,9 +250,9 @@ static void test_memory_file(void **state)
     close(fd);
     for (int run = 0; run < 2; run++) {
         env_init(&e, body, rows);
-        env_opt(&e, "memory_chunk_tokens", 256);
+        env_option(&e, "memory_chunk_tokens", 256);
         e.cfg.memory_file = path;
-        assert_int_equal(env_run(&e), PX_OK);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         if (run == 1) /* the first request's findings are not read back */
             assert_int_equal(fake_count(fake_llm_call(&e.fake, 1, 0)->text, "second fact"), 1);
         e.cfg.memory_file = NULL;
@@ -289,5 +289,5 @@ int main(void)
         cmocka_unit_test(test_one_megabyte),    cmocka_unit_test(test_memory_file),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, env_group_setup, env_group_teardown);
 }

@@ -26,6 +26,7 @@
 extern const struct approach approach_plansearch;
 #define THE_APPROACH approach_plansearch
 
+#define SCRIPT_ENV_OWN_BODY
 #include "script_env.h"
 
 /* ---- plansearch --------------------------------------------------------------------------- */
@@ -83,7 +84,7 @@ static void test_chain(void **state)
 
         env_init(&e, BODY(""), chain);
         e.ctx.stream_final = stream;
-        assert_int_equal(env_run(&e), PX_OK);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         assert_string_equal(e.out.text, PROGRAM);
         assert_string_equal(e.out.finish_reason, "stop");
         check_sequential(&e, 4);
@@ -177,8 +178,8 @@ static void test_lists(void **state)
         char want[1024];
 
         env_init(&e, BODY(""), rows);
-        env_opt(&e, "plansearch_derived", 0);
-        assert_int_equal(env_run(&e), PX_OK);
+        env_option(&e, "plansearch_derived", 0);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         check_sequential(&e, 3);
         user = call_at(&e, 1)->msgs[1].content;
         snprintf(want, sizeof(want), "The observations:\n%s\n", cases[i].want);
@@ -209,9 +210,9 @@ static void test_options_and_odd_lists(void **state)
 
     (void)state;
     env_init(&e, BODY(""), chain);
-    env_opt(&e, "plansearch_observations", 5);
-    env_opt(&e, "plansearch_derived", 0);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "plansearch_observations", 5);
+    env_option(&e, "plansearch_derived", 0);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     check_sequential(&e, 3);
     assert_non_null(strstr(call_at(&e, 0)->msgs[1].content, "exactly 5 observations"));
     assert_int_equal(fake_llm_stage_calls(&e.fake, "plansearch/derived"), 0);
@@ -219,7 +220,7 @@ static void test_options_and_odd_lists(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(""), empty);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, PROGRAM);
     assert_string_equal(e.out.finish_reason, "length");
     check_sequential(&e, 3);
@@ -228,7 +229,7 @@ static void test_options_and_odd_lists(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(""), cut);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     check_sequential(&e, 4);
     assert_non_null(strstr(call_at(&e, 2)->msgs[1].content, "Observation 2: Sorting is\n"));
     assert_non_null(strstr(call_at(&e, 3)->msgs[1].content, PLAN)); /* a cut plan is used */
@@ -244,7 +245,7 @@ static void test_client_params(void **state)
 
     (void)state;
     env_init(&e, BODY(",\"temperature\":0.2,\"max_tokens\":200"), chain);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     check_call(call_at(&e, 0), "plansearch/observations", 1, NAN, 4096, false);
     check_call(call_at(&e, 1), "plansearch/derived", 1, NAN, 4096, false);
     check_call(call_at(&e, 2), "plansearch/solution", 1, NAN, 4096, false);
@@ -279,7 +280,7 @@ static void test_failures(void **state)
 
         env_init(&e, BODY(""), rows);
         e.fake.fail_status = 429;
-        assert_int_equal(env_run(&e), cases[i].rc);
+        assert_int_equal(env_run(&e, &THE_APPROACH), cases[i].rc);
         if (cases[i].rc == PX_OK) {
             assert_string_equal(e.out.text, PROGRAM);
             assert_non_null(strstr(call_at(&e, 2)->msgs[1].content, "Observation 3:"));
@@ -303,7 +304,7 @@ static void test_request_options(void **state)
         skip();
     env_init(&e, BODY(",\"optillm_plansearch_derived\":0"), chain);
     e.cfg.noptions = 0;
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     check_sequential(&e, 3);
     env_cleanup(&e);
 }
@@ -320,5 +321,5 @@ int main(void)
         cmocka_unit_test(test_request_options),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, env_group_setup, env_group_teardown);
 }

@@ -27,158 +27,9 @@
 
 extern const struct approach approach_pvg;
 
-/* ---- the script: what the fake upstream answers --------------------------------------------- */
-
-/* Rows without 'match' answer the calls (or the choices of an n call) of their stage once
- * each, in order; rows with 'match' answer every call of their stage whose messages contain
- * 'match'. A NULL text makes the call fail. */
-struct row {
-    const char *stage;
-    const char *match;
-    const char *text;
-    const char *finish;
-};
-
-#define ROWS_MAX 64
-
-struct script {
-    const struct row *rows;
-    bool used[ROWS_MAX];
-    const struct row *last;
-    int unexpected;
-};
-
-static bool call_contains(const struct llm_call *call, const char *needle)
-{
-    for (size_t i = 0; i < call->nmsgs; i++)
-        if (call->msgs[i].content && strstr(call->msgs[i].content, needle))
-            return true;
-    return false;
-}
-
-static const char *script_reply(void *user, const struct llm_call *call, int choice)
-{
-    struct script *s = user;
-
-    (void)choice;
-    s->last = NULL;
-    for (int i = 0; s->rows[i].stage && !s->last; i++)
-        if (s->rows[i].match && strcmp(s->rows[i].stage, call->stage) == 0 &&
-            call_contains(call, s->rows[i].match))
-            s->last = &s->rows[i];
-    for (int i = 0; s->rows[i].stage && !s->last; i++) {
-        if (!s->rows[i].match && !s->used[i] && strcmp(s->rows[i].stage, call->stage) == 0) {
-            s->used[i] = true;
-            s->last = &s->rows[i];
-        }
-    }
-    if (!s->last) {
-        s->unexpected++;
-        return NULL;
-    }
-    return s->last->text;
-}
-
-static const char *script_finish(void *user, const struct llm_call *call, int choice)
-{
-    struct script *s = user;
-
-    (void)call;
-    (void)choice;
-    return s->last ? s->last->finish : NULL;
-}
-
-/* ---- the request environment ------------------------------------------------------------- */
-
-#define Q   "What is 6 times 7?"
-#define SYS "Be brief."
-#define BODY(extra)                                                                                \
-    "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"" SYS "\"},"                \
-    "{\"role\":\"user\",\"content\":\"" Q "\"}]" extra "}"
-
-struct env {
-    struct arena *arena;
-    struct config cfg;
-    struct chat_request req;
-    struct px_error err;
-    struct approach_ctx ctx;
-    struct fake_llm fake;
-    struct script script;
-    struct chat_result out;
-};
-
-/* Server-side option values (flags): the registry defaults, as config_load would leave them
- * when the registry row is not there yet, then 'name=value' overrides. */
-static void set_option(struct config *cfg, const char *name, double value)
-{
-    for (size_t i = 0; i < cfg->noptions; i++) {
-        if (strcmp(cfg->options[i].name, name) == 0) {
-            cfg->options[i].value = value;
-            return;
-        }
-    }
-    cfg->options[cfg->noptions].name = name;
-    cfg->options[cfg->noptions++].value = value;
-}
-
-static void env_init(struct env *e, const char *body, const struct row *rows)
-{
-    memset(e, 0, sizeof(*e));
-    e->arena = arena_create();
-    snprintf(e->cfg.approach, sizeof(e->cfg.approach), "auto");
-    snprintf(e->cfg.model, sizeof(e->cfg.model), "m");
-    e->cfg.n = 1;
-    for (const struct approach_option *o = approach_pvg.options; o->name; o++)
-        set_option(&e->cfg, o->name, o->def);
-    assert_int_equal(chat_request_parse(e->arena, body, strlen(body), &e->cfg, &e->req, &e->err),
-                     PX_OK);
-    e->script.rows = rows;
-    fake_llm_init(&e->fake, script_reply, &e->script);
-    e->fake.finish = script_finish;
-    e->ctx.arena = e->arena;
-    e->ctx.req = &e->req;
-    e->ctx.cfg = &e->cfg;
-    e->ctx.llm = &e->fake.llm;
-    e->ctx.err = &e->err;
-    e->ctx.req_id = "test";
-}
-
-static int env_run(struct env *e)
-{
-    memset(&e->out, 0, sizeof(e->out));
-    return approach_pvg.run(&e->ctx, &e->out);
-}
-
-static void env_cleanup(struct env *e)
-{
-    fake_llm_cleanup(&e->fake);
-    arena_destroy(e->arena);
-}
-
-/* What the approach context summed equals what the fake reported. */
-static void check_usage(const struct env *e)
-{
-    assert_int_equal(e->ctx.usage.prompt_tokens, e->fake.total.prompt_tokens);
-    assert_int_equal(e->ctx.usage.completion_tokens, e->fake.total.completion_tokens);
-    assert_int_equal(e->ctx.usage.reasoning_tokens, e->fake.total.reasoning_tokens);
-    assert_int_equal(e->ctx.usage.calls, e->fake.total.calls);
-    assert_int_equal(e->ctx.usage.calls, (long)e->fake.ncalls);
-    assert_int_equal(e->fake.invalid, 0);
-}
-
-static void check_call(const struct fake_record *r, const char *stage, int n, double temp,
-                       long max_tokens)
-{
-    assert_non_null(r);
-    assert_string_equal(r->stage, stage);
-    assert_int_equal(r->n, n);
-    if (isnan(temp))
-        assert_true(isnan(r->temperature));
-    else
-        assert_true(fabs(r->temperature - temp) < 1e-9);
-    assert_int_equal(r->max_tokens, max_tokens);
-    assert_false(r->stream_to_client);
-}
+/* The scripted fake upstream and the request environment (tests/unit/script_env.h). */
+#define THE_APPROACH approach_pvg
+#include "script_env.h"
 
 /* ---- the scripted game ---------------------------------------------------------------------- */
 
@@ -249,7 +100,7 @@ static void test_pvg_structure(void **state)
 
     (void)state;
     env_init(&e, BODY(""), game_rows);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     /* H4 has the top score (9) of all helpful solutions; S1 (9 in round 1) cannot win. */
     assert_string_equal(e.out.text, H4);
     assert_string_equal(e.out.finish_reason, "stop");
@@ -259,8 +110,8 @@ static void test_pvg_structure(void **state)
     assert_int_equal(e.fake.rounds, 5);
     assert_int_equal(e.fake.ncalls, 17);
     assert_int_equal(fake_llm_round_calls(&e.fake, 0), 2);
-    check_call(fake_llm_call(&e.fake, 0, 0), "pvg/helpful", 3, 0.7, 4096);
-    check_call(fake_llm_call(&e.fake, 0, 1), "pvg/sneaky", 3, 0.7, 4096);
+    check_call(fake_llm_call(&e.fake, 0, 0), "pvg/helpful", 3, 0.7, 4096, false);
+    check_call(fake_llm_call(&e.fake, 0, 1), "pvg/sneaky", 3, 0.7, 4096, false);
     for (size_t i = 0; i < 2; i++) {
         const struct fake_record *r = fake_llm_call(&e.fake, 0, i);
 
@@ -277,7 +128,7 @@ static void test_pvg_structure(void **state)
     for (size_t i = 0; i < 6; i++) {
         const struct fake_record *r = fake_llm_call(&e.fake, 1, i);
 
-        check_call(r, "pvg/verify", 1, 0.2, 1024);
+        check_call(r, "pvg/verify", 1, 0.2, 1024, false);
         assert_int_equal(r->nmsgs, 2);
         assert_non_null(strstr(r->msgs[0].content, "Score:"));
         assert_non_null(strstr(fake_record_last(r), Q));
@@ -290,7 +141,7 @@ static void test_pvg_structure(void **state)
     {
         const struct fake_record *r = fake_llm_call(&e.fake, 2, 0);
 
-        check_call(r, "pvg/refine", 1, 0.5, 1024);
+        check_call(r, "pvg/refine", 1, 0.5, 1024, false);
         /* the best helpful so far (H2, 8) and the best-scored sneaky solution (S1, 9) */
         assert_non_null(strstr(fake_record_last(r), H2));
         assert_non_null(strstr(fake_record_last(r), S1));
@@ -299,15 +150,15 @@ static void test_pvg_structure(void **state)
         assert_null(strstr(fake_record_last(r), H1));
     }
     assert_int_equal(fake_llm_round_calls(&e.fake, 3), 2);
-    check_call(fake_llm_call(&e.fake, 3, 0), "pvg/helpful", 3, 0.6, 4096);
-    check_call(fake_llm_call(&e.fake, 3, 1), "pvg/sneaky", 3, 0.6, 4096);
+    check_call(fake_llm_call(&e.fake, 3, 0), "pvg/helpful", 3, 0.6, 4096, false);
+    check_call(fake_llm_call(&e.fake, 3, 1), "pvg/sneaky", 3, 0.6, 4096, false);
     for (size_t i = 0; i < 2; i++) /* the coach's notes reach both provers... */
         assert_non_null(strstr(fake_llm_call(&e.fake, 3, i)->msgs[0].content, NOTES));
     assert_int_equal(fake_llm_round_calls(&e.fake, 4), 6);
     for (size_t i = 0; i < 6; i++) { /* ...and the verifier, as pitfalls; the problem is Q */
         const struct fake_record *r = fake_llm_call(&e.fake, 4, i);
 
-        check_call(r, "pvg/verify", 1, 0.2, 1024);
+        check_call(r, "pvg/verify", 1, 0.2, 1024, false);
         assert_non_null(strstr(fake_record_last(r), NOTES));
         assert_non_null(strstr(fake_record_last(r), Q));
     }
@@ -334,14 +185,14 @@ static void test_pvg_sneaky_never_wins(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
-    set_option(&e.cfg, "pvg_rounds", 1);
-    set_option(&e.cfg, "pvg_solutions", 2);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "pvg_rounds", 1);
+    env_option(&e, "pvg_solutions", 2);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, H3);
     /* 1 round: provers, then verify; no refinement */
     assert_int_equal(e.fake.rounds, 2);
     assert_int_equal(e.fake.ncalls, 6);
-    check_call(fake_llm_call(&e.fake, 0, 0), "pvg/helpful", 2, 0.7, 4096);
+    check_call(fake_llm_call(&e.fake, 0, 0), "pvg/helpful", 2, 0.7, 4096, false);
     assert_int_equal(fake_llm_stage_calls(&e.fake, "pvg/refine"), 0);
     assert_int_equal(e.script.unexpected, 0);
     check_usage(&e);
@@ -385,9 +236,9 @@ static void test_pvg_score_formats(void **state)
         struct env e;
 
         env_init(&e, BODY(""), rows);
-        set_option(&e.cfg, "pvg_rounds", 1);
-        set_option(&e.cfg, "pvg_solutions", 2);
-        assert_int_equal(env_run(&e), PX_OK);
+        env_option(&e, "pvg_rounds", 1);
+        env_option(&e, "pvg_solutions", 2);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         if (strcmp(e.out.text, cases[i].winner) != 0)
             fail_msg("case %zu: got '%s', want '%s'", i, e.out.text, cases[i].winner);
         env_cleanup(&e);
@@ -418,8 +269,8 @@ static void test_pvg_tie_breaks(void **state)
         struct env e;
 
         env_init(&e, BODY(""), rows);
-        set_option(&e.cfg, "pvg_rounds", 1);
-        assert_int_equal(env_run(&e), PX_OK);
+        env_option(&e, "pvg_rounds", 1);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         /* ...but H1 and H2 have agreement 2, H3 has 1 - 1 = 0; H2 is shorter than H1. */
         assert_string_equal(e.out.text, H2);
         env_cleanup(&e);
@@ -435,22 +286,22 @@ static void test_pvg_n_refused(void **state)
     (void)state;
     env_init(&e, BODY(""), game_rows);
     e.fake.n_mode = FAKE_N_REFUSE;
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, H4);
     assert_int_equal(e.fake.n_support, 0);
     assert_int_equal(e.fake.rounds, 6);
-    check_call(fake_llm_call(&e.fake, 0, 0), "pvg/helpful", 3, 0.7, 4096);
+    check_call(fake_llm_call(&e.fake, 0, 0), "pvg/helpful", 3, 0.7, 4096, false);
     assert_int_equal(fake_llm_call(&e.fake, 0, 0)->http_status, 400);
     assert_int_equal(fake_llm_round_calls(&e.fake, 1), 6);
     for (size_t i = 0; i < 6; i++)
-        check_call(fake_llm_call(&e.fake, 1, i), i < 3 ? "pvg/helpful" : "pvg/sneaky", 1, 0.7,
-                   4096);
+        check_call(fake_llm_call(&e.fake, 1, i), i < 3 ? "pvg/helpful" : "pvg/sneaky", 1, 0.7, 4096,
+                   false);
     assert_int_equal(fake_llm_round_calls(&e.fake, 2), 6); /* verify */
     assert_int_equal(fake_llm_round_calls(&e.fake, 3), 1); /* refine */
     assert_int_equal(fake_llm_round_calls(&e.fake, 4), 6); /* singles straight away */
     for (size_t i = 0; i < 6; i++)
-        check_call(fake_llm_call(&e.fake, 4, i), i < 3 ? "pvg/helpful" : "pvg/sneaky", 1, 0.6,
-                   4096);
+        check_call(fake_llm_call(&e.fake, 4, i), i < 3 ? "pvg/helpful" : "pvg/sneaky", 1, 0.6, 4096,
+                   false);
     assert_int_equal(e.script.unexpected, 0);
     check_usage(&e);
     env_cleanup(&e);
@@ -464,7 +315,7 @@ static void test_pvg_n_ignored(void **state)
     (void)state;
     env_init(&e, BODY(""), game_rows);
     e.fake.n_mode = FAKE_N_IGNORE;
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, H4);
     assert_int_equal(e.fake.n_support, 0);
     assert_int_equal(fake_llm_round_calls(&e.fake, 0), 2);
@@ -501,7 +352,7 @@ static void test_pvg_partial_failure(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, H5);
     assert_int_equal(e.fake.rounds, 5);
     assert_int_equal(fake_llm_round_calls(&e.fake, 1), 3); /* only the sneaky solutions */
@@ -522,7 +373,7 @@ static void test_pvg_all_fail(void **state)
     (void)state;
     env_init(&e, BODY(""), rows);
     e.fake.fail_status = 503;
-    assert_int_equal(env_run(&e), PX_EHTTP);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_EHTTP);
     assert_int_equal(e.err.http_status, 503);
     assert_int_equal(e.fake.rounds, 1);
     check_usage(&e);
@@ -544,7 +395,7 @@ static void test_pvg_all_fail(void **state)
         };
 
         env_init(&e, BODY(""), sneaky_only);
-        assert_int_equal(env_run(&e), PX_EHTTP);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_EHTTP);
         assert_int_equal(e.err.http_status, 500);
         /* round 2 has no helpful solution and no next round: its sneaky ones go unverified */
         assert_int_equal(e.fake.rounds, 4);
@@ -578,8 +429,8 @@ static void test_pvg_odd_outputs(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
-    set_option(&e.cfg, "pvg_rounds", 1);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "pvg_rounds", 1);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, "No tags, no numbers, just prose.");
     assert_string_equal(e.out.finish_reason, "length");
     assert_int_equal(fake_llm_stage_calls(&e.fake, "pvg/verify"), 3);
@@ -587,14 +438,14 @@ static void test_pvg_odd_outputs(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(""), empty);
-    set_option(&e.cfg, "pvg_rounds", 1);
-    set_option(&e.cfg, "pvg_solutions", 1);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "pvg_rounds", 1);
+    env_option(&e, "pvg_solutions", 1);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, "");
     /* k=1: the two provers are single calls in one round; nothing worth verifying */
     assert_int_equal(e.fake.rounds, 1);
-    check_call(fake_llm_call(&e.fake, 0, 0), "pvg/helpful", 1, 0.7, 4096);
-    check_call(fake_llm_call(&e.fake, 0, 1), "pvg/sneaky", 1, 0.7, 4096);
+    check_call(fake_llm_call(&e.fake, 0, 0), "pvg/helpful", 1, 0.7, 4096, false);
+    check_call(fake_llm_call(&e.fake, 0, 1), "pvg/sneaky", 1, 0.7, 4096, false);
     check_usage(&e);
     env_cleanup(&e);
 }
@@ -608,12 +459,12 @@ static void test_pvg_client_params(void **state)
     (void)state;
     env_init(&e, BODY(",\"temperature\":0.25,\"max_tokens\":300"), game_rows);
     e.ctx.stream_final = true;
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, H4);
-    check_call(fake_llm_call(&e.fake, 0, 0), "pvg/helpful", 3, 0.25, 300);
-    check_call(fake_llm_call(&e.fake, 1, 0), "pvg/verify", 1, 0.2, 1024);
-    check_call(fake_llm_call(&e.fake, 2, 0), "pvg/refine", 1, 0.5, 1024);
-    check_call(fake_llm_call(&e.fake, 3, 1), "pvg/sneaky", 3, 0.2, 300);
+    check_call(fake_llm_call(&e.fake, 0, 0), "pvg/helpful", 3, 0.25, 300, false);
+    check_call(fake_llm_call(&e.fake, 1, 0), "pvg/verify", 1, 0.2, 1024, false);
+    check_call(fake_llm_call(&e.fake, 2, 0), "pvg/refine", 1, 0.5, 1024, false);
+    check_call(fake_llm_call(&e.fake, 3, 1), "pvg/sneaky", 3, 0.2, 300, false);
     assert_false(e.ctx.streamed);
     check_usage(&e);
     env_cleanup(&e);
@@ -633,13 +484,13 @@ static void test_pvg_rounds_option(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
-    set_option(&e.cfg, "pvg_rounds", 3);
-    set_option(&e.cfg, "pvg_solutions", 2);
-    assert_int_equal(env_run(&e), PX_OK);
+    env_option(&e, "pvg_rounds", 3);
+    env_option(&e, "pvg_solutions", 2);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, H2);
     assert_int_equal(e.fake.rounds, 8);
     assert_int_equal(e.fake.ncalls, 3 * (2 + 4) + 2);
-    check_call(fake_llm_call(&e.fake, 6, 0), "pvg/helpful", 2, 0.5, 4096);
+    check_call(fake_llm_call(&e.fake, 6, 0), "pvg/helpful", 2, 0.5, 4096, false);
     assert_int_equal(e.script.unexpected, 0);
     check_usage(&e);
     env_cleanup(&e);
@@ -647,8 +498,8 @@ static void test_pvg_rounds_option(void **state)
     /* Per request (once the registry row exists): the body's optillm_ fields win. */
     if (approach_option_find("pvg_rounds") == &approach_pvg.options[0]) {
         env_init(&e, BODY(",\"optillm_pvg_rounds\":1,\"optillm_pvg_solutions\":2"), rows);
-        set_option(&e.cfg, "pvg_rounds", 3);
-        assert_int_equal(env_run(&e), PX_OK);
+        env_option(&e, "pvg_rounds", 3);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         assert_int_equal(e.fake.rounds, 2);
         assert_int_equal(e.fake.ncalls, 6);
         env_cleanup(&e);
@@ -656,19 +507,6 @@ static void test_pvg_rounds_option(void **state)
 }
 
 /* ---- registry row and prompts ----------------------------------------------------------- */
-
-static bool has_answer_digit(const char *s)
-{
-    for (const char *p = s; (p = strstr(p, "answer is")) != NULL; p++) {
-        const char *q = p + strlen("answer is");
-
-        while (*q == ' ' || *q == '*' || *q == ':')
-            q++;
-        if (isdigit((unsigned char)*q))
-            return true;
-    }
-    return false;
-}
 
 static void test_pvg_row(void **state)
 {

@@ -466,5 +466,5 @@ int main(void)
         cmocka_unit_test(test_real_refusals), cmocka_unit_test(test_config_allow),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, env_group_setup, env_group_teardown);
 }

@@ -144,7 +144,7 @@ static void env_init(struct env *e, const char *body)
     fake_llm_init(&e->fake, tree_reply, &e->tree);
     e->ctx.arena = e->arena;
     e->ctx.req = &e->req;
-    e->ctx.cfg = &e->cfg;
+    e->ctx.opts = approach_opts_of(&e->cfg);
     e->ctx.llm = &e->fake.llm;
     e->ctx.err = &e->err;
     e->ctx.req_id = "test";

@@ -26,6 +26,7 @@
 extern const struct approach approach_rto;
 #define THE_APPROACH approach_rto
 
+#define SCRIPT_ENV_OWN_BODY
 #include "script_env.h"
 
 /* ---- rto ---------------------------------------------------------------------------------- */
@@ -81,7 +82,7 @@ static void test_differ(void **state)
 
         env_init(&e, BODY(""), rows);
         e.ctx.stream_final = stream;
-        assert_int_equal(env_run(&e), PX_OK);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         assert_string_equal(e.out.text, C3);
         assert_string_equal(e.out.finish_reason, "stop");
         check_sequential(&e, 4);
@@ -139,7 +140,7 @@ static void test_same(void **state)
     (void)state;
     env_init(&e, BODY(""), rows);
     e.ctx.stream_final = true;
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.text, BLOCK);
     assert_string_equal(e.out.finish_reason, "stop");
     check_sequential(&e, 3);
@@ -182,7 +183,7 @@ static void test_extraction(void **state)
         struct env e;
 
         env_init(&e, BODY(""), rows);
-        assert_int_equal(env_run(&e), PX_OK);
+        assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
         if (strcmp(e.out.text, cases[i].want ? cases[i].want : C3) != 0)
             fail_msg("case %zu: got '%s'", i, e.out.text);
         assert_string_equal(e.out.finish_reason,
@@ -207,7 +208,7 @@ static void test_client_params(void **state)
 
     (void)state;
     env_init(&e, BODY(",\"temperature\":0.5,\"max_tokens\":300"), rows);
-    assert_int_equal(env_run(&e), PX_OK);
+    assert_int_equal(env_run(&e, &THE_APPROACH), PX_OK);
     assert_string_equal(e.out.finish_reason, "length");
     check_call(call_at(&e, 0), "rto/code", 1, 0.5, 300, false);
     check_call(call_at(&e, 1), "rto/describe", 1, 0.1, 1024, false);
@@ -248,7 +249,7 @@ static void test_failures(void **state)
 
         env_init(&e, BODY(""), rows);
         e.fake.fail_status = 503;
-        assert_int_equal(env_run(&e), cases[i].rc);
+        assert_int_equal(env_run(&e, &THE_APPROACH), cases[i].rc);
         if (cases[i].rc == PX_OK)
             assert_string_equal(e.out.text, cases[i].want);
         else
@@ -267,5 +268,5 @@ int main(void)
         cmocka_unit_test(test_client_params), cmocka_unit_test(test_failures),
     };
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, env_group_setup, env_group_teardown);
 }

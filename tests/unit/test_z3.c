@@ -131,7 +131,7 @@ static void env_init(struct env *e, const char *body, const struct row *rows)
     fake_llm_init(&e->fake, script_reply, &e->script);
     e->ctx.arena = e->arena;
     e->ctx.req = &e->req;
-    e->ctx.cfg = &e->cfg;
+    e->ctx.opts = approach_opts_of(&e->cfg);
     e->ctx.llm = &e->fake.llm;
     e->ctx.err = &e->err;
     e->ctx.req_id = "test";
@@ -722,7 +722,7 @@ static void *job_main(void *arg)
         fake_llm_init(&e.fake, script_reply, &e.script);
         e.ctx.arena = e.arena;
         e.ctx.req = &e.req;
-        e.ctx.cfg = &e.cfg;
+        e.ctx.opts = approach_opts_of(&e.cfg);
         e.ctx.llm = &e.fake.llm;
         e.ctx.err = &e.err;
         j->rc = env_run(&e);
