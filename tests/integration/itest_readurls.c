@@ -330,6 +330,8 @@ static void test_one_megabyte(void **state)
         u = cJSON_GetObjectItemCaseSensitive(j, "usage");
         assert_int_equal((long)cJSON_GetObjectItemCaseSensitive(u, "prompt_tokens")->valuedouble,
                          mock_stat(mock.port, "prompt_tokens"));
+        fprintf(stderr, "%s on 1 MB: %ld calls, %.2f s, peak %ld at once\n", models[m],
+                mock_stat(mock.port, "calls"), r.total_s, mock_stat(mock.port, "peak_concurrency"));
         if (m == 0) {
             assert_true(mock_stat(mock.port, "calls") >= 11);
             assert_true(mock_stat(mock.port, "calls") <= 13);
