@@ -71,6 +71,7 @@ struct config {
     bool return_full_response;
     bool no_approach_tags;
     char *prompts_dir;         /* NULL: embedded prompts only */
+    char privacy_ner_url[512]; /* --privacy-ner-url: names and places for privacy; "" = off */
     char *memory_file;         /* --memory-file: memory's findings appended as JSONL, or NULL */
     char readurls_allow[1024]; /* --readurls-allow: comma-separated CIDRs, "" = none */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */

@@ -93,6 +93,10 @@ static const struct flag flags[] = {
      "ignore <optillm_approach> tags in messages for selection (they are still removed)"},
     {"prompts-dir", NULL, "OPTILLM_PROMPTS_DIR", T_SECRET, OFF(prompts_dir), 0, "DIR",
      "override built-in prompts with DIR/<approach>/<stage>.txt files"},
+    {"privacy-ner-url", NULL, "OPTILLM_PRIVACY_NER_URL", T_STR, OFF(privacy_ner_url),
+     SZ(privacy_ner_url), "URL",
+     "privacy: also mask names and places found by this trusted NER service (Presidio analyzer "
+     "API: POST {text, language} -> entities; off by default: then only pattern-based PII)"},
     {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
      "maximum approach threads (default 1024; they mostly wait and use 256 KiB stacks)"},
     {"queue", NULL, "OPTILLM_QUEUE", T_UINT, OFF(queue_max), 0, "N",

@@ -25,6 +25,11 @@ extern const struct approach approach_deepthink;
 extern const struct approach approach_pvg;
 extern const struct approach approach_rstar;
 extern const struct approach approach_z3;
+/* plugins, part 1 */
+extern const struct approach approach_privacy;
+extern const struct approach approach_json;
+extern const struct approach approach_compact;
+/* plugins, part 2 */
 extern const struct approach approach_memory;
 extern const struct approach approach_readurls;
 extern const struct approach approach_longcepo;
@@ -47,6 +52,11 @@ const struct approach *const approach_registry[] = {
     &approach_pvg,
     &approach_rstar,
     &approach_z3,
+    /* plugins, part 1 */
+    &approach_privacy,
+    &approach_json,
+    &approach_compact,
+    /* plugins, part 2 */
     &approach_memory,
     &approach_readurls,
     &approach_longcepo,

@@ -40,6 +40,11 @@
  *                              itself), to/<host> (302 to http://<host>/page/article), pdf
  *                              (a one-page PDF: "PDF-TEXT-5 inside"), badpdf (not a PDF)
  *   GET  /mock/pages           {"fetches":n,"paths":[...]}: GET /page/ requests since reset
+ *   POST /analyze              (plugins1) a Presidio-analyzer-style NER service for the privacy
+ *                              plugin: {"text"} -> [{"entity_type","start","end","score"}] in
+ *                              code points, for the fixed names "Alice Martin", "Zoë Müller"
+ *                              (PERSON), "Lyon" (LOCATION), "Ireland" (GPE), "Acme"
+ *                              (ORGANIZATION) and "Maybe" (PERSON, score 0.3)
  *   anything else              404 JSON error (also a known path with the wrong method)
  *
  * Per-request options in the model name: "name@opt=val,opt=val" (the LAST '@' starts them;
@@ -77,6 +82,12 @@
  *                              ("upstream exploded: mock CODE", text/plain), html (a gateway's
  *                              page, text/html), typeerror ({"error":"TypeError","message":
  *                              "mock CODE: cannot read properties of undefined"}), empty
+ *   piece_bytes=N              (plugins1) streams: content chunks of N bytes (backed off to a
+ *                              UTF-8 boundary) instead of one per word, so that words and
+ *                              placeholders are split across chunks
+ *   json_bad=K                 (plugins1) the first K answers (choices) of calls with this
+ *                              option since the last reset are {"note":"mock non-compliance"}
+ *                              whatever the response_format (a model that ignores the schema)
  * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
  * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
  *
@@ -356,6 +367,7 @@ struct state {
     struct config cfg;
     unsigned long long calls, choices, in_flight, peak, prompt_tokens, completion_tokens;
     unsigned long long reasoning_tokens, errors, aborted, dropped, models_calls, cmpl_id;
+    unsigned long long json_bad_seen; /* plugins1: calls with json_bad=K since reset */
     uint64_t epoch, seq;
     char **keys;
     size_t nkeys;
@@ -509,6 +521,7 @@ enum route {
     R_REQUESTS,
     R_RESET,
     R_CONFIG,
+    R_ANALYZE, /* plugins1: a Presidio-style NER service */
     R_BADMETHOD,
     R_NOTFOUND
 };
@@ -540,6 +553,8 @@ static enum route route_for(const char *method, const char *url)
         return post ? R_RESET : R_BADMETHOD;
     if (!strcmp(url, "/mock/config"))
         return (get || post) ? R_CONFIG : R_BADMETHOD;
+    if (!strcmp(url, "/analyze")) /* plugins1 */
+        return post ? R_ANALYZE : R_BADMETHOD;
     return R_NOTFOUND;
 }
 
@@ -653,6 +668,7 @@ struct opts {
     /* Accounting and error-shape options (usage=, errbody=). */
     bool no_usage, usage_null, split, reject_so;
     int errbody;
+    long piece_bytes, json_bad; /* plugins1 block: piece_bytes=N, json_bad=K */
 };
 
 static int hexval(char c)
@@ -813,6 +829,12 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
         return o->errmsg != NULL;
     }
     /* ---- end secparse ---- */
+    /* ---- plugins1: piece_bytes=N, json_bad=K ---- */
+    if (!strcmp(name, "piece_bytes"))
+        return parse_long(val, 1, 1000000, &o->piece_bytes);
+    if (!strcmp(name, "json_bad"))
+        return parse_long(val, 0, LONG_MAX, &o->json_bad);
+    /* ---- end plugins1 ---- */
     char **dst = !strcmp(name, "reply")         ? &o->reply
                  : !strcmp(name, "require_key") ? &o->require_key
                  : !strcmp(name, "tool")        ? &o->tool
@@ -1303,6 +1325,7 @@ struct stream {
     size_t plen, ppos;
     char **pre; /* PH_PRE: prepared events (tool calls), sent before the usage chunk */
     size_t npre, ipre;
+    size_t piece_bytes; /* plugins1: content chunks of this size; 0 = one per word */
 };
 
 static void free_texts(char **texts, size_t n)
@@ -1390,9 +1413,15 @@ static char *next_event(struct stream *s)
             const char *t = s->texts[s->choice];
             if (t[s->off]) {
                 size_t end = s->off;
-                while (t[end] && t[end] != ' ')
+                if (s->piece_bytes > 0) { /* plugins1: fixed-size pieces */
+                    size_t len = strlen(t);
+                    end = s->off + s->piece_bytes < len ? s->off + s->piece_bytes : len;
+                    while (end > s->off + 1 && end < len && ((unsigned char)t[end] & 0xC0) == 0x80)
+                        end--;
+                }
+                while (s->piece_bytes == 0 && t[end] && t[end] != ' ')
                     end++;
-                while (t[end] == ' ')
+                while (s->piece_bytes == 0 && t[end] == ' ')
                     end++;
                 size_t start = s->off;
                 s->off = end;
@@ -2000,6 +2029,18 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
             texts[i] = fields_text(&fm, i, texts[i], sb_str(&mi.last_user));
         if (!texts[i])
             goto out;
+        if (o.json_bad > 0) { /* plugins1: a model that ignores the schema K times */
+            bool bad;
+            pthread_mutex_lock(&g.mu);
+            bad = g.json_bad_seen++ < (unsigned long long)o.json_bad;
+            pthread_mutex_unlock(&g.mu);
+            if (bad) {
+                free(texts[i]);
+                texts[i] = strdup("{\"note\":\"mock non-compliance\"}");
+                if (!texts[i])
+                    goto out;
+            }
+        }
         finish[i] = "stop";
         size_t len = strlen(texts[i]);
         if (max_tokens > 0 && 1 + len / 4 > (size_t)max_tokens) {
@@ -2043,6 +2084,7 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         s->delay_ms = o.chunk_delay;
         s->split = o.split;
         s->usage_null = o.usage_null;
+        s->piece_bytes = (size_t)o.piece_bytes; /* plugins1 */
         texts = NULL;
         finish = NULL;
         if (!s->id || !s->model || (fm.tool && !fields_stream(s, &fm))) {
@@ -2151,6 +2193,47 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     return send_json(c, MHD_HTTP_OK, root, NULL);
 }
 
+/* ---- plugins1: POST /analyze, a fixed-gazetteer NER service ---------------------------------- */
+
+static enum MHD_Result handle_analyze(struct MHD_Connection *c, struct req *r)
+{
+    static const struct {
+        const char *name, *type;
+        double score;
+    } gaz[] = {{"Alice Martin", "PERSON", 0.85}, {"Zo\xc3\xab M\xc3\xbcller", "PERSON", 0.85},
+               {"Lyon", "LOCATION", 0.85},       {"Ireland", "GPE", 0.85},
+               {"Acme", "ORGANIZATION", 0.85},   {"Maybe", "PERSON", 0.3}};
+    cJSON *root = cJSON_Parse(sb_str(&r->body));
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "text"));
+    cJSON *out;
+
+    if (!text) {
+        cJSON_Delete(root);
+        return send_error(c, 400, "text is required", "invalid_request_error", NULL, NULL, NULL);
+    }
+    out = cJSON_CreateArray();
+    for (size_t k = 0; k < sizeof(gaz) / sizeof(gaz[0]); k++) {
+        for (const char *p = strstr(text, gaz[k].name); p; p = strstr(p + 1, gaz[k].name)) {
+            size_t cp = 0, len = 0;
+            cJSON *e = cJSON_CreateObject();
+
+            for (const char *q = text; q < p; q++)
+                cp += ((unsigned char)*q & 0xC0) != 0x80;
+            for (const char *q = gaz[k].name; *q; q++)
+                len += ((unsigned char)*q & 0xC0) != 0x80;
+            cJSON_AddStringToObject(e, "entity_type", gaz[k].type);
+            cJSON_AddNumberToObject(e, "start", (double)cp);
+            cJSON_AddNumberToObject(e, "end", (double)(cp + len));
+            cJSON_AddNumberToObject(e, "score", gaz[k].score);
+            cJSON_AddItemToArray(out, e);
+        }
+    }
+    cJSON_Delete(root);
+    return send_json(c, MHD_HTTP_OK, out, NULL);
+}
+
+/* ---- end plugins1 ---- */
+
 static enum MHD_Result handle_requests(struct MHD_Connection *c)
 {
     cJSON *arr = cJSON_CreateArray();
@@ -2198,6 +2281,7 @@ static enum MHD_Result handle_reset(struct MHD_Connection *c)
     pthread_mutex_lock(&g.mu);
     g.calls = g.choices = g.prompt_tokens = g.completion_tokens = g.reasoning_tokens = 0;
     g.errors = g.aborted = g.dropped = g.models_calls = g.cmpl_id = g.seq = 0;
+    g.json_bad_seen = 0;  /* plugins1 */
     g.peak = g.in_flight; /* in_flight is a gauge: requests still running stay counted */
     g.epoch++;
     for (size_t i = 0; i < LOG_CAP; i++)
@@ -2493,6 +2577,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return handle_reset(c);
     case R_CONFIG:
         return handle_config(c, method, r);
+    case R_ANALYZE: /* plugins1 */
+        return handle_analyze(c, r);
     case R_BADMETHOD:
         return send_error(c, 404, "Method not allowed for this path", "invalid_request_error", NULL,
                           "not_found", NULL);

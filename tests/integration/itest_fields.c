@@ -610,9 +610,10 @@ static void test_capabilities_listed(void **state)
         assert_true(cJSON_IsBool(f));
         for (size_t s = 0; s < sizeof(subjects) / sizeof(subjects[0]); s++)
             want = want || !strcmp(id, subjects[s].slug);
-        /* the plugins (issue 11) whose answer is one plain or final call: tested in
-         * itest_readurls and test_memory */
-        want = want || !strcmp(id, "readurls") || !strcmp(id, "memory");
+        /* plugins that pass the request on carry both (plugins part 1), and those whose answer
+         * is one plain or final call (part 2: itest_readurls, test_memory) */
+        want = want || !strcmp(id, "privacy") || !strcmp(id, "compact") ||
+               !strcmp(id, "readurls") || !strcmp(id, "memory");
         assert_int_equal(cJSON_IsTrue(t), want);
         if (want)
             assert_true(cJSON_IsTrue(f));
@@ -621,8 +622,9 @@ static void test_capabilities_listed(void **state)
         n++;
     }
     assert_true(n >= 17);
-    assert_int_equal(tools, 7);
-    assert_int_equal(rf, 11); /* the seven, and cot_reflection, plansearch, leap, z3 */
+    assert_int_equal(tools, 5 + 2 + 2);
+    /* the five, cot_reflection, plansearch, leap, z3; privacy, compact, json; readurls, memory */
+    assert_int_equal(rf, 9 + 3 + 2);
     cJSON_Delete(list);
     http_resp_free(&r);
 }
