@@ -1,6 +1,6 @@
 # optillm in C. `make run` installs what is missing, builds and starts the proxy; `make test`
 # runs every test. See README.md.
-PKGS    := libmicrohttpd libcurl libcjson libpcre2-8 libcrypto z3 hiredis
+PKGS    := libmicrohttpd libcurl libcjson libpcre2-8 libcrypto z3 hiredis libxml-2.0
 comma   := ,
 BUILD   ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 CC      ?= cc
@@ -129,7 +129,7 @@ FUZZ_BUILD   := build-fuzz
 FUZZ_CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -Iinclude -Isrc -g -O1 \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
                 $(PKG_CFLAGS)
-FUZZ_TARGETS := request model answer sse door
+FUZZ_TARGETS := request model answer sse door html
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_OBJ     := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/gen/prompts_embed.o
 FUZZ_SECONDS ?= 600
