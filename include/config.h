@@ -72,6 +72,7 @@ struct config {
     bool no_approach_tags;
     char *prompts_dir;         /* NULL: embedded prompts only */
     char privacy_ner_url[512]; /* --privacy-ner-url: names and places for privacy; "" = off */
+    char otlp_endpoint[512];   /* --otlp-endpoint: OTLP/HTTP trace receiver; "" = off */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
 

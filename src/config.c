@@ -95,6 +95,10 @@ static const struct flag flags[] = {
      SZ(privacy_ner_url), "URL",
      "privacy: also mask names and places found by this trusted NER service (Presidio analyzer "
      "API: POST {text, language} -> entities; off by default: then only pattern-based PII)"},
+    {"otlp-endpoint", NULL, "OPTILLM_OTLP_ENDPOINT", T_STR, OFF(otlp_endpoint), SZ(otlp_endpoint),
+     "URL",
+     "export OpenTelemetry traces as OTLP/HTTP JSON to URL/v1/traces (a URL ending in /v1/traces "
+     "is used as is; also $OTEL_EXPORTER_OTLP_ENDPOINT, $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"},
     {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
      "maximum approach threads (default 1024; they mostly wait and use 256 KiB stacks)"},
     {"queue", NULL, "OPTILLM_QUEUE", T_UINT, OFF(queue_max), 0, "N",
