@@ -19,9 +19,9 @@
 #include "log.h"
 #include "otlp.h"
 
-#define OTLP_FLUSH_MS      1000   /* a span waits at most this long for its batch */
-#define OTLP_TIMEOUT_MS    2000   /* one export POST */
-#define OTLP_CONNECT_MS    500    /* connecting to the receiver */
+#define OTLP_FLUSH_MS      1000       /* a span waits at most this long for its batch */
+#define OTLP_TIMEOUT_MS    2000       /* one export POST */
+#define OTLP_CONNECT_MS    500        /* connecting to the receiver */
 #define OTLP_WARN_EVERY_US 10000000LL /* one warning of a kind per 10 s */
 
 bool otlp_on;
@@ -40,7 +40,8 @@ static struct {
 static unsigned long long dropped, exported, failed_exports;
 static long long last_warn_full, last_warn_export;
 
-/* ---- ids and trace context -------------------------------------------------------------------- */
+/* ---- ids and trace context --------------------------------------------------------------------
+ */
 
 long long otlp_now_ns(void)
 {
@@ -123,7 +124,8 @@ char *otlp_traces_url(const char *endpoint)
     return u;
 }
 
-/* ---- span encoding ---------------------------------------------------------------------------- */
+/* ---- span encoding ----------------------------------------------------------------------------
+ */
 
 struct otlp_span {
     cJSON *obj;
@@ -221,7 +223,8 @@ char *otlp_batch_json(char *const *spans, size_t n)
     return buf_take(&b, NULL);
 }
 
-/* ---- queue and exporter ----------------------------------------------------------------------- */
+/* ---- queue and exporter -----------------------------------------------------------------------
+ */
 
 static bool warn_due(long long *last)
 {
@@ -229,8 +232,7 @@ static bool warn_due(long long *last)
 
     if (prev && now - prev < OTLP_WARN_EVERY_US)
         return false;
-    return __atomic_compare_exchange_n(last, &prev, now, false, __ATOMIC_RELAXED,
-                                       __ATOMIC_RELAXED);
+    return __atomic_compare_exchange_n(last, &prev, now, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
 void otlp_span_end(struct otlp_span *s)
@@ -249,7 +251,7 @@ void otlp_span_end(struct otlp_span *s)
             q.oldest_ns = otlp_now_ns();
         q.ring[(q.head + q.n) % OTLP_QUEUE_MAX] = j;
         q.n++;
-        if (q.n == OTLP_BATCH_MAX)
+        if (q.n == 1 || q.n == OTLP_BATCH_MAX) /* starts the flush clock, or a full batch */
             pthread_cond_signal(&q.cv);
     }
     pthread_mutex_unlock(&q.mu);
@@ -298,8 +300,8 @@ static void export_batch(CURL *e, char **spans, size_t n)
                 log_warn("otlp: export to %s failed: %s; %zu span(s) dropped", q.url,
                          curl_easy_strerror(rc), n);
             else
-                log_warn("otlp: export to %s failed: HTTP %ld; %zu span(s) dropped", q.url,
-                         status, n);
+                log_warn("otlp: export to %s failed: HTTP %ld; %zu span(s) dropped", q.url, status,
+                         n);
         }
     }
     curl_slist_free_all(h);
@@ -424,7 +426,8 @@ void otlp_metrics_render(struct buf *b)
                otlp_dropped(), __atomic_load_n(&exported, __ATOMIC_RELAXED));
 }
 
-/* ---- hooks: the server span and the upstream calls' client spans ------------------------------ */
+/* ---- hooks: the server span and the upstream calls' client spans ------------------------------
+ */
 
 void otlp_exchange_begin(struct exchange *ex)
 {
