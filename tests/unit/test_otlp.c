@@ -172,9 +172,9 @@ static void test_span_json(void **state)
 
     const cJSON *rs = cJSON_GetArrayItem(get(root, "resourceSpans"), 0);
     const cJSON *res_attrs = get(get(rs, "resource"), "attributes");
-    assert_string_equal(cJSON_GetStringValue(get(attr_value(res_attrs, "service.name"),
-                                                 "stringValue")),
-                        "optillm-c");
+    assert_string_equal(
+        cJSON_GetStringValue(get(attr_value(res_attrs, "service.name"), "stringValue")),
+        "optillm-c");
     const cJSON *ss = cJSON_GetArrayItem(get(rs, "scopeSpans"), 0);
     assert_string_equal(cJSON_GetStringValue(get(get(ss, "scope"), "name")), "optillm-c");
     const cJSON *arr = get(ss, "spans");
@@ -238,8 +238,10 @@ static void test_off(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_traceparent_valid), cmocka_unit_test(test_traceparent_invalid),
-        cmocka_unit_test(test_ids_and_url),       cmocka_unit_test(test_span_json),
+        cmocka_unit_test(test_traceparent_valid),
+        cmocka_unit_test(test_traceparent_invalid),
+        cmocka_unit_test(test_ids_and_url),
+        cmocka_unit_test(test_span_json),
         cmocka_unit_test(test_off),
     };
 
