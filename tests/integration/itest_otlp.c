@@ -81,7 +81,8 @@ static const char *attr(const cJSON *span, const char *key)
 /* Checks one span's OTLP shape: ids, name, kind, nanosecond strings, status. */
 static void check_span(const cJSON *s)
 {
-    const char *start = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "startTimeUnixNano"));
+    const char *start =
+        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "startTimeUnixNano"));
     const char *end = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(s, "endTimeUnixNano"));
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(s, "kind");
     const cJSON *parent = cJSON_GetObjectItemCaseSensitive(s, "parentSpanId");
@@ -127,8 +128,8 @@ static cJSON *spans_of(int port, const char *trace_id)
                 cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(ss, "spans"))
                 {
                     check_span(s);
-                    if (!trace_id || !strcmp(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-                                                 s, "traceId")),
+                    if (!trace_id || !strcmp(cJSON_GetStringValue(
+                                                 cJSON_GetObjectItemCaseSensitive(s, "traceId")),
                                              trace_id))
                         cJSON_AddItemToArray(out, cJSON_Duplicate(s, true));
                 }
@@ -220,7 +221,8 @@ static cJSON *upstream_traceparents(int port, const char *want_state)
     const cJSON *r;
 
     assert_non_null(reqs);
-    const cJSON *list = cJSON_IsArray(reqs) ? reqs : cJSON_GetObjectItemCaseSensitive(reqs, "requests");
+    const cJSON *list =
+        cJSON_IsArray(reqs) ? reqs : cJSON_GetObjectItemCaseSensitive(reqs, "requests");
     cJSON_ArrayForEach(r, list)
     {
         const cJSON *h = cJSON_GetObjectItemCaseSensitive(r, "headers");
@@ -267,11 +269,10 @@ static void test_bon_tree(void **state)
     assert_int_equal(atol(attr(srv, "optillm.upstream_calls")), calls);
     assert_true(atol(attr(srv, "gen_ai.usage.input_tokens")) > 0);
     assert_true(atol(attr(srv, "gen_ai.usage.output_tokens")) > 0);
-    assert_int_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(srv,
-                                                                                       "status"),
-                                                      "code")
-                         ->valueint,
-                     1);
+    assert_int_equal(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(srv, "status"), "code")
+            ->valueint,
+        1);
     const char *srv_id = str(srv, "spanId");
     assert_string_not_equal(srv_id, client_span);
 
@@ -345,7 +346,8 @@ static void test_passthrough_and_retries(void **state)
     assert_int_equal(proxy_start(&px, mock.port, args, key_env), 0);
 
     static const char *const rids[] = {"otlp-pass-none", "otlp-pass-bad"};
-    static const char *const tps[] = {NULL, "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"};
+    static const char *const tps[] = {NULL,
+                                      "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"};
     for (int k = 0; k < 2; k++) {
         mock_reset(mock.port);
         chat(px.port, "mock-model", rids[k], tps[k], &r);
@@ -479,8 +481,8 @@ static void test_dead_receiver(void **state)
             http_resp_free(&r);
             sleep_ms(50);
         }
-        printf("# %s receiver: %d requests, worst %.1f ms (no tracing: worst %.1f ms)\n",
-               kinds[k], n, worst * 1000, base_max * 1000);
+        printf("# %s receiver: %d requests, worst %.1f ms (no tracing: worst %.1f ms)\n", kinds[k],
+               n, worst * 1000, base_max * 1000);
         assert_true(worst < base_max + 0.25 + slack);
         /* the spans of those requests are dropped and counted */
         long d = 0;
