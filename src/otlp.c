@@ -382,6 +382,7 @@ int otlp_start(const char *endpoint)
         return -1;
     }
     q.url = url;
+    q.stopping = false;
     pthread_cond_init(&q.cv, NULL);
     if (pthread_create(&q.thread, NULL, exporter_main, NULL) != 0) {
         log_error("otlp: cannot start the exporter thread");

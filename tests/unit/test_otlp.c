@@ -13,9 +13,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
 #include <cjson/cJSON.h>
 
 #include "otlp.h"
+#include "px.h"
 
 static void test_traceparent_valid(void **state)
 {
@@ -235,6 +243,54 @@ static void test_off(void **state)
     assert_int_equal(otlp_dropped(), 0);
 }
 
+/* A receiver that accepts connections (the kernel's backlog) but never answers: the exporter
+ * hangs in its 2 s timeout with one batch while requests keep ending spans. The queue keeps
+ * 4096, drops the rest at once (counted, without waiting), and at shutdown what the dead
+ * receiver could not take is dropped too. */
+static void test_queue_full(void **state)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char ep[64];
+    struct otlp_ctx c = {.trace_id = "0af7651916cd43dd8448eb211c80319c",
+                         .span_id = "00f067aa0ba902b7"};
+
+    (void)state;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(fd, 16), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", ntohs(sa.sin_port));
+    assert_int_equal(curl_global_init(CURL_GLOBAL_DEFAULT), 0);
+    assert_int_equal(otlp_start(ep), 0);
+    assert_true(otlp_on);
+
+    unsigned long long d0 = otlp_dropped();
+    otlp_span_end(otlp_span_begin(&c, "first", OTLP_SERVER, 1, 2));
+    nanosleep(&(struct timespec){1, 300000000L}, NULL); /* taken at 1 s, now hanging */
+    long long t0 = px_now_us();
+    for (int i = 0; i < OTLP_QUEUE_MAX + 100; i++)
+        otlp_span_end(otlp_span_begin(&c, "more", OTLP_CLIENT, 1, 2));
+    long long took = px_now_us() - t0;
+    printf("# %d spans ended in %.1f ms with the exporter stuck\n", OTLP_QUEUE_MAX + 100,
+           (double)took / 1000);
+    assert_int_equal(otlp_dropped() - d0, 100);
+    assert_true(took < 600000); /* never waits for the exporter (generous for slow machines) */
+
+    struct buf m;
+    buf_init(&m, 0);
+    otlp_metrics_render(&m);
+    assert_non_null(strstr(buf_cstr(&m), "\noptillm_otlp_spans_dropped_total 100\n"));
+    buf_free(&m);
+
+    otlp_stop(); /* the hung batch times out; the rest is dropped, not sent one by one */
+    assert_false(otlp_on);
+    assert_int_equal(otlp_dropped() - d0, OTLP_QUEUE_MAX + 101);
+    close(fd);
+    curl_global_cleanup();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_ids_and_url),
         cmocka_unit_test(test_span_json),
         cmocka_unit_test(test_off),
+        cmocka_unit_test(test_queue_full),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
