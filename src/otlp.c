@@ -435,6 +435,10 @@ void otlp_exchange_begin(struct exchange *ex)
     const char *tp = MHD_lookup_connection_value(ex->conn, MHD_HEADER_KIND, "traceparent");
     const char *ts = MHD_lookup_connection_value(ex->conn, MHD_HEADER_KIND, "tracestate");
 
+    /* Probes and scrapes would drown the traces: only API requests get spans. */
+    if (!strcmp(ex->url, "/health") || !strcmp(ex->url, "/metrics") ||
+        !strcmp(ex->url, "/v1/health") || !strcmp(ex->url, "/v1/metrics"))
+        return;
     ex->start_ns = otlp_now_ns();
     if (otlp_traceparent_parse(tp, &ex->trace)) {
         size_t n = ts ? strlen(ts) : 0;

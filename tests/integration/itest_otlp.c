@@ -412,6 +412,64 @@ static void test_passthrough_and_retries(void **state)
     assert_int_equal(proc_stop(&px), 0);
 }
 
+/* Streamed answers (an approach's final stage streamed, a streamed relay): every call still
+ * has its client span with its tokens; probes and scrapes get no span. */
+static void test_streams(void **state)
+{
+    char ep[64], id[64];
+    struct proc px;
+    struct http_resp r;
+    const char *h[] = {id, NULL};
+    static const char *const models[] = {"bon-mock-model", "mock-model"};
+
+    (void)state;
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", mock.port);
+    const char *args[] = {"--otlp-endpoint", ep, NULL};
+    assert_int_equal(proxy_start(&px, mock.port, args, key_env), 0);
+    for (int k = 0; k < 2; k++) {
+        char *body = chat_body(models[k], "stream me",
+                               "\"stream\":true,\"stream_options\":{\"include_usage\":true}");
+
+        mock_reset(mock.port);
+        snprintf(id, sizeof(id), "X-Request-Id: otlp-stream-%d", k);
+        assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+        assert_int_equal(r.status, 200);
+        assert_non_null(strstr(r.body, "[DONE]"));
+        http_resp_free(&r);
+        free(body);
+        long calls = mock_stat(mock.port, "calls");
+        snprintf(id, sizeof(id), "otlp-stream-%d", k);
+        cJSON *srv = server_span(mock.port, id);
+        assert_string_equal(attr(srv, "http.response.status_code"), "200");
+        cJSON *cl = client_spans(mock.port, str(srv, "traceId"), (int)calls);
+        assert_int_equal(cJSON_GetArraySize(cl), calls);
+        const cJSON *s;
+        cJSON_ArrayForEach(s, cl)
+        {
+            assert_string_equal(str(s, "parentSpanId"), str(srv, "spanId"));
+            assert_non_null(attr(s, "gen_ai.usage.output_tokens"));
+        }
+        cJSON_Delete(cl);
+        cJSON_Delete(srv);
+    }
+    /* /health and /metrics: no span (their request ids never show up) */
+    snprintf(id, sizeof(id), "X-Request-Id: otlp-probe");
+    assert_int_equal(http_req("GET", px.port, "/health", NULL, h, &r), 0);
+    http_resp_free(&r);
+    assert_int_equal(http_req("GET", px.port, "/metrics", NULL, h, &r), 0);
+    http_resp_free(&r);
+    assert_int_equal(proc_stop(&px), 0); /* exports what is queued */
+    cJSON *all = spans_of(mock.port, NULL);
+    const cJSON *s;
+    cJSON_ArrayForEach(s, all)
+    {
+        const char *rid = attr(s, "optillm.request_id");
+
+        assert_true(!rid || strcmp(rid, "otlp-probe") != 0);
+    }
+    cJSON_Delete(all);
+}
+
 static long dropped(int port)
 {
     struct http_resp r;
@@ -503,6 +561,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bon_tree),
         cmocka_unit_test(test_passthrough_and_retries),
+        cmocka_unit_test(test_streams),
         cmocka_unit_test(test_dead_receiver),
     };
 
