@@ -471,7 +471,9 @@ void otlp_exchange_end(struct exchange *ex)
         snprintf(name, sizeof(name), "%s %.*s", ex->method, (int)strcspn(ex->url, "?"), ex->url);
     struct otlp_span *s = otlp_span_begin(&ex->trace, name, OTLP_SERVER, ex->start_ns, end_ns);
     otlp_attr_str(s, "http.request.method", ex->method);
-    otlp_attr_str(s, "url.path", ex->url);
+    char path[520];
+    snprintf(path, sizeof(path), "%.*s", (int)strcspn(ex->url, "?"), ex->url);
+    otlp_attr_str(s, "url.path", path);
     otlp_attr_str(s, "optillm.request_id", ex->id);
     if (ex->req.route_name) {
         otlp_attr_str(s, "gen_ai.operation.name", "chat");

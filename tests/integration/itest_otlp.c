@@ -413,7 +413,8 @@ static void test_passthrough_and_retries(void **state)
 }
 
 /* Streamed answers (an approach's final stage streamed, a streamed relay): every call still
- * has its client span with its tokens; probes and scrapes get no span. */
+ * has its client span with its tokens; probes and scrapes get no span. The endpoint comes
+ * from $OTEL_EXPORTER_OTLP_ENDPOINT. */
 static void test_streams(void **state)
 {
     char ep[64], id[64];
@@ -423,9 +424,10 @@ static void test_streams(void **state)
     static const char *const models[] = {"bon-mock-model", "mock-model"};
 
     (void)state;
-    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", mock.port);
-    const char *args[] = {"--otlp-endpoint", ep, NULL};
-    assert_int_equal(proxy_start(&px, mock.port, args, key_env), 0);
+    /* The OpenTelemetry variable instead of the flag: /v1/traces appended. */
+    snprintf(ep, sizeof(ep), "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:%d/", mock.port);
+    const char *env[] = {key_env[0], ep, NULL};
+    assert_int_equal(proxy_start(&px, mock.port, NULL, env), 0);
     for (int k = 0; k < 2; k++) {
         char *body = chat_body(models[k], "stream me",
                                "\"stream\":true,\"stream_options\":{\"include_usage\":true}");
