@@ -13,6 +13,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -472,6 +473,44 @@ static void test_streams(void **state)
     cJSON_Delete(all);
 }
 
+/* A tenant's request: its name on the server span. */
+static void test_tenant(void **state)
+{
+    static const char key[] = "sk-otlp-tenant-key-1234";
+    char ep[64], path[512], hex[65];
+    unsigned char d[32];
+    struct proc px;
+    struct http_resp r;
+
+    (void)state;
+    SHA256((const unsigned char *)key, strlen(key), d);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    snprintf(path, sizeof(path), "%s/logs/otlp-tenants-%d.json", harness_build_dir(),
+             (int)getpid());
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"tenants\": [{\"name\": \"acme\", \"key_sha256\": \"%s\"}]}\n", hex);
+    fclose(f);
+    snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", mock.port);
+    const char *args[] = {"--otlp-endpoint", ep, "--tenants", path, NULL};
+    assert_int_equal(proxy_start(&px, mock.port, args, key_env), 0);
+    const char *h[] = {"Authorization: Bearer sk-otlp-tenant-key-1234", "X-Request-Id: otlp-tenant",
+                       NULL};
+    char *body = chat_body("moa-mock-model", "tenant", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, h, &r), 0);
+    free(body);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    cJSON *srv = server_span(mock.port, "otlp-tenant");
+    assert_string_equal(attr(srv, "optillm.tenant"), "acme");
+    assert_string_equal(attr(srv, "optillm.approach"), "moa");
+    assert_string_equal(str(srv, "name"), "chat moa");
+    cJSON_Delete(srv);
+    assert_int_equal(proc_stop(&px), 0);
+    remove(path);
+}
+
 static long dropped(int port)
 {
     struct http_resp r;
@@ -561,9 +600,8 @@ static void test_dead_receiver(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bon_tree),
-        cmocka_unit_test(test_passthrough_and_retries),
-        cmocka_unit_test(test_streams),
+        cmocka_unit_test(test_bon_tree),      cmocka_unit_test(test_passthrough_and_retries),
+        cmocka_unit_test(test_streams),       cmocka_unit_test(test_tenant),
         cmocka_unit_test(test_dead_receiver),
     };
 
