@@ -502,6 +502,7 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
         xs[i] = xfer_create(px_config, stream ? XFER_STREAM : XFER_CALL, ex, "/chat/completions",
                             ex->upstream_key, body, len);
         xs[i]->group = &g;
+        xs[i]->stage = c->stage;
         if (stream) {
             streaming_call = true;
             xs[i]->sse = sse_parser_create();
@@ -538,6 +539,8 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
         if (!xs[i])
             continue;
         parse_reply(ctx, xs[i], &calls[i].reply);
+        if (otlp_on)
+            otlp_xfer_end(xs[i], &calls[i].reply.usage);
         if (xs[i]->kind == XFER_STREAM && sink_end_call(sink) && calls[i].reply.status == PX_OK)
             ctx->streamed = true;
         convlog_call(ex, calls[i].stage, calls[i].reply.latency_ms, calls[i].reply.status,

@@ -986,6 +986,8 @@ void server_account(struct exchange *ex)
     metrics_request(ex->req.route_name ? ex->req.route_name : "-", ex->status, us, ex->upstream_us,
                     u, ex->tenant ? ex->tenant->name : NULL);
     convlog_write(ex, ex->status, us);
+    if (otlp_on)
+        otlp_exchange_end(ex);
     log_at(LOG_INFO, ex->id,
            "%s %s tenant=%s approach=%s model=%s status=%d%s calls=%ld prompt_tokens=%ld "
            "completion_tokens=%ld ms=%.1f",
