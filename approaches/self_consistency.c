@@ -13,6 +13,10 @@
  *
  * The grouping is approaches/vote.c, shared with majority_voting.
  *
+ * Adaptive sampling (option adaptive, on by default): the samples are drawn in rounds and the
+ * vote stops once the rest of the budget would very likely not change it (vote_sample,
+ * adaptive.h); the 5 are a budget. adaptive=0 draws all 5 in one call.
+ *
  * Request fields: the samples override temperature (1.0 unless the client sent one) and n;
  * every other client field reaches them unchanged, response_format and tools included (a
  * sample is returned whole). Samples that call tools vote with their calls (vote.c). */
@@ -38,10 +42,11 @@ static int sc_run(struct approach_ctx *ctx, struct chat_result *out)
     int pick;
     bool cut = false;
     int got;
+    int rounds;
 
     p.temperature = isnan(ctx->req->temperature) ? GEN_TEMPERATURE : ctx->req->temperature;
     p.answer = true; /* a sample is returned whole: it gets response_format and tools */
-    got = llm_sample(ctx, msgs, nmsgs, &p, k, "self_consistency/sample", c);
+    got = vote_sample(ctx, msgs, nmsgs, &p, k, "self_consistency/sample", VOTE_ALL, c, &rounds);
     if (got < 0)
         return got;
     pick = vote_choose(ctx->arena, c, got, VOTE_ALL, &cut);
@@ -59,6 +64,13 @@ static const struct approach_option sc_options[] = {
      .max = 32,
      .integer = true,
      .help = "samples drawn by self_consistency"},
+    {.name = "adaptive",
+     .def = 1,
+     .min = 0,
+     .max = 1,
+     .integer = true,
+     .help = "1: self_consistency and majority_voting draw samples in rounds and stop once "
+             "the vote is decided (adaptive.h); 0: all samples at once"},
     {.name = NULL},
 };
 

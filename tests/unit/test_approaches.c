@@ -733,6 +733,7 @@ static void vote_case(const struct approach *a, const char *stage, const char *b
         rows[i] = (struct row){stage, NULL, texts[i], finish ? finish[i] : NULL};
     rows[n] = (struct row){NULL, NULL, NULL, NULL};
     env_init(&e, body, rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     assert_int_equal(env_run(&e, a), PX_OK);
     if (strcmp(e.out.text, want) != 0)
         fail_msg("%s: got '%s', want '%s'", a->slug, e.out.text, want);
@@ -772,6 +773,7 @@ static void test_sc_structure(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     e.ctx.stream_final = true;
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
     assert_string_equal(e.out.text, "6 x 7 = 42.");
@@ -782,6 +784,7 @@ static void test_sc_structure(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(",\"temperature\":0,\"optillm_samples\":3"), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
     check_round(&e, 0, 1, "self_consistency/sample", 3, 0.0, -1);
     env_cleanup(&e);
@@ -870,6 +873,7 @@ static void test_sc_partial_failure(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     e.fake.n_mode = FAKE_N_REFUSE;
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
     assert_string_equal(e.out.text, "The answer is 42");
@@ -879,6 +883,7 @@ static void test_sc_partial_failure(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(""), none);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     e.fake.n_support = 0;
     e.fake.fail_status = 500;
     e.fake.fail_message = "upstream exploded";
@@ -889,6 +894,7 @@ static void test_sc_partial_failure(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(",\"optillm_samples\":1"), empty);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
     assert_string_equal(e.out.text, "");
     check_round(&e, 0, 1, "self_consistency/sample", 1, 1.0, -1);
@@ -911,6 +917,7 @@ static void test_mv_structure(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     assert_int_equal(env_run(&e, &approach_majority_voting), PX_OK);
     assert_string_equal(e.out.text, "42");
     assert_int_equal(e.fake.rounds, 1);
@@ -920,6 +927,7 @@ static void test_mv_structure(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(",\"temperature\":1.2"), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     e.fake.n_mode = FAKE_N_IGNORE;
     assert_int_equal(env_run(&e, &approach_majority_voting), PX_OK);
     assert_string_equal(e.out.text, "42");
@@ -976,10 +984,92 @@ static void test_mv_failure(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     e.fake.fail_status = 400;
     e.fake.fail_message = "model not available";
     assert_int_equal(env_run(&e, &approach_majority_voting), PX_EHTTP);
     assert_int_equal(px_http_status(&e.err), 400);
+    check_usage(&e);
+    env_cleanup(&e);
+}
+
+/* Adaptive sampling (the default): a unanimous first batch of k/2 + 1 ends the vote in one
+ * n-call; a contested one draws in further rounds up to the budget; a failed later round
+ * keeps what the earlier ones got. */
+static void test_vote_adaptive(void **state)
+{
+    static const struct row same[] = {
+        {"self_consistency/sample", NULL, A42, NULL},
+        {"self_consistency/sample", NULL, B42, NULL},
+        {"self_consistency/sample", NULL, "6 x 7 = 42.", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    static const struct row contested[] = {
+        {"self_consistency/sample", NULL, A42, NULL},
+        {"self_consistency/sample", NULL, C41, NULL},
+        {"self_consistency/sample", NULL, "The answer is 7.", NULL},
+        {"self_consistency/sample", NULL, "The answer is 41!", NULL},
+        {"self_consistency/sample", NULL, "So 41.", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    static const struct row mv_rows[] = {
+        {"majority_voting/sample", NULL, A42, NULL},
+        {"majority_voting/sample", NULL, B42, NULL},
+        {"majority_voting/sample", NULL, C41, NULL},
+        {"majority_voting/sample", NULL, "42", NULL},
+        {"majority_voting/sample", NULL, "The answer is 42!", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    static const struct row later_fails[] = {
+        {"self_consistency/sample", NULL, A42, NULL},
+        {"self_consistency/sample", NULL, C41, NULL},
+        {"self_consistency/sample", NULL, "The answer is 7.", NULL},
+        {"self_consistency/sample", NULL, NULL, NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    struct env e;
+
+    (void)state;
+    env_init(&e, BODY(""), same);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_string_equal(e.out.text, "6 x 7 = 42.");
+    assert_int_equal(e.fake.rounds, 1);
+    check_round(&e, 0, 1, "self_consistency/sample", 3, 1.0, -1);
+    check_usage(&e);
+    env_cleanup(&e);
+
+    /* 1-1-1 after 3: 2 more (the fewest that could decide), then the budget is spent */
+    env_init(&e, BODY(""), contested);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_string_equal(e.out.text, "So 41.");
+    assert_int_equal(e.fake.rounds, 2);
+    check_round(&e, 0, 1, "self_consistency/sample", 3, 1.0, -1);
+    check_round(&e, 1, 1, "self_consistency/sample", 2, 1.0, -1);
+    check_usage(&e);
+    env_cleanup(&e);
+
+    /* mv, budget 6: 3-1 after 4 (1/15 > 0.05), then 1 more: 4-1 is out of reach */
+    env_init(&e, BODY(""), mv_rows);
+    assert_int_equal(env_run(&e, &approach_majority_voting), PX_OK);
+    assert_string_equal(e.out.text, "42");
+    assert_int_equal(e.fake.rounds, 2);
+    check_round(&e, 0, 1, "majority_voting/sample", 4, 0.6, -1);
+    check_round(&e, 1, 1, "majority_voting/sample", 1, 0.6, -1);
+    check_usage(&e);
+    env_cleanup(&e);
+
+    /* the request's optillm_adaptive 0: all 5 at once */
+    env_init(&e, BODY(",\"optillm_adaptive\":0"), contested);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_int_equal(e.fake.rounds, 1);
+    check_round(&e, 0, 1, "self_consistency/sample", 5, 1.0, -1);
+    env_cleanup(&e);
+
+    /* the second round fails: the vote is over the first round's samples */
+    env_init(&e, BODY(",\"optillm_samples\":4"), later_fails);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_string_equal(e.out.text, C41);
+    assert_int_equal(e.fake.rounds, 2);
     check_usage(&e);
     env_cleanup(&e);
 }
@@ -1222,6 +1312,7 @@ int main(void)
         cmocka_unit_test(test_mv_structure),
         cmocka_unit_test(test_mv_votes),
         cmocka_unit_test(test_mv_failure),
+        cmocka_unit_test(test_vote_adaptive),
         cmocka_unit_test(test_re2_structure),
         cmocka_unit_test(test_re2_multipart),
         cmocka_unit_test(test_re2_failure),
