@@ -28,10 +28,10 @@ static void near(double got, double want, double tol)
 static void test_overturn_exact(void **state)
 {
     (void)state;
-    near(adaptive_overturn(C(2), 3), 1.0 / 12, 1e-12);  /* k=5 after 2-0 */
-    near(adaptive_overturn(C(2, 1), 2), 0.25, 1e-12);   /* k=5 after 2-1 */
-    near(adaptive_overturn(C(1, 2), 2), 0.25, 1e-12);   /* order does not matter */
-    near(adaptive_overturn(C(3), 3), 1.0 / 60, 1e-12);  /* k=6 after 3-0 */
+    near(adaptive_overturn(C(2), 3), 1.0 / 12, 1e-12); /* k=5 after 2-0 */
+    near(adaptive_overturn(C(2, 1), 2), 0.25, 1e-12);  /* k=5 after 2-1 */
+    near(adaptive_overturn(C(1, 2), 2), 0.25, 1e-12);  /* order does not matter */
+    near(adaptive_overturn(C(3), 3), 1.0 / 60, 1e-12); /* k=6 after 3-0 */
     near(adaptive_overturn(C(3, 1), 2), 1.0 / 15, 1e-12);
     near(adaptive_overturn(C(2, 1, 1), 1), 0.4, 1e-12); /* a 1 joining either 1 ties */
     near(adaptive_overturn(C(3, 2), 1), 1.0 / 3, 1e-12);
@@ -121,9 +121,12 @@ static void test_batch(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_overturn_exact),     cmocka_unit_test(test_overturn_simulated),
-        cmocka_unit_test(test_stop_decided_early), cmocka_unit_test(test_stop_undecided),
-        cmocka_unit_test(test_stop_ties),          cmocka_unit_test(test_stop_budget_exhausted),
+        cmocka_unit_test(test_overturn_exact),
+        cmocka_unit_test(test_overturn_simulated),
+        cmocka_unit_test(test_stop_decided_early),
+        cmocka_unit_test(test_stop_undecided),
+        cmocka_unit_test(test_stop_ties),
+        cmocka_unit_test(test_stop_budget_exhausted),
         cmocka_unit_test(test_batch),
     };
 
