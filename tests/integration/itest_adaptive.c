@@ -63,8 +63,8 @@ static char *ask(const char *model, const char *q, const char *extra)
     assert_int_equal(r.status, 200);
     cJSON *j = http_json(&r);
     const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0);
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(c, "message"), "content");
+    const cJSON *t =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "message"), "content");
     assert_true(cJSON_IsString(t));
     text = strdup(t->valuestring);
     cJSON_Delete(j);
@@ -92,8 +92,7 @@ static void test_easy_and_contested(void **state)
     expect("majority_voting-mock@words=2", NULL, 2, 6);
     expect("self_consistency-mock@words=2", "\"optillm_samples\":9", 3, 9); /* 5, 2, 2 */
     /* optillm_adaptive 0: fixed k in one call, easy or not */
-    expect("self_consistency-mock@reply=The%20answer%20is%20blue.", "\"optillm_adaptive\":0", 1,
-           5);
+    expect("self_consistency-mock@reply=The%20answer%20is%20blue.", "\"optillm_adaptive\":0", 1, 5);
     /* an upstream without n: the rounds are parallel single calls */
     expect("self_consistency-mock@reply=blue,n_mode=refuse", NULL, 4, 3); /* 1 refused + 3 */
 }
@@ -111,8 +110,8 @@ static void test_noisy_savings(void **state)
             char q[64];
 
             snprintf(q, sizeof(q), "What is %d + %d * %d?", 10 + i, 2 + i % 7, 3 + i % 5);
-            (run ? fixed : adaptive)[i] =
-                ask("self_consistency-mock@noisy=1,p=0.8", q, run ? "\"optillm_adaptive\":0" : NULL);
+            (run ? fixed : adaptive)[i] = ask("self_consistency-mock@noisy=1,p=0.8", q,
+                                              run ? "\"optillm_adaptive\":0" : NULL);
         }
         choices[run] = mock_stat(mock.port, "choices");
     }
