@@ -790,8 +790,9 @@ void report_cost_svg(const struct report *r, struct buf *out)
         xml_text(out, w->approach);
         buf_printf(out, ": %s, %s tokens</title></circle>\n", report_pct(w->accuracy, b[0], 32),
                    num(report_tokens(w), 0, b[1], 32));
+        /* labels above and below in turn, so that neighbours in token order do not overlap */
         buf_printf(out, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#222\" font-size=\"12\">", x + 8,
-                   y - 6);
+                   k % 2 ? y + 16 : y - 6);
         xml_text(out, w->approach);
         buf_puts(out, "</text>\n");
     }
