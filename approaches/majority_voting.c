@@ -76,6 +76,7 @@ const struct approach approach_majority_voting = {
                "wins and a sample carrying it is returned",
     .calls = 1,
     .rounds = 1,
+    .min_calls = 1,
     .tools = true,
     .response_format = true,
 };

@@ -71,6 +71,21 @@ static const struct approach_option sc_options[] = {
      .integer = true,
      .help = "1: self_consistency and majority_voting draw samples in rounds and stop once "
              "the vote is decided (adaptive.h); 0: all samples at once"},
+    /* Budgets of every approach (registered here: an option lives in some approach's table). */
+    {.name = "max_calls",
+     .def = 0,
+     .min = 0,
+     .max = 1000000,
+     .integer = true,
+     .help = "per-request budget of upstream calls for every approach (0: none): sc, mv, bon, "
+             "moa and mcts degrade to fit, others refuse with 400 (tenant limit is the ceiling)"},
+    {.name = "max_tokens",
+     .def = 0,
+     .min = 0,
+     .max = 1e12,
+     .integer = true,
+     .help = "per-request budget of upstream tokens (prompt + completion; 0: none): sc and mv "
+             "draw no further round once it is spent"},
     {.name = NULL},
 };
 
@@ -84,6 +99,7 @@ const struct approach approach_self_consistency = {
                "similarity when none); a sample of the largest group wins",
     .calls = 1,
     .rounds = 1,
+    .min_calls = 1,
     .tools = true,
     .response_format = true,
 };

@@ -294,12 +294,28 @@ int vote_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nms
 
     *rounds = 0;
     if (approach_opt(ctx, "adaptive") < 0.5) {
+        int fit = llm_budget_samples(ctx, k, 0, 0);
+        int r;
+
         *rounds = 1;
-        return llm_sample(ctx, msgs, nmsgs, p, k, stage, out);
+        r = llm_sample(ctx, msgs, nmsgs, p, fit > 0 ? fit : 1, stage, out);
+        if (r >= 0 && r < k && fit < k)
+            llm_budget_note(ctx, "samples=%d/%d", r, k);
+        return r;
     }
     while (!adaptive_stop(counts, ng, drawn, k)) {
         int m = adaptive_batch(counts, ng, k - drawn);
-        int r = llm_sample(ctx, msgs, nmsgs, p, m, stage, out + got);
+        int fit = llm_budget_samples(ctx, m, 0, 0);
+        int r;
+
+        if (drawn > 0 && (fit == 0 || llm_budget_tokens_left(ctx) <= 0)) {
+            llm_budget_note(ctx, "samples=%d/%d", got, k); /* the budget ends the vote */
+            break;
+        }
+        if (fit > 0 && fit < m)
+            llm_budget_note(ctx, "samples=%d/%d", drawn + fit, k);
+        m = fit > 0 ? fit : m; /* nothing fits at all: llm_sample refuses */
+        r = llm_sample(ctx, msgs, nmsgs, p, m, stage, out + got);
 
         (*rounds)++;
         drawn += m;
