@@ -144,18 +144,14 @@ static void test_refused_up_front(void **state)
 
     (void)state;
     /* cepo cannot degrade: 19 calls do not fit in 5 */
-    assert_int_equal(ask(px.port, "cepo-mock@noisy=1", "\"optillm_max_calls\":5", 400, h,
-                         sizeof(h)),
+    assert_int_equal(
+        ask(px.port, "cepo-mock@noisy=1", "\"optillm_max_calls\":5", 400, h, sizeof(h)), 0);
+    assert_int_equal(ask(px.port, "moa-mock@noisy=1", "\"optillm_max_calls\":1", 400, h, sizeof(h)),
                      0);
-    assert_int_equal(ask(px.port, "moa-mock@noisy=1", "\"optillm_max_calls\":1", 400, h,
-                         sizeof(h)),
-                     0);
-    assert_int_equal(ask(px.port, "mcts-mock@noisy=1", "\"optillm_max_calls\":4", 400, h,
-                         sizeof(h)),
-                     0);
+    assert_int_equal(
+        ask(px.port, "mcts-mock@noisy=1", "\"optillm_max_calls\":4", 400, h, sizeof(h)), 0);
     /* re2 fits in 1 */
-    assert_int_equal(ask(px.port, "re2-mock@noisy=1", "\"optillm_max_calls\":1", 200, h,
-                         sizeof(h)),
+    assert_int_equal(ask(px.port, "re2-mock@noisy=1", "\"optillm_max_calls\":1", 200, h, sizeof(h)),
                      1);
 }
 
@@ -171,8 +167,7 @@ static void test_server_flag(void **state)
     assert_true(ask(p2.port, "bon-mock@noisy=1", NULL, 200, h, sizeof(h)) <= 2);
     assert_non_null(strstr(h, "calls="));
     /* the body may lower it per request */
-    assert_int_equal(ask(p2.port, "bon-mock@noisy=1", "\"optillm_max_calls\":1", 200, h,
-                         sizeof(h)),
+    assert_int_equal(ask(p2.port, "bon-mock@noisy=1", "\"optillm_max_calls\":1", 200, h, sizeof(h)),
                      1);
     assert_int_equal(proc_stop(&p2), 0);
 }
@@ -180,10 +175,8 @@ static void test_server_flag(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_degrade_within_budget),
-        cmocka_unit_test(test_token_budget),
-        cmocka_unit_test(test_degrade_without_n),
-        cmocka_unit_test(test_refused_up_front),
+        cmocka_unit_test(test_degrade_within_budget), cmocka_unit_test(test_token_budget),
+        cmocka_unit_test(test_degrade_without_n),     cmocka_unit_test(test_refused_up_front),
         cmocka_unit_test(test_server_flag),
     };
 
