@@ -11,6 +11,7 @@
 /* clang-format on */
 
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1074,6 +1075,69 @@ static void test_vote_adaptive(void **state)
     env_cleanup(&e);
 }
 
+/* Per-request budgets over the fake transport: the helpers, bon's fewer samples, the tenant's
+ * ceiling, and the hard cap below every approach (calls beyond it fail unsent). */
+static void test_budgets(void **state)
+{
+    static const struct row sc_rows[] = {
+        {"self_consistency/sample", NULL, A42, NULL},
+        {"self_consistency/sample", NULL, C41, NULL},
+        {"self_consistency/sample", NULL, "The answer is 7.", NULL},
+        {"self_consistency/sample", NULL, "The answer is 8.", NULL},
+        {"self_consistency/sample", NULL, "The answer is 9.", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    struct env e;
+
+    (void)state;
+    /* no budget */
+    env_init(&e, BODY(""), bon_rows);
+    assert_true(llm_budget_calls_left(&e.ctx) == LONG_MAX);
+    assert_true(llm_budget_tokens_left(&e.ctx) == LONG_MAX);
+    assert_int_equal(llm_budget_samples(&e.ctx, 5, 1, 0), 5);
+    env_cleanup(&e);
+
+    /* bon within 3 calls: 2 samples, 2 ratings */
+    env_init(&e, BODY(",\"optillm_max_calls\":3"), bon_rows);
+    assert_int_equal(llm_budget_calls_left(&e.ctx), 3);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 1, 0), 2);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 0, 2), 3);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 0, 3), 0);
+    assert_int_equal(env_run(&e, &approach_bon), PX_OK);
+    assert_int_equal(e.ctx.usage.calls, 3);
+    check_round(&e, 0, 1, "bon/sample", 2, 1.0, -1);
+    assert_string_equal(e.ctx.budget_note, "samples=2/3");
+    env_cleanup(&e);
+
+    /* the tenant's limit caps a larger request budget; without n each sample is a call */
+    env_init(&e, BODY(",\"optillm_max_calls\":10"), bon_rows);
+    e.ctx.budget_tenant_calls = 4;
+    e.fake.n_support = 0;
+    assert_int_equal(llm_budget_calls_left(&e.ctx), 4);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 1, 0), 2);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 0, 0), 3);
+    e.ctx.budget_spent.calls = 3; /* an earlier step of the route spent 3 */
+    assert_int_equal(llm_budget_calls_left(&e.ctx), 1);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 1, 0), 1);
+    env_cleanup(&e);
+
+    /* the hard cap: fixed-k sc without n gets 2 single calls of 5 */
+    env_init(&e, BODY(",\"optillm_max_calls\":2,\"optillm_adaptive\":0"), sc_rows);
+    e.fake.n_support = 0;
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_int_equal(e.ctx.usage.calls, 2);
+    assert_string_equal(e.ctx.budget_note, "samples=2/5");
+    env_cleanup(&e);
+
+    /* the token budget: spent after the first round of a contested vote */
+    env_init(&e, BODY(",\"optillm_max_tokens\":1"), sc_rows);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_int_equal(e.fake.rounds, 1);
+    assert_true(llm_budget_tokens_left(&e.ctx) <= 0);
+    assert_string_equal(e.ctx.budget_note, "samples=3/5");
+    env_cleanup(&e);
+}
+
 /* ---- re2 ---------------------------------------------------------------------------------- */
 
 #define Q1 "What is 2+2?"
@@ -1313,6 +1377,7 @@ int main(void)
         cmocka_unit_test(test_mv_votes),
         cmocka_unit_test(test_mv_failure),
         cmocka_unit_test(test_vote_adaptive),
+        cmocka_unit_test(test_budgets),
         cmocka_unit_test(test_re2_structure),
         cmocka_unit_test(test_re2_multipart),
         cmocka_unit_test(test_re2_failure),
