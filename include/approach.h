@@ -105,6 +105,8 @@ struct approach {
      * chat_request_parse: a request using what an approach does not carry is a 400). */
     bool tools;           /* tools/tool_choice reach its answer calls; it returns tool_calls */
     bool response_format; /* every answer it returns comes from a call with params.answer */
+    bool offload; /* calls deep library code (libz3): runs on a helper thread with a full-size
+                     stack, not on a coroutine (include/scheduler.h) */
 };
 
 /* The registry (src/registry.c): const, no lock needed. */
@@ -131,6 +133,8 @@ double approach_opt_row(const struct approach_ctx *ctx, const struct approach_op
                         const char *name);
 /* The server's --return-full-response switch. */
 bool approach_return_full(const struct approach_ctx *ctx);
+/* The server's --privacy-ner-url (the privacy plugin's NER service), or NULL when off. */
+const char *approach_privacy_ner_url(const struct approach_ctx *ctx);
 
 /* Renders prompt 'name' with {{key}} placeholders from vars (key, value, ..., NULL) into
  * ctx->arena. An unknown placeholder is left as is. Never NULL for a registered prompt. */

@@ -47,6 +47,7 @@ struct config {
     bool client_keys;        /* --client-keys */
     double upstream_timeout; /* seconds per call, default 600 */
     double connect_timeout;  /* seconds, default 10 */
+    bool upstream_h2c;       /* --upstream-h2c: HTTP/2 without TLS by prior knowledge */
     int retries;             /* per call, for 429, 5xx and connect errors; default 2 */
     double retry_base;       /* first backoff delay in seconds, default 0.5 (doubles) */
     double request_timeout;  /* whole-request deadline in seconds; 0 = none (default 0) */
@@ -58,13 +59,21 @@ struct config {
     char *tenants_path;      /* --tenants FILE, or NULL */
     char *log_conversations; /* --log-conversations DIR, or NULL */
 
+    /* several instances: state shared through Redis (src/redis.c) */
+    char *redis_url;        /* --redis-url / OPTILLM_REDIS_URL (may hold a password), or NULL */
+    char redis_prefix[64];  /* key prefix, default "optillm:" */
+    char redis_failure[8];  /* "open" (default) or "closed" */
+    bool redis_fail_closed; /* redis_failure is "closed" */
+
     /* approaches */
     char approach[128]; /* default route value; "auto" = passthrough */
     char model[256];    /* default model when the body has none */
     int n;              /* default n */
     bool return_full_response;
     bool no_approach_tags;
-    char *prompts_dir;                                  /* NULL: embedded prompts only */
+    char *prompts_dir;         /* NULL: embedded prompts only */
+    char privacy_ner_url[512]; /* --privacy-ner-url: names and places for privacy; "" = off */
+    char *mcp_config;          /* --mcp-config: MCP servers file for the mcp approach, or NULL */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
 

@@ -67,6 +67,17 @@ static const struct flag flags[] = {
     {"tenants", NULL, "OPTILLM_TENANTS", T_SECRET, OFF(tenants_path), 0, "FILE",
      "multi-tenant keys: a JSON file of tenants (SHA-256 key digests, own upstream, allowed "
      "approaches and models, limits); SIGHUP reloads it (see 'optillm keys')"},
+    {"redis-url", NULL, "OPTILLM_REDIS_URL", T_SECRET, OFF(redis_url), 0, "URL",
+     "redis://[user:pass@]HOST[:PORT][/DB]: tenants' requests per minute and tokens per day "
+     "are shared by every instance using this Redis (rediss:// needs a hiredis with TLS, which "
+     "Debian 12 lacks)"},
+    {"redis-prefix", NULL, "OPTILLM_REDIS_PREFIX", T_STR, OFF(redis_prefix), SZ(redis_prefix),
+     "PREFIX", "prefix of every Redis key (default optillm:)"},
+    {"redis-failure", NULL, "OPTILLM_REDIS_FAILURE", T_STR, OFF(redis_failure), SZ(redis_failure),
+     "MODE",
+     "when Redis is unreachable or slow: open (default: each instance enforces the limits "
+     "alone, with a warning and optillm_redis_errors_total) or closed (requests of tenants "
+     "with limits get 503)"},
     {"approach", NULL, "OPTILLM_APPROACH", T_STR, OFF(approach), SZ(approach), "NAME",
      "approach for requests that name none (default auto = passthrough)"},
     {"model", NULL, "OPTILLM_MODEL", T_STR, OFF(model), SZ(model), "NAME",
@@ -80,10 +91,18 @@ static const struct flag flags[] = {
      "ignore <optillm_approach> tags in messages for selection (they are still removed)"},
     {"prompts-dir", NULL, "OPTILLM_PROMPTS_DIR", T_SECRET, OFF(prompts_dir), 0, "DIR",
      "override built-in prompts with DIR/<approach>/<stage>.txt files"},
+    {"privacy-ner-url", NULL, "OPTILLM_PRIVACY_NER_URL", T_STR, OFF(privacy_ner_url),
+     SZ(privacy_ner_url), "URL",
+     "privacy: also mask names and places found by this trusted NER service (Presidio analyzer "
+     "API: POST {text, language} -> entities; off by default: then only pattern-based PII)"},
+    {"mcp-config", NULL, "OPTILLM_MCP_CONFIG", T_SECRET, OFF(mcp_config), 0, "FILE",
+     "MCP servers for the mcp approach: {\"mcpServers\": {\"name\": {\"command\", \"args\", "
+     "\"env\"} or {\"url\", \"headers\"}}} (the layout MCP clients use)"},
     {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
-     "maximum approach threads (default 1024; they mostly wait and use 256 KiB stacks)"},
+     "maximum approach requests running at once (default 10000); a waiting one holds a "
+     "coroutine stack (128 KiB reserved, a few KiB used), not a thread"},
     {"queue", NULL, "OPTILLM_QUEUE", T_UINT, OFF(queue_max), 0, "N",
-     "approach requests that may wait for a thread before 503 (default 4096)"},
+     "approach requests that may wait for a --workers slot before 503 (default 4096)"},
     {"io-loops", NULL, "OPTILLM_IO_LOOPS", T_UINT, OFF(io_loops), 0, "N",
      "upstream I/O threads, each multiplexing many transfers (default: number of cores)"},
     {"http-threads", NULL, "OPTILLM_HTTP_THREADS", T_UINT, OFF(http_threads), 0, "N",
@@ -108,6 +127,10 @@ static const struct flag flags[] = {
      "503 with Retry-After before its body is read (default 256M)"},
     {"upstream-timeout", NULL, "OPTILLM_UPSTREAM_TIMEOUT", T_DOUBLE, OFF(upstream_timeout), 0,
      "SECONDS", "limit for one upstream call; exceeded gives 504 (default 600)"},
+    {"upstream-h2c", NULL, "OPTILLM_UPSTREAM_H2C", T_BOOL, OFF(upstream_h2c), 0, NULL,
+     "speak HTTP/2 to an http:// upstream without asking first (prior knowledge, h2c), "
+     "streams multiplexed on one connection per I/O loop; needs libcurl >= 8.0.0. Default: "
+     "HTTP/1.1 for http://, HTTP/2 when an https:// upstream offers it"},
     {"connect-timeout", NULL, "OPTILLM_CONNECT_TIMEOUT", T_DOUBLE, OFF(connect_timeout), 0,
      "SECONDS", "limit for connecting to the upstream; exceeded gives 502 (default 10)"},
     {"retries", NULL, "OPTILLM_RETRIES", T_RETRIES, OFF(retries), 0, "N",
@@ -143,7 +166,7 @@ static void defaults(struct config *c)
     c->port = 8000;
     c->http_threads = 2;
     c->io_loops = 0;
-    c->workers = 1024;
+    c->workers = 10000;
     c->queue_max = 4096;
     c->conn_limit = 4096;
     c->max_body = 8u << 20;
@@ -164,6 +187,8 @@ static void defaults(struct config *c)
     snprintf(c->model, sizeof(c->model), "gpt-4o-mini");
     c->n = 1;
     c->log_level = LOG_INFO;
+    snprintf(c->redis_prefix, sizeof(c->redis_prefix), "optillm:");
+    snprintf(c->redis_failure, sizeof(c->redis_failure), "open");
 }
 
 static bool parse_bool(const char *v, bool *out)
@@ -540,6 +565,11 @@ int config_load(struct config *cfg, int argc, char **argv)
             return -1;
         }
     }
+    if (strcmp(cfg->redis_failure, "open") && strcmp(cfg->redis_failure, "closed")) {
+        fprintf(stderr, "--redis-failure must be open or closed\n");
+        return -1;
+    }
+    cfg->redis_fail_closed = strcmp(cfg->redis_failure, "closed") == 0;
     if (!cfg->io_loops) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -556,8 +586,12 @@ void config_cleanup(struct config *cfg)
     free(cfg->upstream_key);
     free(cfg->gate_key);
     free(cfg->prompts_dir);
+    free(cfg->mcp_config);
+    cfg->mcp_config = NULL;
     free(cfg->tenants_path);
     free(cfg->log_conversations);
+    free(cfg->redis_url);
+    cfg->redis_url = NULL;
     cfg->upstream_key = cfg->gate_key = cfg->prompts_dir = cfg->tenants_path = NULL;
     cfg->log_conversations = NULL;
 }

@@ -14,7 +14,10 @@
 #include "answer.h"
 #include "internal.h"
 #include "log.h"
+#include "mcp.h"
+#include "pii.h"
 #include "prompt.h"
+#include "redis.h"
 
 #if defined(__SANITIZE_THREAD__)
 /* TSan builds: libz3's internal timer threads race with themselves (inside libz3, not in our
@@ -126,16 +129,26 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 ||
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 || pii_init() != 0 ||
         prompt_init(cfg.prompts_dir) != 0 || registry_check() != 0 ||
-        (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0) ||
+        (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0) || redis_init(&cfg) != 0 ||
         convlog_init(cfg.log_conversations) != 0) {
         log_error("start-up failed");
         return 1;
     }
+    if (cfg.mcp_config) { /* MCP servers start on first use */
+        struct px_error me = {0};
+        struct mcp *m = mcp_create(cfg.mcp_config, &me);
+
+        if (!m) {
+            log_error("%s", me.message);
+            return 1;
+        }
+        mcp_install(m);
+    }
     raise_fd_limit(cfg.conn_limit * 3 + 1024);
-    if (io_start(&cfg) != 0 || pool_start(cfg.workers, cfg.queue_max) != 0 ||
-        server_start(&cfg) != 0) {
+    if (io_start(&cfg) != 0 || sched_start(0, 0) != 0 ||
+        pool_start(cfg.workers, cfg.queue_max) != 0 || server_start(&cfg) != 0) {
         log_error("start-up failed");
         return 1;
     }
@@ -173,16 +186,21 @@ int main(int argc, char **argv)
         if (left > 0)
             log_warn("drain timeout: cancelling %ld request(s) with 503", left);
     }
-    io_stop();   /* aborts transfers: their requests are answered 503 */
-    pool_stop(); /* approach threads finish and answer */
+    io_stop();    /* aborts transfers: their requests are answered 503 */
+    pool_stop();  /* approach requests finish and answer */
+    sched_stop(); /* every coroutine has finished */
     /* Let libmicrohttpd write those answers before it closes every connection. */
     for (int i = 0; i < 200 && metrics_inflight_now() > 0; i++)
         nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
     server_stop();
+    mcp_destroy(mcp_installed()); /* after the approach threads: stops the MCP servers */
+    mcp_install(NULL);
     io_free();
+    redis_cleanup(); /* flushes queued shared writes (bounded by its timeouts) */
     tenants_cleanup();
     prompt_cleanup();
     answer_cleanup();
+    pii_cleanup();
     curl_global_cleanup();
     config_cleanup(&cfg);
     return 0;

@@ -25,6 +25,11 @@ extern const struct approach approach_deepthink;
 extern const struct approach approach_pvg;
 extern const struct approach approach_rstar;
 extern const struct approach approach_z3;
+/* plugins, part 1 */
+extern const struct approach approach_privacy;
+extern const struct approach approach_json;
+extern const struct approach approach_compact;
+extern const struct approach approach_mcp;
 
 const struct approach *const approach_registry[] = {
     &approach_bon,
@@ -44,6 +49,11 @@ const struct approach *const approach_registry[] = {
     &approach_pvg,
     &approach_rstar,
     &approach_z3,
+    /* plugins, part 1 */
+    &approach_privacy,
+    &approach_json,
+    &approach_compact,
+    &approach_mcp,
     NULL,
 };
 const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;

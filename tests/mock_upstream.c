@@ -4,11 +4,18 @@
  *
  * Usage: mock_upstream [--port N] [--latency MS] [--chunk-delay MS] [--seed N]
  *                      [--noisy-key FILE] [--p P] [--q Q] [--require-key KEY]
+ *                      [--event-loop 1]   (epoll thread pool; latency waits suspended, no
+ *                                          thread per waiting call: for bench/peak.sh)
  * Defaults: port 0 (ephemeral), latency 0, chunk-delay 0, seed 0, p 0.6, q 0.8, no key.
  * Prints "PORT <n>" once listening and runs until SIGTERM/SIGINT (then exits 0).
  *
  * Endpoints
  *   POST /v1/chat/completions, /chat/completions   chat completion (JSON or SSE stream)
+ *   POST /v1/embeddings        {"object":"list","data":[{"object":"embedding","index":0,
+ *                              "embedding":[0.1,0.2,0.3]}],"model",usage,"mock_raw_body"}: the
+ *                              request body exactly as received (passthrough checks)
+ *   POST /v1/completions       legacy text completion ("mock completion: <prompt>"), JSON or SSE
+ *                              (stream: true), with "mock_raw_body" in the JSON answer
  *   GET  /v1/models, /models   mock-model and mock-model-2; honours the global require_key
  *   GET  /mock/stats           {calls, choices, in_flight, peak_concurrency, prompt_tokens,
  *                              completion_tokens, reasoning_tokens, errors, aborted, dropped,
@@ -27,6 +34,11 @@
  *   POST /mock/config          JSON {latency, chunk_delay, p, q, seed, noisy (bool),
  *                              require_key (string|null)}: new global defaults -> {"ok":true}
  *   GET  /mock/config          the current global defaults
+ *   POST /analyze              (plugins1) a Presidio-analyzer-style NER service for the privacy
+ *                              plugin: {"text"} -> [{"entity_type","start","end","score"}] in
+ *                              code points, for the fixed names "Alice Martin", "Zoë Müller"
+ *                              (PERSON), "Lyon" (LOCATION), "Ireland" (GPE), "Acme"
+ *                              (ORGANIZATION) and "Maybe" (PERSON, score 0.3)
  *   anything else              404 JSON error (also a known path with the wrong method)
  *
  * Per-request options in the model name: "name@opt=val,opt=val" (the LAST '@' starts them;
@@ -50,6 +62,10 @@
  *   drop=1                     close the connection without any response
  *   noisy=1, p=P, q=Q          noisy-model mode (below); p and q override the defaults
  *   words=N                    words after the "mock reply <i>: " prefix (default 8, 1..100000)
+ *   tool=NAME                  answer with one tool call to NAME instead of text (front doors):
+ *                              id "call_mock_1", arguments {"location":"Paris","unit":"celsius"},
+ *                              finish_reason "tool_calls"; streamed in OpenAI's delta.tool_calls
+ *                              form (id/type/name with arguments "", then 3 argument fragments)
  *   usage=0                    no "usage" in the JSON answer, no usage chunk in a stream
  *   usage=null                 as OpenAI does: with include_usage, every stream chunk before
  *                              the usage chunk carries "usage":null
@@ -60,6 +76,12 @@
  *                              ("upstream exploded: mock CODE", text/plain), html (a gateway's
  *                              page, text/html), typeerror ({"error":"TypeError","message":
  *                              "mock CODE: cannot read properties of undefined"}), empty
+ *   piece_bytes=N              (plugins1) streams: content chunks of N bytes (backed off to a
+ *                              UTF-8 boundary) instead of one per word, so that words and
+ *                              placeholders are split across chunks
+ *   json_bad=K                 (plugins1) the first K answers (choices) of calls with this
+ *                              option since the last reset are {"note":"mock non-compliance"}
+ *                              whatever the response_format (a model that ignores the schema)
  * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
  * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
  *
@@ -71,6 +93,14 @@
  * to a UTF-8 boundary) with finish_reason "length". Streams: per choice a role chunk then one
  * chunk per word (word + following spaces), then a finish chunk per choice, a usage chunk
  * ("choices":[]) with stream_options.include_usage, then "data: [DONE]".
+ *
+ * mcp block (the mcp plugin's tests; JSON answers only):
+ *   mcp_tool=NAME              while "tools" offers NAME and no tool message is in the
+ *                              conversation yet, answer with mcp_calls=K (default 1) calls of
+ *                              NAME (ids call_mcp_<j>) with arguments mcp_args=JSON (default
+ *                              {}); mcp_loop=1 keeps calling after tool results. Otherwise the
+ *                              text "tool said: " + each tool message's content (first 1000
+ *                              bytes) joined by " | " ("no tool" without any)
  *
  * Tools and structured output (checked after the text of every choice is made):
  *   - "tools" (a non-empty array) and no message with role "tool" yet: every choice is a
@@ -339,6 +369,7 @@ struct state {
     struct config cfg;
     unsigned long long calls, choices, in_flight, peak, prompt_tokens, completion_tokens;
     unsigned long long reasoning_tokens, errors, aborted, dropped, models_calls, cmpl_id;
+    unsigned long long json_bad_seen; /* plugins1: calls with json_bad=K since reset */
     uint64_t epoch, seq;
     char **keys;
     size_t nkeys;
@@ -483,15 +514,144 @@ static enum MHD_Result mock_status_error(struct MHD_Connection *c, long status,
 
 /* ---- per-request state ------------------------------------------------------------------ */
 
-enum route { R_CHAT, R_MODELS, R_STATS, R_REQUESTS, R_RESET, R_CONFIG, R_BADMETHOD, R_NOTFOUND };
+enum route {
+    R_EMBED,
+    R_COMPL,
+    R_CHAT,
+    R_MODELS,
+    R_STATS,
+    R_REQUESTS,
+    R_RESET,
+    R_CONFIG,
+    R_ANALYZE, /* plugins1: a Presidio-style NER service */
+    R_BADMETHOD,
+    R_NOTFOUND
+};
 
 struct req {
     enum route route;
     struct sbuf body;
     bool too_large, counted, dropped;
+    bool delayed; /* --event-loop: the latency was waited suspended; answer now */
     uint64_t seq, epoch;
     long long start_ms;
 };
+
+/* ---- --event-loop: latency without a thread per connection (bench/peak.sh) --------------------
+ * libmicrohttpd runs an epoll thread pool; a chat request with a latency is suspended and a
+ * timer thread resumes it when due, so 9,000 waiting calls cost no threads. Stream chunk
+ * delays still sleep on a pool thread (benchmarks use non-stream calls). */
+static bool g_event_loop;
+struct delayed {
+    long long due_ms;
+    struct MHD_Connection *conn;
+};
+static pthread_mutex_t dl_mu = PTHREAD_MUTEX_INITIALIZER; /* guards dl_* below */
+static pthread_cond_t dl_cv;                              /* CLOCK_MONOTONIC */
+static struct delayed *dl_heap;                           /* min-heap by due_ms */
+static size_t dl_n, dl_cap;
+static bool dl_stop;
+static pthread_t dl_thread;
+
+static void dl_swap(size_t a, size_t b)
+{
+    struct delayed t = dl_heap[a];
+    dl_heap[a] = dl_heap[b];
+    dl_heap[b] = t;
+}
+
+/* Called by the handler after MHD_suspend_connection. */
+static bool dl_push(long long due_ms, struct MHD_Connection *conn)
+{
+    pthread_mutex_lock(&dl_mu);
+    if (dl_n == dl_cap) {
+        size_t cap = dl_cap ? dl_cap * 2 : 1024;
+        struct delayed *h = realloc(dl_heap, cap * sizeof(*h));
+        if (!h) {
+            pthread_mutex_unlock(&dl_mu);
+            return false;
+        }
+        dl_heap = h;
+        dl_cap = cap;
+    }
+    size_t i = dl_n++;
+    dl_heap[i] = (struct delayed){due_ms, conn};
+    while (i > 0 && dl_heap[(i - 1) / 2].due_ms > dl_heap[i].due_ms) {
+        dl_swap(i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    pthread_cond_signal(&dl_cv);
+    pthread_mutex_unlock(&dl_mu);
+    return true;
+}
+
+/* Caller holds dl_mu; dl_n > 0. */
+static struct MHD_Connection *dl_pop(void)
+{
+    struct MHD_Connection *conn = dl_heap[0].conn;
+    size_t i = 0;
+    dl_heap[0] = dl_heap[--dl_n];
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < dl_n && dl_heap[l].due_ms < dl_heap[m].due_ms)
+            m = l;
+        if (l + 1 < dl_n && dl_heap[l + 1].due_ms < dl_heap[m].due_ms)
+            m = l + 1;
+        if (m == i)
+            break;
+        dl_swap(i, m);
+        i = m;
+    }
+    return conn;
+}
+
+static void *dl_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&dl_mu);
+    for (;;) {
+        if (dl_n > 0 && (dl_stop || dl_heap[0].due_ms <= mono_ms())) {
+            struct MHD_Connection *conn = dl_pop();
+            pthread_mutex_unlock(&dl_mu);
+            MHD_resume_connection(conn);
+            pthread_mutex_lock(&dl_mu);
+            continue;
+        }
+        if (dl_stop)
+            break;
+        if (dl_n == 0) {
+            pthread_cond_wait(&dl_cv, &dl_mu);
+        } else {
+            long long due = dl_heap[0].due_ms;
+            struct timespec ts = {.tv_sec = (time_t)(due / 1000),
+                                  .tv_nsec = (long)(due % 1000) * 1000000L};
+            pthread_cond_timedwait(&dl_cv, &dl_mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&dl_mu);
+    return NULL;
+}
+
+static bool dl_start(void)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&dl_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return pthread_create(&dl_thread, NULL, dl_main, NULL) == 0;
+}
+
+/* Resumes every waiting connection (they answer at once) and joins the timer thread. */
+static void dl_finish(void)
+{
+    pthread_mutex_lock(&dl_mu);
+    dl_stop = true;
+    pthread_cond_signal(&dl_cv);
+    pthread_mutex_unlock(&dl_mu);
+    pthread_join(dl_thread, NULL);
+    free(dl_heap);
+}
 
 static enum route route_for(const char *method, const char *url)
 {
@@ -500,6 +660,10 @@ static enum route route_for(const char *method, const char *url)
         return post ? R_CHAT : R_BADMETHOD;
     if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
         return get ? R_MODELS : R_BADMETHOD;
+    if (!strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings"))
+        return post ? R_EMBED : R_BADMETHOD;
+    if (!strcmp(url, "/v1/completions") || !strcmp(url, "/completions"))
+        return post ? R_COMPL : R_BADMETHOD;
     if (!strcmp(url, "/mock/stats"))
         return get ? R_STATS : R_BADMETHOD;
     if (!strcmp(url, "/mock/requests"))
@@ -508,6 +672,8 @@ static enum route route_for(const char *method, const char *url)
         return post ? R_RESET : R_BADMETHOD;
     if (!strcmp(url, "/mock/config"))
         return (get || post) ? R_CONFIG : R_BADMETHOD;
+    if (!strcmp(url, "/analyze")) /* plugins1 */
+        return post ? R_ANALYZE : R_BADMETHOD;
     return R_NOTFOUND;
 }
 
@@ -615,11 +781,17 @@ struct opts {
     bool drop, noisy;
     uint64_t seed;
     char *require_key, *reply;
+    char *tool;          /* front doors: answer with a tool call to this function */
     char *errmsg;        /* errmsg=TEXT (secparse block) */
     double usage_prompt; /* usage_prompt=X (secparse block); < 0: off */
     /* Accounting and error-shape options (usage=, errbody=). */
     bool no_usage, usage_null, split, reject_so;
     int errbody;
+    long piece_bytes, json_bad; /* plugins1 block: piece_bytes=N, json_bad=K */
+    /* mcp block: mcp_tool=NAME, mcp_args=JSON, mcp_calls=K, mcp_loop=1 */
+    char *mcp_tool, *mcp_args;
+    long mcp_calls;
+    bool mcp_loop;
 };
 
 static int hexval(char c)
@@ -780,8 +952,27 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
         return o->errmsg != NULL;
     }
     /* ---- end secparse ---- */
+    /* ---- plugins1: piece_bytes=N, json_bad=K ---- */
+    if (!strcmp(name, "piece_bytes"))
+        return parse_long(val, 1, 1000000, &o->piece_bytes);
+    if (!strcmp(name, "json_bad"))
+        return parse_long(val, 0, LONG_MAX, &o->json_bad);
+    /* ---- end plugins1 ---- */
+    /* ---- mcp block ---- */
+    if (!strcmp(name, "mcp_calls"))
+        return parse_long(val, 1, 64, &o->mcp_calls);
+    if (!strcmp(name, "mcp_loop"))
+        return parse_bool(val, &o->mcp_loop);
+    if (!strcmp(name, "mcp_tool") || !strcmp(name, "mcp_args")) {
+        char **d = !strcmp(name, "mcp_tool") ? &o->mcp_tool : &o->mcp_args;
+        free(*d);
+        *d = strdup(val);
+        return *d != NULL;
+    }
+    /* ---- end mcp block ---- */
     char **dst = !strcmp(name, "reply")         ? &o->reply
                  : !strcmp(name, "require_key") ? &o->require_key
+                 : !strcmp(name, "tool")        ? &o->tool
                                                 : NULL;
     if (!dst)
         return false;
@@ -1269,6 +1460,7 @@ struct stream {
     size_t plen, ppos;
     char **pre; /* PH_PRE: prepared events (tool calls), sent before the usage chunk */
     size_t npre, ipre;
+    size_t piece_bytes; /* plugins1: content chunks of this size; 0 = one per word */
 };
 
 static void free_texts(char **texts, size_t n)
@@ -1356,9 +1548,15 @@ static char *next_event(struct stream *s)
             const char *t = s->texts[s->choice];
             if (t[s->off]) {
                 size_t end = s->off;
-                while (t[end] && t[end] != ' ')
+                if (s->piece_bytes > 0) { /* plugins1: fixed-size pieces */
+                    size_t len = strlen(t);
+                    end = s->off + s->piece_bytes < len ? s->off + s->piece_bytes : len;
+                    while (end > s->off + 1 && end < len && ((unsigned char)t[end] & 0xC0) == 0x80)
+                        end--;
+                }
+                while (s->piece_bytes == 0 && t[end] && t[end] != ' ')
                     end++;
-                while (t[end] == ' ')
+                while (s->piece_bytes == 0 && t[end] == ' ')
                     end++;
                 size_t start = s->off;
                 s->off = end;
@@ -1491,6 +1689,267 @@ static bool injected_failure(const struct req *r, const struct opts *o)
         return true;
     uint64_t st = mix_seed(0x4641494cULL, o->seed, h, ord);
     return o->fail_rate > 0 && u01(&st) < o->fail_rate;
+}
+
+/* ---- front doors: tool calls, embeddings, legacy completions ---------------------------- */
+
+#define TOOL_ARGS "{\"location\":\"Paris\",\"unit\":\"celsius\"}"
+
+static void sb_event(struct sbuf *b, cJSON *o)
+{
+    char *js = cJSON_PrintUnformatted(o);
+    sb_adds(b, "data: ");
+    sb_adds(b, js ? js : "{}");
+    sb_adds(b, "\n\n");
+    cJSON_free(js);
+    cJSON_Delete(o);
+}
+
+static cJSON *tool_chunk(const char *model, const char *id)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", "chat.completion.chunk");
+    cJSON_AddNumberToObject(o, "created", (double)time(NULL));
+    cJSON_AddStringToObject(o, "model", model);
+    return o;
+}
+
+/* The tool=NAME answer: one call to NAME with TOOL_ARGS, JSON or SSE (all events at once). */
+static enum MHD_Result tool_answer(struct MHD_Connection *c, const cJSON *root, const char *model,
+                                   const char *name, size_t pt)
+{
+    bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    bool usage =
+        !stream || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
+    size_t ct = 1 + strlen(TOOL_ARGS) / 4;
+    char id[48];
+
+    pthread_mutex_lock(&g.mu);
+    snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
+    g.choices++;
+    if (usage) {
+        g.prompt_tokens += pt;
+        g.completion_tokens += ct;
+    }
+    pthread_mutex_unlock(&g.mu);
+    if (!stream) {
+        cJSON *resp = tool_chunk(model, id);
+        cJSON_ReplaceItemInObject(resp, "object", cJSON_CreateString("chat.completion"));
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "choices"), ch);
+        cJSON_AddNumberToObject(ch, "index", 0);
+        cJSON *m = cJSON_AddObjectToObject(ch, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddNullToObject(m, "content");
+        cJSON *call = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
+        cJSON_AddStringToObject(call, "id", "call_mock_1");
+        cJSON_AddStringToObject(call, "type", "function");
+        cJSON *f = cJSON_AddObjectToObject(call, "function");
+        cJSON_AddStringToObject(f, "name", name);
+        cJSON_AddStringToObject(f, "arguments", TOOL_ARGS);
+        cJSON_AddStringToObject(ch, "finish_reason", "tool_calls");
+        cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, -1));
+        return send_json(c, MHD_HTTP_OK, resp, NULL);
+    }
+    struct sbuf b = {0};
+    static const char *const frags[] = {"{\"location\":", "\"Paris\",\"unit\"", ":\"celsius\"}"};
+    for (int step = 0; step < 6; step++) {
+        cJSON *o = tool_chunk(model, id);
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), ch);
+        cJSON_AddNumberToObject(ch, "index", 0);
+        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+        if (step == 0) {
+            cJSON_AddStringToObject(d, "role", "assistant");
+            cJSON_AddNullToObject(d, "content");
+        } else if (step <= 4) {
+            cJSON *call = cJSON_CreateObject();
+            cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), call);
+            cJSON_AddNumberToObject(call, "index", 0);
+            cJSON *f = cJSON_CreateObject();
+            if (step == 1) {
+                cJSON_AddStringToObject(call, "id", "call_mock_1");
+                cJSON_AddStringToObject(call, "type", "function");
+                cJSON_AddStringToObject(f, "name", name);
+                cJSON_AddStringToObject(f, "arguments", "");
+            } else {
+                cJSON_AddStringToObject(f, "arguments", frags[step - 2]);
+            }
+            cJSON_AddItemToObject(call, "function", f);
+        }
+        if (step == 5)
+            cJSON_AddStringToObject(ch, "finish_reason", "tool_calls");
+        else
+            cJSON_AddNullToObject(ch, "finish_reason");
+        sb_event(&b, o);
+    }
+    if (usage) {
+        cJSON *o = tool_chunk(model, id);
+        cJSON_AddArrayToObject(o, "choices");
+        cJSON_AddItemToObject(o, "usage", usage_obj(pt, ct, -1));
+        sb_event(&b, o);
+    }
+    sb_adds(&b, "data: [DONE]\n\n");
+    enum MHD_Result ret = send_body(c, MHD_HTTP_OK, "text/event-stream", sb_str(&b), NULL);
+    sb_free(&b);
+    return ret;
+}
+
+/* POST /v1/embeddings and /v1/completions: fixed answers echoing the raw body. */
+static enum MHD_Result handle_legacy(struct MHD_Connection *c, struct req *r)
+{
+    char *cred = credential(c);
+    cJSON *root = NULL;
+    if (!cred)
+        return MHD_NO;
+    if (!r->too_large && json_depth_ok(sb_str(&r->body), r->body.len, MAX_JSON_DEPTH))
+        root = cJSON_ParseWithLength(sb_str(&r->body), r->body.len);
+    account_request(r, c, cred, root != NULL);
+    free(cred);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return counted_error(c, 400, "We could not parse the JSON body of your request.",
+                             "invalid_request_error", NULL, NULL, NULL);
+    }
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const char *model = cJSON_IsString(jm) ? jm->valuestring : "mock-model";
+    const char *at = strstr(model, "@status=");
+    if (at) {
+        long st = 0;
+        bool ok = parse_long(at + 8, 400, 599, &st);
+        cJSON_Delete(root);
+        if (ok)
+            return mock_status_error(c, st, NULL);
+        return counted_error(c, 400, "mock: bad status", "invalid_request_error", "model", NULL,
+                             NULL);
+    }
+    cJSON *resp = cJSON_CreateObject();
+    enum MHD_Result ret;
+    if (r->route == R_EMBED) {
+        cJSON_AddStringToObject(resp, "object", "list");
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "data"), e);
+        cJSON_AddStringToObject(e, "object", "embedding");
+        cJSON_AddNumberToObject(e, "index", 0);
+        const double v[3] = {0.1, 0.2, 0.3};
+        cJSON_AddItemToObject(e, "embedding", cJSON_CreateDoubleArray(v, 3));
+        cJSON_AddStringToObject(resp, "model", model);
+        cJSON_AddItemToObject(resp, "usage", usage_obj(1 + r->body.len / 4, 0, -1));
+        cJSON_AddStringToObject(resp, "mock_raw_body", sb_str(&r->body));
+        ret = send_json(c, MHD_HTTP_OK, resp, NULL);
+        cJSON_Delete(root);
+        return ret;
+    }
+    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    char text[512];
+    snprintf(text, sizeof(text), "mock completion: %.400s",
+             cJSON_IsString(jp) ? jp->valuestring : "");
+    cJSON_AddStringToObject(resp, "id", "cmpl-mock");
+    cJSON_AddStringToObject(resp, "object", "text_completion");
+    cJSON_AddNumberToObject(resp, "created", (double)time(NULL));
+    cJSON_AddStringToObject(resp, "model", model);
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "choices"), ch);
+    cJSON_AddStringToObject(ch, "text", text);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddNullToObject(ch, "logprobs");
+    cJSON_AddStringToObject(ch, "finish_reason", "stop");
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"))) {
+        struct sbuf b = {0};
+        cJSON_DetachItemFromObject(resp, "usage");
+        sb_event(&b, resp);
+        sb_adds(&b, "data: [DONE]\n\n");
+        ret = send_body(c, MHD_HTTP_OK, "text/event-stream", sb_str(&b), NULL);
+        sb_free(&b);
+    } else {
+        cJSON_AddItemToObject(resp, "usage",
+                              usage_obj(1 + r->body.len / 4, 1 + strlen(text) / 4, -1));
+        cJSON_AddStringToObject(resp, "mock_raw_body", sb_str(&r->body));
+        ret = send_json(c, MHD_HTTP_OK, resp, NULL);
+    }
+    cJSON_Delete(root);
+    return ret;
+}
+
+/* ---- mcp block: a model that calls a named tool (the mcp plugin's tests) -------------------- */
+
+/* With mcp_tool=NAME (not streamed): while "tools" offers NAME and the conversation has no
+ * tool message yet (or always, with mcp_loop=1), the answer is mcp_calls (default 1) calls of
+ * NAME with arguments mcp_args (default {}), ids call_mcp_<j>; otherwise the text
+ * "tool said: " + every tool message's content (each cut to 1000 bytes) joined by " | ", or
+ * "no tool" when there is none. Usage: prompt 10, completion 5. */
+static enum MHD_Result mcp_answer(struct MHD_Connection *c, const cJSON *root, const struct opts *o,
+                                  const char *model)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *m, *t;
+    bool offered = false, tool_turn = false;
+    cJSON *resp = cJSON_CreateObject(), *ch, *msg, *u;
+    struct sbuf said = {0};
+
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+        offered = offered || (cJSON_IsString(n) && !strcmp(n->valuestring, o->mcp_tool));
+    }
+    sb_add(&said, "tool said: ", 11);
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(root, "messages"))
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsString(role) || strcmp(role->valuestring, "tool"))
+            continue;
+        if (tool_turn)
+            sb_add(&said, " | ", 3);
+        tool_turn = true;
+        if (cJSON_IsString(content)) {
+            size_t len = strlen(content->valuestring);
+            sb_add(&said, content->valuestring, len > 1000 ? 1000 : len);
+        }
+    }
+    cJSON_AddStringToObject(resp, "id", "mockcmpl-mcp");
+    cJSON_AddStringToObject(resp, "object", "chat.completion");
+    cJSON_AddNumberToObject(resp, "created", (double)time(NULL));
+    cJSON_AddStringToObject(resp, "model", model);
+    ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "choices"), ch);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    msg = cJSON_AddObjectToObject(ch, "message");
+    cJSON_AddStringToObject(msg, "role", "assistant");
+    if (offered && (!tool_turn || o->mcp_loop)) {
+        cJSON *calls = cJSON_AddArrayToObject(msg, "tool_calls");
+        cJSON_AddNullToObject(msg, "content");
+        for (long j = 0; j < (o->mcp_calls > 0 ? o->mcp_calls : 1); j++) {
+            cJSON *tc = cJSON_CreateObject(), *fn;
+            char id[40];
+            snprintf(id, sizeof(id), "call_mcp_%ld", j);
+            cJSON_AddStringToObject(tc, "id", id);
+            cJSON_AddStringToObject(tc, "type", "function");
+            fn = cJSON_AddObjectToObject(tc, "function");
+            cJSON_AddStringToObject(fn, "name", o->mcp_tool);
+            cJSON_AddStringToObject(fn, "arguments", o->mcp_args ? o->mcp_args : "{}");
+            cJSON_AddItemToArray(calls, tc);
+        }
+        cJSON_AddStringToObject(ch, "finish_reason", "tool_calls");
+    } else {
+        cJSON_AddStringToObject(msg, "content", tool_turn ? sb_str(&said) : "no tool");
+        cJSON_AddStringToObject(ch, "finish_reason", "stop");
+    }
+    u = cJSON_AddObjectToObject(resp, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", 10);
+    cJSON_AddNumberToObject(u, "completion_tokens", 5);
+    cJSON_AddNumberToObject(u, "total_tokens", 15);
+    sb_free(&said);
+    pthread_mutex_lock(&g.mu);
+    g.choices++;
+    g.prompt_tokens += 10;
+    g.completion_tokens += 5;
+    pthread_mutex_unlock(&g.mu);
+    return send_json(c, MHD_HTTP_OK, resp, NULL);
 }
 
 /* ---- tools and response_format (see the header) ------------------------------------------ */
@@ -1662,7 +2121,8 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         return MHD_NO;
     if (!r->too_large && json_depth_ok(sb_str(&r->body), r->body.len, MAX_JSON_DEPTH))
         root = cJSON_ParseWithLength(sb_str(&r->body), r->body.len);
-    account_request(r, c, cred, root != NULL);
+    if (!r->counted) /* --event-loop: counted before the suspended wait already */
+        account_request(r, c, cred, root != NULL);
     free(cred);
     if (r->too_large) {
         ret = counted_error(c, 413, "Request body too large", "invalid_request_error", NULL, NULL,
@@ -1695,7 +2155,15 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         ret = counted_error(c, 400, msg, "invalid_request_error", "messages", NULL, NULL);
         goto out;
     }
-    if (o.latency > 0 && !sleep_watch(conn_fd(c), o.latency))
+    if (o.latency > 0 && g_event_loop && !r->delayed) {
+        r->delayed = true; /* the handler runs again on resume and answers */
+        MHD_suspend_connection(c);
+        if (!dl_push(mono_ms() + o.latency, c))
+            MHD_resume_connection(c);
+        ret = MHD_YES;
+        goto out;
+    }
+    if (o.latency > 0 && !r->delayed && !sleep_watch(conn_fd(c), o.latency))
         goto out; /* client gone or shutting down: close without a response */
     if (o.drop) {
         r->dropped = true;
@@ -1750,6 +2218,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     if (cJSON_IsNumber(mt) && mt->valuedouble >= 1)
         max_tokens = mt->valuedouble > 1e9 ? 1000000000L : (long)mt->valuedouble;
 
+    if (o.tool) {
+        ret = tool_answer(c, root, model, o.tool, 1 + mi.prompt_bytes / 4);
+        goto out;
+    }
     /* Generate the choices. */
     texts = calloc(n, sizeof(*texts));
     finish = calloc(n, sizeof(*finish));
@@ -1779,6 +2251,18 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
             texts[i] = fields_text(&fm, i, texts[i], sb_str(&mi.last_user));
         if (!texts[i])
             goto out;
+        if (o.json_bad > 0) { /* plugins1: a model that ignores the schema K times */
+            bool bad;
+            pthread_mutex_lock(&g.mu);
+            bad = g.json_bad_seen++ < (unsigned long long)o.json_bad;
+            pthread_mutex_unlock(&g.mu);
+            if (bad) {
+                free(texts[i]);
+                texts[i] = strdup("{\"note\":\"mock non-compliance\"}");
+                if (!texts[i])
+                    goto out;
+            }
+        }
         finish[i] = "stop";
         size_t len = strlen(texts[i]);
         if (max_tokens > 0 && 1 + len / 4 > (size_t)max_tokens) {
@@ -1797,6 +2281,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage")));
     char id[48];
+    if (o.mcp_tool && !stream) { /* mcp block */
+        ret = mcp_answer(c, root, &o, model);
+        goto out;
+    }
     pthread_mutex_lock(&g.mu);
     snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
     g.choices += n;
@@ -1822,6 +2310,7 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         s->delay_ms = o.chunk_delay;
         s->split = o.split;
         s->usage_null = o.usage_null;
+        s->piece_bytes = (size_t)o.piece_bytes; /* plugins1 */
         texts = NULL;
         finish = NULL;
         if (!s->id || !s->model || (fm.tool && !fields_stream(s, &fm))) {
@@ -1870,7 +2359,10 @@ out:
     sb_free(&mi.classify);
     free(o.require_key);
     free(o.reply);
+    free(o.tool);
     free(o.errmsg);
+    free(o.mcp_tool); /* mcp block */
+    free(o.mcp_args);
     return ret;
 }
 
@@ -1929,6 +2421,47 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     return send_json(c, MHD_HTTP_OK, root, NULL);
 }
 
+/* ---- plugins1: POST /analyze, a fixed-gazetteer NER service ---------------------------------- */
+
+static enum MHD_Result handle_analyze(struct MHD_Connection *c, struct req *r)
+{
+    static const struct {
+        const char *name, *type;
+        double score;
+    } gaz[] = {{"Alice Martin", "PERSON", 0.85}, {"Zo\xc3\xab M\xc3\xbcller", "PERSON", 0.85},
+               {"Lyon", "LOCATION", 0.85},       {"Ireland", "GPE", 0.85},
+               {"Acme", "ORGANIZATION", 0.85},   {"Maybe", "PERSON", 0.3}};
+    cJSON *root = cJSON_Parse(sb_str(&r->body));
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "text"));
+    cJSON *out;
+
+    if (!text) {
+        cJSON_Delete(root);
+        return send_error(c, 400, "text is required", "invalid_request_error", NULL, NULL, NULL);
+    }
+    out = cJSON_CreateArray();
+    for (size_t k = 0; k < sizeof(gaz) / sizeof(gaz[0]); k++) {
+        for (const char *p = strstr(text, gaz[k].name); p; p = strstr(p + 1, gaz[k].name)) {
+            size_t cp = 0, len = 0;
+            cJSON *e = cJSON_CreateObject();
+
+            for (const char *q = text; q < p; q++)
+                cp += ((unsigned char)*q & 0xC0) != 0x80;
+            for (const char *q = gaz[k].name; *q; q++)
+                len += ((unsigned char)*q & 0xC0) != 0x80;
+            cJSON_AddStringToObject(e, "entity_type", gaz[k].type);
+            cJSON_AddNumberToObject(e, "start", (double)cp);
+            cJSON_AddNumberToObject(e, "end", (double)(cp + len));
+            cJSON_AddNumberToObject(e, "score", gaz[k].score);
+            cJSON_AddItemToArray(out, e);
+        }
+    }
+    cJSON_Delete(root);
+    return send_json(c, MHD_HTTP_OK, out, NULL);
+}
+
+/* ---- end plugins1 ---- */
+
 static enum MHD_Result handle_requests(struct MHD_Connection *c)
 {
     cJSON *arr = cJSON_CreateArray();
@@ -1973,6 +2506,7 @@ static enum MHD_Result handle_reset(struct MHD_Connection *c)
     pthread_mutex_lock(&g.mu);
     g.calls = g.choices = g.prompt_tokens = g.completion_tokens = g.reasoning_tokens = 0;
     g.errors = g.aborted = g.dropped = g.models_calls = g.cmpl_id = g.seq = 0;
+    g.json_bad_seen = 0;  /* plugins1 */
     g.peak = g.in_flight; /* in_flight is a gauge: requests still running stay counted */
     g.epoch++;
     for (size_t i = 0; i < LOG_CAP; i++)
@@ -2082,6 +2616,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return MHD_YES;
     }
     switch (r->route) {
+    case R_EMBED:
+    case R_COMPL:
+        return handle_legacy(c, r);
     case R_CHAT:
         return handle_chat(c, r);
     case R_MODELS:
@@ -2094,6 +2631,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return handle_reset(c);
     case R_CONFIG:
         return handle_config(c, method, r);
+    case R_ANALYZE: /* plugins1 */
+        return handle_analyze(c, r);
     case R_BADMETHOD:
         return send_error(c, 404, "Method not allowed for this path", "invalid_request_error", NULL,
                           "not_found", NULL);
@@ -2183,7 +2722,7 @@ static bool load_key(const char *path)
 static void usage_exit(void)
 {
     fprintf(stderr, "usage: mock_upstream [--port N] [--latency MS] [--chunk-delay MS] [--seed N]"
-                    " [--noisy-key FILE] [--p P] [--q Q] [--require-key KEY]\n");
+                    " [--noisy-key FILE] [--p P] [--q Q] [--require-key KEY] [--event-loop 1]\n");
     exit(2);
 }
 
@@ -2223,6 +2762,8 @@ int main(int argc, char **argv)
             ok = parse_long(v, 0, 65535, &port);
         else if (!strcmp(a, "--latency"))
             ok = parse_long(v, 0, 3600L * 1000, &g.cfg.latency);
+        else if (!strcmp(a, "--event-loop"))
+            g_event_loop = !strcmp(v, "1");
         else if (!strcmp(a, "--chunk-delay"))
             ok = parse_long(v, 0, 3600L * 1000, &g.cfg.chunk_delay);
         else if (!strcmp(a, "--p"))
@@ -2259,12 +2800,28 @@ int main(int argc, char **argv)
 
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
-        (uint16_t)port, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR,
-        (const struct sockaddr *)&addr, MHD_OPTION_THREAD_STACK_SIZE, (size_t)256 * 1024,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)4000, MHD_OPTION_NOTIFY_COMPLETED, completed,
-        NULL, MHD_OPTION_END);
+    struct MHD_Daemon *d;
+    if (g_event_loop) {
+        if (!dl_start()) {
+            cleanup();
+            return 1;
+        }
+        d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME,
+                             (uint16_t)port, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR,
+                             (const struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
+                             (unsigned int)2, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)16000,
+                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)0,
+                             MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+    } else {
+        d = MHD_start_daemon(
+            MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
+            (uint16_t)port, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR,
+            (const struct sockaddr *)&addr, MHD_OPTION_THREAD_STACK_SIZE, (size_t)256 * 1024,
+            /* 16000: bench/peak.sh's floor wave holds 3 x 3000 calls at once (fd limit 20000). */
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)16000, MHD_OPTION_NOTIFY_COMPLETED,
+            completed, NULL, MHD_OPTION_END);
+    }
     const union MHD_DaemonInfo *info = d ? MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT) : NULL;
     if (!info) {
         fprintf(stderr, "mock_upstream: cannot listen on 127.0.0.1:%ld\n", port);
@@ -2282,6 +2839,8 @@ int main(int argc, char **argv)
     if (write(g_stop_pipe[1], "x", 1) < 0) { /* wakes every sleeping handler */
         fprintf(stderr, "mock_upstream: stop pipe write failed\n");
     }
+    if (g_event_loop)
+        dl_finish();
     MHD_stop_daemon(d);
     cleanup();
     return 0;

@@ -122,7 +122,7 @@ static void test_defaults(void **state)
     assert_false(cfg.client_keys);
     assert_false(cfg.no_approach_tags);
     assert_false(cfg.return_full_response);
-    assert_int_equal(cfg.workers, 1024);
+    assert_int_equal(cfg.workers, 10000);
     assert_int_equal(cfg.http_threads, 2);
     assert_true(cfg.io_loops >= 1);
     assert_true(cfg.upstream_timeout == 600);
