@@ -68,6 +68,7 @@ struct exchange {
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
     struct usage usage;         /* totals for the access log */
     long long upstream_us;      /* time spent waiting for the upstream (metrics: overhead) */
+    const char *budget_header;  /* X-Optillm-Budget value (arena), or NULL */
 
     /* Set before hand-off, read-only afterwards. */
     struct door *door; /* front door translating the reply (door.c), or NULL; owned; its state

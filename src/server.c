@@ -778,6 +778,7 @@ static enum MHD_Result send_reply(struct exchange *ex)
     bool no_retry = ex->no_retry;
     bool streaming = ex->streaming;
     long ncalls = ex->usage.calls;
+    const char *budget = ex->budget_header; /* arena: lives as long as ex */
     snprintf(ctype, sizeof(ctype), "%s", ex->content_type);
     if (ex->streaming) {
         ex->refs++; /* the content reader's; dropped in reader_free */
@@ -802,6 +803,8 @@ static enum MHD_Result send_reply(struct exchange *ex)
 
         snprintf(calls, sizeof(calls), "%ld", ncalls);
         MHD_add_response_header(r, "X-Optillm-Upstream-Calls", calls);
+        if (budget)
+            MHD_add_response_header(r, "X-Optillm-Budget", budget);
     }
     if (retry_after > 0) {
         char ra[16];
