@@ -30,6 +30,10 @@ extern const struct approach approach_privacy;
 extern const struct approach approach_json;
 extern const struct approach approach_compact;
 extern const struct approach approach_mcp;
+/* plugins, part 2 */
+extern const struct approach approach_memory;
+extern const struct approach approach_readurls;
+extern const struct approach approach_longcepo;
 
 const struct approach *const approach_registry[] = {
     &approach_bon,
@@ -54,6 +58,10 @@ const struct approach *const approach_registry[] = {
     &approach_json,
     &approach_compact,
     &approach_mcp,
+    /* plugins, part 2 */
+    &approach_memory,
+    &approach_readurls,
+    &approach_longcepo,
     NULL,
 };
 const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;

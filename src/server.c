@@ -779,6 +779,7 @@ static enum MHD_Result send_reply(struct exchange *ex)
     bool no_retry = ex->no_retry;
     bool streaming = ex->streaming;
     long ncalls = ex->usage.calls;
+    const char *budget = ex->budget_header; /* arena: lives as long as ex */
     snprintf(ctype, sizeof(ctype), "%s", ex->content_type);
     if (ex->streaming) {
         ex->refs++; /* the content reader's; dropped in reader_free */
@@ -803,6 +804,8 @@ static enum MHD_Result send_reply(struct exchange *ex)
 
         snprintf(calls, sizeof(calls), "%ld", ncalls);
         MHD_add_response_header(r, "X-Optillm-Upstream-Calls", calls);
+        if (budget)
+            MHD_add_response_header(r, "X-Optillm-Budget", budget);
     }
     for (const char *h = buf_cstr(&ex->up_headers), *nl; (nl = strchr(h, '\n')); h = nl + 1) {
         char line[300]; /* the upstream's allow-listed headers (Retry-After, x-ratelimit-*) */
@@ -999,6 +1002,8 @@ void server_account(struct exchange *ex)
     metrics_request(ex->req.route_name ? ex->req.route_name : "-", ex->status, us, ex->upstream_us,
                     u, ex->tenant ? ex->tenant->name : NULL);
     convlog_write(ex, ex->status, us);
+    if (otlp_on)
+        otlp_exchange_end(ex);
     log_at(LOG_INFO, ex->id,
            "%s %s tenant=%s approach=%s model=%s status=%d%s calls=%ld prompt_tokens=%ld "
            "completion_tokens=%ld ms=%.1f",

@@ -42,7 +42,8 @@ static const struct subject subjects[] = {
     "\"seed\":7,\"top_p\":0.5,\"stop\":[\"END\"],\"user\":\"u-42\",\"frequency_penalty\":0.1,"     \
     "\"presence_penalty\":0.2,\"logit_bias\":{\"50256\":-100},\"reasoning_effort\":\"low\","       \
     "\"metadata\":{\"team\":\"a\"},\"service_tier\":\"default\",\"logprobs\":true,"                \
-    "\"top_logprobs\":2,\"store\":false,\"prompt_cache_key\":\"pk\",\"optillm_best_of_n\":3"
+    "\"top_logprobs\":2,\"store\":false,\"prompt_cache_key\":\"pk\",\"optillm_best_of_n\":3,"      \
+    "\"optillm_adaptive\":0"
 #define GEN_NAMES                                                                                  \
     "seed", "top_p", "stop", "user", "frequency_penalty", "presence_penalty", "logit_bias",        \
         "reasoning_effort", "metadata", "service_tier", "logprobs", "top_logprobs", "store",       \
@@ -610,8 +611,10 @@ static void test_capabilities_listed(void **state)
         assert_true(cJSON_IsBool(f));
         for (size_t s = 0; s < sizeof(subjects) / sizeof(subjects[0]); s++)
             want = want || !strcmp(id, subjects[s].slug);
-        /* plugins that pass the request on carry both (plugins part 1) */
-        want = want || !strcmp(id, "privacy") || !strcmp(id, "compact");
+        /* plugins that pass the request on carry both (plugins part 1), and those whose answer
+         * is one plain or final call (part 2: itest_readurls, test_memory) */
+        want = want || !strcmp(id, "privacy") || !strcmp(id, "compact") ||
+               !strcmp(id, "readurls") || !strcmp(id, "memory");
         want = want || !strcmp(id, "mcp"); /* offers its tools beside the client's: itest_mcp */
         assert_int_equal(cJSON_IsTrue(t), want);
         if (want)
@@ -621,9 +624,10 @@ static void test_capabilities_listed(void **state)
         n++;
     }
     assert_true(n >= 17);
-    assert_int_equal(tools, 5 + 2 + 1); /* the five; privacy, compact; mcp */
-    /* the five, cot_reflection, plansearch, leap, z3; privacy, compact, json; mcp */
-    assert_int_equal(rf, 9 + 3 + 1);
+    assert_int_equal(tools, 5 + 2 + 2 + 1); /* the five; privacy, compact; readurls, memory; mcp */
+    /* the five, cot_reflection, plansearch, leap, z3; privacy, compact, json; readurls, memory;
+     * mcp */
+    assert_int_equal(rf, 9 + 3 + 2 + 1);
     cJSON_Delete(list);
     http_resp_free(&r);
 }
