@@ -22,7 +22,7 @@
  * makes the SMT core give up ("unknown") rather than grow without bound.
  * memory_max_size is deliberately not set: in 4.8.12 an allocation over that cap inside
  * Z3_eval_smtlib2_string ends in exit() (harmless in the child now, but it loses the output).
- * Sandbox (include/sandbox.h): every run happens in a forked child with RLIMIT_AS of
+ * Sandbox (include/forkrun.h): every run happens in a forked child with RLIMIT_AS of
  * z3_memory_mb (512 MiB) over what it inherits, RLIMIT_CPU and a SIGKILL at the time limit
  * plus slack, at most one run per core at a time; the parent never calls Z3. A run killed at
  * a limit is reported to the model as "unknown", and the request goes on. The time and
@@ -57,8 +57,8 @@
 #include "approach.h"
 #include "arena.h"
 #include "buf.h"
+#include "forkrun.h"
 #include "log.h"
-#include "sandbox.h"
 
 #define FORMULATE_TEMPERATURE 0.1 /* OptiLLM's analysis and fix temperature */
 #define FORMULATE_MAX_TOKENS  2048
@@ -527,13 +527,13 @@ static size_t solve_in_child(void *arg, char *out, size_t max)
     return len; /* the context dies with the process */
 }
 
-/* Runs a sanitized script in a sandboxed child (include/sandbox.h): memory, CPU and wall time
+/* Runs a sanitized script in a sandboxed child (include/forkrun.h): memory, CPU and wall time
  * are limited there, so a script that blows up costs one "unknown", never the proxy. */
 static struct solve run_z3(struct approach_ctx *ctx, const char *script, long timeout_ms)
 {
     struct solve res = {.status = Z3S_ERROR};
     struct child_job job = {.script = script, .timeout_ms = timeout_ms};
-    struct sandbox_limits lim = {
+    struct forkrun_limits lim = {
         .mem_bytes = (size_t)approach_opt(ctx, "z3_memory_mb") << 20,
         .wall_ms = timeout_ms + WATCHDOG_GRACE_MS + SANDBOX_SLACK_MS,
         .out_max = SANDBOX_OUT_MAX,
@@ -545,15 +545,15 @@ static struct solve run_z3(struct approach_ctx *ctx, const char *script, long ti
     struct buf results;
     struct buf errors;
     long long t0 = px_now_ms();
-    int rc = sandbox_run(&lim, solve_in_child, &job, ctx->arena, &raw, &raw_len, why, sizeof(why));
+    int rc = forkrun_run(&lim, solve_in_child, &job, ctx->arena, &raw, &raw_len, why, sizeof(why));
 
-    if (rc != SANDBOX_OK || !(sep = memchr(raw, '\x1e', raw_len)) ||
+    if (rc != FORKRUN_OK || !(sep = memchr(raw, '\x1e', raw_len)) ||
         sscanf(raw, "%d %d %lld", &code, &fired, &res.ms) != 3) {
         /* Killed at a limit, or no answer: the check failed, the request goes on. */
         res.ms = px_now_ms() - t0;
         res.status = Z3S_UNKNOWN;
-        res.results = rc == SANDBOX_TIMEOUT ? "unknown (time limit reached)"
-                      : rc == SANDBOX_ERROR ? "unknown (the solver could not run)"
+        res.results = rc == FORKRUN_TIMEOUT ? "unknown (time limit reached)"
+                      : rc == FORKRUN_ERROR ? "unknown (the solver could not run)"
                                             : "unknown (the solver hit its memory or CPU limit)";
         res.output = "";
         log_at(LOG_WARN, ctx->req_id, "z3: %s (%s)", res.results, why[0] ? why : "no output");

@@ -533,7 +533,7 @@ static char *last_user_content(void)
     return out;
 }
 
-/* A ThreadSanitizer build runs sandboxed work in-process, without limits (src/sandbox.c). */
+/* A ThreadSanitizer build runs sandboxed work in-process, without limits (src/forkrun.c). */
 static void skip_without_fork(void)
 {
     const char *b = getenv("PX_BUILD");

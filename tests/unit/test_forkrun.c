@@ -1,4 +1,4 @@
-/* test_sandbox.c: sandbox_run (include/sandbox.h): output through the pipe and its cap, the
+/* test_forkrun.c: forkrun_run (include/forkrun.h): output through the pipe and its cap, the
  * memory limit, the wall-clock kill, a crash, and runs at once from several threads. */
 /* cmocka.h needs these first, in this order. */
 /* clang-format off */
@@ -17,10 +17,10 @@
 #include <unistd.h>
 
 #include "arena.h"
+#include "forkrun.h"
 #include "px.h"
-#include "sandbox.h"
 
-/* Under ThreadSanitizer sandbox_run runs in-process, without limits (src/sandbox.c). */
+/* Under ThreadSanitizer forkrun_run runs in-process, without limits (src/forkrun.c). */
 #if defined(__SANITIZE_THREAD__)
 #define NO_FORK 1
 #elif defined(__has_feature)
@@ -80,18 +80,18 @@ static size_t crash(void *arg, char *out, size_t max)
 static void test_output(void **state)
 {
     struct arena *a = arena_create();
-    struct sandbox_limits lim = {.mem_bytes = 64u << 20, .wall_ms = 5000, .out_max = 1024};
+    struct forkrun_limits lim = {.mem_bytes = 64u << 20, .wall_ms = 5000, .out_max = 1024};
     const char *out;
     size_t len;
     char why[128];
 
     (void)state;
-    assert_int_equal(sandbox_run(&lim, say_hello, "world", a, &out, &len, why, sizeof(why)),
-                     SANDBOX_OK);
+    assert_int_equal(forkrun_run(&lim, say_hello, "world", a, &out, &len, why, sizeof(why)),
+                     FORKRUN_OK);
     assert_string_equal(out, "hello world");
     assert_int_equal(len, 11);
     lim.out_max = 100; /* capped */
-    assert_int_equal(sandbox_run(&lim, fill, NULL, a, &out, &len, why, sizeof(why)), SANDBOX_OK);
+    assert_int_equal(forkrun_run(&lim, fill, NULL, a, &out, &len, why, sizeof(why)), FORKRUN_OK);
     assert_int_equal(len, 100);
     assert_int_equal(strlen(out), 100);
     arena_destroy(a);
@@ -101,7 +101,7 @@ static void test_output(void **state)
 static void test_memory_limit(void **state)
 {
     struct arena *a = arena_create();
-    struct sandbox_limits lim = {.mem_bytes = 64u << 20, .wall_ms = 10000, .out_max = 1024};
+    struct forkrun_limits lim = {.mem_bytes = 64u << 20, .wall_ms = 10000, .out_max = 1024};
     const char *out;
     size_t len;
     char why[128];
@@ -109,13 +109,13 @@ static void test_memory_limit(void **state)
 
     (void)state;
     NEEDS_FORK();
-    rc = sandbox_run(&lim, big_alloc, NULL, a, &out, &len, why, sizeof(why));
-    assert_true(rc == SANDBOX_OK || rc == SANDBOX_FAILED);
-    if (rc == SANDBOX_OK)
+    rc = forkrun_run(&lim, big_alloc, NULL, a, &out, &len, why, sizeof(why));
+    assert_true(rc == FORKRUN_OK || rc == FORKRUN_FAILED);
+    if (rc == FORKRUN_OK)
         assert_string_equal(out, "refused");
     lim.mem_bytes = 512u << 20; /* with room, the same work succeeds */
-    assert_int_equal(sandbox_run(&lim, big_alloc, NULL, a, &out, &len, why, sizeof(why)),
-                     SANDBOX_OK);
+    assert_int_equal(forkrun_run(&lim, big_alloc, NULL, a, &out, &len, why, sizeof(why)),
+                     FORKRUN_OK);
     assert_string_equal(out, "allocated 1");
     arena_destroy(a);
 }
@@ -123,7 +123,7 @@ static void test_memory_limit(void **state)
 static void test_timeout(void **state)
 {
     struct arena *a = arena_create();
-    struct sandbox_limits lim = {.mem_bytes = 64u << 20, .wall_ms = 300, .out_max = 1024};
+    struct forkrun_limits lim = {.mem_bytes = 64u << 20, .wall_ms = 300, .out_max = 1024};
     const char *out;
     size_t len;
     char why[128];
@@ -131,8 +131,8 @@ static void test_timeout(void **state)
 
     (void)state;
     NEEDS_FORK();
-    assert_int_equal(sandbox_run(&lim, spin, NULL, a, &out, &len, why, sizeof(why)),
-                     SANDBOX_TIMEOUT);
+    assert_int_equal(forkrun_run(&lim, spin, NULL, a, &out, &len, why, sizeof(why)),
+                     FORKRUN_TIMEOUT);
     assert_true(px_now_us() - t0 < 3000000);
     assert_non_null(strstr(why, "time limit"));
     arena_destroy(a);
@@ -141,15 +141,15 @@ static void test_timeout(void **state)
 static void test_crash(void **state)
 {
     struct arena *a = arena_create();
-    struct sandbox_limits lim = {.mem_bytes = 64u << 20, .wall_ms = 5000, .out_max = 1024};
+    struct forkrun_limits lim = {.mem_bytes = 64u << 20, .wall_ms = 5000, .out_max = 1024};
     const char *out;
     size_t len;
     char why[128];
 
     (void)state;
     NEEDS_FORK();
-    assert_int_equal(sandbox_run(&lim, crash, NULL, a, &out, &len, why, sizeof(why)),
-                     SANDBOX_FAILED);
+    assert_int_equal(forkrun_run(&lim, crash, NULL, a, &out, &len, why, sizeof(why)),
+                     FORKRUN_FAILED);
     assert_non_null(strstr(why, "signal"));
     arena_destroy(a);
 }
@@ -157,13 +157,13 @@ static void test_crash(void **state)
 static void *one_run(void *arg)
 {
     struct arena *a = arena_create();
-    struct sandbox_limits lim = {.mem_bytes = 64u << 20, .wall_ms = 5000, .out_max = 64};
+    struct forkrun_limits lim = {.mem_bytes = 64u << 20, .wall_ms = 5000, .out_max = 64};
     const char *out;
     size_t len;
     char why[128];
-    int rc = sandbox_run(&lim, say_hello, arg, a, &out, &len, why, sizeof(why));
+    int rc = forkrun_run(&lim, say_hello, arg, a, &out, &len, why, sizeof(why));
 
-    if (rc != SANDBOX_OK || strcmp(out + 6, arg) != 0)
+    if (rc != FORKRUN_OK || strcmp(out + 6, arg) != 0)
         *(int *)0 = 0; /* fails loudly */
     arena_destroy(a);
     return NULL;

@@ -1,4 +1,4 @@
-/* sandbox.c: sandbox_run (include/sandbox.h): fork, limits, a pipe, a wall-clock kill.
+/* forkrun.c: forkrun_run (include/forkrun.h): fork, limits, a pipe, a wall-clock kill.
  *
  * Why fork and not a helper process: the work (libz3 on a script) needs the solver library,
  * which is already in this process, and a fork costs about a millisecond; a pre-started
@@ -13,7 +13,7 @@
  * backstop above the wall time; no core files. File descriptors other than the pipe are
  * closed in the child, so client sockets do not outlive their requests in it. */
 #define _GNU_SOURCE
-#include "sandbox.h"
+#include "forkrun.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,21 +37,21 @@
  * timers do): under TSan the function runs in the calling thread, without limits, so that the
  * rest of the code is still checked; the fork path is covered by the other builds. */
 #if defined(__SANITIZE_THREAD__)
-#define SANDBOX_IN_PROCESS 1
+#define FORKRUN_IN_PROCESS 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
-#define SANDBOX_IN_PROCESS 1
+#define FORKRUN_IN_PROCESS 1
 #endif
 #endif
 
-static pthread_once_t sb_once = PTHREAD_ONCE_INIT;
-static sem_t sb_slots; /* one sandboxed run per core */
+static pthread_once_t fr_once = PTHREAD_ONCE_INIT;
+static sem_t fr_slots; /* one sandboxed run per core */
 
-static void sb_init(void)
+static void fr_init(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-    sem_init(&sb_slots, 0, (unsigned)(n > 0 ? n : 1));
+    sem_init(&fr_slots, 0, (unsigned)(n > 0 ? n : 1));
 }
 
 /* The child's address space now, in bytes (first field of /proc/self/statm, in pages);
@@ -86,7 +86,7 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
-static void child_main(const struct sandbox_limits *lim, sandbox_fn *fn, void *arg, int wfd)
+static void child_main(const struct forkrun_limits *lim, forkrun_fn *fn, void *arg, int wfd)
 {
     struct rlimit r;
     sigset_t none;
@@ -126,10 +126,10 @@ static void child_main(const struct sandbox_limits *lim, sandbox_fn *fn, void *a
     _exit(0);
 }
 
-int sandbox_run(const struct sandbox_limits *lim, sandbox_fn *fn, void *arg, struct arena *a,
+int forkrun_run(const struct forkrun_limits *lim, forkrun_fn *fn, void *arg, struct arena *a,
                 const char **out, size_t *out_len, char *why, size_t why_len)
 {
-    int fds[2], status = 0, rc = SANDBOX_OK;
+    int fds[2], status = 0, rc = FORKRUN_OK;
     char *buf = arena_alloc(a, lim->out_max + 1);
     size_t got = 0;
     long long deadline = px_now_us() + (long long)lim->wall_ms * 1000;
@@ -139,14 +139,14 @@ int sandbox_run(const struct sandbox_limits *lim, sandbox_fn *fn, void *arg, str
     *out = "";
     *out_len = 0;
     snprintf(why, why_len, "%s", "");
-    pthread_once(&sb_once, sb_init);
-    while (sem_wait(&sb_slots) != 0 && errno == EINTR)
+    pthread_once(&fr_once, fr_init);
+    while (sem_wait(&fr_slots) != 0 && errno == EINTR)
         ;
-#ifdef SANDBOX_IN_PROCESS
+#ifdef FORKRUN_IN_PROCESS
     got = fn(arg, buf, lim->out_max);
     got = got < lim->out_max ? got : lim->out_max;
     buf[got] = '\0';
-    sem_post(&sb_slots);
+    sem_post(&fr_slots);
     *out = buf;
     *out_len = got;
     (void)deadline;
@@ -159,8 +159,8 @@ int sandbox_run(const struct sandbox_limits *lim, sandbox_fn *fn, void *arg, str
 #endif
     if (pipe2(fds, O_CLOEXEC) != 0) {
         snprintf(why, why_len, "cannot create a pipe: %s", strerror(errno));
-        sem_post(&sb_slots);
-        return SANDBOX_ERROR;
+        sem_post(&fr_slots);
+        return FORKRUN_ERROR;
     }
     pid = fork();
     if (pid == 0) {
@@ -171,8 +171,8 @@ int sandbox_run(const struct sandbox_limits *lim, sandbox_fn *fn, void *arg, str
     if (pid < 0) {
         snprintf(why, why_len, "cannot fork: %s", strerror(errno));
         close(fds[0]);
-        sem_post(&sb_slots);
-        return SANDBOX_ERROR;
+        sem_post(&fr_slots);
+        return FORKRUN_ERROR;
     }
     for (;;) { /* read until EOF or the deadline; output past out_max is read and dropped */
         struct pollfd p = {.fd = fds[0], .events = POLLIN};
@@ -202,11 +202,11 @@ int sandbox_run(const struct sandbox_limits *lim, sandbox_fn *fn, void *arg, str
         kill(pid, SIGKILL);
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
-    sem_post(&sb_slots);
+    sem_post(&fr_slots);
     buf[got] = '\0';
     if (timed_out) {
         snprintf(why, why_len, "stopped at the time limit of %ld ms", lim->wall_ms);
-        rc = SANDBOX_TIMEOUT;
+        rc = FORKRUN_TIMEOUT;
     } else if (WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);
 
@@ -214,11 +214,11 @@ int sandbox_run(const struct sandbox_limits *lim, sandbox_fn *fn, void *arg, str
                  sig == SIGXCPU || sig == SIGKILL                    ? "CPU limit"
                  : sig == SIGABRT || sig == SIGSEGV || sig == SIGBUS ? "out of memory or a crash"
                                                                      : "crashed");
-        rc = SANDBOX_FAILED;
+        rc = FORKRUN_FAILED;
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         snprintf(why, why_len, "exited with status %d (out of memory or a crash)",
                  WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-        rc = SANDBOX_FAILED;
+        rc = FORKRUN_FAILED;
     }
     *out = buf;
     *out_len = got;
