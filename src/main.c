@@ -15,6 +15,7 @@
 #include "internal.h"
 #include "log.h"
 #include "prompt.h"
+#include "sandbox.h"
 
 #if defined(__SANITIZE_THREAD__)
 /* TSan builds: libz3's internal timer threads race with themselves (inside libz3, not in our
@@ -132,6 +133,17 @@ int main(int argc, char **argv)
         convlog_init(cfg.log_conversations) != 0) {
         log_error("start-up failed");
         return 1;
+    }
+    if (cfg.enable_code_execution) { /* fail now rather than on every request */
+        char why[512];
+
+        if (sandbox_selftest(&cfg, why, sizeof(why)) != 0) {
+            log_error("--enable-code-execution: the code sandbox does not work here: %s", why);
+            return 1;
+        }
+        if (geteuid() != 0)
+            log_warn("code execution: not running as root, so sandboxed programs keep this "
+                     "user id and get no process-count limit (see README, code execution)");
     }
     raise_fd_limit(cfg.conn_limit * 3 + 1024);
     if (io_start(&cfg) != 0 || pool_start(cfg.workers, cfg.queue_max) != 0 ||

@@ -25,6 +25,8 @@ extern const struct approach approach_deepthink;
 extern const struct approach approach_pvg;
 extern const struct approach approach_rstar;
 extern const struct approach approach_z3;
+extern const struct approach approach_executecode;
+extern const struct approach approach_coc;
 
 const struct approach *const approach_registry[] = {
     &approach_bon,
@@ -44,6 +46,8 @@ const struct approach *const approach_registry[] = {
     &approach_pvg,
     &approach_rstar,
     &approach_z3,
+    &approach_executecode,
+    &approach_coc,
     NULL,
 };
 const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;
