@@ -116,8 +116,7 @@ static int coc_run(struct approach_ctx *ctx, struct chat_result *out)
     const char *reply, *code, *answer = NULL, *error = NULL;
     int rc;
 
-    reply = ask(ctx, approach_prompt(ctx, "coc/write", NULL), NULL, WRITE_TEMPERATURE,
-                "coc/write");
+    reply = ask(ctx, approach_prompt(ctx, "coc/write", NULL), NULL, WRITE_TEMPERATURE, "coc/write");
     if (!reply)
         return ctx->err->code;
     code = sandbox_python_block(ctx->arena, reply, NULL);
@@ -136,8 +135,7 @@ static int coc_run(struct approach_ctx *ctx, struct chat_result *out)
         }
         if (i >= attempts)
             break;
-        fixed = ask(ctx, NULL,
-                    approach_prompt(ctx, "coc/fix", "code", code, "error", error, NULL),
+        fixed = ask(ctx, NULL, approach_prompt(ctx, "coc/fix", "code", code, "error", error, NULL),
                     FIX_TEMPERATURE, "coc/fix");
         if (!fixed)
             return ctx->err->code;
@@ -146,8 +144,7 @@ static int coc_run(struct approach_ctx *ctx, struct chat_result *out)
             break; /* no program came back: reason through the last one */
         code = fixed;
     }
-    reply = ask(ctx, NULL,
-                approach_prompt(ctx, "coc/simulate", "code", code, "error", error, NULL),
+    reply = ask(ctx, NULL, approach_prompt(ctx, "coc/simulate", "code", code, "error", error, NULL),
                 FIX_TEMPERATURE, "coc/simulate");
     if (!reply)
         return ctx->err->code;

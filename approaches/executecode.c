@@ -33,8 +33,8 @@ static const char *finish_of(const struct llm_choice *c)
     return c->finish_reason && strcmp(c->finish_reason, "length") == 0 ? "length" : "stop";
 }
 
-static int final(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t n,
-                 const char *stage, struct chat_result *out)
+static int final(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t n, const char *stage,
+                 struct chat_result *out)
 {
     struct llm_params p = llm_params_default();
     struct llm_choice c;
@@ -68,16 +68,15 @@ static int run_request_code(struct approach_ctx *ctx, const char *query, struct 
             return rc;
         }
         i++;
-        buf_printf(&b, "Program %d:\n```python\n%s\n```\n%s\n", i, code,
-                   sandbox_describe(ctx, &r));
+        buf_printf(&b, "Program %d:\n```python\n%s\n```\n%s\n", i, code, sandbox_describe(ctx, &r));
     }
     if (sandbox_python_block(ctx->arena, p, NULL))
         buf_printf(&b, "(Only the first %d programs were run.)\n", BLOCKS_MAX);
-    n = llm_msgs_conversation(
-        ctx, NULL,
-        approach_prompt(ctx, "executecode/results", "count", arena_printf(ctx->arena, "%d", i),
-                        "results", buf_cstr(&b), NULL),
-        &msgs);
+    n = llm_msgs_conversation(ctx, NULL,
+                              approach_prompt(ctx, "executecode/results", "count",
+                                              arena_printf(ctx->arena, "%d", i), "results",
+                                              buf_cstr(&b), NULL),
+                              &msgs);
     buf_free(&b);
     return final(ctx, msgs, n, "executecode/answer", out);
 }
@@ -95,8 +94,8 @@ static int executecode_run(struct approach_ctx *ctx, struct chat_result *out)
     if (sandbox_python_block(ctx->arena, query, NULL))
         return run_request_code(ctx, query, out);
 
-    nconv = llm_msgs_conversation(ctx, approach_prompt(ctx, "executecode/write", NULL), NULL,
-                                  &conv);
+    nconv =
+        llm_msgs_conversation(ctx, approach_prompt(ctx, "executecode/write", NULL), NULL, &conv);
     memset(&call, 0, sizeof(call));
     call.msgs = conv;
     call.nmsgs = nconv;

@@ -32,14 +32,14 @@ enum sandbox_end {
 
 struct sandbox_result {
     enum sandbox_end end;
-    int exit_code;      /* SANDBOX_EXITED: the program's exit status (1: uncaught exception) */
-    int signal;         /* SANDBOX_SIGNALED: the signal */
-    const char *out;    /* stdout (at most SANDBOX_OUTPUT_MAX bytes), in ctx->arena, never NULL */
-    const char *err;    /* stderr (at most SANDBOX_ERR_MAX bytes), in ctx->arena, never NULL */
-    bool out_cut;       /* stdout was longer: the rest was dropped */
-    bool err_cut;       /* stderr was longer */
-    long long ms;       /* wall time of the run */
-    double timeout_s;   /* the wall-clock limit that applied */
+    int exit_code;    /* SANDBOX_EXITED: the program's exit status (1: uncaught exception) */
+    int signal;       /* SANDBOX_SIGNALED: the signal */
+    const char *out;  /* stdout (at most SANDBOX_OUTPUT_MAX bytes), in ctx->arena, never NULL */
+    const char *err;  /* stderr (at most SANDBOX_ERR_MAX bytes), in ctx->arena, never NULL */
+    bool out_cut;     /* stdout was longer: the rest was dropped */
+    bool err_cut;     /* stderr was longer */
+    long long ms;     /* wall time of the run */
+    double timeout_s; /* the wall-clock limit that applied */
 };
 
 /* Runs 'code' (Python 3 source) with no standard input. Blocks the calling (approach) thread

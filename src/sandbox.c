@@ -6,7 +6,9 @@
  *     upstream), and fresh pid, ipc, uts, cgroup and user namespaces; no nested userns.
  *   - files: a new root holding /usr read-only (plus the /lib*, /bin, /sbin links or
  *     read-only binds), a fresh /proc of its own pid namespace, a minimal /dev, and a private
- *     tmpfs of TMPFS_BYTES at /tmp, the working directory and the only writable place. No
+ *     tmpfs of TMPFS_BYTES at /tmp, the working directory and the only writable place (the
+ *     new root and /dev are remounted read-only, so nothing piles up outside the capped
+ *     tmpfs; /dev/shm is read-only too: multiprocessing's semaphores do not work). No
  *     /etc, /home, /root, the repository or the host's /proc.
  *   - environment: --clearenv, PATH/HOME/LANG only; bwrap itself is exec'd with that small
  *     environment too, so the proxy's (OPENAI_API_KEY, ...) never reaches the child.
@@ -54,13 +56,13 @@
 
 #define BWRAP       "/usr/bin/bwrap"
 #define PYTHON      "/usr/bin/python3"
-#define TMPFS_BYTES "16777216"      /* 16 MiB */
-#define AS_BYTES    (512ul << 20)   /* address space per process */
-#define FSIZE_BYTES (1ul << 20)     /* largest file written */
-#define NPROC       16              /* processes of the sandbox's uid */
-#define NOFILE      64              /* descriptors per process */
-#define FLOOD_BYTES (4ul << 20)     /* output read before the run is killed */
-#define UID_BASE    1990000u        /* root: uids/gids UID_BASE .. UID_BASE + SLOTS - 1 */
+#define TMPFS_BYTES "16777216"    /* 16 MiB */
+#define AS_BYTES    (512ul << 20) /* address space per process */
+#define FSIZE_BYTES (1ul << 20)   /* largest file written */
+#define NPROC       16            /* processes of the sandbox's uid */
+#define NOFILE      64            /* descriptors per process */
+#define FLOOD_BYTES (4ul << 20)   /* output read before the run is killed */
+#define UID_BASE    1990000u      /* root: uids/gids UID_BASE .. UID_BASE + SLOTS - 1 */
 #define SLOTS       16
 #define EXEC_FAILED 127
 
@@ -196,6 +198,10 @@ static void build_cmd(struct cmd *c)
     add(c, TMPFS_BYTES);
     add(c, "--tmpfs");
     add(c, "/tmp");
+    add(c, "--remount-ro"); /* the new root itself (bwrap's tmpfs) stays empty */
+    add(c, "/");
+    add(c, "--remount-ro"); /* so do /dev and /dev/shm (their device nodes still work) */
+    add(c, "/dev");
     add(c, "--chdir");
     add(c, "/tmp");
     add(c, "--");
@@ -481,15 +487,14 @@ int sandbox_run_python(struct approach_ctx *ctx, const char *code, struct sandbo
                        "code execution is disabled on this server (start it with "
                        "--enable-code-execution)");
     if (strlen(code) > SANDBOX_CODE_MAX)
-        return px_fail(ctx->err, PX_EINVAL, NULL, "code longer than %d bytes",
-                       SANDBOX_CODE_MAX);
+        return px_fail(ctx->err, PX_EINVAL, NULL, "code longer than %d bytes", SANDBOX_CODE_MAX);
     if (run(ctx->arena, cfg, code, out, msg, sizeof(msg)) != 0) {
         log_at(LOG_ERROR, ctx->req_id, "code sandbox: %s", msg);
         return px_fail(ctx->err, PX_EINTERNAL, NULL, "the code sandbox failed: %s", msg);
     }
-    log_at(LOG_DEBUG, ctx->req_id, "code sandbox: end %d, exit %d, signal %d, %zu+%zu bytes, %lld ms",
-              (int)out->end, out->exit_code, out->signal,
-              strlen(out->out), strlen(out->err), out->ms);
+    log_at(LOG_DEBUG, ctx->req_id,
+           "code sandbox: end %d, exit %d, signal %d, %zu+%zu bytes, %lld ms", (int)out->end,
+           out->exit_code, out->signal, strlen(out->out), strlen(out->err), out->ms);
     return PX_OK;
 }
 

@@ -1,8 +1,8 @@
 /* sandbox_text.c: a sandboxed run's result as text for a prompt (include/sandbox.h). Apart
  * from src/sandbox.c so that tests with a fake sandbox_run_python can use it. */
 #include <ctype.h>
-#include <strings.h>
 #include <string.h>
+#include <strings.h>
 
 #include "approach.h"
 #include "arena.h"
