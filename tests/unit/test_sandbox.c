@@ -354,8 +354,7 @@ static void *concurrent_one(void *arg)
 {
     struct env *e = arg;
 
-    if (sandbox_run_python(&e->ctx, "import time\ntime.sleep(0.3)\nprint('ok')\n", &e->r) !=
-        PX_OK)
+    if (sandbox_run_python(&e->ctx, "import time\ntime.sleep(0.3)\nprint('ok')\n", &e->r) != PX_OK)
         e->r.out = NULL;
     return NULL;
 }
@@ -405,18 +404,12 @@ static void test_sandbox_python_block(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sandbox_disabled),
-        cmocka_unit_test(test_sandbox_hello),
-        cmocka_unit_test(test_sandbox_errors),
-        cmocka_unit_test(test_sandbox_network),
-        cmocka_unit_test(test_sandbox_files),
-        cmocka_unit_test(test_sandbox_environment),
-        cmocka_unit_test(test_sandbox_fork_bomb),
-        cmocka_unit_test(test_sandbox_memory_bomb),
-        cmocka_unit_test(test_sandbox_endless),
-        cmocka_unit_test(test_sandbox_output),
-        cmocka_unit_test(test_sandbox_concurrent),
-        cmocka_unit_test(test_sandbox_python_block),
+        cmocka_unit_test(test_sandbox_disabled),   cmocka_unit_test(test_sandbox_hello),
+        cmocka_unit_test(test_sandbox_errors),     cmocka_unit_test(test_sandbox_network),
+        cmocka_unit_test(test_sandbox_files),      cmocka_unit_test(test_sandbox_environment),
+        cmocka_unit_test(test_sandbox_fork_bomb),  cmocka_unit_test(test_sandbox_memory_bomb),
+        cmocka_unit_test(test_sandbox_endless),    cmocka_unit_test(test_sandbox_output),
+        cmocka_unit_test(test_sandbox_concurrent), cmocka_unit_test(test_sandbox_python_block),
     };
 
     log_level = LOG_ERROR;
