@@ -24,8 +24,12 @@
  *     apply it to root. When the proxy runs as root, each run takes a dedicated unused uid
  *     and gid (UID_BASE + slot, one of SLOTS, no supplementary groups) before exec, so a fork
  *     bomb meets the limit and runs cannot see or signal each other; at most SLOTS runs at
- *     once (the others wait). As another user, the run keeps the proxy's uid and the
- *     process limit is not set (it would count the proxy's own threads): documented.
+ *     once (the others wait). After each run every process left with that uid is killed
+ *     (slot_sweep) before the slot is reused; slots go round robin. bwrap's init inside the pid
+ * namespace may outlive the outer bwrap by a moment and be reaped by the host's init: where the
+ * proxy is itself pid 1 (a container without an init), run it under one (docker --init). As another
+ * user, the run keeps the proxy's uid and the process limit is not set (it would count the proxy's
+ * own threads): documented.
  *
  * Threads: the proxy is multithreaded, so the child calls only async-signal-safe functions
  * (raw syscalls) between fork and exec; argv and envp are built before the fork. The calling
@@ -71,6 +75,7 @@
 static pthread_mutex_t slot_mu = PTHREAD_MUTEX_INITIALIZER; /* guards slot_used */
 static pthread_cond_t slot_cv = PTHREAD_COND_INITIALIZER;
 static bool slot_used[SLOTS];
+static int slot_next; /* round robin: a uid rests as long as possible between runs */
 
 /* A free slot, waiting for one up to 'deadline_us'; -1 when none came. */
 static int slot_take(long long deadline_us)
@@ -80,8 +85,8 @@ static int slot_take(long long deadline_us)
     pthread_mutex_lock(&slot_mu);
     for (;;) {
         for (int i = 0; i < SLOTS && got < 0; i++)
-            if (!slot_used[i])
-                got = i;
+            if (!slot_used[(slot_next + i) % SLOTS])
+                got = (slot_next + i) % SLOTS;
         if (got >= 0 || px_now_us() >= deadline_us)
             break;
         {
@@ -97,10 +102,33 @@ static int slot_take(long long deadline_us)
             pthread_cond_timedwait(&slot_cv, &slot_mu, &ts);
         }
     }
-    if (got >= 0)
+    if (got >= 0) {
         slot_used[got] = true;
+        slot_next = (got + 1) % SLOTS;
+    }
     pthread_mutex_unlock(&slot_mu);
     return got;
+}
+
+/* Root only, after a run we killed: every process still running as the run's uid gets
+ * SIGKILL (a helper that takes the uid calls kill(-1), which reaches exactly the processes
+ * that uid owns, in any pid namespace). The slot's uid is used by this run alone, so nothing
+ * else is touched. Not after a normal end: then bwrap's init, the namespace's pid 1, has
+ * already killed and reaped everything inside (killing it too early would leave the
+ * processes to the host's init as zombies, which count against the uid's process limit). */
+static void slot_sweep(uid_t uid)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        if (syscall(SYS_setresgid, uid, uid, uid) == 0 &&
+            syscall(SYS_setresuid, uid, uid, uid) == 0)
+            (void)kill(-1, SIGKILL);
+        _exit(0);
+    }
+    if (pid > 0)
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
 }
 
 static void slot_give(int slot)
@@ -424,6 +452,8 @@ static int run(struct arena *a, const struct config *cfg, const char *code,
         }
     }
     close_fd(&in[1]);
+    if (lim.as_root && (killed || flood))
+        slot_sweep(lim.uid); /* what the pid namespace's end has not taken yet */
     if (read(rep[0], &child_errno, sizeof(child_errno)) == (ssize_t)sizeof(child_errno)) {
         snprintf(msg, msglen, "cannot start %s: %s", BWRAP, strerror(child_errno));
         goto out;

@@ -92,9 +92,10 @@ static const char *last_msg(const struct fake_record *r)
 
 /* ---- executecode ----------------------------------------------------------------------------- */
 
-#define PROGRAM "primes = [p for p in range(2, 600) if all(p % d for d in range(2, p))]\n"      \
-                "print(sum(primes[:100]))"
-#define WRITE   "I will compute it.\n```python\n" PROGRAM "\n```\n"
+#define PROGRAM                                                                                    \
+    "primes = [p for p in range(2, 600) if all(p % d for d in range(2, p))]\n"                     \
+    "print(sum(primes[:100]))"
+#define WRITE "I will compute it.\n```python\n" PROGRAM "\n```\n"
 
 static void test_executecode_model_code(void **state)
 {
@@ -164,10 +165,10 @@ static void test_executecode_request_code(void **state)
 
     (void)state;
     sb_reset(runs);
-    env_init(&e,
-             BODY("Run this:\\n```python\\nprint(1 + 2)\\n```\\nand this:\\n```python\\n1/0\\n```",
-                  ""),
-             rows);
+    env_init(
+        &e,
+        BODY("Run this:\\n```python\\nprint(1 + 2)\\n```\\nand this:\\n```python\\n1/0\\n```", ""),
+        rows);
     assert_int_equal(env_run(&e, &approach_executecode), PX_OK);
     assert_string_equal(e.out.text, "It prints 3, then fails.");
     assert_int_equal(sb.ncodes, 2);
@@ -246,8 +247,8 @@ static void test_coc_first_run(void **state)
         {"coc/write", NULL, COC1, NULL},
         {NULL, NULL, NULL, NULL},
     };
-    static const struct fake_run runs[] = {{SANDBOX_EXITED, 0, "step\n\n<<coc-answer>>24133\n", NULL},
-                                           {0}};
+    static const struct fake_run runs[] = {
+        {SANDBOX_EXITED, 0, "step\n\n<<coc-answer>>24133\n", NULL}, {0}};
     struct env e;
 
     (void)state;
@@ -274,9 +275,8 @@ static void test_coc_fix(void **state)
         {"coc/fix", NULL, COC2, NULL},
         {NULL, NULL, NULL, NULL},
     };
-    static const struct fake_run runs[] = {{SANDBOX_EXITED, 1, "", ERR1},
-                                           {SANDBOX_EXITED, 0, "\n<<coc-answer>>5\n", NULL},
-                                           {0}};
+    static const struct fake_run runs[] = {
+        {SANDBOX_EXITED, 1, "", ERR1}, {SANDBOX_EXITED, 0, "\n<<coc-answer>>5\n", NULL}, {0}};
     struct env e;
     const char *m;
 
@@ -290,9 +290,9 @@ static void test_coc_fix(void **state)
     check_sequential(&e, 2);
     check_call(call_at(&e, 1), "coc/fix", 1, 0.2, -1, false);
     m = last_msg(call_at(&e, 1));
-    assert_non_null(strstr(m, "primes = helper()"));  /* the failed program */
+    assert_non_null(strstr(m, "primes = helper()"));        /* the failed program */
     assert_non_null(strstr(m, "NameError: name 'helper'")); /* and its error */
-    assert_null(strstr(m, "<<coc-"));                 /* not our trailer */
+    assert_null(strstr(m, "<<coc-"));                       /* not our trailer */
     check_usage(&e);
     env_cleanup(&e);
 }
@@ -301,10 +301,8 @@ static void test_coc_fix(void **state)
 static void test_coc_simulate(void **state)
 {
     static const struct row rows[] = {
-        {"coc/write", NULL, COC1, NULL},
-        {"coc/fix", NULL, COC1, NULL},
-        {"coc/fix", NULL, COC2, NULL},
-        {"coc/simulate", NULL, "\n`5`\n", NULL},
+        {"coc/write", NULL, COC1, NULL}, {"coc/fix", NULL, COC1, NULL},
+        {"coc/fix", NULL, COC2, NULL},   {"coc/simulate", NULL, "\n`5`\n", NULL},
         {NULL, NULL, NULL, NULL},
     };
     static const struct fake_run runs[] = {

@@ -13,12 +13,14 @@
 /* clang-format on */
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "approach.h"
@@ -61,6 +63,52 @@ static const struct sandbox_result *run(struct env *e, const char *code)
     if (rc != PX_OK)
         fail_msg("sandbox_run_python: %d %s", rc, e->err.message);
     return &e->r;
+}
+
+/* Running (not zombie) processes of the sandbox's uids (root: 1990000..1990015). */
+static int sandbox_procs(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        char path[64], line[256];
+        bool zombie = false;
+        unsigned uid;
+        FILE *f;
+
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%.20s/status", de->d_name);
+        if (!(f = fopen(path, "r")))
+            continue;
+        while (fgets(line, sizeof(line), f)) {
+            if (strncmp(line, "State:", 6) == 0 && strchr(line, 'Z'))
+                zombie = true;
+            if (sscanf(line, "Uid: %u", &uid) == 1) {
+                n += !zombie && uid >= 1990000u && uid < 1990016u;
+                break;
+            }
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Waits up to 5 s for the sandbox's processes to be gone; returns how many are left. */
+static int sandbox_procs_gone(void)
+{
+    int n = 0;
+
+    for (int i = 0; i < 100 && (n = sandbox_procs()) > 0; i++) {
+        struct timespec ts = {0, 50 * 1000000L};
+
+        nanosleep(&ts, NULL);
+    }
+    return n;
 }
 
 static void test_sandbox_disabled(void **state)
@@ -276,7 +324,8 @@ static void test_sandbox_fork_bomb(void **state)
     assert_int_equal(r->end, SANDBOX_EXITED);
     assert_non_null(strstr(r->out, "stopped"));
     assert_true(atoi(strstr(r->out, "stopped") + 8) < 16);
-    assert_true(r->ms < 8000); /* the sleeping children did not hold the run */
+    assert_true(r->ms < 8000);                 /* the sleeping children did not hold the run */
+    assert_int_equal(sandbox_procs_gone(), 0); /* and did not survive it */
     /* The next run of the same slot starts from nothing. */
     r = run(&e, "import os\nprint(os.fork() > 0 or os._exit(0))\n");
     assert_string_equal(r->out, "True\n");
@@ -321,6 +370,8 @@ static void test_sandbox_endless(void **state)
     r = run(&e, "import os, time\nos.fork()\ntime.sleep(100)\n");
     assert_int_equal(r->end, SANDBOX_TIMEOUT);
     assert_true(r->ms < 6000);
+    if (geteuid() == 0)
+        assert_int_equal(sandbox_procs_gone(), 0);
     /* A program that closes its output and keeps running is still timed. */
     r = run(&e, "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(100)\n");
     assert_int_equal(r->end, SANDBOX_TIMEOUT);
