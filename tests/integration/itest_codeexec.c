@@ -177,6 +177,29 @@ static void test_disabled(void **state)
         free(body);
     }
     assert_int_equal(mock_stat(mock.port, "calls"), 0);
+    /* GET /v1/approaches says so, on either proxy. */
+    for (int on = 0; on < 2; on++) {
+        cJSON *list, *a;
+        int found = 0;
+
+        assert_int_equal(http_req("GET", on ? px.port : off.port, "/v1/approaches", NULL, NULL, &r),
+                         0);
+        list = http_json(&r);
+        cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(list, "data"))
+        {
+            const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "id"));
+            bool code = !strcmp(id, "executecode") || !strcmp(id, "coc");
+
+            found += code;
+            assert_int_equal(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "code_execution")),
+                             code);
+            assert_int_equal(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "available")),
+                             on || !code);
+        }
+        assert_int_equal(found, 2);
+        cJSON_Delete(list);
+        http_resp_free(&r);
+    }
     assert_int_equal(proc_stop(&off), 0);
 }
 
