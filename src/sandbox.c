@@ -25,7 +25,9 @@
  *     and gid (UID_BASE + slot, one of SLOTS, no supplementary groups) before exec, so a fork
  *     bomb meets the limit and runs cannot see or signal each other; at most SLOTS runs at
  *     once (the others wait). After each run every process left with that uid is killed
- *     (slot_sweep) before the slot is reused; slots go round robin. bwrap's init inside the pid
+ *     (slot_sweep) before the slot is reused; slots go round robin, and a flock on
+ *     /run/optillm-sandbox/<uid> keeps two processes on one host (two proxies, a test)
+ *     from sharing a uid. bwrap's init inside the pid
  * namespace may outlive the outer bwrap by a moment and be reaped by the host's init: where the
  * proxy is itself pid 1 (a container without an init), run it under one (docker --init). As another
  * user, the run keeps the proxy's uid and the process limit is not set (it would count the proxy's
@@ -44,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -68,6 +71,7 @@
 #define FLOOD_BYTES (4ul << 20)   /* output read before the run is killed */
 #define UID_BASE    1990000u      /* root: uids/gids UID_BASE .. UID_BASE + SLOTS - 1 */
 #define SLOTS       16
+#define LOCK_DIR    "/run/optillm-sandbox" /* root: one lock file per sandbox uid */
 #define EXEC_FAILED 127
 
 /* ---- the uid slots (root only) ------------------------------------------------------------- */
@@ -77,16 +81,60 @@ static pthread_cond_t slot_cv = PTHREAD_COND_INITIALIZER;
 static bool slot_used[SLOTS];
 static int slot_next; /* round robin: a uid rests as long as possible between runs */
 
-/* A free slot, waiting for one up to 'deadline_us'; -1 when none came. */
-static int slot_take(long long deadline_us)
+static bool lock_dir_ok;
+static pthread_once_t lock_once = PTHREAD_ONCE_INIT;
+
+/* LOCK_DIR must be root's alone (else another user could hold every slot's lock). */
+static void lock_dir_init(void)
+{
+    struct stat st;
+
+    (void)mkdir(LOCK_DIR, 0700);
+    lock_dir_ok = lstat(LOCK_DIR, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 &&
+                  (st.st_mode & 022) == 0;
+    if (!lock_dir_ok)
+        log_warn("code sandbox: %s is not a directory of root's alone: runs are not locked "
+                 "against other processes using the same uids",
+                 LOCK_DIR);
+}
+
+/* Another process (a second proxy on the host, a test) may use the same uids: a slot is
+ * taken only with an exclusive flock on LOCK_DIR/<uid>, held for the run. Returns the locked
+ * descriptor, -1 when another process holds it, -2 when there is no lock directory. */
+static int slot_lock(int slot)
+{
+    char path[128];
+    int fd;
+
+    pthread_once(&lock_once, lock_dir_init);
+    if (!lock_dir_ok)
+        return -2;
+    snprintf(path, sizeof(path), LOCK_DIR "/%u", UID_BASE + (unsigned)slot);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -1;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* A free slot, waiting for one up to 'deadline_us'; -1 when none came. *lock_fd is the
+ * slot's lock (slot_give closes it). */
+static int slot_take(long long deadline_us, int *lock_fd)
 {
     int got = -1;
 
+    *lock_fd = -1;
     pthread_mutex_lock(&slot_mu);
     for (;;) {
-        for (int i = 0; i < SLOTS && got < 0; i++)
-            if (!slot_used[(slot_next + i) % SLOTS])
-                got = (slot_next + i) % SLOTS;
+        for (int i = 0; i < SLOTS && got < 0; i++) {
+            int s = (slot_next + i) % SLOTS;
+
+            if (!slot_used[s] && (*lock_fd = slot_lock(s)) != -1)
+                got = s;
+        }
         if (got >= 0 || px_now_us() >= deadline_us)
             break;
         {
@@ -131,10 +179,12 @@ static void slot_sweep(uid_t uid)
             ;
 }
 
-static void slot_give(int slot)
+static void slot_give(int slot, int lock_fd)
 {
     if (slot < 0)
         return;
+    if (lock_fd >= 0)
+        close(lock_fd); /* releases the flock */
     pthread_mutex_lock(&slot_mu);
     slot_used[slot] = false;
     pthread_cond_signal(&slot_cv);
@@ -360,7 +410,7 @@ static int run(struct arena *a, const struct config *cfg, const char *code,
     struct stream so = {.fd = -1, .cap = SANDBOX_OUTPUT_MAX};
     struct stream se = {.fd = -1, .cap = SANDBOX_ERR_MAX};
     size_t code_len = strlen(code), sent = 0;
-    int slot = -1, status = 0, child_errno = 0, rc = -1;
+    int slot = -1, lock_fd = -1, status = 0, child_errno = 0, rc = -1;
     bool exited = false, killed = false, flood = false;
     pid_t pid;
 
@@ -370,7 +420,7 @@ static int run(struct arena *a, const struct config *cfg, const char *code,
     buf_init(&se.kept, 0);
     build_cmd(&cmd);
     if (lim.as_root) {
-        slot = slot_take(deadline);
+        slot = slot_take(deadline, &lock_fd);
         if (slot < 0) {
             snprintf(msg, msglen, "every code sandbox stayed busy for %g s", timeout);
             goto out;
@@ -502,7 +552,7 @@ out:
     close_fd(&se.fd);
     buf_free(&so.kept);
     buf_free(&se.kept);
-    slot_give(slot);
+    slot_give(slot, lock_fd);
     return rc;
 }
 

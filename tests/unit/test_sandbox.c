@@ -14,11 +14,14 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,9 +68,12 @@ static const struct sandbox_result *run(struct env *e, const char *code)
     return &e->r;
 }
 
-/* Running (not zombie) processes of the sandbox's uids (root: 1990000..1990015). */
-static int sandbox_procs(void)
+/* Running (not zombie) processes of the sandbox's uids (root: 1990000..1990015) that no run
+ * holds: a uid whose lock (/run/optillm-sandbox/<uid>, src/sandbox.c) another process holds
+ * is in use by a run of that process (a concurrent test), not left over. */
+static int leftover_procs(void)
 {
+    int per_uid[16] = {0};
     DIR *d = opendir("/proc");
     struct dirent *de;
     int n = 0;
@@ -88,22 +94,40 @@ static int sandbox_procs(void)
             if (strncmp(line, "State:", 6) == 0 && strchr(line, 'Z'))
                 zombie = true;
             if (sscanf(line, "Uid: %u", &uid) == 1) {
-                n += !zombie && uid >= 1990000u && uid < 1990016u;
+                if (!zombie && uid >= 1990000u && uid < 1990016u)
+                    per_uid[uid - 1990000u]++;
                 break;
             }
         }
         fclose(f);
     }
     closedir(d);
+    for (int i = 0; i < 16; i++) {
+        char path[64];
+        int fd;
+
+        if (!per_uid[i])
+            continue;
+        snprintf(path, sizeof(path), "/run/optillm-sandbox/%d", 1990000 + i);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            close(fd); /* a run of another process */
+            continue;
+        }
+        if (fd >= 0)
+            close(fd);
+        fprintf(stderr, "uid %d: %d process(es) left\n", 1990000 + i, per_uid[i]);
+        n += per_uid[i];
+    }
     return n;
 }
 
-/* Waits up to 5 s for the sandbox's processes to be gone; returns how many are left. */
-static int sandbox_procs_gone(void)
+/* Waits up to 5 s for leftover_procs() to reach 0; returns what is left then. */
+static int leftover_procs_gone(void)
 {
     int n = 0;
 
-    for (int i = 0; i < 100 && (n = sandbox_procs()) > 0; i++) {
+    for (int i = 0; i < 100 && (n = leftover_procs()) > 0; i++) {
         struct timespec ts = {0, 50 * 1000000L};
 
         nanosleep(&ts, NULL);
@@ -324,8 +348,8 @@ static void test_sandbox_fork_bomb(void **state)
     assert_int_equal(r->end, SANDBOX_EXITED);
     assert_non_null(strstr(r->out, "stopped"));
     assert_true(atoi(strstr(r->out, "stopped") + 8) < 16);
-    assert_true(r->ms < 8000);                 /* the sleeping children did not hold the run */
-    assert_int_equal(sandbox_procs_gone(), 0); /* and did not survive it */
+    assert_true(r->ms < 8000);                  /* the sleeping children did not hold the run */
+    assert_int_equal(leftover_procs_gone(), 0); /* and did not survive it */
     /* The next run of the same slot starts from nothing. */
     r = run(&e, "import os\nprint(os.fork() > 0 or os._exit(0))\n");
     assert_string_equal(r->out, "True\n");
@@ -371,7 +395,7 @@ static void test_sandbox_endless(void **state)
     assert_int_equal(r->end, SANDBOX_TIMEOUT);
     assert_true(r->ms < 6000);
     if (geteuid() == 0)
-        assert_int_equal(sandbox_procs_gone(), 0);
+        assert_int_equal(leftover_procs_gone(), 0);
     /* A program that closes its output and keeps running is still timed. */
     r = run(&e, "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(100)\n");
     assert_int_equal(r->end, SANDBOX_TIMEOUT);
