@@ -309,14 +309,22 @@ static __attribute__((noreturn)) void child(int in, int out, int err, int report
 {
     sigset_t none;
     struct sigaction dfl;
-    int e;
+    int e, rep;
 
     setpgid(0, 0);
-    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+    /* Out of the way first: a proxy started with 0-2 closed may have got its pipes there. */
+    if ((rep = fcntl(report, F_DUPFD, 10)) < 0)
         goto fail;
-    if (report != 3 && dup2(report, 3) < 0) /* fd 3 keeps its close-on-exec flag off: set it */
+    report = rep;
+    in = fcntl(in, F_DUPFD, 10);
+    out = fcntl(out, F_DUPFD, 10);
+    err = fcntl(err, F_DUPFD, 10);
+    if (in < 0 || out < 0 || err < 0)
         goto fail;
-    (void)fcntl(3, F_SETFD, FD_CLOEXEC);
+    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0 || dup2(report, 3) < 0)
+        goto fail;
+    report = 3;
+    (void)fcntl(3, F_SETFD, FD_CLOEXEC); /* tells the parent that exec failed, or nothing */
     /* Every other descriptor of the proxy (client sockets, upstream connections) goes. */
     if (syscall(SYS_close_range, 4u, ~0u, 0u) != 0)
         for (int fd = 4; fd < 65536; fd++)
@@ -344,7 +352,7 @@ static __attribute__((noreturn)) void child(int in, int out, int err, int report
     execve(argv[0], (char *const *)argv, (char *const *)envp);
 fail:
     e = errno;
-    (void)!write(3, &e, sizeof(e));
+    (void)!write(report, &e, sizeof(e));
     _exit(EXEC_FAILED);
 }
 
