@@ -46,7 +46,9 @@ struct sandbox_result {
  * until the program ends or is killed. Returns PX_OK when the code ran, whatever its outcome
  * (a Python error is a result for the model, in *out), or a negative px_status with
  * ctx->err filled when it could not run: code execution disabled (PX_EINVAL), code too
- * large (PX_EINVAL), the sandbox could not be started (PX_EINTERNAL). */
+ * large (PX_EINVAL), every sandbox uid busy for the whole timeout (PX_EBUSY, 503), the
+ * sandbox could not be started (PX_EINTERNAL). Blocking: a coroutine approach thread would
+ * call it through sched_offload. */
 int sandbox_run_python(struct approach_ctx *ctx, const char *code, struct sandbox_result *out);
 
 /* Start-up check with --enable-code-execution: runs a one-line program in the sandbox.

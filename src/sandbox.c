@@ -404,7 +404,8 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
-/* Runs code under cfg's limits. Returns 0 with r filled (strings in 'a'), or -1 with msg. */
+/* Runs code under cfg's limits. Returns 0 with r filled (strings in 'a'), or -1 (the sandbox
+ * failed) or -2 (no free uid slot) with msg. */
 static int run(struct arena *a, const struct config *cfg, const char *code,
                struct sandbox_result *r, char *msg, size_t msglen)
 {
@@ -431,6 +432,7 @@ static int run(struct arena *a, const struct config *cfg, const char *code,
         slot = slot_take(deadline, &lock_fd);
         if (slot < 0) {
             snprintf(msg, msglen, "every code sandbox stayed busy for %g s", timeout);
+            rc = -2;
             goto out;
         }
         lim.uid = UID_BASE + (uid_t)slot;
@@ -576,7 +578,13 @@ int sandbox_run_python(struct approach_ctx *ctx, const char *code, struct sandbo
                        "--enable-code-execution)");
     if (strlen(code) > SANDBOX_CODE_MAX)
         return px_fail(ctx->err, PX_EINVAL, NULL, "code longer than %d bytes", SANDBOX_CODE_MAX);
-    if (run(ctx->arena, cfg, code, out, msg, sizeof(msg)) != 0) {
+    switch (run(ctx->arena, cfg, code, out, msg, sizeof(msg))) {
+    case 0:
+        break;
+    case -2:
+        log_at(LOG_WARN, ctx->req_id, "code sandbox: %s", msg);
+        return px_fail(ctx->err, PX_EBUSY, NULL, "the code sandbox is busy: %s", msg);
+    default:
         log_at(LOG_ERROR, ctx->req_id, "code sandbox: %s", msg);
         return px_fail(ctx->err, PX_EINTERNAL, NULL, "the code sandbox failed: %s", msg);
     }
