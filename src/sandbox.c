@@ -486,8 +486,10 @@ static int run(struct arena *a, const struct config *cfg, const char *code,
             p[np++] = (struct pollfd){.fd = so.fd, .events = POLLIN};
         if (se.fd >= 0)
             p[np++] = (struct pollfd){.fd = se.fd, .events = POLLIN};
-        if (np > 0 && poll(p, (nfds_t)np, (int)wait_ms) < 0 && errno != EINTR)
-            break;
+        if (np > 0 && poll(p, (nfds_t)np, (int)wait_ms) < 0 && errno != EINTR) {
+            deadline = 0; /* cannot watch it: stop it */
+            continue;
+        }
         if (np == 0) {
             struct timespec ts = {0, 10 * 1000000L};
 
@@ -504,11 +506,20 @@ static int run(struct arena *a, const struct config *cfg, const char *code,
         drain(&so);
         drain(&se);
         flood = so.total + se.total > FLOOD_BYTES;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            exited = true;
-            drain(&so); /* what is still in the pipes */
-            drain(&se);
-            kill(-pid, SIGKILL); /* anything left in its group */
+        {
+            siginfo_t si;
+
+            si.si_pid = 0;
+            /* Ended? Peek without reaping: until it is reaped, its pid and group id cannot be
+             * reused, so the group can still be killed safely. */
+            if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                si.si_pid == pid) {
+                exited = true;
+                kill(-pid, SIGKILL); /* anything left in its group */
+                waitpid(pid, &status, 0);
+                drain(&so); /* what is still in the pipes */
+                drain(&se);
+            }
         }
     }
     close_fd(&in[1]);
