@@ -8,7 +8,8 @@
  * works; each fix adds a call and a run; the simulation one call. Sequential.
  *
  * A run succeeds when the program exits with status 0 and the trailer we append prints the
- * value of `answer`; stderr alone (warnings) is no failure.
+ * value of `answer`; stderr alone (warnings) is no failure. A program that prints more than
+ * the sandbox keeps (64 KiB) loses the trailer's line with the rest and counts as failed.
  *
  * Differences from OptiLLM's coc_plugin.py (shared/approaches.md 3.8): there, code ran
  * unsandboxed in a Jupyter kernel, any stderr output was a failure, plotting lines were

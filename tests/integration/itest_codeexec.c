@@ -436,6 +436,33 @@ static int leftover_procs_gone(void)
     return n;
 }
 
+/* Streamed: executecode relays its answer call; coc sends its value at the end. */
+static void test_stream(void **state)
+{
+    static const char *const slugs[] = {"executecode", "coc"};
+    char *reply = encode("```python\nanswer = 6 * 7\nprint(answer)\n```");
+
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        char model[512];
+        char *body;
+        struct http_resp r;
+
+        snprintf(model, sizeof(model), "%s-mock-model@reply=%s", slugs[i], reply);
+        body = chat_body(model, "What is 6 times 7?", "\"stream\":true");
+        mock_reset(mock.port);
+        r = post(px.port, body, 200);
+        assert_non_null(strstr(r.body, "data: {"));
+        assert_non_null(strstr(r.body, "data: [DONE]"));
+        if (i == 1)
+            assert_non_null(strstr(r.body, "\"content\":\"42\""));
+        assert_int_equal(mock_stat(mock.port, "calls"), i == 0 ? 2 : 1);
+        http_resp_free(&r);
+        free(body);
+    }
+    free(reply);
+}
+
 /* After all of the above: the proxy answers, its memory is small, nothing is left running. */
 static void test_proxy_unharmed(void **state)
 {
@@ -467,10 +494,11 @@ static void test_proxy_unharmed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_disabled),     cmocka_unit_test(test_escape_network),
-        cmocka_unit_test(test_escape_files), cmocka_unit_test(test_escape_environment),
-        cmocka_unit_test(test_escape_bombs), cmocka_unit_test(test_escape_time_and_output),
-        cmocka_unit_test(test_model_code),   cmocka_unit_test(test_proxy_unharmed),
+        cmocka_unit_test(test_disabled),       cmocka_unit_test(test_escape_network),
+        cmocka_unit_test(test_escape_files),   cmocka_unit_test(test_escape_environment),
+        cmocka_unit_test(test_escape_bombs),   cmocka_unit_test(test_escape_time_and_output),
+        cmocka_unit_test(test_model_code),     cmocka_unit_test(test_stream),
+        cmocka_unit_test(test_proxy_unharmed),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
