@@ -6,7 +6,9 @@
  *   - It has none: the model is asked to solve the request with a Python program that prints
  *     its result; when its reply has a python block, the first one runs and a second
  *     (streamed) call, given the reply and the program's output, writes the final answer;
- *     a reply without code is the answer. 1-2 calls, 1-2 rounds, one run.
+ *     a reply without code is the answer. 1-2 calls, 1-2 rounds, one run. With
+ *     executecode_max_runs R > 1, the model may answer an output with another program, up
+ *     to R runs; the call after the last run gives the final answer (at most R + 1 calls).
  * Errors of the code (exceptions, limits reached, time-outs) are results for the model, not
  * failures of the request. Only with --enable-code-execution (approach.code_execution).
  *
@@ -84,13 +86,16 @@ static int run_request_code(struct approach_ctx *ctx, const char *query, struct 
 static int executecode_run(struct approach_ctx *ctx, struct chat_result *out)
 {
     const char *query = chat_last_user(ctx->req);
+    int runs = (int)approach_opt(ctx, "executecode_max_runs");
     struct llm_msg *conv, *msgs;
-    size_t nconv;
+    size_t nconv, n;
     struct llm_call call;
     const char *reply, *code;
     struct sandbox_result r;
     int rc;
 
+    if (runs < 1)
+        runs = 1;
     if (sandbox_python_block(ctx->arena, query, NULL))
         return run_request_code(ctx, query, out);
 
@@ -111,31 +116,65 @@ static int executecode_run(struct approach_ctx *ctx, struct chat_result *out)
         out->finish_reason = finish_of(&call.reply.choices[0]);
         return PX_OK;
     }
-    if (strlen(code) > SANDBOX_CODE_MAX) {
-        memset(&r, 0, sizeof(r));
-        r.end = SANDBOX_EXITED;
-        r.exit_code = 2;
-        r.out = "";
-        r.err = "not run: the program is longer than the sandbox accepts (64 KiB)";
-    } else if ((rc = sandbox_run_python(ctx, code, &r)) < 0) {
-        return rc;
-    }
-    msgs = arena_calloc(ctx->arena, nconv + 2, sizeof(*msgs));
+    msgs = arena_calloc(ctx->arena, nconv + 2 * (size_t)runs, sizeof(*msgs));
     memcpy(msgs, conv, nconv * sizeof(*msgs));
-    msgs[nconv].role = "assistant";
-    msgs[nconv].content = reply;
-    msgs[nconv + 1].role = "user";
-    msgs[nconv + 1].content =
-        approach_prompt(ctx, "executecode/answer", "results", sandbox_describe(ctx, &r), NULL);
-    return final(ctx, msgs, nconv + 2, "executecode/answer", out);
+    n = nconv;
+    for (int i = 1;; i++) {
+        bool last = i >= runs;
+
+        if (strlen(code) > SANDBOX_CODE_MAX) {
+            memset(&r, 0, sizeof(r));
+            r.end = SANDBOX_EXITED;
+            r.exit_code = 2;
+            r.out = "";
+            r.err = "not run: the program is longer than the sandbox accepts (64 KiB)";
+        } else if ((rc = sandbox_run_python(ctx, code, &r)) < 0) {
+            return rc;
+        }
+        msgs[n].role = "assistant";
+        msgs[n++].content = reply;
+        msgs[n].role = "user";
+        msgs[n++].content = approach_prompt(ctx, last ? "executecode/answer" : "executecode/more",
+                                            "results", sandbox_describe(ctx, &r), "left",
+                                            arena_printf(ctx->arena, "%d", runs - i), NULL);
+        if (last)
+            return final(ctx, msgs, n, "executecode/answer", out);
+        memset(&call, 0, sizeof(call));
+        call.msgs = msgs;
+        call.nmsgs = n;
+        call.params = llm_params_default();
+        call.stage = "executecode/more";
+        if (llm_batch(ctx, &call, 1) <= 0)
+            return ctx->err->code;
+        reply = call.reply.choices[0].text;
+        code = sandbox_python_block(ctx->arena, reply, NULL);
+        if (!code) { /* the model is done: its reply is the answer */
+            out->text = reply;
+            out->logprobs = call.reply.choices[0].logprobs;
+            out->finish_reason = finish_of(&call.reply.choices[0]);
+            return PX_OK;
+        }
+    }
 }
+
+static const struct approach_option executecode_options[] = {
+    {.name = "executecode_max_runs",
+     .def = 1,
+     .min = 1,
+     .max = 5,
+     .integer = true,
+     .help = "programs the model may write and run in executecode before its final answer "
+             "(each after seeing the last one's output)"},
+    {.name = NULL},
+};
 
 const struct approach approach_executecode = {
     .slug = "executecode",
     .aliases = (const char *const[]){"execute_code", NULL},
     .run = executecode_run,
-    .prompts = (const char *const[]){"executecode/write", "executecode/answer",
+    .prompts = (const char *const[]){"executecode/write", "executecode/answer", "executecode/more",
                                      "executecode/results", NULL},
+    .options = executecode_options,
     .summary = "Execute code: the request's python blocks, or a program the model writes, run "
                "in a sandbox (--enable-code-execution); the model answers from their output",
     .calls = 2,

@@ -206,6 +206,50 @@ static void test_executecode_limits_reported(void **state)
     env_cleanup(&e);
 }
 
+/* executecode_max_runs 2: the model may answer an output with another program. */
+static void test_executecode_more_runs(void **state)
+{
+    static const struct row rows[] = {
+        {"executecode/write", NULL, WRITE, NULL},
+        {"executecode/more", NULL, "Not quite:\n```python\nprint(24133 + 0)\n```", NULL},
+        {"executecode/answer", NULL, "24133, checked twice.", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    static const struct row done[] = {
+        {"executecode/write", NULL, WRITE, NULL},
+        {"executecode/more", NULL, "It is 24133.", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    static const struct fake_run runs[] = {
+        {SANDBOX_EXITED, 1, "", "SyntaxError: x\n"}, {SANDBOX_EXITED, 0, "24133\n", NULL}, {0}};
+    struct env e;
+
+    (void)state;
+    sb_reset(runs);
+    env_init(&e, BODY(Q, ",\"optillm_executecode_max_runs\":2"), rows);
+    assert_int_equal(env_run(&e, &approach_executecode), PX_OK);
+    assert_string_equal(e.out.text, "24133, checked twice.");
+    assert_int_equal(sb.ncodes, 2);
+    assert_string_equal(sb.codes[1], "print(24133 + 0)");
+    check_sequential(&e, 3);
+    check_call(call_at(&e, 1), "executecode/more", 1, NAN, -1, false);
+    assert_non_null(strstr(last_msg(call_at(&e, 1)), "SyntaxError"));
+    assert_non_null(strstr(last_msg(call_at(&e, 1)), "1 more run(s)"));
+    /* The whole exchange reaches the last call: both programs and both outputs. */
+    assert_int_equal(call_at(&e, 2)->nmsgs, call_at(&e, 0)->nmsgs + 4);
+    assert_non_null(strstr(last_msg(call_at(&e, 2)), "Output:\n24133"));
+    check_usage(&e);
+    env_cleanup(&e);
+    /* The model is satisfied after the first output: its reply is the answer. */
+    sb_reset(runs);
+    env_init(&e, BODY(Q, ",\"optillm_executecode_max_runs\":2"), done);
+    assert_int_equal(env_run(&e, &approach_executecode), PX_OK);
+    assert_string_equal(e.out.text, "It is 24133.");
+    assert_int_equal(sb.ncodes, 1);
+    check_sequential(&e, 2);
+    env_cleanup(&e);
+}
+
 static void test_executecode_failures(void **state)
 {
     static const struct row rows[] = {
@@ -467,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_executecode_no_code),
         cmocka_unit_test(test_executecode_request_code),
         cmocka_unit_test(test_executecode_limits_reported),
+        cmocka_unit_test(test_executecode_more_runs),
         cmocka_unit_test(test_executecode_failures),
         cmocka_unit_test(test_coc_first_run),
         cmocka_unit_test(test_coc_fix),
