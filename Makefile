@@ -1,6 +1,6 @@
 # optillm in C. `make run` installs what is missing, builds and starts the proxy; `make test`
 # runs every test. See README.md.
-PKGS    := libmicrohttpd libcurl libcjson libpcre2-8 libcrypto z3
+PKGS    := libmicrohttpd libcurl libcjson libpcre2-8 libcrypto z3 hiredis
 comma   := ,
 BUILD   ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 CC      ?= cc
@@ -26,13 +26,13 @@ UNIT     := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 ITEST_SRC := $(wildcard tests/integration/itest_*.c)
 ITEST    := $(ITEST_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 HARNESS_OBJ := $(BUILD)/tests/integration/harness.o
-# The official OpenAI SDK (npm) against the proxy; skipped in sanitizer builds (slow, and the
+# The official OpenAI and Anthropic SDKs (npm) against the proxy; skipped in sanitizer builds (slow, and the
 # C suites already cover the same paths there).
-SDK_TEST := $(if $(SANITIZE),,tests/sdk/run.sh)
+SDK_TEST := $(if $(SANITIZE),,tests/sdk/run.sh tests/sdk_doors/run.sh)
 # Each fuzz target for 60 s (FUZZ_SECONDS); skipped in sanitizer builds (already ASan+UBSan).
 FUZZ_TEST := $(if $(SANITIZE),,tests/fuzz/run.sh)
 
-.PHONY: all deps run test check-sanitize check-valgrind fuzz fuzz-build format format-check clean bench
+.PHONY: all deps run test test-scale install uninstall check-sanitize check-valgrind fuzz fuzz-build format format-check clean bench
 .SECONDARY:
 
 EVAL_SRC := $(wildcard eval/*.c)
@@ -84,6 +84,33 @@ test: deps format-check
 	@$(MAKE) -j$(JOBS) --no-print-directory all $(UNIT) $(ITEST) $(if $(SANITIZE),,fuzz-build)
 	@scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST) $(SDK_TEST) $(FUZZ_TEST)
 
+# Several instances: shared limits in a real redis-server, two instances behind a real nginx
+# (both also run by make test), and the deployment files linted and installed (tests/deploy).
+test-scale: deps
+	@$(MAKE) -j$(JOBS) --no-print-directory all $(BUILD)/tests/itest_redis $(BUILD)/tests/itest_scale
+	@scripts/run_tests.sh $(BUILD) $(BUILD)/tests/itest_redis $(BUILD)/tests/itest_scale tests/deploy/run.sh
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binaries, man pages made from --help, the
+# prompts (to copy and edit for --prompts-dir; the binary has them built in) and the datasets.
+PREFIX  ?= /usr/local
+SHARE   := $(DESTDIR)$(PREFIX)/share/optillm
+MAN1    := $(DESTDIR)$(PREFIX)/share/man/man1
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(MAN1) $(SHARE)
+	install -m 0755 $(BUILD)/optillm $(BUILD)/optillm-eval $(DESTDIR)$(PREFIX)/bin/
+	scripts/manpage.sh $(BUILD)/optillm optillm \
+	    "inference-time optimisation proxy with an OpenAI-compatible API" > $(MAN1)/optillm.1
+	scripts/manpage.sh $(BUILD)/optillm-eval optillm-eval \
+	    "evaluate inference-time approaches on a dataset" > $(MAN1)/optillm-eval.1
+	rm -rf $(SHARE)/prompts $(SHARE)/datasets
+	cp -R prompts datasets $(SHARE)/
+	chmod -R u=rwX,go=rX $(SHARE)
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/optillm $(DESTDIR)$(PREFIX)/bin/optillm-eval
+	rm -f $(MAN1)/optillm.1 $(MAN1)/optillm-eval.1
+	rm -rf $(SHARE)
+
 check-sanitize:
 	$(MAKE) SANITIZE=address,undefined test
 	$(MAKE) SANITIZE=thread test
@@ -95,13 +122,14 @@ check-valgrind: deps
 	@$(MAKE) --no-print-directory all $(UNIT) $(ITEST)
 	@PX_UNIT_WRAPPER="$(VALGRIND)" PX_WRAPPER="$(VALGRIND)" scripts/run_tests.sh $(BUILD) $(UNIT) $(ITEST)
 
-# libFuzzer targets (clang): request parsing, model names, answer extraction, the SSE parser.
+# libFuzzer targets (clang): request parsing, model names, answer extraction, the SSE parser,
+# the front doors.
 # `make fuzz` runs each for FUZZ_SECONDS (default 600); `make test` runs each for 60 s.
 FUZZ_BUILD   := build-fuzz
 FUZZ_CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -Iinclude -Isrc -g -O1 \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
                 $(PKG_CFLAGS)
-FUZZ_TARGETS := request model answer sse
+FUZZ_TARGETS := request model answer sse door
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_OBJ     := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/gen/prompts_embed.o
 FUZZ_SECONDS ?= 600

@@ -53,7 +53,8 @@ static const struct eflag run_flags[] = {
     {"limit", A_STR, "N", "only the first N items of the dataset (before --shard)"},
     {"shard", A_STR, "I/N",
      "only shard I (0-based) of N: the items whose FNV-1a 64 hash of the id mod N is I; merge "
-     "the shards' folders with 'optillm-eval merge'"},
+     "the shards' folders with 'optillm-eval merge'. auto/N takes I from JOB_COMPLETION_INDEX "
+     "(Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN (Slurm array)"},
     {"resume", A_BOOL, NULL,
      "continue the run in --out: (id, approach) pairs already in results.jsonl are skipped"},
     {"retry-errors", A_BOOL, NULL, "with --resume: run the results that ended in an error again"},
@@ -189,6 +190,30 @@ static bool parse_double(const char *v, double min, double max, double *out)
     return errno == 0 && end != v && *end == '\0' && isfinite(*out) && *out >= min && *out <= max;
 }
 
+/* --shard auto/N: this task's index from the job runner, as text in buf; -1 when none is set. */
+static int shard_auto(char *buf, size_t len)
+{
+    const char *k8s = getenv("JOB_COMPLETION_INDEX");
+    const char *slurm = getenv("SLURM_ARRAY_TASK_ID");
+    const char *min = getenv("SLURM_ARRAY_TASK_MIN");
+    char *end;
+    long i;
+
+    if (k8s && *k8s) {
+        snprintf(buf, len, "%s", k8s);
+        return 0;
+    }
+    if (!slurm || !*slurm)
+        return -1;
+    i = strtol(slurm, &end, 10);
+    if (*end)
+        return -1;
+    if (min && *min)
+        i -= strtol(min, NULL, 10); /* arrays numbered 1-N: shard 0 is the first task */
+    snprintf(buf, len, "%ld", i);
+    return 0;
+}
+
 static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static int bad(const char *fmt, ...)
@@ -305,8 +330,11 @@ static int set_flag(struct eval_opts *o, const char *name, const char *v, const 
             return bad("--shard needs I/N (e.g. 0/4), got '%s'", v);
         memcpy(first, v, (size_t)(slash - v));
         first[slash - v] = '\0';
+        if (!strcmp(first, "auto") && shard_auto(first, sizeof(first)) < 0)
+            return bad("--shard auto/N needs JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) or "
+                       "SLURM_ARRAY_TASK_ID (a Slurm array) set to a number");
         if (!parse_long(first, 0, 1000000, &i) || !parse_long(slash + 1, 1, 1000000, &n) || i >= n)
-            return bad("--shard needs I/N with 0 <= I < N, got '%s'", v);
+            return bad("--shard needs I/N with 0 <= I < N, got '%s' (I = %s)", v, first);
         o->shard = (unsigned)i;
         o->nshards = (unsigned)n;
     } else if (!strcmp(name, "resume"))

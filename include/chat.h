@@ -45,6 +45,9 @@ struct chat_request {
     bool max_is_completion; /* the client used max_completion_tokens */
     struct route route;     /* what to run; count 0 = passthrough */
     const char *route_name; /* "moa", "bon&moa", "none" ... for logs */
+    /* In a pipeline step after an answering step ("moa&json"): that step's answer (also the
+     * last user message); NULL otherwise. */
+    const char *prev_answer;
 };
 
 /* Parses a client body into 'out' (memory in 'a'): checks types (400s), removes every
@@ -81,6 +84,22 @@ bool chat_has_tools(const struct chat_request *req);
 const char *chat_system(struct arena *a, const struct chat_request *req);
 /* The last user message's text, or "" if none. Borrowed from req. */
 const char *chat_last_user(const struct chat_request *req);
+
+/* Plugins (privacy): a copy of 'in' in 'out' whose every message text passed through fn:
+ * string content, text parts, tool-call arguments, and chat_msg.content. Message objects are
+ * cloned (owned by 'a'); 'in' and the client's body are not changed. fn returns its result in
+ * 'a' (it may return 'text' itself). Returns PX_OK. */
+int chat_request_map_text(struct arena *a, const struct chat_request *in, struct chat_request *out,
+                          const char *(*fn)(void *arg, struct arena *a, const char *text),
+                          void *arg);
+
+/* The request's response_format: returns its type ("json_object", "json_schema", "text"), or
+ * NULL when there is none; *schema (if not NULL) is set to json_schema.schema (read-only,
+ * owned by the request) or NULL. */
+const char *chat_response_format(const struct chat_request *req, const struct cJSON **schema);
+
+/* A message's tool calls as JSON array text (in 'a'), or NULL when it has none. */
+const char *chat_msg_tool_calls(struct arena *a, const struct chat_msg *m);
 
 /* A per-request option: the body's "optillm_<name>" if present (already validated by
  * chat_request_parse), else the server's value (flag or env), else the registry default. */

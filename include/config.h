@@ -58,13 +58,20 @@ struct config {
     char *tenants_path;      /* --tenants FILE, or NULL */
     char *log_conversations; /* --log-conversations DIR, or NULL */
 
+    /* several instances: state shared through Redis (src/redis.c) */
+    char *redis_url;        /* --redis-url / OPTILLM_REDIS_URL (may hold a password), or NULL */
+    char redis_prefix[64];  /* key prefix, default "optillm:" */
+    char redis_failure[8];  /* "open" (default) or "closed" */
+    bool redis_fail_closed; /* redis_failure is "closed" */
+
     /* approaches */
     char approach[128]; /* default route value; "auto" = passthrough */
     char model[256];    /* default model when the body has none */
     int n;              /* default n */
     bool return_full_response;
     bool no_approach_tags;
-    char *prompts_dir;                                  /* NULL: embedded prompts only */
+    char *prompts_dir;         /* NULL: embedded prompts only */
+    char privacy_ner_url[512]; /* --privacy-ner-url: names and places for privacy; "" = off */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
     bool enable_code_execution; /* executecode, coc: Python in the sandbox (src/sandbox.c) */

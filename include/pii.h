@@ -2,7 +2,8 @@
  * per request, and putting the originals back into an answer (also one that arrives in
  * pieces). Pattern-based: e-mail, phone numbers (E.164 and common national forms), card
  * numbers (Luhn-checked), IBAN (mod-97), IPv4/IPv6, US SSN, and secrets (API keys, bearer
- * tokens, private-key blocks). Names and places need NER and are not found here. */
+ * tokens, private-key blocks). Names and places need NER and are not found here (the privacy
+ * plugin can add them from an NER service: pii_mask_with). */
 #ifndef PII_H
 #define PII_H
 
@@ -47,6 +48,19 @@ size_t pii_map_count(const struct pii_map *m);
 
 /* Returns text with every span replaced by its placeholder (malloc'd, NUL-terminated). */
 char *pii_mask(struct pii_map *m, const char *text, size_t len);
+/* A span found elsewhere (names and places from an NER service): bytes of the text, and the
+ * placeholder's label ("PERSON" -> "[PERSON_1]"; A-Z and '_' kept, at most 15 characters). */
+struct pii_extra {
+    size_t start;
+    size_t len;
+    const char *label;
+};
+
+/* pii_mask, with 'extra' spans masked as well (any order; spans out of range, overlapping a
+ * pattern span or each other are left out). */
+char *pii_mask_with(struct pii_map *m, const char *text, size_t len, const struct pii_extra *extra,
+                    size_t nextra);
+
 /* Returns text with every known placeholder replaced by its original (malloc'd). */
 char *pii_unmask(const struct pii_map *m, const char *text, size_t len);
 

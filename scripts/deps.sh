@@ -1,13 +1,14 @@
 #!/bin/sh
 # Installs the Debian packages the project needs, only those that are missing (idempotent).
 # Usage: scripts/deps.sh [extra-package ...]   (run as root, or with sudo available)
+# redis-server and nginx-light are for the tests only (shared limits, instances behind nginx).
 set -eu
 # ca-certificates: HTTPS upstreams (libcurl) and the npm registry; absent from a minimal system.
 # bubblewrap, python3: the code sandbox of executecode and coc (src/sandbox.c).
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libpcre2-dev \
 libssl-dev libcmocka-dev libz3-dev clang clang-format libclang-rt-14-dev ca-certificates \
 bubblewrap python3 \
-json-schema-test-suite python3-jsonschema $*"
+libhiredis-dev redis-server nginx-light json-schema-test-suite python3-jsonschema $*"
 # The SDK compatibility test needs Node.js and npm (Debian's, unless the machine has its own).
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
 command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"

@@ -57,7 +57,7 @@ static int unknown_key(struct px_error *err)
 {
     px_fail(err, PX_EAUTH, NULL,
             "Invalid or missing API key for this proxy. Send 'Authorization: Bearer "
-            "<proxy key>'.");
+            "<proxy key>' (or 'x-api-key: <proxy key>').");
     snprintf(err->err_code, sizeof(err->err_code), "invalid_api_key");
     return PX_EAUTH;
 }

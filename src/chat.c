@@ -557,3 +557,129 @@ const char *chat_last_user(const struct chat_request *req)
             return req->msgs[i - 1].content;
     return "";
 }
+
+/* ---- plugins: rewritten copies and read-only views ----------------------------------------- */
+
+typedef const char *map_fn(void *arg, struct arena *a, const char *text);
+
+/* Replaces the string item 'it' (a member of a cloned tree) with fn(its text). */
+static void map_string(cJSON *it, struct arena *a, map_fn *fn, void *arg)
+{
+    const char *v;
+
+    if (!cJSON_IsString(it) || !it->valuestring)
+        return;
+    v = fn(arg, a, it->valuestring);
+    if (v != it->valuestring && strcmp(v, it->valuestring) != 0)
+        cJSON_SetValuestring(it, v);
+}
+
+/* Every string value of a JSON tree through fn (in place). */
+static void map_tree(cJSON *j, struct arena *a, map_fn *fn, void *arg)
+{
+    for (cJSON *c = j ? j->child : NULL; c; c = c->next) {
+        if (cJSON_IsString(c))
+            map_string(c, a, fn, arg);
+        else
+            map_tree(c, a, fn, arg);
+    }
+}
+
+/* Tool-call arguments are JSON text: their string values are mapped one by one (a value with
+ * newlines or quotes is seen unescaped, and the result stays valid JSON); arguments that do not
+ * parse are mapped as text. */
+static void map_arguments(cJSON *args, struct arena *a, map_fn *fn, void *arg)
+{
+    cJSON *parsed;
+    char *before, *after;
+
+    if (!cJSON_IsString(args))
+        return;
+    parsed = cJSON_ParseWithOpts(args->valuestring, NULL, 1);
+    if (!cJSON_IsObject(parsed) && !cJSON_IsArray(parsed)) {
+        cJSON_Delete(parsed);
+        map_string(args, a, fn, arg);
+        return;
+    }
+    before = cJSON_PrintUnformatted(parsed);
+    map_tree(parsed, a, fn, arg);
+    after = cJSON_PrintUnformatted(parsed);
+    if (before && after && strcmp(before, after) != 0) /* else the client's text stays */
+        cJSON_SetValuestring(args, after);
+    cJSON_free(before);
+    cJSON_free(after);
+    cJSON_Delete(parsed);
+}
+
+int chat_request_map_text(struct arena *a, const struct chat_request *in, struct chat_request *out,
+                          map_fn *fn, void *arg)
+{
+    struct chat_msg *msgs = arena_calloc(a, in->nmsgs ? in->nmsgs : 1, sizeof(*msgs));
+
+    *out = *in;
+    for (size_t i = 0; i < in->nmsgs; i++) {
+        msgs[i].role = in->msgs[i].role;
+        msgs[i].content = fn(arg, a, in->msgs[i].content ? in->msgs[i].content : "");
+        if (in->msgs[i].raw) {
+            cJSON *m = cJSON_Duplicate(in->msgs[i].raw, 1);
+            cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+            cJSON *it;
+
+            arena_defer(a, json_delete, m);
+            if (cJSON_IsString(content)) {
+                map_string(content, a, fn, arg);
+            } else if (cJSON_IsArray(content)) {
+                cJSON_ArrayForEach(it, content)
+                {
+                    cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "type");
+
+                    if (cJSON_IsString(type) && strcmp(type->valuestring, "text") == 0)
+                        map_string(cJSON_GetObjectItemCaseSensitive(it, "text"), a, fn, arg);
+                }
+            }
+            cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(m, "tool_calls"))
+            {
+                cJSON *f = cJSON_GetObjectItemCaseSensitive(it, "function");
+
+                map_arguments(cJSON_GetObjectItemCaseSensitive(f, "arguments"), a, fn, arg);
+            }
+            map_string(cJSON_GetObjectItemCaseSensitive(m, "refusal"), a, fn, arg);
+            msgs[i].raw = m;
+        }
+    }
+    out->msgs = msgs;
+    if (in->prev_answer)
+        out->prev_answer = fn(arg, a, in->prev_answer);
+    return PX_OK;
+}
+
+const char *chat_response_format(const struct chat_request *req, const struct cJSON **schema)
+{
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(req->body, "response_format");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(rf, "type");
+
+    if (schema)
+        *schema = NULL;
+    if (!cJSON_IsObject(rf) || !cJSON_IsString(type))
+        return NULL;
+    if (schema && strcmp(type->valuestring, "json_schema") == 0) {
+        const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+
+        *schema = cJSON_GetObjectItemCaseSensitive(js, "schema");
+    }
+    return type->valuestring;
+}
+
+const char *chat_msg_tool_calls(struct arena *a, const struct chat_msg *m)
+{
+    const cJSON *tc = m->raw ? cJSON_GetObjectItemCaseSensitive(m->raw, "tool_calls") : NULL;
+    char *s;
+    const char *res;
+
+    if (!cJSON_IsArray(tc) || cJSON_GetArraySize(tc) == 0)
+        return NULL;
+    s = cJSON_PrintUnformatted(tc);
+    res = arena_strdup(a, s);
+    cJSON_free(s);
+    return res;
+}

@@ -67,6 +67,17 @@ static const struct flag flags[] = {
     {"tenants", NULL, "OPTILLM_TENANTS", T_SECRET, OFF(tenants_path), 0, "FILE",
      "multi-tenant keys: a JSON file of tenants (SHA-256 key digests, own upstream, allowed "
      "approaches and models, limits); SIGHUP reloads it (see 'optillm keys')"},
+    {"redis-url", NULL, "OPTILLM_REDIS_URL", T_SECRET, OFF(redis_url), 0, "URL",
+     "redis://[user:pass@]HOST[:PORT][/DB]: tenants' requests per minute and tokens per day "
+     "are shared by every instance using this Redis (rediss:// needs a hiredis with TLS, which "
+     "Debian 12 lacks)"},
+    {"redis-prefix", NULL, "OPTILLM_REDIS_PREFIX", T_STR, OFF(redis_prefix), SZ(redis_prefix),
+     "PREFIX", "prefix of every Redis key (default optillm:)"},
+    {"redis-failure", NULL, "OPTILLM_REDIS_FAILURE", T_STR, OFF(redis_failure), SZ(redis_failure),
+     "MODE",
+     "when Redis is unreachable or slow: open (default: each instance enforces the limits "
+     "alone, with a warning and optillm_redis_errors_total) or closed (requests of tenants "
+     "with limits get 503)"},
     {"approach", NULL, "OPTILLM_APPROACH", T_STR, OFF(approach), SZ(approach), "NAME",
      "approach for requests that name none (default auto = passthrough)"},
     {"model", NULL, "OPTILLM_MODEL", T_STR, OFF(model), SZ(model), "NAME",
@@ -89,6 +100,10 @@ static const struct flag flags[] = {
      "(default 10)"},
     {"prompts-dir", NULL, "OPTILLM_PROMPTS_DIR", T_SECRET, OFF(prompts_dir), 0, "DIR",
      "override built-in prompts with DIR/<approach>/<stage>.txt files"},
+    {"privacy-ner-url", NULL, "OPTILLM_PRIVACY_NER_URL", T_STR, OFF(privacy_ner_url),
+     SZ(privacy_ner_url), "URL",
+     "privacy: also mask names and places found by this trusted NER service (Presidio analyzer "
+     "API: POST {text, language} -> entities; off by default: then only pattern-based PII)"},
     {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
      "maximum approach threads (default 1024; they mostly wait and use 256 KiB stacks)"},
     {"queue", NULL, "OPTILLM_QUEUE", T_UINT, OFF(queue_max), 0, "N",
@@ -174,6 +189,8 @@ static void defaults(struct config *c)
     c->n = 1;
     c->code_timeout = 10;
     c->log_level = LOG_INFO;
+    snprintf(c->redis_prefix, sizeof(c->redis_prefix), "optillm:");
+    snprintf(c->redis_failure, sizeof(c->redis_failure), "open");
 }
 
 static bool parse_bool(const char *v, bool *out)
@@ -554,6 +571,11 @@ int config_load(struct config *cfg, int argc, char **argv)
             return -1;
         }
     }
+    if (strcmp(cfg->redis_failure, "open") && strcmp(cfg->redis_failure, "closed")) {
+        fprintf(stderr, "--redis-failure must be open or closed\n");
+        return -1;
+    }
+    cfg->redis_fail_closed = strcmp(cfg->redis_failure, "closed") == 0;
     if (!cfg->io_loops) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -572,6 +594,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->prompts_dir);
     free(cfg->tenants_path);
     free(cfg->log_conversations);
+    free(cfg->redis_url);
+    cfg->redis_url = NULL;
     cfg->upstream_key = cfg->gate_key = cfg->prompts_dir = cfg->tenants_path = NULL;
     cfg->log_conversations = NULL;
 }

@@ -789,6 +789,7 @@ static const struct chat_request *pipeline_request(struct arena *a, const struct
     q->msgs[n].role = "user";
     q->msgs[n++].content = answer;
     q->nmsgs = n;
+    q->prev_answer = answer;
     return q;
 }
 

@@ -87,6 +87,7 @@ void exchange_unref(struct exchange *ex)
     server_body_release(ex);
     buf_free(&ex->out);
     buf_free(&ex->calls_log);
+    door_free(ex->door);
     pthread_mutex_destroy(&ex->mu);
     free(ex);
 }
@@ -117,16 +118,16 @@ void exchange_reply(struct exchange *ex, int status, const char *ctype, const ch
         ex->status = status;
         snprintf(ex->content_type, sizeof(ex->content_type), "%s", ctype ? ctype : "");
         buf_reset(&ex->out);
-        buf_append(&ex->out, body, len);
         ex->streaming = false;
-        ex->out_done = true;
         ex->phase = EX_REPLY;
+        exchange_out(ex, body, len);
+        exchange_out_end(ex);
     } else if (ex->streaming && !ex->out_done) {
         /* A stream is under way: an error can only go in-band. */
-        buf_puts(&ex->out, "data: ");
-        buf_append(&ex->out, body, len);
-        buf_puts(&ex->out, "\n\ndata: [DONE]\n\n");
-        ex->out_done = true;
+        exchange_out(ex, "data: ", 6);
+        exchange_out(ex, body, len);
+        exchange_out(ex, "\n\ndata: [DONE]\n\n", 16);
+        exchange_out_end(ex);
     }
     exchange_do_resume(ex);
     pthread_mutex_unlock(&ex->mu);
@@ -166,9 +167,9 @@ bool exchange_stream(struct exchange *ex, int status, const char *ctype, const c
         ex->phase = EX_REPLY;
     }
     if (ok && ex->streaming && !ex->out_done) {
-        buf_append(&ex->out, data, len);
+        exchange_out(ex, data, len);
         if (done)
-            ex->out_done = true;
+            exchange_out_end(ex);
     }
     exchange_do_resume(ex);
     pthread_mutex_unlock(&ex->mu);

@@ -111,15 +111,21 @@ enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *
     return queue(conn, status, ctype, body, len, req_id, retry_after, NULL);
 }
 
+enum MHD_Result http_queue_error_body(struct MHD_Connection *conn, const struct px_error *err,
+                                      const char *body, size_t len, const char *req_id)
+{
+    int status = px_http_status(err);
+    int retry_after = err->retry_after > 0 ? err->retry_after : (status == 503 ? 1 : 0);
+
+    return queue(conn, status, "application/json", body, len, req_id, retry_after, err->allow);
+}
+
 enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_error *err,
                                  const char *req_id)
 {
     size_t len;
     char *body = http_error_json(err, &len);
-    int status = px_http_status(err);
-    int retry_after = err->retry_after > 0 ? err->retry_after : (status == 503 ? 1 : 0);
-    enum MHD_Result ret =
-        queue(conn, status, "application/json", body, len, req_id, retry_after, err->allow);
+    enum MHD_Result ret = http_queue_error_body(conn, err, body, len, req_id);
 
     cJSON_free(body);
     return ret;

@@ -25,6 +25,7 @@
 #include "buf.h"
 #include "chat.h"
 #include "config.h"
+#include "door.h"
 #include "llm.h"
 #include "px.h"
 
@@ -67,6 +68,8 @@ struct exchange {
     long long upstream_us;      /* time spent waiting for the upstream (metrics: overhead) */
 
     /* Set before hand-off, read-only afterwards. */
+    struct door *door; /* front door translating the reply (door.c), or NULL; owned; its state
+                        * changes only under mu (exchange_out) */
     struct MHD_Connection *conn;
     int fd;
     struct arena *arena; /* owned; destroyed with the exchange */
@@ -124,6 +127,9 @@ enum MHD_Result http_queue(struct MHD_Connection *conn, int status, const char *
                            const char *body, size_t len, const char *req_id, int retry_after);
 enum MHD_Result http_queue_error(struct MHD_Connection *conn, const struct px_error *err,
                                  const char *req_id);
+/* The same with another body (a front door's error shape): status, Retry-After, Allow. */
+enum MHD_Result http_queue_error_body(struct MHD_Connection *conn, const struct px_error *err,
+                                      const char *body, size_t len, const char *req_id);
 /* The upstream answered 401/403 to a key the proxy attached (the server's or a tenant's, not
  * the client's own): the client's request is fine, the operator's key is not. Fills err with
  * PX_EUPSTREAM (502, code upstream_key_rejected) and a message for the operator quoting the

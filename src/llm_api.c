@@ -268,6 +268,12 @@ bool approach_return_full(const struct approach_ctx *ctx)
     return opts_cfg(ctx) && opts_cfg(ctx)->return_full_response;
 }
 
+const char *approach_privacy_ner_url(const struct approach_ctx *ctx)
+{
+    return opts_cfg(ctx) && opts_cfg(ctx)->privacy_ner_url[0] ? opts_cfg(ctx)->privacy_ner_url
+                                                              : NULL;
+}
+
 bool llm_msg_multipart(const struct llm_msg *m)
 {
     return m->raw && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(m->raw, "content"));

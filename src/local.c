@@ -8,6 +8,7 @@
 #include "engine.h"
 #include "internal.h"
 #include "log.h"
+#include "pii.h"
 #include "prompt.h"
 
 static const struct config *local_cfg;
@@ -16,7 +17,7 @@ int engine_startup(const struct config *cfg)
 {
     local_cfg = cfg;
     px_config = cfg;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 ||
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 || pii_init() != 0 ||
         prompt_init(cfg->prompts_dir) != 0 || registry_check() != 0 || io_start(cfg) != 0) {
         log_error("engine start-up failed");
         return -1;
@@ -30,6 +31,7 @@ void engine_shutdown(void)
     io_free();
     prompt_cleanup();
     answer_cleanup();
+    pii_cleanup();
     curl_global_cleanup();
 }
 

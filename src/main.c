@@ -14,7 +14,9 @@
 #include "answer.h"
 #include "internal.h"
 #include "log.h"
+#include "pii.h"
 #include "prompt.h"
+#include "redis.h"
 #include "sandbox.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -127,9 +129,9 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 ||
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 || pii_init() != 0 ||
         prompt_init(cfg.prompts_dir) != 0 || registry_check() != 0 ||
-        (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0) ||
+        (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0) || redis_init(&cfg) != 0 ||
         convlog_init(cfg.log_conversations) != 0) {
         log_error("start-up failed");
         return 1;
@@ -192,9 +194,11 @@ int main(int argc, char **argv)
         nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
     server_stop();
     io_free();
+    redis_cleanup(); /* flushes queued shared writes (bounded by its timeouts) */
     tenants_cleanup();
     prompt_cleanup();
     answer_cleanup();
+    pii_cleanup();
     curl_global_cleanup();
     config_cleanup(&cfg);
     return 0;

@@ -301,10 +301,17 @@ struct pii_entry {
     char placeholder[32];
 };
 
+#define PII_MAX_LABELS 8
+
 struct pii_map {
     struct pii_entry *e;
     size_t n, cap;
     int counter[PII_NKINDS];
+    struct {
+        char label[16];
+        int n;
+    } labels[PII_MAX_LABELS]; /* counters of the labels of pii_mask_with's spans */
+    size_t nlabels;
 };
 
 struct pii_map *pii_map_create(void)
@@ -329,7 +336,8 @@ size_t pii_map_count(const struct pii_map *m)
     return m->n;
 }
 
-static const char *placeholder_for(struct pii_map *m, enum pii_kind k, const char *s, size_t len)
+static const char *placeholder_new(struct pii_map *m, const char *label, int *counter,
+                                   const char *s, size_t len)
 {
     for (size_t i = 0; i < m->n; i++)
         if (strlen(m->e[i].original) == len && memcmp(m->e[i].original, s, len) == 0)
@@ -339,27 +347,99 @@ static const char *placeholder_for(struct pii_map *m, enum pii_kind k, const cha
         m->e = xrealloc(m->e, m->cap * sizeof(*m->e));
     }
     m->e[m->n].original = xstrndup(s, len);
-    snprintf(m->e[m->n].placeholder, sizeof(m->e[m->n].placeholder), "[%s_%d]", upper_names[k],
-             ++m->counter[k]);
+    snprintf(m->e[m->n].placeholder, sizeof(m->e[m->n].placeholder), "[%s_%d]", label, ++*counter);
     return m->e[m->n++].placeholder;
+}
+
+static const char *placeholder_for(struct pii_map *m, enum pii_kind k, const char *s, size_t len)
+{
+    return placeholder_new(m, upper_names[k], &m->counter[k], s, len);
+}
+
+/* A label from outside (an NER service) made placeholder-safe: A-Z and '_', at most 15
+ * characters, "NAME" when nothing is left; a label beyond the first 8 shares the 8th counter. */
+static const char *placeholder_label(struct pii_map *m, const char *label, const char *s,
+                                     size_t len)
+{
+    char clean[16];
+    size_t n = 0, i;
+
+    for (; label && *label && n < sizeof(clean) - 1; label++) {
+        char c = *label >= 'a' && *label <= 'z' ? (char)(*label - 'a' + 'A') : *label;
+
+        if ((c >= 'A' && c <= 'Z') || c == '_')
+            clean[n++] = c;
+    }
+    clean[n] = '\0';
+    if (n == 0)
+        snprintf(clean, sizeof(clean), "NAME");
+    for (i = 0; i < m->nlabels; i++)
+        if (strcmp(m->labels[i].label, clean) == 0)
+            break;
+    if (i == m->nlabels) {
+        if (m->nlabels < PII_MAX_LABELS)
+            snprintf(m->labels[m->nlabels++].label, sizeof(m->labels[0].label), "%s", clean);
+        else
+            i = PII_MAX_LABELS - 1;
+    }
+    return placeholder_new(m, m->labels[i].label, &m->labels[i].n, s, len);
+}
+
+static int extra_cmp(const void *a, const void *b)
+{
+    const struct pii_extra *x = a, *y = b;
+
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+char *pii_mask_with(struct pii_map *m, const char *text, size_t len, const struct pii_extra *extra,
+                    size_t nextra)
+{
+    struct pii_span *sp;
+    size_t n = pii_find(text, len, &sp), pos = 0, i = 0, j = 0;
+    struct pii_extra *xs = NULL;
+    struct buf b;
+
+    if (nextra > 0) {
+        xs = xmalloc(nextra * sizeof(*xs));
+        memcpy(xs, extra, nextra * sizeof(*xs));
+        qsort(xs, nextra, sizeof(*xs), extra_cmp);
+    }
+    buf_init(&b, 0);
+    while (i < n || j < nextra) {
+        bool pattern = j >= nextra || (i < n && sp[i].start <= xs[j].start);
+        size_t start = pattern ? sp[i].start : xs[j].start;
+        size_t slen = pattern ? sp[i].len : xs[j].len;
+        const char *ph;
+
+        if (!pattern) {
+            const struct pii_extra *x = &xs[j++];
+
+            /* out of range, empty, overlapping what is masked, or a pattern span: left out */
+            if (x->len == 0 || x->start > len || x->len > len - x->start || x->start < pos ||
+                (i < n && x->start + x->len > sp[i].start))
+                continue;
+            ph = placeholder_label(m, x->label, text + start, slen);
+        } else {
+            i++;
+            if (start < pos)
+                continue;
+            ph = placeholder_for(m, sp[i - 1].kind, text + start, slen);
+        }
+        buf_append(&b, text + pos, start - pos);
+        buf_puts(&b, ph);
+        pos = start + slen;
+    }
+    buf_append(&b, text + pos, len - pos);
+    free(sp);
+    free(xs);
+    buf_cstr(&b);
+    return buf_take(&b, NULL);
 }
 
 char *pii_mask(struct pii_map *m, const char *text, size_t len)
 {
-    struct pii_span *sp;
-    size_t n = pii_find(text, len, &sp), pos = 0;
-    struct buf b;
-
-    buf_init(&b, 0);
-    for (size_t i = 0; i < n; i++) {
-        buf_append(&b, text + pos, sp[i].start - pos);
-        buf_puts(&b, placeholder_for(m, sp[i].kind, text + sp[i].start, sp[i].len));
-        pos = sp[i].start + sp[i].len;
-    }
-    buf_append(&b, text + pos, len - pos);
-    free(sp);
-    buf_cstr(&b);
-    return buf_take(&b, NULL);
+    return pii_mask_with(m, text, len, NULL, 0);
 }
 
 /* The entry whose placeholder starts at s (within len bytes), or NULL. */

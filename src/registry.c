@@ -25,6 +25,11 @@ extern const struct approach approach_deepthink;
 extern const struct approach approach_pvg;
 extern const struct approach approach_rstar;
 extern const struct approach approach_z3;
+/* plugins, part 1 */
+extern const struct approach approach_privacy;
+extern const struct approach approach_json;
+extern const struct approach approach_compact;
+/* plugins, part 2: code execution */
 extern const struct approach approach_executecode;
 extern const struct approach approach_coc;
 
@@ -46,6 +51,11 @@ const struct approach *const approach_registry[] = {
     &approach_pvg,
     &approach_rstar,
     &approach_z3,
+    /* plugins, part 1 */
+    &approach_privacy,
+    &approach_json,
+    &approach_compact,
+    /* plugins, part 2: code execution */
     &approach_executecode,
     &approach_coc,
     NULL,

@@ -14,6 +14,7 @@
 
 #include "arena.h"
 #include "internal.h"
+#include "json_check.h"
 #include "log.h"
 
 static struct MHD_Daemon *daemon_;
@@ -26,6 +27,16 @@ static int bound_port;
 static const char *header(struct MHD_Connection *c, const char *name)
 {
     return MHD_lookup_connection_value(c, MHD_HEADER_KIND, name);
+}
+
+/* The client's credential: Authorization, or an Anthropic client's x-api-key taken as its
+ * Bearer (the same key rules apply). */
+static const char *client_auth(struct exchange *ex)
+{
+    const char *a = header(ex->conn, "Authorization");
+    const char *k = a ? NULL : header(ex->conn, "x-api-key");
+
+    return k ? arena_printf(ex->arena, "Bearer %s", k) : a;
 }
 
 static enum MHD_Result reply_now(struct exchange *ex, int status, const char *ctype,
@@ -46,6 +57,8 @@ static enum MHD_Result error_now(struct exchange *ex, const struct px_error *err
     pthread_mutex_unlock(&ex->mu);
     if (err->code == PX_EAUTH || err->code == PX_EINVAL || err->code == PX_EFORBIDDEN)
         log_at(LOG_INFO, ex->id, "%s %s: %d %s", ex->method, ex->url, ex->status, err->message);
+    if (ex->door)
+        return door_queue_error(ex, err);
     return http_queue_error(ex->conn, err, ex->id);
 }
 
@@ -356,7 +369,7 @@ static enum MHD_Result do_approaches(struct exchange *ex)
     char *s;
     enum MHD_Result r;
 
-    if (auth_gate(srv_cfg, header(ex->conn, "Authorization"), &err) < 0)
+    if (auth_gate(srv_cfg, client_auth(ex), &err) < 0)
         return error_now(ex, &err);
     root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "object", "list");
@@ -402,7 +415,7 @@ static enum MHD_Result do_metrics(struct exchange *ex)
     struct buf b;
     enum MHD_Result r;
 
-    if (auth_gate(srv_cfg, header(ex->conn, "Authorization"), &err) < 0)
+    if (auth_gate(srv_cfg, client_auth(ex), &err) < 0)
         return error_now(ex, &err);
     buf_init(&b, 0);
     metrics_render(&b);
@@ -417,7 +430,8 @@ static enum MHD_Result relay(struct exchange *ex, const char *path, char *body, 
     struct xfer *x = xfer_create(srv_cfg, XFER_RELAY, ex, path, ex->upstream_key, body, len);
 
     x->stream_relay = stream;
-    x->strip_usage = plain != NULL; /* passthrough_body asked for usage */
+    /* passthrough_body asked for usage; a front door needs it, the client sees it translated */
+    x->strip_usage = plain != NULL && !ex->door;
     x->plain_body = plain;
     x->plain_len = plain_len;
     suspend_for_work(ex);
@@ -439,7 +453,7 @@ static int resolve(struct exchange *ex, struct px_error *err)
 
     if (ex->resolved) /* already done when the headers came (a request with a body) */
         return PX_OK;
-    rc = auth_resolve_tenant(srv_cfg, ex->arena, header(ex->conn, "Authorization"),
+    rc = auth_resolve_tenant(srv_cfg, ex->arena, client_auth(ex),
                              header(ex->conn, "X-Upstream-Api-Key"), &key, &ex->tenant,
                              &ex->tenant_hold, err);
 
@@ -459,6 +473,8 @@ static enum MHD_Result do_models(struct exchange *ex)
 
     if (resolve(ex, &err) < 0)
         return error_now(ex, &err);
+    if (header(ex->conn, "anthropic-version"))
+        ex->door = door_create(DOOR_MODELS);
     return relay(ex, "/models", NULL, 0, false, NULL, 0);
 }
 
@@ -527,6 +543,8 @@ static enum MHD_Result do_chat(struct exchange *ex)
 
     if (resolve(ex, &err) < 0)
         return error_now(ex, &err);
+    if (ex->door && door_translate(ex, &err) < 0)
+        return error_now(ex, &err);
     if (chat_request_parse(ex->arena, buf_cstr(&ex->body), ex->body.len, srv_cfg, &ex->req, &err) <
         0)
         return error_now(ex, &err);
@@ -547,6 +565,8 @@ static enum MHD_Result do_chat(struct exchange *ex)
 
         return relay(ex, "/chat/completions", body, len, ex->req.stream, plain, plain_len);
     }
+    if (ex->door) /* a front door's stream ends with usage (message_delta, response.completed) */
+        ex->req.include_usage = ex->req.stream;
     suspend_for_work(ex);
     io_watch(ex);
     if (pool_submit(engine_run, ex) < 0) {
@@ -559,6 +579,75 @@ static enum MHD_Result do_chat(struct exchange *ex)
         exchange_unref(ex);
     }
     return MHD_YES;
+}
+
+/* ---- front doors (door.c translates) and plain passthrough paths ---- */
+
+static bool door_path(const char *path)
+{
+    return strcmp(path, "/messages") == 0 || strcmp(path, "/messages/count_tokens") == 0 ||
+           strcmp(path, "/responses") == 0 || strcmp(path, "/embeddings") == 0 ||
+           strcmp(path, "/completions") == 0;
+}
+
+/* The front door of a path (its errors take the door's shape too), or NULL. */
+static struct door *door_for(const char *path)
+{
+    if (strncmp(path, "/messages", 9) == 0)
+        return door_create(DOOR_MESSAGES);
+    if (strcmp(path, "/responses") == 0)
+        return door_create(DOOR_RESPONSES);
+    return NULL;
+}
+
+static enum MHD_Result do_door(struct exchange *ex, const char *path)
+{
+    struct px_error err;
+
+    if (ex->too_big) {
+        px_fail(&err, PX_ETOOBIG, NULL, "request body exceeds %zu bytes", srv_cfg->max_body);
+        return error_now(ex, &err);
+    }
+    if (strcmp(path, "/messages/count_tokens") == 0) {
+        long n;
+        char out[64];
+
+        if (auth_gate(srv_cfg, client_auth(ex), &err) < 0 ||
+            door_count_tokens(buf_cstr(&ex->body), ex->body.len, &n, &err) < 0)
+            return error_now(ex, &err);
+        snprintf(out, sizeof(out), "{\"input_tokens\":%ld}", n);
+        return reply_now(ex, 200, "application/json", out, strlen(out));
+    }
+    if (ex->door)
+        return do_chat(ex);
+    /* /embeddings, /completions: the body goes upstream untouched. */
+    if (resolve(ex, &err) < 0)
+        return error_now(ex, &err);
+    /* Strict: what the upstream reads (model, stream) is what was checked here. */
+    cJSON *root = json_parse_strict(buf_cstr(&ex->body), ex->body.len, &err);
+
+    if (!root)
+        return error_now(ex, &err);
+    bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+
+    ex->req.model = ex->req.upstream_model =
+        arena_strdup(ex->arena, cJSON_IsString(model) ? model->valuestring : "");
+    ex->req.route_name = "none";
+    ex->req.n = 1;
+    cJSON_Delete(root);
+    if (ex->tenant) {
+        int retry_after;
+
+        if (tenants_allow(ex->tenant, &ex->req, &err) < 0)
+            return error_now(ex, &err);
+        if (tenants_admit(ex->tenant, &err, &retry_after) < 0) {
+            err.retry_after = retry_after;
+            return error_now(ex, &err);
+        }
+    }
+    return relay(ex, path, xstrndup(buf_cstr(&ex->body), ex->body.len), ex->body.len, stream, NULL,
+                 0);
 }
 
 /* ---- libmicrohttpd callbacks ------------------------------------------------------------------
@@ -601,6 +690,12 @@ static enum MHD_Result dispatch(struct exchange *ex)
             }
             return do_chat(ex);
         }
+        allow = "POST";
+    } else if (door_path(path)) {
+        if (!ex->door)
+            ex->door = door_for(path);
+        if (post)
+            return do_door(ex, path);
         allow = "POST";
     } else if (strcmp(path, "/models") == 0) {
         if (get)
@@ -779,11 +874,12 @@ static enum MHD_Result headers_in(struct exchange *ex)
         px_fail(&err, PX_ETOOBIG, NULL, "%.200s takes no request body", ex->url);
         return error_now(ex, &err);
     }
-    if (strcmp(path, "/chat/completions") != 0 || strcmp(ex->method, "POST") != 0 ||
-        __atomic_load_n(&draining, __ATOMIC_RELAXED))
-        return dispatch(ex); /* 404, 405 or 503, before the body */
-    if (resolve(ex, &err) < 0)
-        return error_now(ex, &err);
+    if ((strcmp(path, "/chat/completions") != 0 && !door_path(path)) ||
+        strcmp(ex->method, "POST") != 0 || __atomic_load_n(&draining, __ATOMIC_RELAXED))
+        return dispatch(ex);   /* 404, 405 or 503, before the body */
+    ex->door = door_for(path); /* from here on, errors in the door's shape */
+    if (strcmp(path, "/messages/count_tokens") != 0 && resolve(ex, &err) < 0)
+        return error_now(ex, &err); /* count_tokens needs only the gate (do_door) */
     if (has_len && len > srv_cfg->max_body) {
         const char *expect = header(ex->conn, MHD_HTTP_HEADER_EXPECT);
 

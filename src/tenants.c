@@ -23,6 +23,7 @@
 #include "buf.h"
 #include "internal.h"
 #include "log.h"
+#include "redis.h"
 
 #define MAX_TENANTS 4096
 
@@ -442,6 +443,33 @@ static struct tenant_usage *usage_of(const char *name)
     return u;
 }
 
+/* --redis-url: the limits shared by every instance. Returns PX_OK, PX_ELIMIT, PX_EBUSY
+ * (Redis down, --redis-failure closed) or 1: Redis down, decide locally. */
+static int shared_admit(const struct tenant *t, struct px_error *err, int *retry_after)
+{
+    bool daily;
+
+    switch (redis_admit(t->name, t->rpm, t->tokens_per_day, retry_after, &daily)) {
+    case REDIS_ADMIT:
+        return PX_OK;
+    case REDIS_LIMITED:
+        if (daily)
+            px_fail(err, PX_ELIMIT, NULL,
+                    "daily token limit of %ld reached; it resets at 00:00 UTC", t->tokens_per_day);
+        else
+            px_fail(err, PX_ELIMIT, NULL, "rate limit of %ld requests per minute reached", t->rpm);
+        snprintf(err->err_code, sizeof(err->err_code), "rate_limit_exceeded");
+        return PX_ELIMIT;
+    case REDIS_DOWN:
+        break;
+    }
+    if (!redis_fail_closed())
+        return 1;
+    *retry_after = 1;
+    return px_fail(err, PX_EBUSY, NULL,
+                   "the shared limits are unavailable (Redis unreachable); retry shortly");
+}
+
 int tenants_admit(const struct tenant *t, struct px_error *err, int *retry_after)
 {
     long long now = px_now_us();
@@ -449,6 +477,10 @@ int tenants_admit(const struct tenant *t, struct px_error *err, int *retry_after
     int rc = PX_OK;
 
     *retry_after = 0;
+    if (redis_enabled() && (t->rpm > 0 || t->tokens_per_day > 0) &&
+        (rc = shared_admit(t, err, retry_after)) <= 0)
+        return rc;
+    rc = PX_OK;
     pthread_mutex_lock(&usage_mu);
     struct tenant_usage *u = usage_of(t->name);
     if (u->day != day) {
@@ -487,6 +519,8 @@ void tenants_charge(const struct tenant *t, long tokens)
 {
     long long day = (long long)time(NULL) / 86400;
 
+    if (redis_enabled() && t->tokens_per_day > 0)
+        redis_charge(t->name, tokens); /* asynchronous; the local count below is the fallback */
     pthread_mutex_lock(&usage_mu);
     struct tenant_usage *u = usage_of(t->name);
     if (u->day != day) {

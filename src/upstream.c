@@ -212,7 +212,16 @@ static size_t relay_stream(struct xfer *x, const char *data, size_t n)
         pthread_mutex_unlock(&ex->mu);
         return CURL_WRITEFUNC_PAUSE;
     }
-    relay_scan(x, data, n, &ex->out);
+    if (ex->door) { /* a front door translates what the scan lets through (door.c) */
+        struct buf t;
+
+        buf_init(&t, 0);
+        relay_scan(x, data, n, &t);
+        exchange_out(ex, t.data, t.len);
+        buf_free(&t);
+    } else {
+        relay_scan(x, data, n, &ex->out);
+    }
     exchange_do_resume(ex);
     pthread_mutex_unlock(&ex->mu);
     return n;
@@ -407,15 +416,21 @@ static void relay_done(struct xfer *x)
     }
     if (x->relaying || (x->stream_relay && x->resp.len == 0 && x->http_status < 400)) {
         pthread_mutex_lock(&ex->mu);
-        if (x->line.len) /* a last line without its line ending */
-            relay_line(x, x->line.data, x->line.len, &ex->out);
+        if (x->line.len) { /* a last line without its line ending */
+            struct buf t;
+
+            buf_init(&t, 0);
+            relay_line(x, x->line.data, x->line.len, ex->door ? &t : &ex->out);
+            exchange_out(ex, t.data, t.len);
+            buf_free(&t);
+        }
         if (ex->phase < EX_REPLY) { /* an empty body */
             ex->status = (int)x->http_status;
             snprintf(ex->content_type, sizeof(ex->content_type), "%s", x->content_type);
             ex->streaming = true;
             ex->phase = EX_REPLY;
         }
-        ex->out_done = true;
+        exchange_out_end(ex);
         exchange_do_resume(ex);
         pthread_mutex_unlock(&ex->mu);
         return;

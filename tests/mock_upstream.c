@@ -9,6 +9,11 @@
  *
  * Endpoints
  *   POST /v1/chat/completions, /chat/completions   chat completion (JSON or SSE stream)
+ *   POST /v1/embeddings        {"object":"list","data":[{"object":"embedding","index":0,
+ *                              "embedding":[0.1,0.2,0.3]}],"model",usage,"mock_raw_body"}: the
+ *                              request body exactly as received (passthrough checks)
+ *   POST /v1/completions       legacy text completion ("mock completion: <prompt>"), JSON or SSE
+ *                              (stream: true), with "mock_raw_body" in the JSON answer
  *   GET  /v1/models, /models   mock-model and mock-model-2; honours the global require_key
  *   GET  /mock/stats           {calls, choices, in_flight, peak_concurrency, prompt_tokens,
  *                              completion_tokens, reasoning_tokens, errors, aborted, dropped,
@@ -27,6 +32,11 @@
  *   POST /mock/config          JSON {latency, chunk_delay, p, q, seed, noisy (bool),
  *                              require_key (string|null)}: new global defaults -> {"ok":true}
  *   GET  /mock/config          the current global defaults
+ *   POST /analyze              (plugins1) a Presidio-analyzer-style NER service for the privacy
+ *                              plugin: {"text"} -> [{"entity_type","start","end","score"}] in
+ *                              code points, for the fixed names "Alice Martin", "Zoë Müller"
+ *                              (PERSON), "Lyon" (LOCATION), "Ireland" (GPE), "Acme"
+ *                              (ORGANIZATION) and "Maybe" (PERSON, score 0.3)
  *   anything else              404 JSON error (also a known path with the wrong method)
  *
  * Per-request options in the model name: "name@opt=val,opt=val" (the LAST '@' starts them;
@@ -50,6 +60,10 @@
  *   drop=1                     close the connection without any response
  *   noisy=1, p=P, q=Q          noisy-model mode (below); p and q override the defaults
  *   words=N                    words after the "mock reply <i>: " prefix (default 8, 1..100000)
+ *   tool=NAME                  answer with one tool call to NAME instead of text (front doors):
+ *                              id "call_mock_1", arguments {"location":"Paris","unit":"celsius"},
+ *                              finish_reason "tool_calls"; streamed in OpenAI's delta.tool_calls
+ *                              form (id/type/name with arguments "", then 3 argument fragments)
  *   usage=0                    no "usage" in the JSON answer, no usage chunk in a stream
  *   usage=null                 as OpenAI does: with include_usage, every stream chunk before
  *                              the usage chunk carries "usage":null
@@ -60,6 +74,12 @@
  *                              ("upstream exploded: mock CODE", text/plain), html (a gateway's
  *                              page, text/html), typeerror ({"error":"TypeError","message":
  *                              "mock CODE: cannot read properties of undefined"}), empty
+ *   piece_bytes=N              (plugins1) streams: content chunks of N bytes (backed off to a
+ *                              UTF-8 boundary) instead of one per word, so that words and
+ *                              placeholders are split across chunks
+ *   json_bad=K                 (plugins1) the first K answers (choices) of calls with this
+ *                              option since the last reset are {"note":"mock non-compliance"}
+ *                              whatever the response_format (a model that ignores the schema)
  * Order: bad JSON or model option -> 400, key -> 401, bad messages -> 400, latency, drop,
  * status, fail_first and fail_rate -> 500, n checks, answer. Errors use the OpenAI error shape.
  *
@@ -339,6 +359,7 @@ struct state {
     struct config cfg;
     unsigned long long calls, choices, in_flight, peak, prompt_tokens, completion_tokens;
     unsigned long long reasoning_tokens, errors, aborted, dropped, models_calls, cmpl_id;
+    unsigned long long json_bad_seen; /* plugins1: calls with json_bad=K since reset */
     uint64_t epoch, seq;
     char **keys;
     size_t nkeys;
@@ -483,7 +504,19 @@ static enum MHD_Result mock_status_error(struct MHD_Connection *c, long status,
 
 /* ---- per-request state ------------------------------------------------------------------ */
 
-enum route { R_CHAT, R_MODELS, R_STATS, R_REQUESTS, R_RESET, R_CONFIG, R_BADMETHOD, R_NOTFOUND };
+enum route {
+    R_EMBED,
+    R_COMPL,
+    R_CHAT,
+    R_MODELS,
+    R_STATS,
+    R_REQUESTS,
+    R_RESET,
+    R_CONFIG,
+    R_ANALYZE, /* plugins1: a Presidio-style NER service */
+    R_BADMETHOD,
+    R_NOTFOUND
+};
 
 struct req {
     enum route route;
@@ -500,6 +533,10 @@ static enum route route_for(const char *method, const char *url)
         return post ? R_CHAT : R_BADMETHOD;
     if (!strcmp(url, "/v1/models") || !strcmp(url, "/models"))
         return get ? R_MODELS : R_BADMETHOD;
+    if (!strcmp(url, "/v1/embeddings") || !strcmp(url, "/embeddings"))
+        return post ? R_EMBED : R_BADMETHOD;
+    if (!strcmp(url, "/v1/completions") || !strcmp(url, "/completions"))
+        return post ? R_COMPL : R_BADMETHOD;
     if (!strcmp(url, "/mock/stats"))
         return get ? R_STATS : R_BADMETHOD;
     if (!strcmp(url, "/mock/requests"))
@@ -508,6 +545,8 @@ static enum route route_for(const char *method, const char *url)
         return post ? R_RESET : R_BADMETHOD;
     if (!strcmp(url, "/mock/config"))
         return (get || post) ? R_CONFIG : R_BADMETHOD;
+    if (!strcmp(url, "/analyze")) /* plugins1 */
+        return post ? R_ANALYZE : R_BADMETHOD;
     return R_NOTFOUND;
 }
 
@@ -615,11 +654,13 @@ struct opts {
     bool drop, noisy;
     uint64_t seed;
     char *require_key, *reply;
+    char *tool;          /* front doors: answer with a tool call to this function */
     char *errmsg;        /* errmsg=TEXT (secparse block) */
     double usage_prompt; /* usage_prompt=X (secparse block); < 0: off */
     /* Accounting and error-shape options (usage=, errbody=). */
     bool no_usage, usage_null, split, reject_so;
     int errbody;
+    long piece_bytes, json_bad; /* plugins1 block: piece_bytes=N, json_bad=K */
 };
 
 static int hexval(char c)
@@ -780,8 +821,15 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
         return o->errmsg != NULL;
     }
     /* ---- end secparse ---- */
+    /* ---- plugins1: piece_bytes=N, json_bad=K ---- */
+    if (!strcmp(name, "piece_bytes"))
+        return parse_long(val, 1, 1000000, &o->piece_bytes);
+    if (!strcmp(name, "json_bad"))
+        return parse_long(val, 0, LONG_MAX, &o->json_bad);
+    /* ---- end plugins1 ---- */
     char **dst = !strcmp(name, "reply")         ? &o->reply
                  : !strcmp(name, "require_key") ? &o->require_key
+                 : !strcmp(name, "tool")        ? &o->tool
                                                 : NULL;
     if (!dst)
         return false;
@@ -1269,6 +1317,7 @@ struct stream {
     size_t plen, ppos;
     char **pre; /* PH_PRE: prepared events (tool calls), sent before the usage chunk */
     size_t npre, ipre;
+    size_t piece_bytes; /* plugins1: content chunks of this size; 0 = one per word */
 };
 
 static void free_texts(char **texts, size_t n)
@@ -1356,9 +1405,15 @@ static char *next_event(struct stream *s)
             const char *t = s->texts[s->choice];
             if (t[s->off]) {
                 size_t end = s->off;
-                while (t[end] && t[end] != ' ')
+                if (s->piece_bytes > 0) { /* plugins1: fixed-size pieces */
+                    size_t len = strlen(t);
+                    end = s->off + s->piece_bytes < len ? s->off + s->piece_bytes : len;
+                    while (end > s->off + 1 && end < len && ((unsigned char)t[end] & 0xC0) == 0x80)
+                        end--;
+                }
+                while (s->piece_bytes == 0 && t[end] && t[end] != ' ')
                     end++;
-                while (t[end] == ' ')
+                while (s->piece_bytes == 0 && t[end] == ' ')
                     end++;
                 size_t start = s->off;
                 s->off = end;
@@ -1491,6 +1546,189 @@ static bool injected_failure(const struct req *r, const struct opts *o)
         return true;
     uint64_t st = mix_seed(0x4641494cULL, o->seed, h, ord);
     return o->fail_rate > 0 && u01(&st) < o->fail_rate;
+}
+
+/* ---- front doors: tool calls, embeddings, legacy completions ---------------------------- */
+
+#define TOOL_ARGS "{\"location\":\"Paris\",\"unit\":\"celsius\"}"
+
+static void sb_event(struct sbuf *b, cJSON *o)
+{
+    char *js = cJSON_PrintUnformatted(o);
+    sb_adds(b, "data: ");
+    sb_adds(b, js ? js : "{}");
+    sb_adds(b, "\n\n");
+    cJSON_free(js);
+    cJSON_Delete(o);
+}
+
+static cJSON *tool_chunk(const char *model, const char *id)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object", "chat.completion.chunk");
+    cJSON_AddNumberToObject(o, "created", (double)time(NULL));
+    cJSON_AddStringToObject(o, "model", model);
+    return o;
+}
+
+/* The tool=NAME answer: one call to NAME with TOOL_ARGS, JSON or SSE (all events at once). */
+static enum MHD_Result tool_answer(struct MHD_Connection *c, const cJSON *root, const char *model,
+                                   const char *name, size_t pt)
+{
+    bool stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    bool usage =
+        !stream || cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage"));
+    size_t ct = 1 + strlen(TOOL_ARGS) / 4;
+    char id[48];
+
+    pthread_mutex_lock(&g.mu);
+    snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
+    g.choices++;
+    if (usage) {
+        g.prompt_tokens += pt;
+        g.completion_tokens += ct;
+    }
+    pthread_mutex_unlock(&g.mu);
+    if (!stream) {
+        cJSON *resp = tool_chunk(model, id);
+        cJSON_ReplaceItemInObject(resp, "object", cJSON_CreateString("chat.completion"));
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "choices"), ch);
+        cJSON_AddNumberToObject(ch, "index", 0);
+        cJSON *m = cJSON_AddObjectToObject(ch, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddNullToObject(m, "content");
+        cJSON *call = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
+        cJSON_AddStringToObject(call, "id", "call_mock_1");
+        cJSON_AddStringToObject(call, "type", "function");
+        cJSON *f = cJSON_AddObjectToObject(call, "function");
+        cJSON_AddStringToObject(f, "name", name);
+        cJSON_AddStringToObject(f, "arguments", TOOL_ARGS);
+        cJSON_AddStringToObject(ch, "finish_reason", "tool_calls");
+        cJSON_AddItemToObject(resp, "usage", usage_obj(pt, ct, -1));
+        return send_json(c, MHD_HTTP_OK, resp, NULL);
+    }
+    struct sbuf b = {0};
+    static const char *const frags[] = {"{\"location\":", "\"Paris\",\"unit\"", ":\"celsius\"}"};
+    for (int step = 0; step < 6; step++) {
+        cJSON *o = tool_chunk(model, id);
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), ch);
+        cJSON_AddNumberToObject(ch, "index", 0);
+        cJSON *d = cJSON_AddObjectToObject(ch, "delta");
+        if (step == 0) {
+            cJSON_AddStringToObject(d, "role", "assistant");
+            cJSON_AddNullToObject(d, "content");
+        } else if (step <= 4) {
+            cJSON *call = cJSON_CreateObject();
+            cJSON_AddItemToArray(cJSON_AddArrayToObject(d, "tool_calls"), call);
+            cJSON_AddNumberToObject(call, "index", 0);
+            cJSON *f = cJSON_CreateObject();
+            if (step == 1) {
+                cJSON_AddStringToObject(call, "id", "call_mock_1");
+                cJSON_AddStringToObject(call, "type", "function");
+                cJSON_AddStringToObject(f, "name", name);
+                cJSON_AddStringToObject(f, "arguments", "");
+            } else {
+                cJSON_AddStringToObject(f, "arguments", frags[step - 2]);
+            }
+            cJSON_AddItemToObject(call, "function", f);
+        }
+        if (step == 5)
+            cJSON_AddStringToObject(ch, "finish_reason", "tool_calls");
+        else
+            cJSON_AddNullToObject(ch, "finish_reason");
+        sb_event(&b, o);
+    }
+    if (usage) {
+        cJSON *o = tool_chunk(model, id);
+        cJSON_AddArrayToObject(o, "choices");
+        cJSON_AddItemToObject(o, "usage", usage_obj(pt, ct, -1));
+        sb_event(&b, o);
+    }
+    sb_adds(&b, "data: [DONE]\n\n");
+    enum MHD_Result ret = send_body(c, MHD_HTTP_OK, "text/event-stream", sb_str(&b), NULL);
+    sb_free(&b);
+    return ret;
+}
+
+/* POST /v1/embeddings and /v1/completions: fixed answers echoing the raw body. */
+static enum MHD_Result handle_legacy(struct MHD_Connection *c, struct req *r)
+{
+    char *cred = credential(c);
+    cJSON *root = NULL;
+    if (!cred)
+        return MHD_NO;
+    if (!r->too_large && json_depth_ok(sb_str(&r->body), r->body.len, MAX_JSON_DEPTH))
+        root = cJSON_ParseWithLength(sb_str(&r->body), r->body.len);
+    account_request(r, c, cred, root != NULL);
+    free(cred);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return counted_error(c, 400, "We could not parse the JSON body of your request.",
+                             "invalid_request_error", NULL, NULL, NULL);
+    }
+    const cJSON *jm = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const char *model = cJSON_IsString(jm) ? jm->valuestring : "mock-model";
+    const char *at = strstr(model, "@status=");
+    if (at) {
+        long st = 0;
+        bool ok = parse_long(at + 8, 400, 599, &st);
+        cJSON_Delete(root);
+        if (ok)
+            return mock_status_error(c, st, NULL);
+        return counted_error(c, 400, "mock: bad status", "invalid_request_error", "model", NULL,
+                             NULL);
+    }
+    cJSON *resp = cJSON_CreateObject();
+    enum MHD_Result ret;
+    if (r->route == R_EMBED) {
+        cJSON_AddStringToObject(resp, "object", "list");
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "data"), e);
+        cJSON_AddStringToObject(e, "object", "embedding");
+        cJSON_AddNumberToObject(e, "index", 0);
+        const double v[3] = {0.1, 0.2, 0.3};
+        cJSON_AddItemToObject(e, "embedding", cJSON_CreateDoubleArray(v, 3));
+        cJSON_AddStringToObject(resp, "model", model);
+        cJSON_AddItemToObject(resp, "usage", usage_obj(1 + r->body.len / 4, 0, -1));
+        cJSON_AddStringToObject(resp, "mock_raw_body", sb_str(&r->body));
+        ret = send_json(c, MHD_HTTP_OK, resp, NULL);
+        cJSON_Delete(root);
+        return ret;
+    }
+    const cJSON *jp = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    char text[512];
+    snprintf(text, sizeof(text), "mock completion: %.400s",
+             cJSON_IsString(jp) ? jp->valuestring : "");
+    cJSON_AddStringToObject(resp, "id", "cmpl-mock");
+    cJSON_AddStringToObject(resp, "object", "text_completion");
+    cJSON_AddNumberToObject(resp, "created", (double)time(NULL));
+    cJSON_AddStringToObject(resp, "model", model);
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "choices"), ch);
+    cJSON_AddStringToObject(ch, "text", text);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    cJSON_AddNullToObject(ch, "logprobs");
+    cJSON_AddStringToObject(ch, "finish_reason", "stop");
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"))) {
+        struct sbuf b = {0};
+        cJSON_DetachItemFromObject(resp, "usage");
+        sb_event(&b, resp);
+        sb_adds(&b, "data: [DONE]\n\n");
+        ret = send_body(c, MHD_HTTP_OK, "text/event-stream", sb_str(&b), NULL);
+        sb_free(&b);
+    } else {
+        cJSON_AddItemToObject(resp, "usage",
+                              usage_obj(1 + r->body.len / 4, 1 + strlen(text) / 4, -1));
+        cJSON_AddStringToObject(resp, "mock_raw_body", sb_str(&r->body));
+        ret = send_json(c, MHD_HTTP_OK, resp, NULL);
+    }
+    cJSON_Delete(root);
+    return ret;
 }
 
 /* ---- tools and response_format (see the header) ------------------------------------------ */
@@ -1750,6 +1988,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
     if (cJSON_IsNumber(mt) && mt->valuedouble >= 1)
         max_tokens = mt->valuedouble > 1e9 ? 1000000000L : (long)mt->valuedouble;
 
+    if (o.tool) {
+        ret = tool_answer(c, root, model, o.tool, 1 + mi.prompt_bytes / 4);
+        goto out;
+    }
     /* Generate the choices. */
     texts = calloc(n, sizeof(*texts));
     finish = calloc(n, sizeof(*finish));
@@ -1779,6 +2021,18 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
             texts[i] = fields_text(&fm, i, texts[i], sb_str(&mi.last_user));
         if (!texts[i])
             goto out;
+        if (o.json_bad > 0) { /* plugins1: a model that ignores the schema K times */
+            bool bad;
+            pthread_mutex_lock(&g.mu);
+            bad = g.json_bad_seen++ < (unsigned long long)o.json_bad;
+            pthread_mutex_unlock(&g.mu);
+            if (bad) {
+                free(texts[i]);
+                texts[i] = strdup("{\"note\":\"mock non-compliance\"}");
+                if (!texts[i])
+                    goto out;
+            }
+        }
         finish[i] = "stop";
         size_t len = strlen(texts[i]);
         if (max_tokens > 0 && 1 + len / 4 > (size_t)max_tokens) {
@@ -1822,6 +2076,7 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         s->delay_ms = o.chunk_delay;
         s->split = o.split;
         s->usage_null = o.usage_null;
+        s->piece_bytes = (size_t)o.piece_bytes; /* plugins1 */
         texts = NULL;
         finish = NULL;
         if (!s->id || !s->model || (fm.tool && !fields_stream(s, &fm))) {
@@ -1870,6 +2125,7 @@ out:
     sb_free(&mi.classify);
     free(o.require_key);
     free(o.reply);
+    free(o.tool);
     free(o.errmsg);
     return ret;
 }
@@ -1929,6 +2185,47 @@ static enum MHD_Result handle_stats(struct MHD_Connection *c)
     return send_json(c, MHD_HTTP_OK, root, NULL);
 }
 
+/* ---- plugins1: POST /analyze, a fixed-gazetteer NER service ---------------------------------- */
+
+static enum MHD_Result handle_analyze(struct MHD_Connection *c, struct req *r)
+{
+    static const struct {
+        const char *name, *type;
+        double score;
+    } gaz[] = {{"Alice Martin", "PERSON", 0.85}, {"Zo\xc3\xab M\xc3\xbcller", "PERSON", 0.85},
+               {"Lyon", "LOCATION", 0.85},       {"Ireland", "GPE", 0.85},
+               {"Acme", "ORGANIZATION", 0.85},   {"Maybe", "PERSON", 0.3}};
+    cJSON *root = cJSON_Parse(sb_str(&r->body));
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "text"));
+    cJSON *out;
+
+    if (!text) {
+        cJSON_Delete(root);
+        return send_error(c, 400, "text is required", "invalid_request_error", NULL, NULL, NULL);
+    }
+    out = cJSON_CreateArray();
+    for (size_t k = 0; k < sizeof(gaz) / sizeof(gaz[0]); k++) {
+        for (const char *p = strstr(text, gaz[k].name); p; p = strstr(p + 1, gaz[k].name)) {
+            size_t cp = 0, len = 0;
+            cJSON *e = cJSON_CreateObject();
+
+            for (const char *q = text; q < p; q++)
+                cp += ((unsigned char)*q & 0xC0) != 0x80;
+            for (const char *q = gaz[k].name; *q; q++)
+                len += ((unsigned char)*q & 0xC0) != 0x80;
+            cJSON_AddStringToObject(e, "entity_type", gaz[k].type);
+            cJSON_AddNumberToObject(e, "start", (double)cp);
+            cJSON_AddNumberToObject(e, "end", (double)(cp + len));
+            cJSON_AddNumberToObject(e, "score", gaz[k].score);
+            cJSON_AddItemToArray(out, e);
+        }
+    }
+    cJSON_Delete(root);
+    return send_json(c, MHD_HTTP_OK, out, NULL);
+}
+
+/* ---- end plugins1 ---- */
+
 static enum MHD_Result handle_requests(struct MHD_Connection *c)
 {
     cJSON *arr = cJSON_CreateArray();
@@ -1973,6 +2270,7 @@ static enum MHD_Result handle_reset(struct MHD_Connection *c)
     pthread_mutex_lock(&g.mu);
     g.calls = g.choices = g.prompt_tokens = g.completion_tokens = g.reasoning_tokens = 0;
     g.errors = g.aborted = g.dropped = g.models_calls = g.cmpl_id = g.seq = 0;
+    g.json_bad_seen = 0;  /* plugins1 */
     g.peak = g.in_flight; /* in_flight is a gauge: requests still running stay counted */
     g.epoch++;
     for (size_t i = 0; i < LOG_CAP; i++)
@@ -2082,6 +2380,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return MHD_YES;
     }
     switch (r->route) {
+    case R_EMBED:
+    case R_COMPL:
+        return handle_legacy(c, r);
     case R_CHAT:
         return handle_chat(c, r);
     case R_MODELS:
@@ -2094,6 +2395,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return handle_reset(c);
     case R_CONFIG:
         return handle_config(c, method, r);
+    case R_ANALYZE: /* plugins1 */
+        return handle_analyze(c, r);
     case R_BADMETHOD:
         return send_error(c, 404, "Method not allowed for this path", "invalid_request_error", NULL,
                           "not_found", NULL);

@@ -3,4 +3,4 @@
 # The targets are built by `make fuzz-build`. Ends with "N passed, N failed".
 set -eu
 cd "$(dirname "$0")/../.."
-exec scripts/fuzz.sh build-fuzz "${FUZZ_SECONDS:-60}" request model answer sse
+exec scripts/fuzz.sh build-fuzz "${FUZZ_SECONDS:-60}" request model answer sse door

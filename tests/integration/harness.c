@@ -2,14 +2,18 @@
 #define _GNU_SOURCE
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -510,4 +514,113 @@ bool file_contains(const char *path, const char *needle)
     found = memmem(data, (size_t)len, needle, strlen(needle)) != NULL;
     free(data);
     return found;
+}
+
+/* ---- redis-server ---------------------------------------------------------------------------- */
+
+int harness_free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+    if (fd < 0)
+        return -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+void harness_track(pid_t pid)
+{
+    track(pid);
+}
+
+/* True when something on 127.0.0.1:port accepts a connection. */
+static bool port_open(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok;
+
+    if (fd < 0)
+        return false;
+    ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+int redis_start(struct proc *p, int port, const char *const *args)
+{
+    static const char bin[] = "/usr/bin/redis-server";
+    static int seq;
+    char portstr[16], dir[PATH_MAX];
+    const char *argv[40];
+    int n = 0;
+
+    memset(p, 0, sizeof(*p));
+    if (access(bin, X_OK) != 0) {
+        fprintf(stderr, "harness: %s missing (scripts/deps.sh installs redis-server)\n", bin);
+        return -1;
+    }
+    if (port == 0)
+        port = harness_free_port();
+    if (port <= 0)
+        return -1;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(p->log, sizeof(p->log), "%s/logs", build_dir());
+    mkdir(p->log, 0755);
+    /* Absolute: redis-server changes into --dir before it opens --logfile. */
+    if (!realpath(p->log, dir))
+        return -1;
+    snprintf(p->log, sizeof(p->log), "%.256s/redis-%d-%d.log", dir, (int)getpid(), seq++);
+    argv[n++] = bin;
+    argv[n++] = "--port";
+    argv[n++] = portstr;
+    argv[n++] = "--bind";
+    argv[n++] = "127.0.0.1";
+    argv[n++] = "--save";
+    argv[n++] = "";
+    argv[n++] = "--appendonly";
+    argv[n++] = "no";
+    argv[n++] = "--daemonize";
+    argv[n++] = "no";
+    argv[n++] = "--dir";
+    argv[n++] = dir;
+    argv[n++] = "--logfile";
+    argv[n++] = p->log;
+    for (int i = 0; args && args[i] && n < 38; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    p->pid = fork();
+    if (p->pid == 0) {
+        int fd = open("/dev/null", O_RDWR);
+
+        if (fd >= 0) {
+            dup2(fd, 0);
+            dup2(fd, 1);
+            close(fd);
+        }
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    if (p->pid < 0)
+        return -1;
+    track(p->pid);
+    p->port = port;
+    for (int i = 0; i < 500; i++) {
+        if (port_open(port))
+            return 0;
+        if (waitpid(p->pid, NULL, WNOHANG) == p->pid) {
+            untrack(p->pid);
+            p->pid = 0;
+            return -1;
+        }
+        sleep_ms(10);
+    }
+    return -1;
 }

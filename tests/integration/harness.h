@@ -71,6 +71,17 @@ double harness_slack(void);
 /* The build directory: PX_BUILD, else the one this binary was built into (BUILD/tests/x). */
 const char *harness_build_dir(void);
 
+/* ---- redis-server (shared limits) ---------------------------------------------------------- */
+
+/* A free loopback TCP port (bound, then released: a tiny race, fine for tests). */
+int harness_free_port(void);
+/* Starts /usr/bin/redis-server on 127.0.0.1:port (0: a free port) without persistence, its log
+ * in p->log, plus extra args (NULL-terminated, may be NULL, e.g. "--requirepass", "pw"); waits
+ * until it accepts connections. Stop it with proc_stop. -1 when it cannot start. */
+int redis_start(struct proc *p, int port, const char *const *args);
+/* Adds a process the test started itself to those killed when the test aborts or exits. */
+void harness_track(pid_t pid);
+
 /* Hard timeout for a test binary (also creates BUILD/logs): aborts (killing started processes)
  * after 'secs'. */
 void harness_deadline(unsigned secs);

@@ -34,6 +34,7 @@ static pid_t running = -1; /* an optillm-eval started without waiting */
 static char last_err[512]; /* stderr file of the last run */
 static char last_out[512]; /* stdout file of the last run */
 static int seq;
+static char *eval_env[2]; /* extra "NAME=value" for the next runs (shard index variables) */
 
 static const char *build_dir(void)
 {
@@ -121,7 +122,7 @@ static pid_t start_eval(const char *const *args)
 {
     const char *argv[64];
     char path[512];
-    char *envp[] = {"PATH=/usr/bin:/bin", "OPENAI_API_KEY=" KEY, NULL};
+    char *envp[] = {"PATH=/usr/bin:/bin", "OPENAI_API_KEY=" KEY, eval_env[0], eval_env[1], NULL};
     const char *w = getenv("PX_WRAPPER");
     char wrapper[512];
     int n = 0;
@@ -624,6 +625,126 @@ static void test_shards(void **state)
     assert_int_equal(run_eval((const char *const[]){"merge", "--out", a, a, b, NULL}), 1);
 }
 
+/* The merged shards hold the same results as the unsharded run "whole", item by item. */
+static void assert_same_rows(const char *merged_dir)
+{
+    static struct row whole[NSHARD * NAPPR + 8], merged[NSHARD * NAPPR + 8];
+    int nw, nm;
+
+    assert_same_totals("whole", merged_dir, true);
+    nw = read_results("whole", whole, NSHARD * NAPPR + 8);
+    nm = read_results(merged_dir, merged, NSHARD * NAPPR + 8);
+    assert_int_equal(nw, nm);
+    assert_unique(merged, nm);
+    for (int i = 0; i < nw; i++) {
+        bool found = false;
+
+        for (int j = 0; j < nm && !found; j++) {
+            if (strcmp(whole[i].id, merged[j].id) || strcmp(whole[i].approach, merged[j].approach))
+                continue;
+            found = true;
+            assert_int_equal(whole[i].correct, merged[j].correct);
+            assert_string_equal(whole[i].extracted, merged[j].extracted);
+        }
+        assert_true(found);
+    }
+}
+
+/* --shard auto/N: the index from a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, 0-based, the
+ * shards running at once) or a Slurm array (SLURM_ARRAY_TASK_ID from SLURM_ARRAY_TASK_MIN = 1);
+ * merged, the same results as one run. Uses test_shards' "whole". */
+static void test_shards_auto(void **state)
+{
+    static char idx[3][64], mins[64];
+    char dirs[3][512], m[512];
+    pid_t pids[3];
+
+    (void)state;
+    mock_reset(mock.port);
+    for (int i = 0; i < 3; i++) {
+        char name[32];
+        const char *args[] = {"--dataset",
+                              "datasets/arithmetic.jsonl",
+                              "--approaches",
+                              "none,self_consistency,majority_voting",
+                              "--model",
+                              MODEL,
+                              "--out",
+                              NULL,
+                              "--base-url",
+                              base_url,
+                              "--limit",
+                              "60",
+                              "--concurrency",
+                              "1",
+                              "--shard",
+                              "auto/3",
+                              "--progress",
+                              "off",
+                              NULL};
+
+        snprintf(name, sizeof(name), "k8s%d", i);
+        args[7] = out_dir(dirs[i], sizeof(dirs[i]), name);
+        snprintf(idx[i], sizeof(idx[i]), "JOB_COMPLETION_INDEX=%d", i);
+        eval_env[0] = idx[i];
+        pids[i] = start_eval(args);
+    }
+    eval_env[0] = NULL;
+    int sum = 0;
+    for (int i = 0; i < 3; i++) {
+        char name[32], path[512];
+        int n;
+
+        assert_int_equal(wait_exit(pids[i]), 0);
+        snprintf(name, sizeof(name), "k8s%d", i);
+        n = count_lines(path_in(path, sizeof(path), name, "results.jsonl"));
+        assert_true(n > 0 && n < NSHARD * NAPPR); /* each ran its own part, not everything */
+        sum += n;
+    }
+    assert_int_equal(sum, NSHARD * NAPPR);
+    assert_int_equal(
+        run_eval((const char *const[]){"merge", "--out", out_dir(m, sizeof(m), "k8s-merged"),
+                                       dirs[0], dirs[1], dirs[2], NULL}),
+        0);
+    assert_same_rows("k8s-merged");
+
+    mock_reset(mock.port);
+    snprintf(mins, sizeof(mins), "SLURM_ARRAY_TASK_MIN=1");
+    eval_env[1] = mins;
+    for (int i = 0; i < 3; i++) {
+        char name[32];
+
+        snprintf(name, sizeof(name), "slurm%d", i + 1);
+        snprintf(idx[i], sizeof(idx[i]), "SLURM_ARRAY_TASK_ID=%d", i + 1);
+        eval_env[0] = idx[i];
+        out_dir(dirs[i], sizeof(dirs[i]), name);
+        assert_int_equal(eval_into(name, "datasets/arithmetic.jsonl",
+                                   "none,self_consistency,majority_voting", MODEL,
+                                   (const char *const[]){"--limit", "60", "--concurrency", "1",
+                                                         "--shard", "auto/3", NULL}),
+                         0);
+    }
+    sum = 0;
+    for (int i = 0; i < 3; i++) {
+        char name[32], path[512];
+
+        snprintf(name, sizeof(name), "slurm%d", i + 1);
+        sum += count_lines(path_in(path, sizeof(path), name, "results.jsonl"));
+    }
+    assert_int_equal(sum, NSHARD * NAPPR);
+    /* No index at all: refused, naming the variables. */
+    eval_env[0] = eval_env[1] = NULL;
+    assert_int_equal(eval_into("noindex", "datasets/arithmetic.jsonl", "none", MODEL,
+                               (const char *const[]){"--shard", "auto/3", NULL}),
+                     2);
+    assert_true(file_contains(last_err, "JOB_COMPLETION_INDEX"));
+    assert_int_equal(
+        run_eval((const char *const[]){"merge", "--out", out_dir(m, sizeof(m), "slurm-merged"),
+                                       dirs[0], dirs[1], dirs[2], NULL}),
+        0);
+    assert_same_rows("slurm-merged");
+}
+
 /* ---- (4) malformed dataset lines --------------------------------------------------------- */
 
 static void test_malformed(void **state)
@@ -884,15 +1005,11 @@ static void test_command_line(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_run),
-        cmocka_unit_test(test_kill_resume),
-        cmocka_unit_test(test_interrupt),
-        cmocka_unit_test(test_shards),
-        cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_word_problems),
-        cmocka_unit_test(test_proxy_mode),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_masked_key_redacted),
+        cmocka_unit_test(test_full_run),      cmocka_unit_test(test_kill_resume),
+        cmocka_unit_test(test_interrupt),     cmocka_unit_test(test_shards),
+        cmocka_unit_test(test_shards_auto),   cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_word_problems), cmocka_unit_test(test_proxy_mode),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_masked_key_redacted),
         cmocka_unit_test(test_command_line),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -610,6 +610,8 @@ static void test_capabilities_listed(void **state)
         assert_true(cJSON_IsBool(f));
         for (size_t s = 0; s < sizeof(subjects) / sizeof(subjects[0]); s++)
             want = want || !strcmp(id, subjects[s].slug);
+        /* plugins that pass the request on carry both (plugins part 1) */
+        want = want || !strcmp(id, "privacy") || !strcmp(id, "compact");
         assert_int_equal(cJSON_IsTrue(t), want);
         if (want)
             assert_true(cJSON_IsTrue(f));
@@ -618,8 +620,9 @@ static void test_capabilities_listed(void **state)
         n++;
     }
     assert_true(n >= 17);
-    assert_int_equal(tools, 5);
-    assert_int_equal(rf, 9); /* the five, and cot_reflection, plansearch, leap, z3 */
+    assert_int_equal(tools, 5 + 2);
+    /* the five, cot_reflection, plansearch, leap, z3; privacy, compact, json */
+    assert_int_equal(rf, 9 + 3);
     cJSON_Delete(list);
     http_resp_free(&r);
 }

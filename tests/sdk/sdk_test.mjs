@@ -504,6 +504,65 @@ async function main() {
         assert.equal((await mockGet('/mock/stats')).calls, 4, 'bon makes 4 upstream calls');
     });
 
+    // 4b. plugins (itest_plugins1 has the details): what an SDK user sees
+    await test('privacy: no PII upstream, the originals back in a stream split inside placeholders', async () => {
+        await mockReset();
+        const email = 'jane.doe@example.com';
+        const card = '5235-9276-8877-8661';
+        const s = await client.chat.completions.create({
+            model: 'privacy-mock@piece_bytes=3',
+            messages: [{ role: 'user', content: `mail ${email} card ${card}` }],
+            stream: true,
+        });
+        let text = '';
+        for await (const ch of s) text += ch.choices[0]?.delta?.content ?? '';
+        assert.ok(text.includes(email) && text.includes(card), text);
+        assert.ok(!text.includes('[EMAIL_1]'), text);
+        const sent = JSON.stringify(await mockGet('/mock/requests'));
+        assert.ok(!sent.includes(email) && !sent.includes(card), 'PII reached the upstream');
+        assert.ok(sent.includes('[EMAIL_1]') && sent.includes('[CARD_1]'), 'no placeholders upstream');
+    });
+
+    await test('json: a json_schema answer the upstream got wrong once is re-asked and valid', async () => {
+        await mockReset();
+        const r = await client.chat.completions.create({
+            model: 'json-mock@json_bad=1',
+            messages: QUESTION,
+            response_format: {
+                type: 'json_schema',
+                json_schema: {
+                    name: 'a',
+                    strict: true,
+                    schema: {
+                        type: 'object',
+                        properties: { answer: { type: 'string' } },
+                        required: ['answer'],
+                        additionalProperties: false,
+                    },
+                },
+            },
+        });
+        const j = JSON.parse(r.choices[0].message.content);
+        assert.equal(typeof j.answer, 'string');
+        assert.equal((await mockGet('/mock/stats')).calls, 2, 'one re-ask');
+    });
+
+    await test('json: an upstream that never complies -> InternalServerError 502', async () => {
+        await mockReset();
+        await assert.rejects(
+            client.chat.completions.create({
+                model: 'json-mock@json_bad=100',
+                messages: QUESTION,
+                response_format: {
+                    type: 'json_schema',
+                    json_schema: { name: 'a', schema: { type: 'object', required: ['answer'] } },
+                },
+                optillm_json_max_retries: 1,
+            }),
+            (e) => e instanceof OpenAI.InternalServerError && e.status === 502 && e.code === 'invalid_structured_output',
+        );
+    });
+
     // 5. n
     await test('n=2 with re2-mock: 2 choices', async () => {
         const r = await client.chat.completions.create({ model: 're2-mock', messages: QUESTION, n: 2 });

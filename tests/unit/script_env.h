@@ -2,8 +2,8 @@
  * scripted replies per stage, a parsed request, an approach context over the fake transport
  * (fake_llm.c), and checks of usage, call shapes, rounds and an approach's descriptor. Used by
  * test_approaches, test_cepo, test_deepthink, test_genselect, test_leap, test_mars,
- * test_plansearch, test_pvg and test_rto (test_mcts and test_rstar script their upstream as a
- * tree, test_z3 its own way).
+ * test_plansearch, test_pvg, test_rto, test_json, test_privacy and test_compact (test_mcts and
+ * test_rstar script their upstream as a tree, test_z3 its own way).
  * Include it after cmocka.h. A test that brings its own question and body defines
  * SCRIPT_ENV_OWN_BODY first (else Q, SYS and BODY() below). Header-only (static inline)
  * because the Makefile links each test with fake_llm.o alone. */
