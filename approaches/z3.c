@@ -757,6 +757,7 @@ const struct approach approach_z3 = {
     .run = z3_run,
     .prompts = (const char *const[]){"z3/formulate", "z3/repair", "z3/final", NULL},
     .options = z3_options,
+    .offload = true,
     .summary = "Z3: the model writes an SMT-LIB 2 script, libz3 solves it in-process (no code "
                "is run), the model answers from the solver's output",
     .calls = 2,

@@ -3,8 +3,9 @@
 # wave: build/loadgen opens N client connections at once, one request each. Every answer must
 # be complete (no refusal, no malformed answer); reports the wall time against the ideal (bon
 # = 2 rounds: 2 x latency), and the proxy's RSS, threads and open fds at the peak (sampled
-# every 0.1 s). At the end the proxy must answer /health and exit 0 on SIGTERM. Appends a
-# section to bench/RESULTS.md and prints it.
+# every 0.1 s). The mock runs --event-loop 1 (suspended waits, no thread per call). At the
+# end the proxy must answer /health and exit 0 on SIGTERM. Appends a section to
+# bench/RESULTS.md and prints it.
 # Usage: bench/peak.sh [N, default 1000] [latency ms, default 2000]
 # (env: PX_BUILD=build RESULTS=bench/RESULTS.md)
 set -euo pipefail
@@ -38,7 +39,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BUILD/mock_upstream" --port 0 > "$OUT/mock.port" &
+"$BUILD/mock_upstream" --port 0 --event-loop 1 > "$OUT/mock.port" &
 MOCK_PID=$!
 for _ in $(seq 100); do grep -q PORT "$OUT/mock.port" 2>/dev/null && break; sleep 0.05; done
 MOCK=$(awk '/PORT/{print $2}' "$OUT/mock.port")
@@ -156,7 +157,7 @@ VERDICT=pass
     echo
     echo "One wave: build/loadgen (bench/loadgen.c) opens $N client connections at once, one"
     echo "\`bon-mock@latency=$LAT,noisy=1\` request each (bon: one n=3 call, then 3 ratings in"
-    echo "parallel = $((ROUNDS)) rounds, $((4 * N)) upstream calls); proxy defaults (\`--workers 1024\`,"
+    echo "parallel = $((ROUNDS)) rounds, $((4 * N)) upstream calls); proxy defaults (\`--workers 10000\`,"
     echo "\`--max-connections 4096\`). RSS, fds and threads of the proxy sampled every 0.1 s."
     echo
     echo "| figure | value |"

@@ -47,6 +47,7 @@ struct config {
     bool client_keys;        /* --client-keys */
     double upstream_timeout; /* seconds per call, default 600 */
     double connect_timeout;  /* seconds, default 10 */
+    bool upstream_h2c;       /* --upstream-h2c: HTTP/2 without TLS by prior knowledge */
     int retries;             /* per call, for 429, 5xx and connect errors; default 2 */
     double retry_base;       /* first backoff delay in seconds, default 0.5 (doubles) */
     double request_timeout;  /* whole-request deadline in seconds; 0 = none (default 0) */
@@ -72,6 +73,7 @@ struct config {
     bool no_approach_tags;
     char *prompts_dir;         /* NULL: embedded prompts only */
     char privacy_ner_url[512]; /* --privacy-ner-url: names and places for privacy; "" = off */
+    char *mcp_config;          /* --mcp-config: MCP servers file for the mcp approach, or NULL */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
     bool enable_code_execution; /* executecode, coc: Python in the sandbox (src/sandbox.c) */

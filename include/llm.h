@@ -2,8 +2,9 @@
  * upstream (key, base URL, n detection, deadlines, usage, streaming to the client) lives
  * behind these calls, so that an approach is only its algorithm.
  *
- * All calls block the calling (approach) thread until every transfer of the stage finished;
- * the transfers themselves run on the I/O loops, all at once. Replies live in ctx->arena.
+ * All calls block the calling approach (a parked coroutine, or a thread) until every transfer
+ * of the stage finished; the transfers themselves run on the I/O loops, all at once. Replies
+ * live in ctx->arena.
  * Every call adds its upstream usage to ctx->usage (also for failed or partial calls). */
 #ifndef LLM_H
 #define LLM_H
@@ -58,6 +59,9 @@ struct llm_params {
      * Calls whose output the approach parses (ratings, critiques, plans) leave it false.
      * llm_final sets it. */
     bool answer;
+    /* The approach's own tools for this call (a JSON array text of {"type":"function",...}
+     * tools, e.g. MCP's), or NULL. With 'answer', the client's tools are offered after them. */
+    const char *tools_json;
 };
 
 /* Returns params with temperature NAN, max_tokens -1, n 1. */
@@ -140,6 +144,15 @@ bool llm_msg_multipart(const struct llm_msg *m);
  * 'user_suffix' (if not NULL/empty) appended as a final user message. In ctx->arena. */
 size_t llm_msgs_conversation(struct approach_ctx *ctx, const char *system_prefix,
                              const char *user_suffix, struct llm_msg **out);
+
+/* Messages of a tool-call loop run by the approach (mcp), for the next call's conversation.
+ * An assistant message with the reply's text (may be "") and its tool_calls (a JSON array
+ * text, as in struct llm_choice): */
+struct llm_msg llm_msg_tool_calls(struct approach_ctx *ctx, const char *text,
+                                  const char *tool_calls);
+/* A role "tool" message answering call 'tool_call_id' with 'content'. Both in ctx->arena. */
+struct llm_msg llm_msg_tool_result(struct approach_ctx *ctx, const char *tool_call_id,
+                                   const char *content);
 
 /* Tool calls (a tool_calls JSON array text, as in struct llm_choice). */
 /* A canonical key: each call as name(arguments), the arguments parsed and re-serialised with

@@ -47,8 +47,9 @@ struct sandbox_result {
  * (a Python error is a result for the model, in *out), or a negative px_status with
  * ctx->err filled when it could not run: code execution disabled (PX_EINVAL), code too
  * large (PX_EINVAL), every sandbox uid busy for the whole timeout (PX_EBUSY, 503), the
- * sandbox could not be started (PX_EINTERNAL). Blocking: a coroutine approach thread would
- * call it through sched_offload. */
+ * sandbox could not be started (PX_EINTERNAL). The run itself goes to a helper thread
+ * (sched_offload) when the caller is a coroutine: the coroutine parks, the caller's code reads
+ * as a plain blocking call. */
 int sandbox_run_python(struct approach_ctx *ctx, const char *code, struct sandbox_result *out);
 
 /* Start-up check with --enable-code-execution: runs a one-line program in the sandbox.

@@ -104,10 +104,14 @@ static const struct flag flags[] = {
      SZ(privacy_ner_url), "URL",
      "privacy: also mask names and places found by this trusted NER service (Presidio analyzer "
      "API: POST {text, language} -> entities; off by default: then only pattern-based PII)"},
+    {"mcp-config", NULL, "OPTILLM_MCP_CONFIG", T_SECRET, OFF(mcp_config), 0, "FILE",
+     "MCP servers for the mcp approach: {\"mcpServers\": {\"name\": {\"command\", \"args\", "
+     "\"env\"} or {\"url\", \"headers\"}}} (the layout MCP clients use)"},
     {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
-     "maximum approach threads (default 1024; they mostly wait and use 256 KiB stacks)"},
+     "maximum approach requests running at once (default 10000); a waiting one holds a "
+     "coroutine stack (128 KiB reserved, a few KiB used), not a thread"},
     {"queue", NULL, "OPTILLM_QUEUE", T_UINT, OFF(queue_max), 0, "N",
-     "approach requests that may wait for a thread before 503 (default 4096)"},
+     "approach requests that may wait for a --workers slot before 503 (default 4096)"},
     {"io-loops", NULL, "OPTILLM_IO_LOOPS", T_UINT, OFF(io_loops), 0, "N",
      "upstream I/O threads, each multiplexing many transfers (default: number of cores)"},
     {"http-threads", NULL, "OPTILLM_HTTP_THREADS", T_UINT, OFF(http_threads), 0, "N",
@@ -132,6 +136,10 @@ static const struct flag flags[] = {
      "503 with Retry-After before its body is read (default 256M)"},
     {"upstream-timeout", NULL, "OPTILLM_UPSTREAM_TIMEOUT", T_DOUBLE, OFF(upstream_timeout), 0,
      "SECONDS", "limit for one upstream call; exceeded gives 504 (default 600)"},
+    {"upstream-h2c", NULL, "OPTILLM_UPSTREAM_H2C", T_BOOL, OFF(upstream_h2c), 0, NULL,
+     "speak HTTP/2 to an http:// upstream without asking first (prior knowledge, h2c), "
+     "streams multiplexed on one connection per I/O loop; needs libcurl >= 8.0.0. Default: "
+     "HTTP/1.1 for http://, HTTP/2 when an https:// upstream offers it"},
     {"connect-timeout", NULL, "OPTILLM_CONNECT_TIMEOUT", T_DOUBLE, OFF(connect_timeout), 0,
      "SECONDS", "limit for connecting to the upstream; exceeded gives 502 (default 10)"},
     {"retries", NULL, "OPTILLM_RETRIES", T_RETRIES, OFF(retries), 0, "N",
@@ -167,7 +175,7 @@ static void defaults(struct config *c)
     c->port = 8000;
     c->http_threads = 2;
     c->io_loops = 0;
-    c->workers = 1024;
+    c->workers = 10000;
     c->queue_max = 4096;
     c->conn_limit = 4096;
     c->max_body = 8u << 20;
@@ -592,6 +600,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->upstream_key);
     free(cfg->gate_key);
     free(cfg->prompts_dir);
+    free(cfg->mcp_config);
+    cfg->mcp_config = NULL;
     free(cfg->tenants_path);
     free(cfg->log_conversations);
     free(cfg->redis_url);

@@ -1,5 +1,5 @@
 /* engine.c: runs a request's route (one approach, a&b pipeline, a|b fan-out, n runs in
- * parallel) on an approach thread, provides the upstream transport behind llm_*, streams the
+ * parallel) on a coroutine, provides the upstream transport behind llm_*, streams the
  * final stage to the client, and writes the OpenAI response. */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -13,8 +13,8 @@
 #include "internal.h"
 #include "log.h"
 #include "redact.h"
+#include "scheduler.h"
 
-#define ENGINE_STACK    (256u << 10)
 #define ENGINE_MAX_RUNS 64 /* n x parallel approaches per request */
 
 /* ---- SSE sink -------------------------------------------------------------------------------- */
@@ -305,6 +305,19 @@ static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool 
         cJSON *so = cJSON_AddObjectToObject(o, "stream_options");
         cJSON_AddTrueToObject(so, "include_usage");
     }
+    if (c->params.tools_json) { /* the approach's tools (mcp), then the client's on answers */
+        cJSON *tools = cJSON_Parse(c->params.tools_json);
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(req->body, "tools");
+        const cJSON *ti;
+
+        if (cJSON_IsArray(tools)) {
+            if (c->params.answer && cJSON_IsArray(ct))
+                cJSON_ArrayForEach(ti, ct) cJSON_AddItemToArray(tools, cJSON_Duplicate(ti, 1));
+            cJSON_AddItemToObject(o, "tools", tools);
+        } else {
+            cJSON_Delete(tools);
+        }
+    }
     fields_copy(o, req->body, c->params.answer); /* the client's other fields, unchanged */
     s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -462,17 +475,11 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
     struct transport *t = llm->impl;
     struct exchange *ex = t->ex;
     struct sink *sink = ctx->sink;
-    struct xfer_group g;
+    struct sched_group g;
     struct xfer **xs = arena_calloc(ctx->arena, m ? m : 1, sizeof(*xs));
     bool streaming_call = false;
     int to_submit = 0;
 
-    pthread_mutex_init(&g.mu, NULL);
-    pthread_condattr_t ca; /* the keep-alive wait below measures CLOCK_MONOTONIC */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&g.cv, &ca);
-    pthread_condattr_destroy(&ca);
     for (size_t i = 0; i < m; i++) {
         struct llm_call *c = &calls[i];
         bool stream = c->stream_to_client && sink && !streaming_call;
@@ -506,40 +513,22 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
         log_at(LOG_DEBUG, ex->id, "upstream call %s%s", c->stage ? c->stage : "?",
                stream ? " (streamed)" : "");
     }
-    g.pending = to_submit;
+    sched_group_init(&g, to_submit);
     long long wait_start = px_now_us();
     for (size_t i = 0; i < m; i++) {
         if (xs[i] && io_submit(xs[i]) < 0) {
             xs[i]->aborted = true;
-            pthread_mutex_lock(&g.mu);
-            g.pending--;
-            pthread_mutex_unlock(&g.mu);
+            sched_group_done(&g);
         }
     }
-    /* Wait for the stage, sending SSE keep-alives to a streaming client meanwhile. */
-    pthread_mutex_lock(&g.mu);
-    while (g.pending > 0) {
-        if (t->ka && px_config->sse_keepalive > 0) {
-            struct timespec ts;
-            double iv = px_config->sse_keepalive;
-
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += (time_t)iv;
-            ts.tv_nsec += (long)((iv - floor(iv)) * 1e9);
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            if (pthread_cond_timedwait(&g.cv, &g.mu, &ts) == ETIMEDOUT && g.pending > 0) {
-                pthread_mutex_unlock(&g.mu);
-                sink_keepalive(t->ka, iv);
-                pthread_mutex_lock(&g.mu);
-            }
-        } else {
-            pthread_cond_wait(&g.cv, &g.mu);
-        }
+    /* Wait for the stage (a coroutine parks; a plain thread blocks), sending SSE keep-alives
+     * to a streaming client meanwhile. */
+    if (t->ka && px_config->sse_keepalive > 0) {
+        while (sched_group_wait(&g, px_config->sse_keepalive) == 1)
+            sink_keepalive(t->ka, px_config->sse_keepalive);
+    } else {
+        sched_group_wait(&g, 0);
     }
-    pthread_mutex_unlock(&g.mu);
     if (to_submit > 0) {
         pthread_mutex_lock(&ex->mu);
         ex->upstream_us += px_now_us() - wait_start;
@@ -559,8 +548,7 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
                    calls[i].reply.error);
         xfer_destroy(xs[i]);
     }
-    pthread_cond_destroy(&g.cv);
-    pthread_mutex_destroy(&g.mu);
+    sched_group_cleanup(&g);
 }
 
 static const struct llm_ops transport_ops = {.run = t_run, .get_n = t_get_n, .set_n = t_set_n};
@@ -594,6 +582,33 @@ static int run_prepare(struct run *r, const struct approach *a, const struct cha
                        const struct chat_request **next);
 static const struct approach approach_plain;
 
+struct offloaded {
+    const struct approach *a;
+    struct approach_ctx *ctx;
+    struct chat_result *res;
+    int rc;
+};
+
+static void offloaded_main(void *arg)
+{
+    struct offloaded *o = arg;
+
+    o->rc = o->a->run(o->ctx, o->res);
+}
+
+/* An approach that calls deep library code (libz3) runs on a helper thread, not on a small
+ * coroutine stack; its llm_* calls then block that thread. */
+static int run_offloadable(const struct approach *a, struct approach_ctx *ctx,
+                           struct chat_result *res)
+{
+    struct offloaded o = {.a = a, .ctx = ctx, .res = res};
+
+    if (!a->offload)
+        return a->run(ctx, res);
+    sched_offload(offloaded_main, &o);
+    return o.rc;
+}
+
 /* One approach on one request. */
 static int run_approach(struct run *r, const struct approach *a, const struct chat_request *req,
                         bool stream_final, const char **text, const char **finish,
@@ -621,7 +636,7 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
         .sink = stream_final ? r->sink : NULL,
         .req_id = r->ex->id,
     };
-    int rc = a->run(&ctx, &res);
+    int rc = run_offloadable(a, &ctx, &res);
 
     llm_usage_add(&r->usage, &ctx.usage);
     if (rc < 0)
@@ -804,7 +819,7 @@ struct branch {
     const char *logprobs;
 };
 
-static void *branch_main(void *arg)
+static void branch_main(void *arg)
 {
     struct branch *b = arg;
 
@@ -812,19 +827,6 @@ static void *branch_main(void *arg)
                          &b->logprobs);
     if (b->rc == PX_OK)
         apply_posts(&b->sub, &b->text, &b->tools);
-    return NULL;
-}
-
-static int spawn_thread(pthread_t *t, void *(*fn)(void *), void *arg)
-{
-    pthread_attr_t attr;
-    int rc;
-
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, ENGINE_STACK);
-    rc = pthread_create(t, &attr, fn, arg);
-    pthread_attr_destroy(&attr);
-    return rc;
 }
 
 static void arena_destroy_cb(void *p)
@@ -839,9 +841,10 @@ static void run_route(struct run *r)
 
     if (rt->op == ROUTE_OR) {
         struct branch br[ROUTE_MAX];
-        pthread_t th[ROUTE_MAX];
         bool started[ROUTE_MAX];
+        struct sched_group kids;
 
+        sched_group_init(&kids, rt->count);
         for (int i = 0; i < rt->count; i++) {
             memset(&br[i], 0, sizeof(br[i]));
             br[i].parent = r;
@@ -851,13 +854,16 @@ static void run_route(struct run *r)
             br[i].sub.req = r->req;
             br[i].sub.arena = arena_create();
             arena_defer(r->arena, arena_destroy_cb, br[i].sub.arena);
-            started[i] = spawn_thread(&th[i], branch_main, &br[i]) == 0;
-            if (!started[i])
+            /* Each branch is a coroutine beside this one (inline if none can start). */
+            started[i] = sched_spawn(branch_main, &br[i], &kids, SCHED_CHILD) == 0;
+            if (!started[i]) {
                 branch_main(&br[i]);
+                sched_group_done(&kids);
+            }
         }
+        sched_group_wait(&kids, 0);
+        sched_group_cleanup(&kids);
         for (int i = 0; i < rt->count; i++) {
-            if (started[i])
-                pthread_join(th[i], NULL);
             llm_usage_add(&r->usage, &br[i].sub.usage);
             r->rc[i] = br[i].rc;
             r->text[i] = br[i].text;
@@ -900,10 +906,9 @@ static void run_route(struct run *r)
     r->logprobs[0] = logprobs;
 }
 
-static void *run_main(void *arg)
+static void run_main(void *arg)
 {
     run_route(arg);
-    return NULL;
 }
 
 /* ---- the response -----------------------------------------------------------------------------
@@ -1067,7 +1072,7 @@ void engine_run(void *arg)
     }
     runs = arena_calloc(ex->arena, (size_t)nruns, sizeof(*runs));
     {
-        pthread_t *th = arena_calloc(ex->arena, (size_t)nruns, sizeof(*th));
+        struct sched_group kids;
         bool *started = arena_calloc(ex->arena, (size_t)nruns, sizeof(*started));
         /* With tools, the final stage is not streamed token by token: its answer may be tool
          * calls, whose arguments only mean something whole, and clients accumulate them anyway.
@@ -1089,14 +1094,18 @@ void engine_run(void *arg)
             if (i > 0)
                 arena_defer(ex->arena, arena_destroy_cb, runs[i].arena);
         }
-        /* Run 0 on this thread, the others beside it. */
-        for (int i = 1; i < nruns; i++)
-            started[i] = spawn_thread(&th[i], run_main, &runs[i]) == 0;
-        run_route(&runs[0]);
+        /* Run 0 here, the others on coroutines beside it (in turn here if none can start). */
+        sched_group_init(&kids, nruns - 1);
         for (int i = 1; i < nruns; i++) {
-            if (started[i])
-                pthread_join(th[i], NULL);
-            else
+            started[i] = sched_spawn(run_main, &runs[i], &kids, SCHED_CHILD) == 0;
+            if (!started[i])
+                sched_group_done(&kids);
+        }
+        run_route(&runs[0]);
+        sched_group_wait(&kids, 0);
+        sched_group_cleanup(&kids);
+        for (int i = 1; i < nruns; i++) {
+            if (!started[i])
                 run_route(&runs[i]);
         }
     }

@@ -3,16 +3,16 @@
  *
  * DESIGN. libmicrohttpd's threads parse a request, then suspend its connection and hand it
  * to an I/O loop (passthrough: one transfer relayed to the client) or to the approach pool
- * (an approach thread runs plain sequential C and waits on a condition variable while its
- * transfers run on the I/O loops). Every loop owns a curl multi handle and its connection
- * pool; transfers reach a loop through its locked queue plus curl_multi_wakeup. The reply is
- * produced into exchange.out and the connection resumed; MHD drains it (a content reader for
- * streams). Protocol, invariants (I1-I7) and pitfalls (P3-P22) cited in comments:
+ * (an approach runs as a coroutine, plain sequential C that parks on a wait group while its
+ * transfers run on the I/O loops; src/sched.c). Every loop owns a curl multi handle and its
+ * connection pool; transfers reach a loop through its locked queue plus curl_multi_wakeup. The
+ * reply is produced into exchange.out and the connection resumed; MHD drains it (a content reader
+ * for streams). Protocol, invariants (I1-I7) and pitfalls (P3-P22) cited in comments:
  * docs/mhd-curl-invariants.md.
  *
- * Lock order: MHD response mutex -> exchange.mu -> MHD internals; group.mu and loop.mu are
- * leaves (never held while taking another lock). No curl call that can re-enter a write
- * callback is made while holding exchange.mu. */
+ * Lock order: MHD response mutex -> exchange.mu -> MHD internals; sched_group.mu -> scheduler
+ * thread mu (a wake); those and loop.mu are otherwise leaves. No curl call that can re-enter a
+ * write callback is made while holding exchange.mu. */
 #ifndef INTERNAL_H
 #define INTERNAL_H
 
@@ -28,6 +28,7 @@
 #include "door.h"
 #include "llm.h"
 #include "px.h"
+#include "scheduler.h"
 
 struct io_loop;
 struct xfer;
@@ -207,15 +208,8 @@ bool auth_key_is_proxys(const struct config *cfg, const struct tenant *t, const 
 
 enum xfer_kind {
     XFER_RELAY, /* passthrough: the upstream's answer goes to the exchange as is */
-    XFER_CALL,  /* an approach call: buffered, parsed by the approach thread */
+    XFER_CALL,  /* an approach call: buffered, parsed by the approach's coroutine */
     XFER_STREAM /* an approach's final call streamed to the client through a sink */
-};
-
-/* Wait-group for one stage of an approach. */
-struct xfer_group {
-    pthread_mutex_t mu; /* guards pending */
-    pthread_cond_t cv;
-    int pending;
 };
 
 /* Called on the I/O thread for each parsed upstream SSE content delta of an XFER_STREAM. */
@@ -223,10 +217,10 @@ typedef void xfer_delta_fn(void *sink, const char *text, size_t len);
 
 struct xfer {
     enum xfer_kind kind;
-    struct exchange *ex;      /* referenced while the transfer lives */
-    struct xfer_group *group; /* XFER_CALL/XFER_STREAM */
-    char *url;                /* malloc'd */
-    char *body;               /* malloc'd; NULL for GET */
+    struct exchange *ex;       /* referenced while the transfer lives */
+    struct sched_group *group; /* XFER_CALL/XFER_STREAM: the stage's wait group */
+    char *url;                 /* malloc'd */
+    char *body;                /* malloc'd; NULL for GET */
     size_t body_len;
     struct curl_slist *headers;
     bool stream_relay; /* XFER_RELAY of a stream request: relay chunk by chunk */
@@ -259,16 +253,17 @@ struct xfer {
     CURL *easy;
     struct io_loop *loop;
     struct xfer *next;
-    char *path;       /* for rebuilding the URL on a fallback */
-    bool relaying;    /* XFER_RELAY stream: bytes go to the client as they arrive */
-    long long due_us; /* a retry waits until then */
+    struct xfer *prev; /* in the loop's active list: unlinking is O(1) with thousands active */
+    char *path;        /* for rebuilding the URL on a fallback */
+    bool relaying;     /* XFER_RELAY stream: bytes go to the client as they arrive */
+    long long due_us;  /* a retry waits until then */
     char errbuf[CURL_ERROR_SIZE];
 };
 
 int io_start(const struct config *cfg);
 /* Stops the loops: aborts remaining transfers (their exchanges get 503) and joins. */
 void io_stop(void);
-/* Frees the loops after io_stop and after every approach thread has finished. */
+/* Frees the loops after io_stop and after every approach coroutine has finished. */
 void io_free(void);
 /* Creates a transfer for base_url + path with the resolved key (may be NULL) in cfg's header. */
 struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct exchange *ex,
@@ -307,17 +302,20 @@ const char *sse_parser_error(struct sse_parser *p); /* an in-band error message,
 void sse_parser_usage(struct sse_parser *p, struct usage *u);
 bool sse_parser_done(struct sse_parser *p);
 
-/* ---- pool.c: approach threads -----------------------------------------------------------------
+/* ---- pool.c: admission of approach requests (coroutines, src/sched.c) ------------------------
  */
 
-int pool_start(unsigned max_threads, unsigned queue_max);
-/* Queues fn(arg); returns 0, or PX_EBUSY when the queue is full or the pool stopping. */
+/* At most max_running requests at once, max_queue more waiting. After sched_start. */
+int pool_start(unsigned max_running, unsigned queue_max);
+/* Runs fn(arg) on a coroutine now or when a slot frees; returns 0, or PX_EBUSY when the queue
+ * is full or the pool stopping. */
 int pool_submit(void (*fn)(void *), void *arg);
+/* Waits until every admitted and queued request has run. */
 void pool_stop(void);
-/* Queue depth and thread counts (for logs/metrics). */
-void pool_stats(unsigned *queued, unsigned *threads, unsigned *busy);
+/* Approach requests queued, running (on a CPU or ready) and waiting (parked on the network). */
+void pool_stats(unsigned *queued, unsigned *running, unsigned *waiting);
 
-/* ---- engine.c: runs a route for an exchange on an approach thread ------------------------------
+/* ---- engine.c: runs a route for an exchange on a coroutine -------------------------------------
  */
 
 void engine_run(void *exchange);

@@ -204,6 +204,46 @@ size_t llm_msgs2(struct approach_ctx *ctx, const char *system, const char *user,
     return n;
 }
 
+static void json_free(void *p)
+{
+    cJSON_Delete(p);
+}
+
+struct llm_msg llm_msg_tool_calls(struct approach_ctx *ctx, const char *text,
+                                  const char *tool_calls)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *tc = tool_calls ? cJSON_Parse(tool_calls) : NULL;
+    struct llm_msg m = {.role = "assistant", .content = text ? text : ""};
+
+    cJSON_AddStringToObject(o, "role", "assistant");
+    if (text && *text)
+        cJSON_AddStringToObject(o, "content", text);
+    else
+        cJSON_AddNullToObject(o, "content");
+    if (cJSON_IsArray(tc))
+        cJSON_AddItemToObject(o, "tool_calls", tc);
+    else
+        cJSON_Delete(tc);
+    arena_defer(ctx->arena, json_free, o);
+    m.raw = o;
+    return m;
+}
+
+struct llm_msg llm_msg_tool_result(struct approach_ctx *ctx, const char *tool_call_id,
+                                   const char *content)
+{
+    cJSON *o = cJSON_CreateObject();
+    struct llm_msg m = {.role = "tool", .content = content ? content : ""};
+
+    cJSON_AddStringToObject(o, "role", "tool");
+    cJSON_AddStringToObject(o, "tool_call_id", tool_call_id ? tool_call_id : "");
+    cJSON_AddStringToObject(o, "content", content ? content : "");
+    arena_defer(ctx->arena, json_free, o);
+    m.raw = o;
+    return m;
+}
+
 size_t llm_msgs_conversation(struct approach_ctx *ctx, const char *system_prefix,
                              const char *user_suffix, struct llm_msg **out)
 {

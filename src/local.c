@@ -18,7 +18,8 @@ int engine_startup(const struct config *cfg)
     local_cfg = cfg;
     px_config = cfg;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 || pii_init() != 0 ||
-        prompt_init(cfg->prompts_dir) != 0 || registry_check() != 0 || io_start(cfg) != 0) {
+        prompt_init(cfg->prompts_dir) != 0 || registry_check() != 0 || io_start(cfg) != 0 ||
+        sched_start(0, 0) != 0) {
         log_error("engine start-up failed");
         return -1;
     }
@@ -28,6 +29,7 @@ int engine_startup(const struct config *cfg)
 void engine_shutdown(void)
 {
     io_stop();
+    sched_stop(); /* runs of n > 1 and a|b branches are coroutines */
     io_free();
     prompt_cleanup();
     answer_cleanup();
@@ -38,13 +40,11 @@ void engine_shutdown(void)
 /* Waits for a single buffered call (a passthrough) and copies its answer into the exchange. */
 static void local_passthrough(struct exchange *ex, char *body, size_t len)
 {
-    struct xfer_group g;
+    struct sched_group g;
     struct xfer *x =
         xfer_create(local_cfg, XFER_CALL, ex, "/chat/completions", ex->upstream_key, body, len);
 
-    pthread_mutex_init(&g.mu, NULL);
-    pthread_cond_init(&g.cv, NULL);
-    g.pending = 1;
+    sched_group_init(&g, 1);
     x->group = &g;
     if (io_submit(x) < 0) {
         struct px_error err;
@@ -54,10 +54,7 @@ static void local_passthrough(struct exchange *ex, char *body, size_t len)
         xfer_destroy(x);
         goto out;
     }
-    pthread_mutex_lock(&g.mu);
-    while (g.pending > 0)
-        pthread_cond_wait(&g.cv, &g.mu);
-    pthread_mutex_unlock(&g.mu);
+    sched_group_wait(&g, 0);
     if (x->result != CURLE_OK) {
         struct px_error err;
 
@@ -87,8 +84,7 @@ static void local_passthrough(struct exchange *ex, char *body, size_t len)
     pthread_mutex_unlock(&ex->mu);
     xfer_destroy(x);
 out:
-    pthread_cond_destroy(&g.cv);
-    pthread_mutex_destroy(&g.mu);
+    sched_group_cleanup(&g);
 }
 
 int engine_request(const char *body, size_t len, const char *upstream_key, char **resp,

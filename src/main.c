@@ -14,6 +14,7 @@
 #include "answer.h"
 #include "internal.h"
 #include "log.h"
+#include "mcp.h"
 #include "pii.h"
 #include "prompt.h"
 #include "redis.h"
@@ -147,9 +148,19 @@ int main(int argc, char **argv)
             log_warn("code execution: not running as root, so sandboxed programs keep this "
                      "user id and get no process-count limit (see README, code execution)");
     }
+    if (cfg.mcp_config) { /* MCP servers start on first use */
+        struct px_error me = {0};
+        struct mcp *m = mcp_create(cfg.mcp_config, &me);
+
+        if (!m) {
+            log_error("%s", me.message);
+            return 1;
+        }
+        mcp_install(m);
+    }
     raise_fd_limit(cfg.conn_limit * 3 + 1024);
-    if (io_start(&cfg) != 0 || pool_start(cfg.workers, cfg.queue_max) != 0 ||
-        server_start(&cfg) != 0) {
+    if (io_start(&cfg) != 0 || sched_start(0, 0) != 0 ||
+        pool_start(cfg.workers, cfg.queue_max) != 0 || server_start(&cfg) != 0) {
         log_error("start-up failed");
         return 1;
     }
@@ -187,12 +198,15 @@ int main(int argc, char **argv)
         if (left > 0)
             log_warn("drain timeout: cancelling %ld request(s) with 503", left);
     }
-    io_stop();   /* aborts transfers: their requests are answered 503 */
-    pool_stop(); /* approach threads finish and answer */
+    io_stop();    /* aborts transfers: their requests are answered 503 */
+    pool_stop();  /* approach requests finish and answer */
+    sched_stop(); /* every coroutine has finished */
     /* Let libmicrohttpd write those answers before it closes every connection. */
     for (int i = 0; i < 200 && metrics_inflight_now() > 0; i++)
         nanosleep(&(struct timespec){0, 10 * 1000000L}, NULL);
     server_stop();
+    mcp_destroy(mcp_installed()); /* after the approach threads: stops the MCP servers */
+    mcp_install(NULL);
     io_free();
     redis_cleanup(); /* flushes queued shared writes (bounded by its timeouts) */
     tenants_cleanup();

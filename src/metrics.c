@@ -200,9 +200,11 @@ static void hist_out(struct buf *b, const char *name, const char *help, const st
 
 void metrics_render(struct buf *b)
 {
-    unsigned q, t, busy;
+    unsigned q, run, wait;
+    struct sched_stats st;
 
-    pool_stats(&q, &t, &busy);
+    pool_stats(&q, &run, &wait);
+    sched_stats(&st);
     pthread_mutex_lock(&mu);
     buf_puts(b, "# HELP optillm_requests_total Requests answered, by approach and HTTP status.\n"
                 "# TYPE optillm_requests_total counter\n");
@@ -233,25 +235,44 @@ void metrics_render(struct buf *b)
     hist_out(b, "optillm_proxy_overhead_seconds",
              "Request time not spent waiting for the upstream.", &ovh_hist, ovh_buckets, NOVH);
     pthread_mutex_unlock(&mu);
-    buf_printf(b,
-               "# HELP optillm_in_flight_requests Requests being received, processed or answered.\n"
-               "# TYPE optillm_in_flight_requests gauge\noptillm_in_flight_requests %ld\n"
-               "# HELP optillm_queue_depth Approach requests waiting for a thread.\n"
-               "# TYPE optillm_queue_depth gauge\noptillm_queue_depth %u\n"
-               "# HELP optillm_approach_threads Approach threads (busy ones in _busy).\n"
-               "# TYPE optillm_approach_threads gauge\noptillm_approach_threads %u\n"
-               "optillm_approach_threads_busy %u\n"
-               "# HELP optillm_retries_total Upstream retries and fallbacks.\n"
-               "# TYPE optillm_retries_total counter\noptillm_retries_total %llu\n"
-               "# HELP optillm_cancellations_total Requests cancelled because the client left.\n"
-               "# TYPE optillm_cancellations_total counter\noptillm_cancellations_total %llu\n"
-               "# HELP optillm_metrics_series_dropped_total Observations counted under the label "
-               "value \"other\" because a metric had too many series.\n"
-               "# TYPE optillm_metrics_series_dropped_total counter\n"
-               "optillm_metrics_series_dropped_total %llu\n",
-               __atomic_load_n(&inflight, __ATOMIC_RELAXED), q, t, busy,
-               __atomic_load_n(&retries, __ATOMIC_RELAXED),
-               __atomic_load_n(&cancels, __ATOMIC_RELAXED),
-               __atomic_load_n(&series_dropped, __ATOMIC_RELAXED));
+    buf_printf(
+        b,
+        "# HELP optillm_in_flight_requests Requests being received, processed or answered.\n"
+        "# TYPE optillm_in_flight_requests gauge\noptillm_in_flight_requests %ld\n"
+        "# HELP optillm_queue_depth Approach requests waiting for a --workers slot.\n"
+        "# TYPE optillm_queue_depth gauge\noptillm_queue_depth %u\n"
+        "# HELP optillm_approach_requests Approach requests by state: running (on a CPU or "
+        "ready), waiting (parked on upstream calls), queued (for a --workers slot).\n"
+        "# TYPE optillm_approach_requests gauge\n"
+        "optillm_approach_requests{state=\"running\"} %u\n"
+        "optillm_approach_requests{state=\"waiting\"} %u\n"
+        "optillm_approach_requests{state=\"queued\"} %u\n"
+        "# HELP optillm_approach_threads Scheduler threads plus offload helper threads.\n"
+        "# TYPE optillm_approach_threads gauge\noptillm_approach_threads %u\n"
+        "# HELP optillm_coroutines Coroutines alive (requests, n runs, a|b branches).\n"
+        "# TYPE optillm_coroutines gauge\noptillm_coroutines %ld\n"
+        "# HELP optillm_coroutine_slice_max_seconds Longest time a coroutine held its "
+        "scheduler thread without waiting.\n"
+        "# TYPE optillm_coroutine_slice_max_seconds gauge\n"
+        "optillm_coroutine_slice_max_seconds %.6f\n"
+        "# HELP optillm_coroutine_slow_slices_total Slices longer than 5 ms.\n"
+        "# TYPE optillm_coroutine_slow_slices_total counter\n"
+        "optillm_coroutine_slow_slices_total %llu\n"
+        "# HELP optillm_coroutine_stack_peak_bytes Deepest stack use of a finished "
+        "coroutine (of optillm_coroutine_stack_bytes).\n"
+        "# TYPE optillm_coroutine_stack_peak_bytes gauge\n"
+        "optillm_coroutine_stack_peak_bytes %zu\noptillm_coroutine_stack_bytes %zu\n"
+        "# HELP optillm_retries_total Upstream retries and fallbacks.\n"
+        "# TYPE optillm_retries_total counter\noptillm_retries_total %llu\n"
+        "# HELP optillm_cancellations_total Requests cancelled because the client left.\n"
+        "# TYPE optillm_cancellations_total counter\noptillm_cancellations_total %llu\n"
+        "# HELP optillm_metrics_series_dropped_total Observations counted under the label "
+        "value \"other\" because a metric had too many series.\n"
+        "# TYPE optillm_metrics_series_dropped_total counter\n"
+        "optillm_metrics_series_dropped_total %llu\n",
+        __atomic_load_n(&inflight, __ATOMIC_RELAXED), q, run, wait, q, st.threads + st.helpers,
+        st.coroutines, (double)st.max_slice_us / 1e6, st.slow_slices, st.stack_peak, st.stack_size,
+        __atomic_load_n(&retries, __ATOMIC_RELAXED), __atomic_load_n(&cancels, __ATOMIC_RELAXED),
+        __atomic_load_n(&series_dropped, __ATOMIC_RELAXED));
     redis_metrics_render(b);
 }

@@ -29,6 +29,7 @@ extern const struct approach approach_z3;
 extern const struct approach approach_privacy;
 extern const struct approach approach_json;
 extern const struct approach approach_compact;
+extern const struct approach approach_mcp;
 /* plugins, part 2: code execution */
 extern const struct approach approach_executecode;
 extern const struct approach approach_coc;
@@ -55,6 +56,7 @@ const struct approach *const approach_registry[] = {
     &approach_privacy,
     &approach_json,
     &approach_compact,
+    &approach_mcp,
     /* plugins, part 2: code execution */
     &approach_executecode,
     &approach_coc,

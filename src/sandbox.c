@@ -34,9 +34,10 @@
  * own threads): documented.
  *
  * Threads: the proxy is multithreaded, so the child calls only async-signal-safe functions
- * (raw syscalls) between fork and exec; argv and envp are built before the fork. The calling
- * approach thread blocks in poll() and waitpid() for at most the timeout plus a grace period.
- * Coroutine approach threads would hand this whole call to sched_offload (a blocking call). */
+ * (raw syscalls) between fork and exec; argv and envp are built before the fork. A run
+ * blocks in poll() and waitid() for at most the timeout: sandbox_run_python hands it to
+ * sched_offload, so a request's coroutine parks while a helper thread waits (and forks from
+ * a full-size stack). Off a coroutine (tests, optillm-eval) it runs on the calling thread. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +61,7 @@
 #include "config.h"
 #include "log.h"
 #include "sandbox.h"
+#include "scheduler.h"
 
 #define BWRAP       "/usr/bin/bwrap"
 #define PYTHON      "/usr/bin/python3"
@@ -577,10 +579,28 @@ out:
     return rc;
 }
 
+struct offload_job {
+    struct arena *a;
+    const struct config *cfg;
+    const char *code;
+    struct sandbox_result *r;
+    char *msg;
+    size_t msglen;
+    int rc;
+};
+
+static void offload_main(void *arg)
+{
+    struct offload_job *j = arg;
+
+    j->rc = run(j->a, j->cfg, j->code, j->r, j->msg, j->msglen);
+}
+
 int sandbox_run_python(struct approach_ctx *ctx, const char *code, struct sandbox_result *out)
 {
     const struct config *cfg = cfg_of(ctx);
     char msg[256] = "";
+    int rc;
 
     memset(out, 0, sizeof(*out));
     if (!cfg || !cfg->enable_code_execution)
@@ -589,7 +609,16 @@ int sandbox_run_python(struct approach_ctx *ctx, const char *code, struct sandbo
                        "--enable-code-execution)");
     if (strlen(code) > SANDBOX_CODE_MAX)
         return px_fail(ctx->err, PX_EINVAL, NULL, "code longer than %d bytes", SANDBOX_CODE_MAX);
-    switch (run(ctx->arena, cfg, code, out, msg, sizeof(msg))) {
+    {
+        /* The run blocks (fork, poll, waitpid) for up to the timeout: on a helper thread, not
+         * on the request's coroutine (whose scheduler thread serves other requests). The
+         * request's arena is not touched meanwhile: its coroutine waits for the helper. */
+        struct offload_job j = {ctx->arena, cfg, code, out, msg, sizeof(msg), -1};
+
+        sched_offload(offload_main, &j);
+        rc = j.rc;
+    }
+    switch (rc) {
     case 0:
         break;
     case -2:

@@ -312,14 +312,23 @@ static void start(struct io_loop *l, struct xfer *x)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    if (io_cfg->upstream_h2c) {
+        /* Streams share one connection per loop rather than opening one each. */
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+        curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    } else {
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    }
     if (x->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
     } else {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     }
+    x->prev = NULL;
     x->next = l->active;
+    if (l->active)
+        l->active->prev = x;
     l->active = x;
     l->nactive++;
     curl_multi_add_handle(l->multi, e);
@@ -327,13 +336,14 @@ static void start(struct io_loop *l, struct xfer *x)
 
 static void unlink_active(struct io_loop *l, struct xfer *x)
 {
-    for (struct xfer **pp = &l->active; *pp; pp = &(*pp)->next) {
-        if (*pp == x) {
-            *pp = x->next;
-            l->nactive--;
-            return;
-        }
-    }
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        l->active = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    x->next = x->prev = NULL;
+    l->nactive--;
 }
 
 /* Usage of a relayed answer (the stream's usage event, or the JSON's "usage"), for the
@@ -552,11 +562,7 @@ static void complete(struct xfer *x)
         xfer_destroy(x);
         return;
     }
-    struct xfer_group *g = x->group;
-    pthread_mutex_lock(&g->mu);
-    g->pending--;
-    pthread_cond_signal(&g->cv);
-    pthread_mutex_unlock(&g->mu); /* x may be freed by its owner from here on */
+    sched_group_done(x->group); /* x may be freed by its owner from here on */
 }
 
 static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
@@ -796,6 +802,15 @@ static void *loop_main(void *arg)
 
 int io_start(const struct config *cfg)
 {
+    /* libcurl before 8.0.0 fails every prior-knowledge stream on a reused connection with
+     * "Error in the HTTP2 framing layer" (curl issue 10634, fixed by PR 10643): only the
+     * first request per connection would work. */
+    if (cfg->upstream_h2c && curl_version_info(CURLVERSION_NOW)->version_num < 0x080000) {
+        log_error("--upstream-h2c needs libcurl >= 8.0.0 (this is %s: HTTP/2 prior-knowledge "
+                  "connections fail when reused)",
+                  curl_version_info(CURLVERSION_NOW)->version);
+        return -1;
+    }
     io_cfg = cfg;
     nloops = cfg->io_loops;
     loops = xcalloc(nloops, sizeof(*loops));

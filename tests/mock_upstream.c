@@ -4,6 +4,8 @@
  *
  * Usage: mock_upstream [--port N] [--latency MS] [--chunk-delay MS] [--seed N]
  *                      [--noisy-key FILE] [--p P] [--q Q] [--require-key KEY]
+ *                      [--event-loop 1]   (epoll thread pool; latency waits suspended, no
+ *                                          thread per waiting call: for bench/peak.sh)
  * Defaults: port 0 (ephemeral), latency 0, chunk-delay 0, seed 0, p 0.6, q 0.8, no key.
  * Prints "PORT <n>" once listening and runs until SIGTERM/SIGINT (then exits 0).
  *
@@ -91,6 +93,14 @@
  * to a UTF-8 boundary) with finish_reason "length". Streams: per choice a role chunk then one
  * chunk per word (word + following spaces), then a finish chunk per choice, a usage chunk
  * ("choices":[]) with stream_options.include_usage, then "data: [DONE]".
+ *
+ * mcp block (the mcp plugin's tests; JSON answers only):
+ *   mcp_tool=NAME              while "tools" offers NAME and no tool message is in the
+ *                              conversation yet, answer with mcp_calls=K (default 1) calls of
+ *                              NAME (ids call_mcp_<j>) with arguments mcp_args=JSON (default
+ *                              {}); mcp_loop=1 keeps calling after tool results. Otherwise the
+ *                              text "tool said: " + each tool message's content (first 1000
+ *                              bytes) joined by " | " ("no tool" without any)
  *
  * Tools and structured output (checked after the text of every choice is made):
  *   - "tools" (a non-empty array) and no message with role "tool" yet: every choice is a
@@ -522,9 +532,126 @@ struct req {
     enum route route;
     struct sbuf body;
     bool too_large, counted, dropped;
+    bool delayed; /* --event-loop: the latency was waited suspended; answer now */
     uint64_t seq, epoch;
     long long start_ms;
 };
+
+/* ---- --event-loop: latency without a thread per connection (bench/peak.sh) --------------------
+ * libmicrohttpd runs an epoll thread pool; a chat request with a latency is suspended and a
+ * timer thread resumes it when due, so 9,000 waiting calls cost no threads. Stream chunk
+ * delays still sleep on a pool thread (benchmarks use non-stream calls). */
+static bool g_event_loop;
+struct delayed {
+    long long due_ms;
+    struct MHD_Connection *conn;
+};
+static pthread_mutex_t dl_mu = PTHREAD_MUTEX_INITIALIZER; /* guards dl_* below */
+static pthread_cond_t dl_cv;                              /* CLOCK_MONOTONIC */
+static struct delayed *dl_heap;                           /* min-heap by due_ms */
+static size_t dl_n, dl_cap;
+static bool dl_stop;
+static pthread_t dl_thread;
+
+static void dl_swap(size_t a, size_t b)
+{
+    struct delayed t = dl_heap[a];
+    dl_heap[a] = dl_heap[b];
+    dl_heap[b] = t;
+}
+
+/* Called by the handler after MHD_suspend_connection. */
+static bool dl_push(long long due_ms, struct MHD_Connection *conn)
+{
+    pthread_mutex_lock(&dl_mu);
+    if (dl_n == dl_cap) {
+        size_t cap = dl_cap ? dl_cap * 2 : 1024;
+        struct delayed *h = realloc(dl_heap, cap * sizeof(*h));
+        if (!h) {
+            pthread_mutex_unlock(&dl_mu);
+            return false;
+        }
+        dl_heap = h;
+        dl_cap = cap;
+    }
+    size_t i = dl_n++;
+    dl_heap[i] = (struct delayed){due_ms, conn};
+    while (i > 0 && dl_heap[(i - 1) / 2].due_ms > dl_heap[i].due_ms) {
+        dl_swap(i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    pthread_cond_signal(&dl_cv);
+    pthread_mutex_unlock(&dl_mu);
+    return true;
+}
+
+/* Caller holds dl_mu; dl_n > 0. */
+static struct MHD_Connection *dl_pop(void)
+{
+    struct MHD_Connection *conn = dl_heap[0].conn;
+    size_t i = 0;
+    dl_heap[0] = dl_heap[--dl_n];
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < dl_n && dl_heap[l].due_ms < dl_heap[m].due_ms)
+            m = l;
+        if (l + 1 < dl_n && dl_heap[l + 1].due_ms < dl_heap[m].due_ms)
+            m = l + 1;
+        if (m == i)
+            break;
+        dl_swap(i, m);
+        i = m;
+    }
+    return conn;
+}
+
+static void *dl_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&dl_mu);
+    for (;;) {
+        if (dl_n > 0 && (dl_stop || dl_heap[0].due_ms <= mono_ms())) {
+            struct MHD_Connection *conn = dl_pop();
+            pthread_mutex_unlock(&dl_mu);
+            MHD_resume_connection(conn);
+            pthread_mutex_lock(&dl_mu);
+            continue;
+        }
+        if (dl_stop)
+            break;
+        if (dl_n == 0) {
+            pthread_cond_wait(&dl_cv, &dl_mu);
+        } else {
+            long long due = dl_heap[0].due_ms;
+            struct timespec ts = {.tv_sec = (time_t)(due / 1000),
+                                  .tv_nsec = (long)(due % 1000) * 1000000L};
+            pthread_cond_timedwait(&dl_cv, &dl_mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&dl_mu);
+    return NULL;
+}
+
+static bool dl_start(void)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&dl_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return pthread_create(&dl_thread, NULL, dl_main, NULL) == 0;
+}
+
+/* Resumes every waiting connection (they answer at once) and joins the timer thread. */
+static void dl_finish(void)
+{
+    pthread_mutex_lock(&dl_mu);
+    dl_stop = true;
+    pthread_cond_signal(&dl_cv);
+    pthread_mutex_unlock(&dl_mu);
+    pthread_join(dl_thread, NULL);
+    free(dl_heap);
+}
 
 static enum route route_for(const char *method, const char *url)
 {
@@ -661,6 +788,10 @@ struct opts {
     bool no_usage, usage_null, split, reject_so;
     int errbody;
     long piece_bytes, json_bad; /* plugins1 block: piece_bytes=N, json_bad=K */
+    /* mcp block: mcp_tool=NAME, mcp_args=JSON, mcp_calls=K, mcp_loop=1 */
+    char *mcp_tool, *mcp_args;
+    long mcp_calls;
+    bool mcp_loop;
 };
 
 static int hexval(char c)
@@ -827,6 +958,18 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
     if (!strcmp(name, "json_bad"))
         return parse_long(val, 0, LONG_MAX, &o->json_bad);
     /* ---- end plugins1 ---- */
+    /* ---- mcp block ---- */
+    if (!strcmp(name, "mcp_calls"))
+        return parse_long(val, 1, 64, &o->mcp_calls);
+    if (!strcmp(name, "mcp_loop"))
+        return parse_bool(val, &o->mcp_loop);
+    if (!strcmp(name, "mcp_tool") || !strcmp(name, "mcp_args")) {
+        char **d = !strcmp(name, "mcp_tool") ? &o->mcp_tool : &o->mcp_args;
+        free(*d);
+        *d = strdup(val);
+        return *d != NULL;
+    }
+    /* ---- end mcp block ---- */
     char **dst = !strcmp(name, "reply")         ? &o->reply
                  : !strcmp(name, "require_key") ? &o->require_key
                  : !strcmp(name, "tool")        ? &o->tool
@@ -1731,6 +1874,84 @@ static enum MHD_Result handle_legacy(struct MHD_Connection *c, struct req *r)
     return ret;
 }
 
+/* ---- mcp block: a model that calls a named tool (the mcp plugin's tests) -------------------- */
+
+/* With mcp_tool=NAME (not streamed): while "tools" offers NAME and the conversation has no
+ * tool message yet (or always, with mcp_loop=1), the answer is mcp_calls (default 1) calls of
+ * NAME with arguments mcp_args (default {}), ids call_mcp_<j>; otherwise the text
+ * "tool said: " + every tool message's content (each cut to 1000 bytes) joined by " | ", or
+ * "no tool" when there is none. Usage: prompt 10, completion 5. */
+static enum MHD_Result mcp_answer(struct MHD_Connection *c, const cJSON *root, const struct opts *o,
+                                  const char *model)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *m, *t;
+    bool offered = false, tool_turn = false;
+    cJSON *resp = cJSON_CreateObject(), *ch, *msg, *u;
+    struct sbuf said = {0};
+
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(t, "function"), "name");
+        offered = offered || (cJSON_IsString(n) && !strcmp(n->valuestring, o->mcp_tool));
+    }
+    sb_add(&said, "tool said: ", 11);
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(root, "messages"))
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsString(role) || strcmp(role->valuestring, "tool"))
+            continue;
+        if (tool_turn)
+            sb_add(&said, " | ", 3);
+        tool_turn = true;
+        if (cJSON_IsString(content)) {
+            size_t len = strlen(content->valuestring);
+            sb_add(&said, content->valuestring, len > 1000 ? 1000 : len);
+        }
+    }
+    cJSON_AddStringToObject(resp, "id", "mockcmpl-mcp");
+    cJSON_AddStringToObject(resp, "object", "chat.completion");
+    cJSON_AddNumberToObject(resp, "created", (double)time(NULL));
+    cJSON_AddStringToObject(resp, "model", model);
+    ch = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(resp, "choices"), ch);
+    cJSON_AddNumberToObject(ch, "index", 0);
+    msg = cJSON_AddObjectToObject(ch, "message");
+    cJSON_AddStringToObject(msg, "role", "assistant");
+    if (offered && (!tool_turn || o->mcp_loop)) {
+        cJSON *calls = cJSON_AddArrayToObject(msg, "tool_calls");
+        cJSON_AddNullToObject(msg, "content");
+        for (long j = 0; j < (o->mcp_calls > 0 ? o->mcp_calls : 1); j++) {
+            cJSON *tc = cJSON_CreateObject(), *fn;
+            char id[40];
+            snprintf(id, sizeof(id), "call_mcp_%ld", j);
+            cJSON_AddStringToObject(tc, "id", id);
+            cJSON_AddStringToObject(tc, "type", "function");
+            fn = cJSON_AddObjectToObject(tc, "function");
+            cJSON_AddStringToObject(fn, "name", o->mcp_tool);
+            cJSON_AddStringToObject(fn, "arguments", o->mcp_args ? o->mcp_args : "{}");
+            cJSON_AddItemToArray(calls, tc);
+        }
+        cJSON_AddStringToObject(ch, "finish_reason", "tool_calls");
+    } else {
+        cJSON_AddStringToObject(msg, "content", tool_turn ? sb_str(&said) : "no tool");
+        cJSON_AddStringToObject(ch, "finish_reason", "stop");
+    }
+    u = cJSON_AddObjectToObject(resp, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", 10);
+    cJSON_AddNumberToObject(u, "completion_tokens", 5);
+    cJSON_AddNumberToObject(u, "total_tokens", 15);
+    sb_free(&said);
+    pthread_mutex_lock(&g.mu);
+    g.choices++;
+    g.prompt_tokens += 10;
+    g.completion_tokens += 5;
+    pthread_mutex_unlock(&g.mu);
+    return send_json(c, MHD_HTTP_OK, resp, NULL);
+}
+
 /* ---- tools and response_format (see the header) ------------------------------------------ */
 
 struct fields_mode {
@@ -1900,7 +2121,8 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         return MHD_NO;
     if (!r->too_large && json_depth_ok(sb_str(&r->body), r->body.len, MAX_JSON_DEPTH))
         root = cJSON_ParseWithLength(sb_str(&r->body), r->body.len);
-    account_request(r, c, cred, root != NULL);
+    if (!r->counted) /* --event-loop: counted before the suspended wait already */
+        account_request(r, c, cred, root != NULL);
     free(cred);
     if (r->too_large) {
         ret = counted_error(c, 413, "Request body too large", "invalid_request_error", NULL, NULL,
@@ -1933,7 +2155,15 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
         ret = counted_error(c, 400, msg, "invalid_request_error", "messages", NULL, NULL);
         goto out;
     }
-    if (o.latency > 0 && !sleep_watch(conn_fd(c), o.latency))
+    if (o.latency > 0 && g_event_loop && !r->delayed) {
+        r->delayed = true; /* the handler runs again on resume and answers */
+        MHD_suspend_connection(c);
+        if (!dl_push(mono_ms() + o.latency, c))
+            MHD_resume_connection(c);
+        ret = MHD_YES;
+        goto out;
+    }
+    if (o.latency > 0 && !r->delayed && !sleep_watch(conn_fd(c), o.latency))
         goto out; /* client gone or shutting down: close without a response */
     if (o.drop) {
         r->dropped = true;
@@ -2051,6 +2281,10 @@ static enum MHD_Result handle_chat(struct MHD_Connection *c, struct req *r)
                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
                       cJSON_GetObjectItemCaseSensitive(root, "stream_options"), "include_usage")));
     char id[48];
+    if (o.mcp_tool && !stream) { /* mcp block */
+        ret = mcp_answer(c, root, &o, model);
+        goto out;
+    }
     pthread_mutex_lock(&g.mu);
     snprintf(id, sizeof(id), "mockcmpl-%llu", ++g.cmpl_id);
     g.choices += n;
@@ -2127,6 +2361,8 @@ out:
     free(o.reply);
     free(o.tool);
     free(o.errmsg);
+    free(o.mcp_tool); /* mcp block */
+    free(o.mcp_args);
     return ret;
 }
 
@@ -2486,7 +2722,7 @@ static bool load_key(const char *path)
 static void usage_exit(void)
 {
     fprintf(stderr, "usage: mock_upstream [--port N] [--latency MS] [--chunk-delay MS] [--seed N]"
-                    " [--noisy-key FILE] [--p P] [--q Q] [--require-key KEY]\n");
+                    " [--noisy-key FILE] [--p P] [--q Q] [--require-key KEY] [--event-loop 1]\n");
     exit(2);
 }
 
@@ -2526,6 +2762,8 @@ int main(int argc, char **argv)
             ok = parse_long(v, 0, 65535, &port);
         else if (!strcmp(a, "--latency"))
             ok = parse_long(v, 0, 3600L * 1000, &g.cfg.latency);
+        else if (!strcmp(a, "--event-loop"))
+            g_event_loop = !strcmp(v, "1");
         else if (!strcmp(a, "--chunk-delay"))
             ok = parse_long(v, 0, 3600L * 1000, &g.cfg.chunk_delay);
         else if (!strcmp(a, "--p"))
@@ -2562,12 +2800,28 @@ int main(int argc, char **argv)
 
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
-        (uint16_t)port, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR,
-        (const struct sockaddr *)&addr, MHD_OPTION_THREAD_STACK_SIZE, (size_t)256 * 1024,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)4000, MHD_OPTION_NOTIFY_COMPLETED, completed,
-        NULL, MHD_OPTION_END);
+    struct MHD_Daemon *d;
+    if (g_event_loop) {
+        if (!dl_start()) {
+            cleanup();
+            return 1;
+        }
+        d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME,
+                             (uint16_t)port, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR,
+                             (const struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
+                             (unsigned int)2, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)16000,
+                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)0,
+                             MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_END);
+    } else {
+        d = MHD_start_daemon(
+            MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL,
+            (uint16_t)port, NULL, NULL, handler, NULL, MHD_OPTION_SOCK_ADDR,
+            (const struct sockaddr *)&addr, MHD_OPTION_THREAD_STACK_SIZE, (size_t)256 * 1024,
+            /* 16000: bench/peak.sh's floor wave holds 3 x 3000 calls at once (fd limit 20000). */
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)16000, MHD_OPTION_NOTIFY_COMPLETED,
+            completed, NULL, MHD_OPTION_END);
+    }
     const union MHD_DaemonInfo *info = d ? MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT) : NULL;
     if (!info) {
         fprintf(stderr, "mock_upstream: cannot listen on 127.0.0.1:%ld\n", port);
@@ -2585,6 +2839,8 @@ int main(int argc, char **argv)
     if (write(g_stop_pipe[1], "x", 1) < 0) { /* wakes every sleeping handler */
         fprintf(stderr, "mock_upstream: stop pipe write failed\n");
     }
+    if (g_event_loop)
+        dl_finish();
     MHD_stop_daemon(d);
     cleanup();
     return 0;

@@ -612,6 +612,7 @@ static void test_capabilities_listed(void **state)
             want = want || !strcmp(id, subjects[s].slug);
         /* plugins that pass the request on carry both (plugins part 1) */
         want = want || !strcmp(id, "privacy") || !strcmp(id, "compact");
+        want = want || !strcmp(id, "mcp"); /* offers its tools beside the client's: itest_mcp */
         assert_int_equal(cJSON_IsTrue(t), want);
         if (want)
             assert_true(cJSON_IsTrue(f));
@@ -620,9 +621,9 @@ static void test_capabilities_listed(void **state)
         n++;
     }
     assert_true(n >= 17);
-    assert_int_equal(tools, 5 + 2);
-    /* the five, cot_reflection, plansearch, leap, z3; privacy, compact, json */
-    assert_int_equal(rf, 9 + 3);
+    assert_int_equal(tools, 5 + 2 + 1); /* the five; privacy, compact; mcp */
+    /* the five, cot_reflection, plansearch, leap, z3; privacy, compact, json; mcp */
+    assert_int_equal(rf, 9 + 3 + 1);
     cJSON_Delete(list);
     http_resp_free(&r);
 }

@@ -126,7 +126,7 @@ static void test_defaults(void **state)
     assert_false(cfg.return_full_response);
     assert_false(cfg.enable_code_execution);
     assert_true(cfg.code_timeout == 10);
-    assert_int_equal(cfg.workers, 1024);
+    assert_int_equal(cfg.workers, 10000);
     assert_int_equal(cfg.http_threads, 2);
     assert_true(cfg.io_loops >= 1);
     assert_true(cfg.upstream_timeout == 600);
