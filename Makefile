@@ -1,6 +1,6 @@
 # optillm in C. `make run` installs what is missing, builds and starts the proxy; `make test`
 # runs every test. See README.md.
-PKGS    := libmicrohttpd libcurl libcjson libpcre2-8 libcrypto z3 hiredis
+PKGS    := libmicrohttpd libcurl libcjson libpcre2-8 libcrypto z3 hiredis libxml-2.0
 comma   := ,
 BUILD   ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 CC      ?= cc
@@ -29,7 +29,7 @@ HARNESS_OBJ := $(BUILD)/tests/integration/harness.o
 # The official OpenAI and Anthropic SDKs (npm) against the proxy; skipped in sanitizer builds (slow, and the
 # C suites already cover the same paths there).
 SDK_TEST := $(if $(SANITIZE),,tests/sdk/run.sh tests/sdk_doors/run.sh)
-# Each fuzz target for 60 s (FUZZ_SECONDS); skipped in sanitizer builds (already ASan+UBSan).
+# Each fuzz target for 25 s (FUZZ_SECONDS); skipped in sanitizer builds (already ASan+UBSan).
 FUZZ_TEST := $(if $(SANITIZE),,tests/fuzz/run.sh)
 
 .PHONY: all deps run test test-scale install uninstall check-sanitize check-valgrind fuzz fuzz-build format format-check clean bench
@@ -124,12 +124,12 @@ check-valgrind: deps
 
 # libFuzzer targets (clang): request parsing, model names, answer extraction, the SSE parser,
 # the front doors.
-# `make fuzz` runs each for FUZZ_SECONDS (default 600); `make test` runs each for 60 s.
+# `make fuzz` runs each for FUZZ_SECONDS (default 600); `make test` runs each for 25 s.
 FUZZ_BUILD   := build-fuzz
 FUZZ_CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -Iinclude -Isrc -g -O1 \
                 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
                 $(PKG_CFLAGS)
-FUZZ_TARGETS := request model answer sse door
+FUZZ_TARGETS := request model answer sse door html
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_OBJ     := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/gen/prompts_embed.o
 FUZZ_SECONDS ?= 600

@@ -94,8 +94,9 @@ struct approach {
      * chat_request_parse: a request using what an approach does not carry is a 400). */
     bool tools;           /* tools/tool_choice reach its answer calls; it returns tool_calls */
     bool response_format; /* every answer it returns comes from a call with params.answer */
-    bool offload; /* calls deep library code (libz3): runs on a helper thread with a full-size
-                     stack, not on a coroutine (include/scheduler.h) */
+    bool offload; /* calls deep library code (libz3) or blocks (readurls' fetches, mcp): runs
+                     on a helper thread with a full-size stack, not on a coroutine
+                     (include/scheduler.h) */
     /* It runs code (include/sandbox.h): refused (400 naming --enable-code-execution) by
      * chat_request_parse unless the server enabled code execution. */
     bool code_execution;

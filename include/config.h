@@ -74,6 +74,8 @@ struct config {
     char *prompts_dir;         /* NULL: embedded prompts only */
     char privacy_ner_url[512]; /* --privacy-ner-url: names and places for privacy; "" = off */
     char *mcp_config;          /* --mcp-config: MCP servers file for the mcp approach, or NULL */
+    char *memory_file;         /* --memory-file: memory's findings appended as JSONL, or NULL */
+    char readurls_allow[1024]; /* --readurls-allow: comma-separated CIDRs, "" = none */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
     bool enable_code_execution; /* executecode, coc: Python in the sandbox (src/sandbox.c) */

@@ -8,7 +8,8 @@ set -eu
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libpcre2-dev \
 libssl-dev libcmocka-dev libz3-dev clang clang-format libclang-rt-14-dev ca-certificates \
 bubblewrap python3 \
-libhiredis-dev redis-server nginx-light json-schema-test-suite python3-jsonschema $*"
+libhiredis-dev redis-server nginx-light json-schema-test-suite python3-jsonschema libxml2-dev \
+poppler-utils $*"
 # The SDK compatibility test needs Node.js and npm (Debian's, unless the machine has its own).
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
 command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "approach.h"
+#include "fetch.h"
 #include "log.h"
 #include "px.h"
 
@@ -28,7 +29,8 @@ enum opt_type {
     T_LOG,
     T_LOGFMT,
     T_RETRIES,
-    T_URLS
+    T_URLS,
+    T_CIDRS
 };
 
 struct flag {
@@ -153,6 +155,10 @@ static const struct flag flags[] = {
     {"fallback-base-url", NULL, "OPTILLM_FALLBACK_BASE_URL", T_URLS, OFF(fallback_urls), 0, "URL",
      "repeatable: upstreams tried in order when the primary still fails (connect error or "
      "5xx) after its retries; the same key is sent"},
+    {"readurls-allow", NULL, "OPTILLM_READURLS_ALLOW", T_CIDRS, OFF(readurls_allow),
+     SZ(readurls_allow), "CIDR",
+     "repeatable (env: a comma list): address ranges readurls may fetch from although private "
+     "or reserved (e.g. 10.0.0.0/8 for an intranet); none by default"},
     {"sse-keepalive", NULL, "OPTILLM_SSE_KEEPALIVE", T_DOUBLE, OFF(sse_keepalive), 0, "SECONDS",
      "interval of ': keep-alive' comments on approach streams before the answer (default 10)"},
     {"drain-timeout", NULL, "OPTILLM_DRAIN_TIMEOUT", T_DOUBLE, OFF(drain_timeout), 0, "SECONDS",
@@ -164,6 +170,9 @@ static const struct flag flags[] = {
      "DIR",
      "append one JSON line per request to DIR/conversations-<date>.jsonl: the request, every "
      "upstream call (stage, latency, status, tokens) and the answer; never a key"},
+    {"memory-file", NULL, "OPTILLM_MEMORY_FILE", T_SECRET, OFF(memory_file), 0, "FILE",
+     "memory appends what it extracted per request (time, request id, query, findings) as one "
+     "JSON line to FILE (0600; write-only: never read back into another request)"},
     {"log-format", NULL, "OPTILLM_LOG_FORMAT", T_LOGFMT, OFF(log_json), 0, "FORMAT",
      "text (default) or json"},
 };
@@ -339,6 +348,18 @@ static int set_value(struct config *c, const struct flag *f, const char *v, cons
             c->fallback_urls[c->nfallback++] = u;
         }
         return 0;
+    case T_CIDRS: { /* appended, comma-separated; checked here so a typo fails at start-up */
+        struct fetch_cidr tmp[32];
+        char *list = (char *)field;
+        size_t used = strlen(list);
+
+        if (fetch_allow_parse(v, tmp, PX_ARRAY_LEN(tmp)) < 0 || used + strlen(v) + 2 > f->len) {
+            fprintf(stderr, "%s: --%s needs CIDRs such as 10.0.0.0/8 or fd00::/8\n", src, f->name);
+            return -1;
+        }
+        snprintf(list + used, f->len - used, "%s%s", used ? "," : "", v);
+        return 0;
+    }
     case T_LOGFMT:
         if (strcmp(v, "json") && strcmp(v, "text")) {
             fprintf(stderr, "%s: --log-format needs text or json\n", src);
@@ -604,6 +625,8 @@ void config_cleanup(struct config *cfg)
     cfg->mcp_config = NULL;
     free(cfg->tenants_path);
     free(cfg->log_conversations);
+    free(cfg->memory_file);
+    cfg->memory_file = NULL;
     free(cfg->redis_url);
     cfg->redis_url = NULL;
     cfg->upstream_key = cfg->gate_key = cfg->prompts_dir = cfg->tenants_path = NULL;

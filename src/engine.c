@@ -654,6 +654,21 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
 
 /* A plugin's step: *next is the request the following steps see; its post (if any) is kept
  * for the answer, and its stream restorer given to the sink when this run streams. */
+struct offloaded_prep {
+    const struct approach *a;
+    struct approach_ctx *ctx;
+    struct chat_request *next;
+    struct approach_post *post;
+    int rc;
+};
+
+static void offloaded_prep_main(void *arg)
+{
+    struct offloaded_prep *o = arg;
+
+    o->rc = o->a->prepare(o->ctx, o->next, o->post);
+}
+
 static int run_prepare(struct run *r, const struct approach *a, const struct chat_request *req,
                        const struct chat_request **next)
 {
@@ -672,7 +687,14 @@ static int run_prepare(struct run *r, const struct approach *a, const struct cha
     int rc;
 
     *q = *req;
-    rc = a->prepare(&ctx, q, &post);
+    if (a->offload) { /* blocking work (readurls' fetches): a helper thread, not a coroutine */
+        struct offloaded_prep o = {.a = a, .ctx = &ctx, .next = q, .post = &post};
+
+        sched_offload(offloaded_prep_main, &o);
+        rc = o.rc;
+    } else {
+        rc = a->prepare(&ctx, q, &post);
+    }
     llm_usage_add(&r->usage, &ctx.usage);
     if (rc < 0)
         return rc;

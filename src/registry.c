@@ -30,7 +30,11 @@ extern const struct approach approach_privacy;
 extern const struct approach approach_json;
 extern const struct approach approach_compact;
 extern const struct approach approach_mcp;
-/* plugins, part 2: code execution */
+/* plugins, part 2 */
+extern const struct approach approach_memory;
+extern const struct approach approach_readurls;
+extern const struct approach approach_longcepo;
+/* code execution (sandbox.h) */
 extern const struct approach approach_executecode;
 extern const struct approach approach_coc;
 
@@ -57,7 +61,11 @@ const struct approach *const approach_registry[] = {
     &approach_json,
     &approach_compact,
     &approach_mcp,
-    /* plugins, part 2: code execution */
+    /* plugins, part 2 */
+    &approach_memory,
+    &approach_readurls,
+    &approach_longcepo,
+    /* code execution (sandbox.h) */
     &approach_executecode,
     &approach_coc,
     NULL,

@@ -34,6 +34,14 @@
  *   POST /mock/config          JSON {latency, chunk_delay, p, q, seed, noisy (bool),
  *                              require_key (string|null)}: new global defaults -> {"ok":true}
  *   GET  /mock/config          the current global defaults
+ *   GET  /page/<name>          web pages for readurls tests (block "pages" below): article
+ *                              (HTML with nav/script/footer around an <article>), text, json,
+ *                              malformed (broken HTML), binary (octet-stream), nul (text/plain
+ *                              with NUL bytes), huge (50 MB of text/plain), hang (no answer for
+ *                              60 s), redirect/<k> (k hops to article), loop (redirects to
+ *                              itself), to/<host> (302 to http://<host>/page/article), pdf
+ *                              (a one-page PDF: "PDF-TEXT-5 inside"), badpdf (not a PDF)
+ *   GET  /mock/pages           {"fetches":n,"paths":[...]}: GET /page/ requests since reset
  *   POST /analyze              (plugins1) a Presidio-analyzer-style NER service for the privacy
  *                              plugin: {"text"} -> [{"entity_type","start","end","score"}] in
  *                              code points, for the fixed names "Alice Martin", "Zoë Müller"
@@ -2501,8 +2509,11 @@ static enum MHD_Result send_ok(struct MHD_Connection *c)
     return send_body(c, MHD_HTTP_OK, "application/json", "{\"ok\":true}", NULL);
 }
 
+static void pages_reset(void);
+
 static enum MHD_Result handle_reset(struct MHD_Connection *c)
 {
+    pages_reset();
     pthread_mutex_lock(&g.mu);
     g.calls = g.choices = g.prompt_tokens = g.completion_tokens = g.reasoning_tokens = 0;
     g.errors = g.aborted = g.dropped = g.models_calls = g.cmpl_id = g.seq = 0;
@@ -2588,6 +2599,177 @@ static enum MHD_Result handle_config(struct MHD_Connection *c, const char *metho
 
 /* ---- MHD glue --------------------------------------------------------------------------- */
 
+/* ---- pages: a small web site for readurls tests --------------------------------------------- */
+
+static pthread_mutex_t g_pages_mu = PTHREAD_MUTEX_INITIALIZER;
+static long g_page_fetches;
+static cJSON *g_page_paths; /* the last 64 paths */
+
+static const char PAGE_ARTICLE[] =
+    "<!DOCTYPE html><html><head><title>Zebra facts</title><style>.x{color:red}</style>"
+    "<script>var secret='SCRIPT-TEXT';</script></head><body>"
+    "<header>HEADER-TEXT</header><nav><a href=/>NAV-TEXT</a></nav>"
+    "<article><h1>Zebras</h1><p>The plains zebra has <b>ZEBRA-STRIPES-42</b> stripes.</p>"
+    "<table><tr><th>Kind</th><th>Count</th></tr><tr><td>plains</td><td>42</td></tr></table>"
+    "</article><aside>ASIDE-TEXT</aside><footer>FOOTER-TEXT</footer></body></html>";
+
+static ssize_t huge_cb(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)cls;
+    const uint64_t total = 50ull << 20;
+    if (pos >= total)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    size_t n = max < total - pos ? max : (size_t)(total - pos);
+    memset(buf, 'a', n);
+    for (size_t i = 79; i < n; i += 80)
+        buf[i] = '\n';
+    return (ssize_t)n;
+}
+
+static enum MHD_Result page_redirect(struct MHD_Connection *c, const char *to)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Location", to);
+    enum MHD_Result ret = MHD_queue_response(c, 302, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result page_bytes(struct MHD_Connection *c, const char *ctype, const void *p,
+                                  size_t n)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(n, (void *)p, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result handle_page(struct MHD_Connection *c, const char *url)
+{
+    const char *name = url + 6;
+    char to[512];
+    pthread_mutex_lock(&g_pages_mu);
+    g_page_fetches++;
+    if (!g_page_paths)
+        g_page_paths = cJSON_CreateArray();
+    if (cJSON_GetArraySize(g_page_paths) >= 64)
+        cJSON_DeleteItemFromArray(g_page_paths, 0);
+    cJSON_AddItemToArray(g_page_paths, cJSON_CreateString(url));
+    pthread_mutex_unlock(&g_pages_mu);
+    if (!strcmp(name, "article"))
+        return page_bytes(c, "text/html; charset=utf-8", PAGE_ARTICLE, strlen(PAGE_ARTICLE));
+    if (!strcmp(name, "text"))
+        return page_bytes(c, "text/plain", "Plain TEXT-PAGE-7 here.", 23);
+    if (!strcmp(name, "json"))
+        return page_bytes(c, "application/json", "{\"answer\":\"JSON-PAGE-9\"}", 24);
+    if (!strcmp(name, "malformed")) {
+        static const char m[] = "<html><body><div><p>MALFORMED-OK <b>bold<i>x</p></div><table>"
+                                "<tr><td>cell<td>cell2</table><script>unterminated";
+        return page_bytes(c, "text/html", m, sizeof(m) - 1);
+    }
+    if (!strcmp(name, "binary"))
+        return page_bytes(c, "application/octet-stream",
+                          "\x7f"
+                          "ELF\0\0\1\2",
+                          8);
+    if (!strcmp(name, "nul"))
+        return page_bytes(c, "text/plain", "NUL\0BYTES", 9);
+    if (!strcmp(name, "pdf")) {
+        static const char pdf[] = "%PDF-1.4\n"
+                                  "1 0 obj\n"
+                                  "<< /Type /Catalog /Pages 2 0 R >>\n"
+                                  "endobj\n"
+                                  "2 0 obj\n"
+                                  "<< /Type /Pages /Kids [3 0 R] /Count 1 >>\n"
+                                  "endobj\n"
+                                  "3 0 obj\n"
+                                  "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 100] /Contents "
+                                  "4 0 R /Resources << /Font << /F1 5 0 R >> >> >>\n"
+                                  "endobj\n"
+                                  "4 0 obj\n"
+                                  "<< /Length 47 >>\n"
+                                  "stream\n"
+                                  "BT /F1 12 Tf 20 50 Td (PDF-TEXT-5 inside) Tj ET\n"
+                                  "endstream\n"
+                                  "endobj\n"
+                                  "5 0 obj\n"
+                                  "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>\n"
+                                  "endobj\n"
+                                  "xref\n"
+                                  "0 6\n"
+                                  "0000000000 65535 f \n"
+                                  "0000000009 00000 n \n"
+                                  "0000000058 00000 n \n"
+                                  "0000000115 00000 n \n"
+                                  "0000000241 00000 n \n"
+                                  "0000000338 00000 n \n"
+                                  "trailer\n"
+                                  "<< /Size 6 /Root 1 0 R >>\n"
+                                  "startxref\n"
+                                  "408\n"
+                                  "%%EOF\n"
+                                  "";
+        return page_bytes(c, "application/pdf", pdf, sizeof(pdf) - 1);
+    }
+    if (!strcmp(name, "badpdf"))
+        return page_bytes(c, "application/pdf", "%PDF-1.4 not really", 19);
+    if (!strcmp(name, "huge")) {
+        struct MHD_Response *resp =
+            MHD_create_response_from_callback(50ull << 20, 65536, huge_cb, NULL, NULL);
+        if (!resp)
+            return MHD_NO;
+        MHD_add_response_header(resp, "Content-Type", "text/plain");
+        enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    if (!strcmp(name, "hang")) {
+        sleep_watch(-1, 60000);
+        return page_bytes(c, "text/plain", "late", 4);
+    }
+    if (!strcmp(name, "loop"))
+        return page_redirect(c, "/page/loop");
+    if (!strncmp(name, "redirect/", 9)) {
+        long k = strtol(name + 9, NULL, 10);
+        if (k <= 0)
+            return page_redirect(c, "/page/article");
+        snprintf(to, sizeof(to), "/page/redirect/%ld", k - 1);
+        return page_redirect(c, to);
+    }
+    if (!strncmp(name, "to/", 3)) {
+        snprintf(to, sizeof(to), "http://%s/page/article", name + 3);
+        return page_redirect(c, to);
+    }
+    return send_error(c, 404, "Not found", "invalid_request_error", NULL, "not_found", NULL);
+}
+
+static enum MHD_Result handle_pages_log(struct MHD_Connection *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    pthread_mutex_lock(&g_pages_mu);
+    cJSON_AddNumberToObject(o, "fetches", (double)g_page_fetches);
+    cJSON_AddItemToObject(o, "paths",
+                          g_page_paths ? cJSON_Duplicate(g_page_paths, 1) : cJSON_CreateArray());
+    pthread_mutex_unlock(&g_pages_mu);
+    return send_json(c, 200, o, NULL);
+}
+
+static void pages_reset(void)
+{
+    pthread_mutex_lock(&g_pages_mu);
+    g_page_fetches = 0;
+    cJSON_Delete(g_page_paths);
+    g_page_paths = NULL;
+    pthread_mutex_unlock(&g_pages_mu);
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
                                const char *method, const char *version, const char *upload,
                                size_t *upload_size, void **con_cls)
@@ -2637,6 +2819,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return send_error(c, 404, "Method not allowed for this path", "invalid_request_error", NULL,
                           "not_found", NULL);
     case R_NOTFOUND:
+        if (!strncmp(url, "/page/", 6) && !strcmp(method, "GET"))
+            return handle_page(c, url);
+        if (!strcmp(url, "/mock/pages"))
+            return handle_pages_log(c);
         break;
     }
     return send_error(c, 404, "Not found", "invalid_request_error", NULL, "not_found", NULL);

@@ -755,10 +755,13 @@ static void test_every_approach_budget_and_usage(void **state)
                       ->valuedouble;
         fprintf(stderr, "%-18s %.3f s (declared %d rounds), %ld calls, tokens %ld/%ld\n", slug, t,
                 rounds, calls(), pt, ct);
-        /* a plugin (privacy: 0 rounds of its own) alone is followed by one completion */
+        /* a plugin (privacy, readurls: 0 rounds of its own) alone is followed by one
+         * completion; longcepo's rounds depend on the input (its retries until a tag), counted
+         * by test_longcepo */
         int budget = rounds > 0 ? rounds : 1;
         assert_true(rounds >= 0);
-        assert_true(t < budget * L + 0.25 + harness_slack()); /* an extra round adds 0.3 */
+        if (strcmp(slug, "longcepo") != 0)
+            assert_true(t < budget * L + 0.25 + harness_slack()); /* an extra round adds 0.3 */
         assert_int_equal(pt, mock_stat(mock.port, "prompt_tokens"));
         assert_int_equal(ct, mock_stat(mock.port, "completion_tokens"));
         assert_non_null(content_of(j, 0));

@@ -610,8 +610,10 @@ static void test_capabilities_listed(void **state)
         assert_true(cJSON_IsBool(f));
         for (size_t s = 0; s < sizeof(subjects) / sizeof(subjects[0]); s++)
             want = want || !strcmp(id, subjects[s].slug);
-        /* plugins that pass the request on carry both (plugins part 1) */
-        want = want || !strcmp(id, "privacy") || !strcmp(id, "compact");
+        /* plugins that pass the request on carry both (plugins part 1), and those whose answer
+         * is one plain or final call (part 2: itest_readurls, test_memory) */
+        want = want || !strcmp(id, "privacy") || !strcmp(id, "compact") ||
+               !strcmp(id, "readurls") || !strcmp(id, "memory");
         want = want || !strcmp(id, "mcp"); /* offers its tools beside the client's: itest_mcp */
         assert_int_equal(cJSON_IsTrue(t), want);
         if (want)
@@ -621,9 +623,10 @@ static void test_capabilities_listed(void **state)
         n++;
     }
     assert_true(n >= 17);
-    assert_int_equal(tools, 5 + 2 + 1); /* the five; privacy, compact; mcp */
-    /* the five, cot_reflection, plansearch, leap, z3; privacy, compact, json; mcp */
-    assert_int_equal(rf, 9 + 3 + 1);
+    assert_int_equal(tools, 5 + 2 + 2 + 1); /* the five; privacy, compact; readurls, memory; mcp */
+    /* the five, cot_reflection, plansearch, leap, z3; privacy, compact, json; readurls, memory;
+     * mcp */
+    assert_int_equal(rf, 9 + 3 + 2 + 1);
     cJSON_Delete(list);
     http_resp_free(&r);
 }
