@@ -298,6 +298,15 @@ static int bon_run(struct approach_ctx *ctx, struct chat_result *out)
 
     p.temperature = isnan(ctx->req->temperature) ? GEN_TEMPERATURE : ctx->req->temperature;
     p.answer = true; /* a sample is returned whole */
+    {
+        /* Under a call budget: fewer samples, each still rated (1 alone needs no rating). */
+        int fit = llm_budget_samples(ctx, k, 1, 0);
+
+        if (fit > 0 && fit < k) {
+            llm_budget_note(ctx, "samples=%d/%d", fit, k);
+            k = fit;
+        }
+    }
     got = llm_sample(ctx, msgs, nmsgs, &p, k, "bon/sample", samples);
     if (got < 0)
         return got;
@@ -354,6 +363,7 @@ const struct approach approach_bon = {
                "best-rated one wins",
     .calls = 4,
     .rounds = 2,
+    .min_calls = 1,
     .tools = true,
     .response_format = true,
 };

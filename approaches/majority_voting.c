@@ -12,6 +12,9 @@
  *
  * The grouping is approaches/vote.c, shared with self_consistency.
  *
+ * Adaptive sampling (the option adaptive, on by default, shared with self_consistency): the
+ * samples are drawn in rounds until the vote is decided (vote_sample, adaptive.h).
+ *
  * Request fields: the samples override temperature (0.6 unless the client sent one) and n;
  * every other client field reaches them unchanged, response_format and tools included (a
  * sample is returned whole). Samples that call tools vote with their calls (vote.c). */
@@ -37,10 +40,12 @@ static int mv_run(struct approach_ctx *ctx, struct chat_result *out)
     int pick;
     bool cut = false;
     int got;
+    int rounds;
 
     p.temperature = isnan(ctx->req->temperature) ? GEN_TEMPERATURE : ctx->req->temperature;
     p.answer = true; /* a sample is returned whole: it gets response_format and tools */
-    got = llm_sample(ctx, msgs, nmsgs, &p, k, "majority_voting/sample", c);
+    got = vote_sample(ctx, msgs, nmsgs, &p, k, "majority_voting/sample", VOTE_ANSWERS_FIRST, c,
+                      &rounds);
     if (got < 0)
         return got;
     pick = vote_choose(ctx->arena, c, got, VOTE_ANSWERS_FIRST, &cut);
@@ -71,6 +76,7 @@ const struct approach approach_majority_voting = {
                "wins and a sample carrying it is returned",
     .calls = 1,
     .rounds = 1,
+    .min_calls = 1,
     .tools = true,
     .response_format = true,
 };

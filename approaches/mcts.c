@@ -36,6 +36,7 @@
  * field reaches every call unchanged (llm.h). Requests with tools are refused (400, approach.h
  * .tools); response_format (json) is refused too: an answer may be an intermediate text. */
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -652,6 +653,21 @@ static int mcts_run(struct approach_ctx *ctx, struct chat_result *out)
     t.depth = t.depth < 0 ? 0 : t.depth;
     t.c = approach_opt(ctx, "exploration");
     t.c = t.c < 0 ? 0 : t.c;
+    {
+        /* Under a call budget: fewer simulations. One costs 4 + 2 x depth calls (5 at depth
+         * 0), 2 more where the upstream refuses n (measured with the mock); the budget is
+         * also a hard cap in llm_api.c, and mcts tolerates the calls it cuts. */
+        long left = llm_budget_calls_left(ctx);
+        long per =
+            (t.depth > 0 ? 4 + 2L * t.depth : 5) + (ctx->llm->ops->get_n(ctx->llm) == 0 ? 2 : 0);
+
+        if (left != LONG_MAX && left / per < nsims) {
+            int want = nsims;
+
+            nsims = left / per >= 1 ? (int)(left / per) : 1;
+            llm_budget_note(ctx, "simulations=%d/%d", nsims, want);
+        }
+    }
     t.nbase = llm_msgs_conversation(ctx, NULL, NULL, &t.base);
     t.gen = llm_params_default();
     t.gen.temperature = isnan(ctx->req->temperature) ? GEN_TEMPERATURE : ctx->req->temperature;
@@ -733,4 +749,5 @@ const struct approach approach_mcts = {
                "expansion, rated rollouts; the most visited, best-rated reply wins",
     .calls = 12,
     .rounds = 6,
+    .min_calls = 5,
 };

@@ -97,8 +97,23 @@ static int moa_run(struct approach_ctx *ctx, struct chat_result *out)
     int got;
     int n = 0;
     int rc;
+    bool no_critique = false;
 
     p.temperature = isnan(ctx->req->temperature) ? GEN_TEMPERATURE : ctx->req->temperature;
+    {
+        /* Under a call budget: fewer drafts (upstreams without n), then no critique. */
+        int fit = llm_budget_samples(ctx, k, 0, 2);
+
+        if (fit == 0) {
+            fit = llm_budget_samples(ctx, k, 0, 1);
+            no_critique = true;
+        }
+        if (fit > 0 && fit < k)
+            k = fit;
+        if (fit < (int)approach_opt(ctx, "moa_candidates") || no_critique)
+            llm_budget_note(ctx, "candidates=%d/%d%s", k, (int)approach_opt(ctx, "moa_candidates"),
+                            no_critique ? " critique=0" : "");
+    }
     got = llm_sample(ctx, msgs, nmsgs, &p, k, "moa/candidate", drafts);
     if (got < 0)
         return got;
@@ -112,7 +127,7 @@ static int moa_run(struct approach_ctx *ctx, struct chat_result *out)
     }
     qsort(drafts, (size_t)n, sizeof(*drafts), text_cmp);
     cands = candidate_block(ctx, drafts, n);
-    if (n > 1)
+    if (n > 1 && !no_critique)
         review = critique(ctx, question, cands);
     if (review)
         user = approach_prompt(ctx, "moa/final", "question", question, "candidates", cands,
@@ -162,6 +177,7 @@ const struct approach approach_moa = {
                "answer",
     .calls = 3,
     .rounds = 3,
+    .min_calls = 2,
     .tools = true,
     .response_format = true,
 };

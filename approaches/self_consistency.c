@@ -13,6 +13,10 @@
  *
  * The grouping is approaches/vote.c, shared with majority_voting.
  *
+ * Adaptive sampling (option adaptive, on by default): the samples are drawn in rounds and the
+ * vote stops once the rest of the budget would very likely not change it (vote_sample,
+ * adaptive.h); the 5 are a budget. adaptive=0 draws all 5 in one call.
+ *
  * Request fields: the samples override temperature (1.0 unless the client sent one) and n;
  * every other client field reaches them unchanged, response_format and tools included (a
  * sample is returned whole). Samples that call tools vote with their calls (vote.c). */
@@ -38,10 +42,11 @@ static int sc_run(struct approach_ctx *ctx, struct chat_result *out)
     int pick;
     bool cut = false;
     int got;
+    int rounds;
 
     p.temperature = isnan(ctx->req->temperature) ? GEN_TEMPERATURE : ctx->req->temperature;
     p.answer = true; /* a sample is returned whole: it gets response_format and tools */
-    got = llm_sample(ctx, msgs, nmsgs, &p, k, "self_consistency/sample", c);
+    got = vote_sample(ctx, msgs, nmsgs, &p, k, "self_consistency/sample", VOTE_ALL, c, &rounds);
     if (got < 0)
         return got;
     pick = vote_choose(ctx->arena, c, got, VOTE_ALL, &cut);
@@ -59,6 +64,28 @@ static const struct approach_option sc_options[] = {
      .max = 32,
      .integer = true,
      .help = "samples drawn by self_consistency"},
+    {.name = "adaptive",
+     .def = 1,
+     .min = 0,
+     .max = 1,
+     .integer = true,
+     .help = "1: self_consistency and majority_voting draw samples in rounds and stop once "
+             "the vote is decided (adaptive.h); 0: all samples at once"},
+    /* Budgets of every approach (registered here: an option lives in some approach's table). */
+    {.name = "max_calls",
+     .def = 0,
+     .min = 0,
+     .max = 1000000,
+     .integer = true,
+     .help = "per-request budget of upstream calls for every approach (0: none): sc, mv, bon, "
+             "moa and mcts degrade to fit, others refuse with 400 (tenant limit is the ceiling)"},
+    {.name = "max_tokens",
+     .def = 0,
+     .min = 0,
+     .max = 1e12,
+     .integer = true,
+     .help = "per-request budget of upstream tokens (prompt + completion; 0: none): sc and mv "
+             "draw no further round once it is spent"},
     {.name = NULL},
 };
 
@@ -72,6 +99,7 @@ const struct approach approach_self_consistency = {
                "similarity when none); a sample of the largest group wins",
     .calls = 1,
     .rounds = 1,
+    .min_calls = 1,
     .tools = true,
     .response_format = true,
 };

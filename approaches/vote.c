@@ -15,8 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adaptive.h"
 #include "answer.h"
+#include "approach.h"
 #include "arena.h"
+#include "log.h"
 #include "vote.h"
 
 #define SIMILARITY 0.8 /* OptiLLM's clustering threshold */
@@ -156,12 +159,11 @@ static bool better_group(const struct group *a, const struct group *b)
     return strcmp(a->key, b->key) < 0;
 }
 
-/* Groups the samples (answer keys already set) and returns the chosen one. */
-static const struct sample *vote(struct arena *ctx_arena, struct sample *s, int n)
+/* Groups the samples (answer keys already set; sorted here into content order); sets *ngroups. */
+static struct group *group_samples(struct arena *ctx_arena, struct sample *s, int n, int *ngroups)
 {
     struct group *g = arena_calloc(ctx_arena, (size_t)n, sizeof(*g));
     int ng = 0;
-    int win = 0;
 
     qsort(s, (size_t)n, sizeof(*s), sample_cmp);
     for (int i = 0; i < n; i++) {
@@ -188,6 +190,17 @@ static const struct sample *vote(struct arena *ctx_arena, struct sample *s, int 
         if (better_member(&s[i], &s[g[j].best]))
             g[j].best = i;
     }
+    *ngroups = ng;
+    return g;
+}
+
+/* Groups the samples (answer keys already set) and returns the chosen one. */
+static const struct sample *vote(struct arena *ctx_arena, struct sample *s, int n)
+{
+    int ng = 0;
+    int win = 0;
+    struct group *g = group_samples(ctx_arena, s, n, &ng);
+
     for (int j = 1; j < ng; j++)
         if (better_group(&g[j], &g[win]))
             win = j;
@@ -224,26 +237,97 @@ static struct sample *collect(struct arena *ctx_arena, const struct llm_choice *
     return s;
 }
 
+/* The voters of c[0..got) under 'mode'; sets *n (0: none). */
+static struct sample *voters(struct arena *a, const struct llm_choice *c, int got,
+                             enum vote_mode mode, int *n)
+{
+    int m = 0;
+    bool any_key = false;
+    struct sample *s = collect(a, c, got, n);
+
+    if (*n > 0 && mode == VOTE_ANSWERS_FIRST) {
+        /* Only samples with an answer vote; the text grouping is the fallback for none. */
+        for (int i = 0; i < *n; i++)
+            any_key = any_key || *s[i].key;
+        for (int i = 0; i < *n; i++)
+            if (!any_key || *s[i].key)
+                s[m++] = s[i];
+        *n = m;
+    }
+    return s;
+}
+
 int vote_choose(struct arena *a, const struct llm_choice *c, int got, enum vote_mode mode,
                 bool *truncated_out)
 {
-    int n, m = 0;
-    bool any_key = false;
-    struct sample *s = collect(a, c, got, &n);
+    int n;
+    struct sample *s = voters(a, c, got, mode, &n);
     const struct sample *pick;
 
     if (n == 0)
         return -1;
-    if (mode == VOTE_ANSWERS_FIRST) {
-        /* Only samples with an answer vote; the text grouping is the fallback for none. */
-        for (int i = 0; i < n; i++)
-            any_key = any_key || *s[i].key;
-        for (int i = 0; i < n; i++)
-            if (!any_key || *s[i].key)
-                s[m++] = s[i];
-        n = m;
-    }
     pick = vote(a, s, n);
     *truncated_out = truncated(pick);
     return pick->idx;
+}
+
+int vote_tally(struct arena *a, const struct llm_choice *c, int got, enum vote_mode mode,
+               int *counts)
+{
+    int n, ng = 0;
+    struct sample *s = voters(a, c, got, mode, &n);
+    struct group *g = n > 0 ? group_samples(a, s, n, &ng) : NULL;
+
+    for (int j = 0; j < ng; j++)
+        counts[j] = g[j].size;
+    return ng;
+}
+
+int vote_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsgs,
+                const struct llm_params *p, int k, const char *stage, enum vote_mode mode,
+                struct llm_choice *out, int *rounds)
+{
+    int got = 0;
+    int drawn = 0;
+    int *counts = arena_calloc(ctx->arena, (size_t)k + 1, sizeof(*counts));
+    int ng = 0;
+
+    *rounds = 0;
+    if (approach_opt(ctx, "adaptive") < 0.5) {
+        int fit = llm_budget_samples(ctx, k, 0, 0);
+        int r;
+
+        *rounds = 1;
+        r = llm_sample(ctx, msgs, nmsgs, p, fit > 0 ? fit : 1, stage, out);
+        if (r >= 0 && r < k && fit < k)
+            llm_budget_note(ctx, "samples=%d/%d", r, k);
+        return r;
+    }
+    while (!adaptive_stop(counts, ng, drawn, k)) {
+        int m = adaptive_batch(counts, ng, k - drawn);
+        int fit = llm_budget_samples(ctx, m, 0, 0);
+        int r;
+
+        if (drawn > 0 && (fit == 0 || llm_budget_tokens_left(ctx) <= 0)) {
+            llm_budget_note(ctx, "samples=%d/%d", got, k); /* the budget ends the vote */
+            break;
+        }
+        if (fit > 0 && fit < m)
+            llm_budget_note(ctx, "samples=%d/%d", drawn + fit, k);
+        m = fit > 0 ? fit : m; /* nothing fits at all: llm_sample refuses */
+        r = llm_sample(ctx, msgs, nmsgs, p, m, stage, out + got);
+
+        (*rounds)++;
+        drawn += m;
+        if (r < 0) {
+            /* A failed round ends the vote on what it has; with nothing yet it fails. */
+            if (got == 0)
+                return r;
+            break;
+        }
+        got += r;
+        ng = vote_tally(ctx->arena, out, got, mode, counts);
+    }
+    log_at(LOG_DEBUG, ctx->req_id, "%s: %d of %d samples in %d rounds", stage, got, k, *rounds);
+    return got;
 }

@@ -243,12 +243,18 @@ int outdir_meta_write(const char *dir, const struct run_meta *m)
 
 /* ---- the report ------------------------------------------------------------------------------ */
 
+static const char *report_num2(double x, char *buf, size_t len)
+{
+    snprintf(buf, len, "%.2f", x);
+    return buf;
+}
+
 static void print_summary(const struct report *r)
 {
     char b[4][32];
 
-    printf("\n%-24s %9s  %-17s %7s %7s %8s %12s\n", "approach", "accuracy", "95% CI", "items",
-           "errors", "p (vs 1)", "tokens/item");
+    printf("\n%-24s %9s  %-17s %7s %7s %8s %12s %11s\n", "approach", "accuracy", "95% CI", "items",
+           "errors", "p (vs 1)", "tokens/item", "calls/item");
     for (size_t i = 0; i < r->nrows; i++) {
         const struct report_row *w = &r->rows[i];
         double tok = (isnan(w->prompt_per_item) ? 0 : w->prompt_per_item) +
@@ -261,8 +267,9 @@ static void print_summary(const struct report *r)
             snprintf(p, sizeof(p), w->mcnemar_p >= 0.001 ? "%.3f" : "%.1e", w->mcnemar_p);
         else
             snprintf(p, sizeof(p), "base");
-        printf("%-24.24s %9s  %-17s %7ld %7ld %8s %12.0f\n", w->approach,
-               report_pct(w->accuracy, b[0], 32), ci, w->items, w->errors, p, tok);
+        printf("%-24.24s %9s  %-17s %7ld %7ld %8s %12.0f %11s\n", w->approach,
+               report_pct(w->accuracy, b[0], 32), ci, w->items, w->errors, p, tok,
+               isnan(w->calls_per_item) ? "n/a" : report_num2(w->calls_per_item, b[3], 32));
     }
 }
 
@@ -287,9 +294,10 @@ int outdir_report(const char *dir, const struct results_set *s, const struct run
     rc = report_write(&r, dir, stderr);
     if (rc == 0) {
         print_summary(&r);
-        printf("\nreport: %s/report.md (also report.json, report.csv, report.svg); "
-               "per item: %s/results.jsonl\n",
-               dir, dir);
+        printf(
+            "\nreport: %s/report.md (also report.json, report.csv, report.svg, cost_accuracy.svg); "
+            "per item: %s/results.jsonl\n",
+            dir, dir);
         fflush(stdout);
     }
     report_cleanup(&r);

@@ -271,6 +271,7 @@ void report_json(const struct report *r, struct buf *out)
     cJSON *o = cJSON_CreateObject();
     cJSON *rows;
     char *text;
+    bool *front;
 
     cJSON_AddStringToObject(o, "generated_by", "optillm-eval " PX_VERSION);
     add_opt_str(o, "generated", r->meta.generated);
@@ -285,6 +286,8 @@ void report_json(const struct report *r, struct buf *out)
     cJSON_AddNumberToObject(o, "items", (double)r->items);
     cJSON_AddNumberToObject(o, "results", (double)r->results);
     rows = cJSON_AddArrayToObject(o, "approaches");
+    front = xcalloc(r->nrows ? r->nrows : 1, sizeof(*front));
+    report_pareto(r, front);
     for (size_t i = 0; i < r->nrows; i++) {
         const struct report_row *w = &r->rows[i];
         cJSON *a = cJSON_CreateObject();
@@ -305,6 +308,7 @@ void report_json(const struct report *r, struct buf *out)
         add_num(a, "upstream_calls_per_item", w->calls_per_item);
         add_num(a, "prompt_tokens_per_item", w->prompt_per_item);
         add_num(a, "completion_tokens_per_item", w->completion_per_item);
+        cJSON_AddBoolToObject(a, "pareto_front", front[i]);
         if (w->paired_set) {
             cJSON *v = cJSON_AddObjectToObject(a, "vs_baseline");
 
@@ -319,6 +323,7 @@ void report_json(const struct report *r, struct buf *out)
         }
         cJSON_AddItemToArray(rows, a);
     }
+    free(front);
     text = cJSON_Print(o);
     buf_puts(out, text);
     buf_puts(out, "\n");
@@ -390,6 +395,8 @@ void report_markdown(const struct report *r, struct buf *out)
     if (r->meta.generated)
         buf_printf(out, "| generated | %s by optillm-eval %s |\n", r->meta.generated, PX_VERSION);
     buf_puts(out, "\n![Accuracy with 95% intervals, and tokens per item](report.svg)\n\n");
+    buf_puts(out, "![Accuracy against tokens per item, the Pareto front marked]"
+                  "(cost_accuracy.svg)\n\n");
 
     buf_puts(out, "## Accuracy and cost per approach\n\n");
     buf_puts(out, "| approach | accuracy | 95% CI | correct / items | errors | "
@@ -646,6 +653,169 @@ void report_svg(const struct report *r, struct buf *out)
     buf_puts(out, "</svg>\n");
 }
 
+/* ---- the cost-accuracy chart ------------------------------------------------------------ */
+
+double report_tokens(const struct report_row *w)
+{
+    if (isnan(w->prompt_per_item) && isnan(w->completion_per_item))
+        return NAN;
+    return (isnan(w->prompt_per_item) ? 0 : w->prompt_per_item) +
+           (isnan(w->completion_per_item) ? 0 : w->completion_per_item);
+}
+
+size_t report_pareto(const struct report *r, bool *front)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < r->nrows; i++) {
+        double ti = report_tokens(&r->rows[i]), ai = r->rows[i].accuracy;
+
+        front[i] = !isnan(ti) && !isnan(ai);
+        for (size_t j = 0; j < r->nrows && front[i]; j++) {
+            double tj = report_tokens(&r->rows[j]), aj = r->rows[j].accuracy;
+
+            if (j == i || isnan(tj) || isnan(aj))
+                continue;
+            if (tj <= ti && aj >= ai && (tj < ti || aj > ai))
+                front[i] = false;
+        }
+        n += front[i];
+    }
+    return n;
+}
+
+#define COST_W    560.0 /* plot area */
+#define COST_H    320.0
+#define COST_LEFT 70.0
+#define COST_TOP  56.0
+
+void report_cost_svg(const struct report *r, struct buf *out)
+{
+    bool *front = xcalloc(r->nrows ? r->nrows : 1, sizeof(*front));
+    size_t *order = xcalloc(r->nrows ? r->nrows : 1, sizeof(*order));
+    double tmax = 0, amin = 1;
+    double width = COST_LEFT + COST_W + 190, height = COST_TOP + COST_H + 80;
+    size_t nfront = report_pareto(r, front), npts = 0, missing = 0;
+    char b[3][32];
+
+    for (size_t i = 0; i < r->nrows; i++) {
+        double t = report_tokens(&r->rows[i]);
+
+        if (isnan(t) || isnan(r->rows[i].accuracy)) {
+            missing++;
+            continue;
+        }
+        tmax = t > tmax ? t : tmax;
+        amin = r->rows[i].ci_lo < amin ? r->rows[i].ci_lo : amin;
+        order[npts++] = i;
+    }
+    tmax = tmax > 0 ? nice_ceil(tmax * 1.05) : 1;
+    amin = floor(amin * 10) / 10; /* the accuracy axis: from a tenth below every interval to 1 */
+    if (amin > 0.9)
+        amin = 0.9;
+    if (amin < 0)
+        amin = 0;
+    /* the front in token order, for the line */
+    for (size_t a = 1; a < npts; a++)
+        for (size_t c = a;
+             c > 0 && report_tokens(&r->rows[order[c - 1]]) > report_tokens(&r->rows[order[c]]);
+             c--) {
+            size_t t = order[c];
+
+            order[c] = order[c - 1];
+            order[c - 1] = t;
+        }
+#define CX(t) (COST_LEFT + COST_W * (t) / tmax)
+#define CY(a) (COST_TOP + COST_H * (1 - ((a)-amin) / (1 - amin)))
+    buf_printf(out,
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+               "viewBox=\"0 0 %.0f %.0f\" font-family=\"%s\" font-size=\"13\">\n",
+               width, height, width, height, SVG_FONT);
+    buf_puts(out, "<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n");
+    buf_puts(out, "<text x=\"16\" y=\"26\" font-size=\"17\" font-weight=\"600\" fill=\"#222\">"
+                  "Accuracy against tokens per item");
+    if (r->meta.model) {
+        buf_puts(out, " — ");
+        xml_text(out, r->meta.model);
+    }
+    buf_printf(out, ", %ld items</text>\n", r->items);
+    /* grid */
+    for (int g = 0; g <= 4; g++) {
+        double x = COST_LEFT + COST_W * g / 4.0;
+        double a = amin + (1 - amin) * g / 4.0, y = CY(a);
+
+        buf_printf(out,
+                   "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>"
+                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#555\" "
+                   "font-size=\"11\">%g</text>\n",
+                   x, COST_TOP, x, COST_TOP + COST_H, g ? "#e4e4e4" : "#888", x,
+                   COST_TOP + COST_H + 15, tmax * g / 4.0);
+        buf_printf(out,
+                   "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>"
+                   "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#555\" "
+                   "font-size=\"11\">%.1f%%</text>\n",
+                   COST_LEFT, y, COST_LEFT + COST_W, y, g ? "#e4e4e4" : "#888", COST_LEFT - 6,
+                   y + 4, 100 * a);
+    }
+    buf_printf(out,
+               "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#333\">mean tokens per "
+               "item (prompt + completion)</text>\n",
+               COST_LEFT + COST_W / 2, COST_TOP + COST_H + 36);
+    buf_printf(out,
+               "<text transform=\"translate(18 %.1f) rotate(-90)\" text-anchor=\"middle\" "
+               "fill=\"#333\">accuracy (95%% Wilson interval)</text>\n",
+               COST_TOP + COST_H / 2);
+    /* the front */
+    if (nfront > 1) {
+        buf_puts(out, "<polyline class=\"pareto\" fill=\"none\" stroke=\"#e45756\" "
+                      "stroke-width=\"2\" stroke-dasharray=\"6 4\" points=\"");
+        for (size_t k = 0; k < npts; k++)
+            if (front[order[k]])
+                buf_printf(out, "%.1f,%.1f ", CX(report_tokens(&r->rows[order[k]])),
+                           CY(r->rows[order[k]].accuracy));
+        buf_puts(out, "\"/>\n");
+    }
+    /* the points */
+    for (size_t k = 0; k < npts; k++) {
+        const struct report_row *w = &r->rows[order[k]];
+        double x = CX(report_tokens(w)), y = CY(w->accuracy);
+
+        buf_printf(out,
+                   "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1a1a1a\"/>\n",
+                   x, CY(w->ci_lo), x, CY(w->ci_hi));
+        buf_printf(out,
+                   "<circle class=\"point%s\" cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"%s\" "
+                   "stroke=\"#4c78a8\" stroke-width=\"2\"><title>",
+                   front[order[k]] ? " pareto" : "", x, y, front[order[k]] ? "#4c78a8" : "#fff");
+        xml_text(out, w->approach);
+        buf_printf(out, ": %s, %s tokens</title></circle>\n", report_pct(w->accuracy, b[0], 32),
+                   num(report_tokens(w), 0, b[1], 32));
+        /* labels above and below in turn, so that neighbours in token order do not overlap */
+        buf_printf(out, "<text x=\"%.1f\" y=\"%.1f\" fill=\"#222\" font-size=\"12\">", x + 8,
+                   k % 2 ? y + 16 : y - 6);
+        xml_text(out, w->approach);
+        buf_puts(out, "</text>\n");
+    }
+    {
+        double y = COST_TOP + COST_H + 60;
+
+        buf_printf(out,
+                   "<text x=\"16\" y=\"%.1f\" fill=\"#777\" font-size=\"11\">Filled points joined "
+                   "by the dashed line: the Pareto front (no other approach is as accurate for "
+                   "fewer tokens).",
+                   y);
+        if (missing)
+            buf_printf(out, " %zu approach%s without token counts not shown.", missing,
+                       missing == 1 ? "" : "es");
+        buf_puts(out, "</text>\n");
+    }
+    buf_puts(out, "</svg>\n");
+#undef CX
+#undef CY
+    free(front);
+    free(order);
+}
+
 /* ---- files --------------------------------------------------------------------------------- */
 
 static int write_atomic(const char *dir, const char *name, const struct buf *b, FILE *errs)
@@ -674,9 +844,10 @@ static int write_atomic(const char *dir, const char *name, const struct buf *b, 
 
 int report_write(const struct report *r, const char *dir, FILE *errs)
 {
-    static void (*const fmt[])(const struct report *, struct buf *) = {report_json, report_markdown,
-                                                                       report_csv, report_svg};
-    static const char *const names[] = {"report.json", "report.md", "report.csv", "report.svg"};
+    static void (*const fmt[])(const struct report *, struct buf *) = {
+        report_json, report_markdown, report_csv, report_svg, report_cost_svg};
+    static const char *const names[] = {"report.json", "report.md", "report.csv", "report.svg",
+                                        "cost_accuracy.svg"};
     int rc = 0;
 
     for (size_t i = 0; i < PX_ARRAY_LEN(names); i++) {

@@ -68,9 +68,20 @@ void report_json(const struct report *r, struct buf *out);
 void report_markdown(const struct report *r, struct buf *out);
 void report_csv(const struct report *r, struct buf *out);
 void report_svg(const struct report *r, struct buf *out);
+/* The cost-accuracy chart (cost_accuracy.svg): one point per approach at (mean tokens per
+ * item, accuracy) with its 95% Wilson interval as a whisker; the Pareto front is joined by a
+ * line and its points are filled. Rows without token counts are left out (named in a note). */
+void report_cost_svg(const struct report *r, struct buf *out);
 
-/* Writes DIR/report.{json,md,csv,svg}, each through a temporary file and rename(2). Returns 0,
- * or -1 with a message on 'errs'. */
+/* Mean tokens per item (prompt + completion; NAN when neither is known). */
+double report_tokens(const struct report_row *w);
+/* The Pareto front over (fewer tokens, higher accuracy): front[i] is true when no other row
+ * with token counts has at most row i's tokens and at least its accuracy, one of them strictly.
+ * Rows without token counts are never on it. Returns the number of rows on it. */
+size_t report_pareto(const struct report *r, bool *front);
+
+/* Writes DIR/report.{json,md,csv,svg} and DIR/cost_accuracy.svg, each through a temporary file and
+ * rename(2). Returns 0, or -1 with a message on 'errs'. */
 int report_write(const struct report *r, const char *dir, FILE *errs);
 
 /* "61.0%" style helpers shared with the progress line: writes into buf and returns it. */

@@ -33,6 +33,14 @@ struct approach_ctx {
      * approach_return_full(); never keys. The request's parsed JSON (req->body, a message's
      * raw) is the server's too: approaches read it through chat_* and llm_msg_multipart(). */
     const struct approach_opts *opts;
+
+    /* The request's budget (set by the engine; approaches read it through llm_budget_*): the
+     * tenant's max_calls_per_request (0: none), capping the options max_calls/max_tokens, and
+     * what the route's earlier steps spent. An approach that degraded to fit says how in
+     * budget_note (llm_budget_note; the X-Optillm-Budget header). */
+    long budget_tenant_calls;
+    struct usage budget_spent;
+    const char *budget_note;
 };
 
 struct chat_result {
@@ -90,6 +98,9 @@ struct approach {
     const char *summary;                   /* one line, for GET /v1/approaches and --help */
     int calls;  /* upstream calls at default settings (documentation, /v1/approaches) */
     int rounds; /* sequential rounds at default settings */
+    /* Under a call budget (optillm_max_calls) it degrades (fewer samples, simulations or
+     * rounds) down to this many calls; 0: it cannot, and a budget below .calls is a 400. */
+    int min_calls;
     /* What the approach carries from the request (checked for every step of a route by
      * chat_request_parse: a request using what an approach does not carry is a 400). */
     bool tools;           /* tools/tool_choice reach its answer calls; it returns tool_calls */

@@ -145,6 +145,21 @@ bool llm_msg_multipart(const struct llm_msg *m);
 size_t llm_msgs_conversation(struct approach_ctx *ctx, const char *system_prefix,
                              const char *user_suffix, struct llm_msg **out);
 
+/* Per-request budgets (optillm_max_calls, optillm_max_tokens; the tenant's
+ * max_calls_per_request caps the calls): what is left for this approach, counting every call
+ * of the request so far (earlier steps of a route included). LONG_MAX when there is no
+ * budget; may be <= 0. */
+long llm_budget_calls_left(const struct approach_ctx *ctx);
+long llm_budget_tokens_left(const struct approach_ctx *ctx);
+/* The most samples (1..k) that one llm_sample can draw within the calls left, when each sample
+ * is followed by 'per_sample' more calls (ratings; none when only 1 sample) and 'reserve'
+ * calls must remain for later stages; counts 1 call for the n call where the upstream takes n
+ * (or is not known to refuse it), else 1 per sample. 0 when not even 1 fits. */
+int llm_budget_samples(const struct approach_ctx *ctx, int k, int per_sample, int reserve);
+/* Records how the approach degraded to fit the budget ("samples=3/5"); the last note wins. */
+void llm_budget_note(struct approach_ctx *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Messages of a tool-call loop run by the approach (mcp), for the next call's conversation.
  * An assistant message with the reply's text (may be "") and its tool_calls (a JSON array
  * text, as in struct llm_choice): */

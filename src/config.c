@@ -109,6 +109,10 @@ static const struct flag flags[] = {
     {"mcp-config", NULL, "OPTILLM_MCP_CONFIG", T_SECRET, OFF(mcp_config), 0, "FILE",
      "MCP servers for the mcp approach: {\"mcpServers\": {\"name\": {\"command\", \"args\", "
      "\"env\"} or {\"url\", \"headers\"}}} (the layout MCP clients use)"},
+    {"otlp-endpoint", NULL, "OPTILLM_OTLP_ENDPOINT", T_STR, OFF(otlp_endpoint), SZ(otlp_endpoint),
+     "URL",
+     "export OpenTelemetry traces as OTLP/HTTP JSON to URL/v1/traces (a URL ending in /v1/traces "
+     "is used as is; also $OTEL_EXPORTER_OTLP_ENDPOINT, $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"},
     {"workers", NULL, "OPTILLM_WORKERS", T_UINT, OFF(workers), 0, "N",
      "maximum approach requests running at once (default 10000); a waiting one holds a "
      "coroutine stack (128 KiB reserved, a few KiB used), not a thread"},

@@ -3,6 +3,7 @@
  * final stage to the client, and writes the OpenAI response. */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -502,6 +503,7 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
         xs[i] = xfer_create(px_config, stream ? XFER_STREAM : XFER_CALL, ex, "/chat/completions",
                             ex->upstream_key, body, len);
         xs[i]->group = &g;
+        xs[i]->stage = c->stage;
         if (stream) {
             streaming_call = true;
             xs[i]->sse = sse_parser_create();
@@ -538,6 +540,8 @@ static void t_run(struct llm *llm, struct approach_ctx *ctx, struct llm_call *ca
         if (!xs[i])
             continue;
         parse_reply(ctx, xs[i], &calls[i].reply);
+        if (otlp_on)
+            otlp_xfer_end(xs[i], &calls[i].reply.usage);
         if (xs[i]->kind == XFER_STREAM && sink_end_call(sink) && calls[i].reply.status == PX_OK)
             ctx->streamed = true;
         convlog_call(ex, calls[i].stage, calls[i].reply.latency_ms, calls[i].reply.status,
@@ -581,6 +585,43 @@ struct run {
 static int run_prepare(struct run *r, const struct approach *a, const struct chat_request *req,
                        const struct chat_request **next);
 static const struct approach approach_plain;
+
+/* Per-request budgets (optillm_max_calls / optillm_max_tokens), approach-facing: an approach
+ * that cannot degrade to fit is refused before its first call (400). */
+static int budget_check(struct approach_ctx *ctx, const struct approach *a)
+{
+    long left = llm_budget_calls_left(ctx);
+    int need = a->min_calls > 0 ? a->min_calls : a->calls;
+
+    if (left == LONG_MAX || need <= left)
+        return PX_OK;
+    return px_fail(ctx->err, PX_EINVAL, "optillm_max_calls",
+                   "approach '%s' needs at least %d upstream calls; the request's budget leaves "
+                   "%ld",
+                   a->slug, need, left < 0 ? 0 : left);
+}
+
+/* "X-Optillm-Budget: calls=U/L tokens=U/L[; how it degraded]" for a request with a budget. */
+static void budget_header(struct exchange *ex, const struct approach_ctx *ctx,
+                          const struct usage *u)
+{
+    long cl = llm_budget_calls_left(ctx), tl = llm_budget_tokens_left(ctx);
+    long tok = u->prompt_tokens + u->completion_tokens;
+    char calls[48] = "", tokens[48] = "";
+    const char *h;
+
+    if (cl == LONG_MAX && tl == LONG_MAX)
+        return;
+    if (cl != LONG_MAX)
+        snprintf(calls, sizeof(calls), "calls=%ld/%ld", u->calls, u->calls + cl);
+    if (tl != LONG_MAX)
+        snprintf(tokens, sizeof(tokens), "%stokens=%ld/%ld", *calls ? " " : "", tok, tok + tl);
+    h = arena_printf(ex->arena, "%s%s%s%s", calls, tokens, ctx->budget_note ? "; " : "",
+                     ctx->budget_note ? ctx->budget_note : "");
+    pthread_mutex_lock(&ex->mu);
+    ex->budget_header = h;
+    pthread_mutex_unlock(&ex->mu);
+}
 
 struct offloaded {
     const struct approach *a;
@@ -635,10 +676,15 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
         .stream_final = stream_final && r->sink,
         .sink = stream_final ? r->sink : NULL,
         .req_id = r->ex->id,
+        .budget_tenant_calls = r->ex->tenant ? r->ex->tenant->max_calls : 0,
+        .budget_spent = r->usage,
     };
-    int rc = run_offloadable(a, &ctx, &res);
+    int rc = budget_check(&ctx, a);
 
+    if (rc == PX_OK)
+        rc = run_offloadable(a, &ctx, &res);
     llm_usage_add(&r->usage, &ctx.usage);
+    budget_header(r->ex, &ctx, &r->usage);
     if (rc < 0)
         return rc;
     if (exchange_cancelled(r->ex))

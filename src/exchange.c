@@ -44,6 +44,8 @@ struct exchange *exchange_create(struct MHD_Connection *conn, const char *method
     } else {
         px_random_id(ex->id, sizeof(ex->id), "req_", 1);
     }
+    if (otlp_on && conn)
+        otlp_exchange_begin(ex);
     return ex;
 }
 

@@ -27,6 +27,7 @@
 #include "config.h"
 #include "door.h"
 #include "llm.h"
+#include "otlp.h"
 #include "px.h"
 #include "scheduler.h"
 
@@ -67,6 +68,7 @@ struct exchange {
     struct io_loop *relay_loop; /* loop running the relay transfer (for wake-ups) */
     struct usage usage;         /* totals for the access log */
     long long upstream_us;      /* time spent waiting for the upstream (metrics: overhead) */
+    const char *budget_header;  /* X-Optillm-Budget value (arena), or NULL */
 
     /* Set before hand-off, read-only afterwards. */
     struct door *door; /* front door translating the reply (door.c), or NULL; owned; its state
@@ -85,8 +87,11 @@ struct exchange {
     struct buf calls_log; /* --log-conversations: JSON of the calls so far; guarded by mu */
     const char *answer;   /* the approach's final answer (arena), for the conversation log */
     long long start_us;
-    struct io_loop *home; /* the loop that watches the fd */
-    const char *method;   /* MHD-owned strings, valid while the request lives */
+    struct io_loop *home;   /* the loop that watches the fd */
+    struct otlp_ctx trace;  /* --otlp-endpoint: the server span (trace.span_id "" = untraced) */
+    const char *tracestate; /* the client's W3C tracestate (arena), passed upstream, or NULL */
+    long long start_ns;     /* wall clock, for the span */
+    const char *method;     /* MHD-owned strings, valid while the request lives */
     const char *url;
 
     /* MHD thread only (before hand-off). */
@@ -258,6 +263,14 @@ struct xfer {
     bool relaying;     /* XFER_RELAY stream: bytes go to the client as they arrive */
     long long due_us;  /* a retry waits until then */
     char errbuf[CURL_ERROR_SIZE];
+
+    /* --otlp-endpoint (otlp.c): one client span per attempt. */
+    const char *stage;            /* "bon/rate" (the call's), NULL for a relay */
+    struct otlp_ctx span;         /* the current attempt's span */
+    long long span_start_ns;      /* wall clock */
+    long long span_start_us;      /* monotonic (px_now_us) */
+    bool span_open;               /* started, not yet exported */
+    struct curl_slist *tp_header; /* the "traceparent:" node of headers, or NULL */
 };
 
 int io_start(const struct config *cfg);

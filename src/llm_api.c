@@ -3,6 +3,7 @@
  * approaches' unit tests run it over a fake transport. */
 #include <cjson/cJSON.h>
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -65,7 +66,18 @@ static int fail_from(struct approach_ctx *ctx, const struct llm_reply *r)
 
 static void run(struct approach_ctx *ctx, struct llm_call *calls, size_t m)
 {
-    ctx->llm->ops->run(ctx->llm, ctx, calls, m);
+    long left = llm_budget_calls_left(ctx);
+    size_t send = left >= (long)m ? m : left > 0 ? (size_t)left : 0;
+
+    /* The request's call budget is a hard cap: calls beyond it fail unsent. */
+    for (size_t i = send; i < m; i++) {
+        memset(&calls[i].reply, 0, sizeof(calls[i].reply));
+        calls[i].reply.status = PX_EINVAL;
+        calls[i].reply.error = "the request's upstream call budget (optillm_max_calls) is spent";
+    }
+    m = send;
+    if (m > 0)
+        ctx->llm->ops->run(ctx->llm, ctx, calls, m);
     for (size_t i = 0; i < m; i++)
         llm_usage_add(&ctx->usage, &calls[i].reply.usage);
 }
@@ -146,6 +158,15 @@ int llm_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nmsg
         } else {
             return fail_from(ctx, &c.reply);
         }
+    }
+    if (llm_budget_calls_left(ctx) < need) { /* single calls: no more than the budget */
+        long left = llm_budget_calls_left(ctx);
+
+        need = left > 0 ? (int)left : 0;
+        if (need == 0)
+            return got > 0 ? got
+                           : px_fail(ctx->err, PX_EINVAL, NULL,
+                                     "the request's upstream call budget is spent");
     }
     struct llm_call *calls = arena_calloc(ctx->arena, (size_t)need, sizeof(*calls));
     for (int i = 0; i < need; i++) {
@@ -333,4 +354,56 @@ char *approach_prompt(struct approach_ctx *ctx, const char *name, ...)
     s = prompt_vrender(ctx->arena, tmpl, ap);
     va_end(ap);
     return s;
+}
+
+/* ---- per-request budgets ---------------------------------------------------------------- */
+
+long llm_budget_calls_left(const struct approach_ctx *ctx)
+{
+    double opt = approach_option_find("max_calls") ? approach_opt(ctx, "max_calls") : 0;
+    long lim = opt >= 1 ? (long)opt : 0;
+
+    if (ctx->budget_tenant_calls > 0 && (lim == 0 || ctx->budget_tenant_calls < lim))
+        lim = ctx->budget_tenant_calls;
+    if (lim == 0)
+        return LONG_MAX;
+    return lim - ctx->budget_spent.calls - ctx->usage.calls;
+}
+
+long llm_budget_tokens_left(const struct approach_ctx *ctx)
+{
+    double opt = approach_option_find("max_tokens") ? approach_opt(ctx, "max_tokens") : 0;
+
+    if (opt < 1)
+        return LONG_MAX;
+    return (long)opt - ctx->budget_spent.prompt_tokens - ctx->budget_spent.completion_tokens -
+           ctx->usage.prompt_tokens - ctx->usage.completion_tokens;
+}
+
+int llm_budget_samples(const struct approach_ctx *ctx, int k, int per_sample, int reserve)
+{
+    long left = llm_budget_calls_left(ctx);
+    bool n_ok = ctx->llm->ops->get_n(ctx->llm) != 0;
+
+    if (left == LONG_MAX)
+        return k;
+    left -= reserve;
+    for (int m = k; m >= 1; m--) {
+        long cost = (n_ok || m == 1 ? 1 : m) + (m > 1 ? (long)m * per_sample : 0);
+
+        if (cost <= left)
+            return m;
+    }
+    return 0;
+}
+
+void llm_budget_note(struct approach_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    char buf[128];
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    ctx->budget_note = arena_strdup(ctx->arena, buf);
 }

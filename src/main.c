@@ -133,7 +133,7 @@ int main(int argc, char **argv)
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 || pii_init() != 0 ||
         prompt_init(cfg.prompts_dir) != 0 || registry_check() != 0 ||
         (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0) || redis_init(&cfg) != 0 ||
-        convlog_init(cfg.log_conversations) != 0) {
+        convlog_init(cfg.log_conversations) != 0 || otlp_start(cfg.otlp_endpoint) != 0) {
         log_error("start-up failed");
         return 1;
     }
@@ -208,6 +208,7 @@ int main(int argc, char **argv)
     mcp_destroy(mcp_installed()); /* after the approach threads: stops the MCP servers */
     mcp_install(NULL);
     io_free();
+    otlp_stop();     /* exports the spans still queued (bounded by its timeout) */
     redis_cleanup(); /* flushes queued shared writes (bounded by its timeouts) */
     tenants_cleanup();
     prompt_cleanup();

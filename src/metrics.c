@@ -275,4 +275,5 @@ void metrics_render(struct buf *b)
         __atomic_load_n(&retries, __ATOMIC_RELAXED), __atomic_load_n(&cancels, __ATOMIC_RELAXED),
         __atomic_load_n(&series_dropped, __ATOMIC_RELAXED));
     redis_metrics_render(b);
+    otlp_metrics_render(b);
 }

@@ -780,6 +780,7 @@ static enum MHD_Result send_reply(struct exchange *ex)
     bool no_retry = ex->no_retry;
     bool streaming = ex->streaming;
     long ncalls = ex->usage.calls;
+    const char *budget = ex->budget_header; /* arena: lives as long as ex */
     snprintf(ctype, sizeof(ctype), "%s", ex->content_type);
     if (ex->streaming) {
         ex->refs++; /* the content reader's; dropped in reader_free */
@@ -804,6 +805,8 @@ static enum MHD_Result send_reply(struct exchange *ex)
 
         snprintf(calls, sizeof(calls), "%ld", ncalls);
         MHD_add_response_header(r, "X-Optillm-Upstream-Calls", calls);
+        if (budget)
+            MHD_add_response_header(r, "X-Optillm-Budget", budget);
     }
     if (retry_after > 0) {
         char ra[16];
@@ -988,6 +991,8 @@ void server_account(struct exchange *ex)
     metrics_request(ex->req.route_name ? ex->req.route_name : "-", ex->status, us, ex->upstream_us,
                     u, ex->tenant ? ex->tenant->name : NULL);
     convlog_write(ex, ex->status, us);
+    if (otlp_on)
+        otlp_exchange_end(ex);
     log_at(LOG_INFO, ex->id,
            "%s %s tenant=%s approach=%s model=%s status=%d%s calls=%ld prompt_tokens=%ld "
            "completion_tokens=%ld ms=%.1f",

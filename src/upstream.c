@@ -78,6 +78,8 @@ struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct e
         explicit_bzero(h, hl);
         free(h);
     }
+    if (otlp_on && ex)
+        otlp_xfer_headers(x);
     return x;
 }
 
@@ -296,6 +298,8 @@ static void start(struct io_loop *l, struct xfer *x)
     buf_reset(&x->line);
     x->skip_blank = x->line_long = false;
     x->relay_usage = (struct usage){0};
+    if (otlp_on)
+        otlp_xfer_start(x);
     long timeout_ms = (long)(io_cfg->upstream_timeout * 1000);
     long long deadline = request_deadline(x);
     if (deadline) {
@@ -378,6 +382,12 @@ static void relay_done(struct xfer *x)
     struct px_error err;
 
     relay_usage(x);
+    if (otlp_on) {
+        pthread_mutex_lock(&ex->mu);
+        struct usage u = ex->usage;
+        pthread_mutex_unlock(&ex->mu);
+        otlp_xfer_end(x, &u);
+    }
     if (io_cfg->log_conversations) {
         struct usage u;
 
@@ -580,8 +590,11 @@ static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
     }
     unlink_active(l, x);
     metrics_upstream(result == CURLE_OK ? (int)x->http_status : 0);
-    if (without_stream_options(l, x) || schedule_retry(l, x, (long)retry_after))
+    if (without_stream_options(l, x) || schedule_retry(l, x, (long)retry_after)) {
+        if (otlp_on) /* this attempt's span; the next attempt gets its own */
+            otlp_xfer_end(x, NULL);
         return;
+    }
     complete(x);
 }
 

@@ -47,6 +47,10 @@
  *                              code points, for the fixed names "Alice Martin", "Zoë Müller"
  *                              (PERSON), "Lyon" (LOCATION), "Ireland" (GPE), "Acme"
  *                              (ORGANIZATION) and "Maybe" (PERSON, score 0.3)
+ *   POST [/slow|/fail]/v1/traces   (otlp) an OTLP/HTTP JSON trace receiver: records the body
+ *                              (the last 1024) and answers {}; under /slow after 3 s, under
+ *                              /fail with 503 (nothing recorded)
+ *   GET  /mock/traces          (otlp) {"exports":[{"path", "body" (parsed JSON)}]}, oldest first
  *   anything else              404 JSON error (also a known path with the wrong method)
  *
  * Per-request options in the model name: "name@opt=val,opt=val" (the LAST '@' starts them;
@@ -531,7 +535,9 @@ enum route {
     R_REQUESTS,
     R_RESET,
     R_CONFIG,
-    R_ANALYZE, /* plugins1: a Presidio-style NER service */
+    R_ANALYZE,   /* plugins1: a Presidio-style NER service */
+    R_OTLP,      /* otlp: POST .../v1/traces, an OTLP/HTTP JSON trace receiver */
+    R_OTLP_LIST, /* otlp: GET /mock/traces */
     R_BADMETHOD,
     R_NOTFOUND
 };
@@ -682,6 +688,11 @@ static enum route route_for(const char *method, const char *url)
         return (get || post) ? R_CONFIG : R_BADMETHOD;
     if (!strcmp(url, "/analyze")) /* plugins1 */
         return post ? R_ANALYZE : R_BADMETHOD;
+    size_t ul = strlen(url); /* otlp: any prefix (/slow, /fail) before /v1/traces */
+    if (ul >= 10 && !strcmp(url + ul - 10, "/v1/traces"))
+        return post ? R_OTLP : R_BADMETHOD;
+    if (!strcmp(url, "/mock/traces")) /* otlp */
+        return get ? R_OTLP_LIST : R_BADMETHOD;
     return R_NOTFOUND;
 }
 
@@ -2597,6 +2608,54 @@ static enum MHD_Result handle_config(struct MHD_Connection *c, const char *metho
     return send_ok(c);
 }
 
+/* ---- otlp: an OTLP/HTTP JSON trace receiver ------------------------------------------------- */
+
+#define OTLP_KEEP 1024
+static struct {
+    pthread_mutex_t mu;
+    char *path[OTLP_KEEP], *body[OTLP_KEEP];
+    size_t n, next;
+} otlp_rx = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static enum MHD_Result handle_otlp(struct MHD_Connection *c, const char *url, struct req *r)
+{
+    if (!strncmp(url, "/slow/", 6))
+        nanosleep(&(struct timespec){3, 0}, NULL);
+    if (!strncmp(url, "/fail/", 6))
+        return send_error(c, 503, "mock: trace receiver down", "server_error", NULL, "mock_503",
+                          NULL);
+    pthread_mutex_lock(&otlp_rx.mu);
+    size_t i = otlp_rx.next;
+    free(otlp_rx.path[i]);
+    free(otlp_rx.body[i]);
+    otlp_rx.path[i] = strdup(url);
+    otlp_rx.body[i] = strdup(sb_str(&r->body));
+    otlp_rx.next = (i + 1) % OTLP_KEEP;
+    if (otlp_rx.n < OTLP_KEEP)
+        otlp_rx.n++;
+    pthread_mutex_unlock(&otlp_rx.mu);
+    return send_json(c, 200, cJSON_CreateObject(), NULL);
+}
+
+static enum MHD_Result handle_otlp_list(struct MHD_Connection *c)
+{
+    cJSON *out = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(out, "exports");
+
+    pthread_mutex_lock(&otlp_rx.mu);
+    for (size_t k = 0; k < otlp_rx.n; k++) {
+        size_t i = (otlp_rx.next + OTLP_KEEP - otlp_rx.n + k) % OTLP_KEEP;
+        cJSON *e = cJSON_CreateObject();
+        cJSON *b = cJSON_Parse(otlp_rx.body[i] ? otlp_rx.body[i] : "");
+
+        cJSON_AddStringToObject(e, "path", otlp_rx.path[i] ? otlp_rx.path[i] : "");
+        cJSON_AddItemToObject(e, "body", b ? b : cJSON_CreateString(otlp_rx.body[i]));
+        cJSON_AddItemToArray(arr, e);
+    }
+    pthread_mutex_unlock(&otlp_rx.mu);
+    return send_json(c, 200, out, NULL);
+}
+
 /* ---- MHD glue --------------------------------------------------------------------------- */
 
 /* ---- pages: a small web site for readurls tests --------------------------------------------- */
@@ -2815,6 +2874,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return handle_config(c, method, r);
     case R_ANALYZE: /* plugins1 */
         return handle_analyze(c, r);
+    case R_OTLP: /* otlp */
+        return handle_otlp(c, url, r);
+    case R_OTLP_LIST:
+        return handle_otlp_list(c);
     case R_BADMETHOD:
         return send_error(c, 404, "Method not allowed for this path", "invalid_request_error", NULL,
                           "not_found", NULL);

@@ -51,6 +51,9 @@ static void start_proxy(struct proc *p, const char *const *args)
         snprintf(logs[nlogs++], sizeof(logs[0]), "%s", p->log);
 }
 
+/* Fixed-k sampling (no adaptive rounds) for the tests of rounds and call counts. */
+static const char *const FIXED_K[] = {"--adaptive", "0", NULL};
+
 static void stop_proxy(struct proc *p)
 {
     assert_int_equal(proc_stop(p), 0);
@@ -249,13 +252,13 @@ static void test_rounds_within_budget(void **state)
     struct proc px;
 
     (void)state;
-    start_proxy(&px, NULL);
+    start_proxy(&px, FIXED_K);
     check_rounds(px.port, "");
     stop_proxy(&px);
     /* An upstream without n: the samples go out as parallel single calls, same rounds. A fresh
      * proxy, since n support is remembered for the process's life. The first request pays one
      * extra round for the refused n call; later ones do not. */
-    start_proxy(&px, NULL);
+    start_proxy(&px, FIXED_K);
     wall(px.port, "self_consistency-mock@n_mode=refuse", NULL);
     check_rounds(px.port, ",n_mode=refuse");
     stop_proxy(&px);
@@ -461,7 +464,7 @@ static void test_n_fallback_and_partial_failure(void **state)
     struct proc px;
 
     (void)state;
-    start_proxy(&px, NULL);
+    start_proxy(&px, FIXED_K);
     /* llama.cpp-style refusal: 1 refused call, then 5 single calls; remembered afterwards. */
     char *body = chat_body("self_consistency-mock@n_mode=refuse", "What is 2 + 2?", NULL);
     mock_reset(mock.port);
@@ -476,7 +479,7 @@ static void test_n_fallback_and_partial_failure(void **state)
     stop_proxy(&px);
 
     /* Ollama-style: n ignored, one choice back; the missing samples are fetched. */
-    start_proxy(&px, NULL);
+    start_proxy(&px, FIXED_K);
     body = chat_body("majority_voting-mock@n_mode=ignore", "What is 2 + 2?", NULL);
     mock_reset(mock.port);
     j = post(px.port, body, 200, NULL);

@@ -42,7 +42,8 @@ static const struct subject subjects[] = {
     "\"seed\":7,\"top_p\":0.5,\"stop\":[\"END\"],\"user\":\"u-42\",\"frequency_penalty\":0.1,"     \
     "\"presence_penalty\":0.2,\"logit_bias\":{\"50256\":-100},\"reasoning_effort\":\"low\","       \
     "\"metadata\":{\"team\":\"a\"},\"service_tier\":\"default\",\"logprobs\":true,"                \
-    "\"top_logprobs\":2,\"store\":false,\"prompt_cache_key\":\"pk\",\"optillm_best_of_n\":3"
+    "\"top_logprobs\":2,\"store\":false,\"prompt_cache_key\":\"pk\",\"optillm_best_of_n\":3,"      \
+    "\"optillm_adaptive\":0"
 #define GEN_NAMES                                                                                  \
     "seed", "top_p", "stop", "user", "frequency_penalty", "presence_penalty", "logit_bias",        \
         "reasoning_effort", "metadata", "service_tier", "logprobs", "top_logprobs", "store",       \

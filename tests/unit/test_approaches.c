@@ -11,6 +11,7 @@
 /* clang-format on */
 
 #include <ctype.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -733,6 +734,7 @@ static void vote_case(const struct approach *a, const char *stage, const char *b
         rows[i] = (struct row){stage, NULL, texts[i], finish ? finish[i] : NULL};
     rows[n] = (struct row){NULL, NULL, NULL, NULL};
     env_init(&e, body, rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     assert_int_equal(env_run(&e, a), PX_OK);
     if (strcmp(e.out.text, want) != 0)
         fail_msg("%s: got '%s', want '%s'", a->slug, e.out.text, want);
@@ -772,6 +774,7 @@ static void test_sc_structure(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     e.ctx.stream_final = true;
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
     assert_string_equal(e.out.text, "6 x 7 = 42.");
@@ -782,6 +785,7 @@ static void test_sc_structure(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(",\"temperature\":0,\"optillm_samples\":3"), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
     check_round(&e, 0, 1, "self_consistency/sample", 3, 0.0, -1);
     env_cleanup(&e);
@@ -870,6 +874,7 @@ static void test_sc_partial_failure(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     e.fake.n_mode = FAKE_N_REFUSE;
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
     assert_string_equal(e.out.text, "The answer is 42");
@@ -879,6 +884,7 @@ static void test_sc_partial_failure(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(""), none);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     e.fake.n_support = 0;
     e.fake.fail_status = 500;
     e.fake.fail_message = "upstream exploded";
@@ -889,6 +895,7 @@ static void test_sc_partial_failure(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(",\"optillm_samples\":1"), empty);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
     assert_string_equal(e.out.text, "");
     check_round(&e, 0, 1, "self_consistency/sample", 1, 1.0, -1);
@@ -911,6 +918,7 @@ static void test_mv_structure(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     assert_int_equal(env_run(&e, &approach_majority_voting), PX_OK);
     assert_string_equal(e.out.text, "42");
     assert_int_equal(e.fake.rounds, 1);
@@ -920,6 +928,7 @@ static void test_mv_structure(void **state)
     env_cleanup(&e);
 
     env_init(&e, BODY(",\"temperature\":1.2"), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     e.fake.n_mode = FAKE_N_IGNORE;
     assert_int_equal(env_run(&e, &approach_majority_voting), PX_OK);
     assert_string_equal(e.out.text, "42");
@@ -976,11 +985,156 @@ static void test_mv_failure(void **state)
 
     (void)state;
     env_init(&e, BODY(""), rows);
+    env_option(&e, "adaptive", 0); /* fixed k: adaptive runs are below */
     e.fake.fail_status = 400;
     e.fake.fail_message = "model not available";
     assert_int_equal(env_run(&e, &approach_majority_voting), PX_EHTTP);
     assert_int_equal(px_http_status(&e.err), 400);
     check_usage(&e);
+    env_cleanup(&e);
+}
+
+/* Adaptive sampling (the default): a unanimous first batch of k/2 + 1 ends the vote in one
+ * n-call; a contested one draws in further rounds up to the budget; a failed later round
+ * keeps what the earlier ones got. */
+static void test_vote_adaptive(void **state)
+{
+    static const struct row same[] = {
+        {"self_consistency/sample", NULL, A42, NULL},
+        {"self_consistency/sample", NULL, B42, NULL},
+        {"self_consistency/sample", NULL, "6 x 7 = 42.", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    static const struct row contested[] = {
+        {"self_consistency/sample", NULL, A42, NULL},
+        {"self_consistency/sample", NULL, C41, NULL},
+        {"self_consistency/sample", NULL, "The answer is 7.", NULL},
+        {"self_consistency/sample", NULL, "The answer is 41!", NULL},
+        {"self_consistency/sample", NULL, "So 41.", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    static const struct row mv_rows[] = {
+        {"majority_voting/sample", NULL, A42, NULL},
+        {"majority_voting/sample", NULL, B42, NULL},
+        {"majority_voting/sample", NULL, C41, NULL},
+        {"majority_voting/sample", NULL, "42", NULL},
+        {"majority_voting/sample", NULL, "The answer is 42!", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    static const struct row later_fails[] = {
+        {"self_consistency/sample", NULL, A42, NULL},
+        {"self_consistency/sample", NULL, C41, NULL},
+        {"self_consistency/sample", NULL, "The answer is 7.", NULL},
+        {"self_consistency/sample", NULL, NULL, NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    struct env e;
+
+    (void)state;
+    env_init(&e, BODY(""), same);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_string_equal(e.out.text, "6 x 7 = 42.");
+    assert_int_equal(e.fake.rounds, 1);
+    check_round(&e, 0, 1, "self_consistency/sample", 3, 1.0, -1);
+    check_usage(&e);
+    env_cleanup(&e);
+
+    /* 1-1-1 after 3: 2 more (the fewest that could decide), then the budget is spent */
+    env_init(&e, BODY(""), contested);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_string_equal(e.out.text, "So 41.");
+    assert_int_equal(e.fake.rounds, 2);
+    check_round(&e, 0, 1, "self_consistency/sample", 3, 1.0, -1);
+    check_round(&e, 1, 1, "self_consistency/sample", 2, 1.0, -1);
+    check_usage(&e);
+    env_cleanup(&e);
+
+    /* mv, budget 6: 3-1 after 4 (1/15 > 0.05), then 1 more: 4-1 is out of reach */
+    env_init(&e, BODY(""), mv_rows);
+    assert_int_equal(env_run(&e, &approach_majority_voting), PX_OK);
+    assert_string_equal(e.out.text, "42");
+    assert_int_equal(e.fake.rounds, 2);
+    check_round(&e, 0, 1, "majority_voting/sample", 4, 0.6, -1);
+    check_round(&e, 1, 1, "majority_voting/sample", 1, 0.6, -1);
+    check_usage(&e);
+    env_cleanup(&e);
+
+    /* the request's optillm_adaptive 0: all 5 at once */
+    env_init(&e, BODY(",\"optillm_adaptive\":0"), contested);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_int_equal(e.fake.rounds, 1);
+    check_round(&e, 0, 1, "self_consistency/sample", 5, 1.0, -1);
+    env_cleanup(&e);
+
+    /* the second round fails: the vote is over the first round's samples */
+    env_init(&e, BODY(",\"optillm_samples\":4"), later_fails);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_string_equal(e.out.text, C41);
+    assert_int_equal(e.fake.rounds, 2);
+    check_usage(&e);
+    env_cleanup(&e);
+}
+
+/* Per-request budgets over the fake transport: the helpers, bon's fewer samples, the tenant's
+ * ceiling, and the hard cap below every approach (calls beyond it fail unsent). */
+static void test_budgets(void **state)
+{
+    static const struct row sc_rows[] = {
+        {"self_consistency/sample", NULL, A42, NULL},
+        {"self_consistency/sample", NULL, C41, NULL},
+        {"self_consistency/sample", NULL, "The answer is 7.", NULL},
+        {"self_consistency/sample", NULL, "The answer is 8.", NULL},
+        {"self_consistency/sample", NULL, "The answer is 9.", NULL},
+        {NULL, NULL, NULL, NULL},
+    };
+    struct env e;
+
+    (void)state;
+    /* no budget */
+    env_init(&e, BODY(""), bon_rows);
+    assert_true(llm_budget_calls_left(&e.ctx) == LONG_MAX);
+    assert_true(llm_budget_tokens_left(&e.ctx) == LONG_MAX);
+    assert_int_equal(llm_budget_samples(&e.ctx, 5, 1, 0), 5);
+    env_cleanup(&e);
+
+    /* bon within 3 calls: 2 samples, 2 ratings */
+    env_init(&e, BODY(",\"optillm_max_calls\":3"), bon_rows);
+    assert_int_equal(llm_budget_calls_left(&e.ctx), 3);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 1, 0), 2);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 0, 2), 3);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 0, 3), 0);
+    assert_int_equal(env_run(&e, &approach_bon), PX_OK);
+    assert_int_equal(e.ctx.usage.calls, 3);
+    check_round(&e, 0, 1, "bon/sample", 2, 1.0, -1);
+    assert_string_equal(e.ctx.budget_note, "samples=2/3");
+    env_cleanup(&e);
+
+    /* the tenant's limit caps a larger request budget; without n each sample is a call */
+    env_init(&e, BODY(",\"optillm_max_calls\":10"), bon_rows);
+    e.ctx.budget_tenant_calls = 4;
+    e.fake.n_support = 0;
+    assert_int_equal(llm_budget_calls_left(&e.ctx), 4);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 1, 0), 2);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 0, 0), 3);
+    e.ctx.budget_spent.calls = 3; /* an earlier step of the route spent 3 */
+    assert_int_equal(llm_budget_calls_left(&e.ctx), 1);
+    assert_int_equal(llm_budget_samples(&e.ctx, 3, 1, 0), 1);
+    env_cleanup(&e);
+
+    /* the hard cap: fixed-k sc without n gets 2 single calls of 5 */
+    env_init(&e, BODY(",\"optillm_max_calls\":2,\"optillm_adaptive\":0"), sc_rows);
+    e.fake.n_support = 0;
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_int_equal(e.ctx.usage.calls, 2);
+    assert_string_equal(e.ctx.budget_note, "samples=2/5");
+    env_cleanup(&e);
+
+    /* the token budget: spent after the first round of a contested vote */
+    env_init(&e, BODY(",\"optillm_max_tokens\":1"), sc_rows);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_int_equal(e.fake.rounds, 1);
+    assert_true(llm_budget_tokens_left(&e.ctx) <= 0);
+    assert_string_equal(e.ctx.budget_note, "samples=3/5");
     env_cleanup(&e);
 }
 
@@ -1222,6 +1376,8 @@ int main(void)
         cmocka_unit_test(test_mv_structure),
         cmocka_unit_test(test_mv_votes),
         cmocka_unit_test(test_mv_failure),
+        cmocka_unit_test(test_vote_adaptive),
+        cmocka_unit_test(test_budgets),
         cmocka_unit_test(test_re2_structure),
         cmocka_unit_test(test_re2_multipart),
         cmocka_unit_test(test_re2_failure),

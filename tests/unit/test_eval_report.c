@@ -10,6 +10,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,7 +329,8 @@ static void test_empty_and_write(void **state)
     struct report r;
     struct buf b;
     char dir[] = "/tmp/test_eval_report_XXXXXX";
-    static const char *const names[] = {"report.json", "report.md", "report.csv", "report.svg"};
+    static const char *const names[] = {"report.json", "report.md", "report.csv", "report.svg",
+                                        "cost_accuracy.svg"};
 
     (void)state;
     results_set_init(&s);
@@ -366,12 +368,98 @@ static void test_empty_and_write(void **state)
     results_set_cleanup(&s);
 }
 
+/* The Pareto front over (tokens, accuracy) and the cost-accuracy chart. */
+static void test_pareto_and_cost_chart(void **state)
+{
+    /* approach, prompt, completion tokens per item, accuracy */
+    static const struct {
+        const char *name;
+        double pt, ct, acc;
+        bool front;
+    } rows[] = {
+        {"none", 40, 10, 0.60, true},         /* cheapest */
+        {"sc-adaptive", 90, 55, 0.91, true},  /* more accurate than none, cheaper than sc */
+        {"sc-fixed", 49, 130, 0.91, false},   /* as accurate, more tokens: dominated */
+        {"mv", 49, 150, 0.95, true},          /* most accurate */
+        {"bon", 200, 60, 0.80, false},        /* dominated by sc-adaptive */
+        {"moa", 300, 100, 0.95, false},       /* as accurate as mv, more tokens */
+        {"no-usage", NAN, NAN, 0.99, false},  /* no token counts: never on the front */
+        {"same-as-none", 40, 10, 0.60, true}, /* a tie: neither dominates */
+    };
+    struct report_row rr[PX_ARRAY_LEN(rows)];
+    struct report r = {.rows = rr, .nrows = PX_ARRAY_LEN(rows), .items = 100};
+    bool front[PX_ARRAY_LEN(rows)];
+    struct buf b;
+    const char *svg;
+    size_t circles = 0, filled = 0;
+
+    (void)state;
+    memset(rr, 0, sizeof(rr));
+    for (size_t i = 0; i < PX_ARRAY_LEN(rows); i++) {
+        rr[i].approach = rows[i].name;
+        rr[i].prompt_per_item = rows[i].pt;
+        rr[i].completion_per_item = rows[i].ct;
+        rr[i].accuracy = rows[i].acc;
+        rr[i].items = 100;
+        rr[i].correct = (long)(rows[i].acc * 100 + 0.5);
+        stats_wilson(rr[i].correct, 100, STATS_Z95, &rr[i].ci_lo, &rr[i].ci_hi);
+    }
+    assert_int_equal(report_pareto(&r, front), 4);
+    for (size_t i = 0; i < PX_ARRAY_LEN(rows); i++)
+        if (front[i] != rows[i].front)
+            fail_msg("%s: front %d, want %d", rows[i].name, front[i], rows[i].front);
+    assert_true(isnan(report_tokens(&rr[6])));
+    assert_true(report_tokens(&rr[1]) == 145);
+
+    buf_init(&b, 0);
+    report_cost_svg(&r, &b);
+    svg = buf_cstr(&b);
+    assert_int_equal(strncmp(svg, "<svg ", 5), 0);
+    assert_non_null(strstr(svg, "</svg>\n"));
+    for (const char *p = svg; (p = strstr(p, "<circle ")); p++) {
+        circles++;
+        filled += strncmp(p, "<circle class=\"point pareto\"", 28) == 0;
+    }
+    assert_int_equal(circles, 7); /* no-usage is left out */
+    assert_int_equal(filled, 4);
+    assert_non_null(strstr(svg, "<title>sc-adaptive: 91.0%, 145 tokens</title>"));
+    assert_non_null(strstr(svg, "<polyline class=\"pareto\""));
+    assert_non_null(strstr(svg, "1 approach without token counts not shown"));
+    assert_null(strstr(svg, "no-usage"));
+    assert_null(strstr(svg, "nan"));
+    buf_free(&b);
+
+    /* the JSON marks the front */
+    buf_init(&b, 0);
+    report_json(&r, &b);
+    {
+        cJSON *j = cJSON_Parse(buf_cstr(&b));
+        const cJSON *a = cJSON_GetObjectItem(j, "approaches");
+
+        assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(a, 1), "pareto_front")));
+        assert_true(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetArrayItem(a, 2), "pareto_front")));
+        cJSON_Delete(j);
+    }
+    buf_free(&b);
+
+    /* no rows, or no tokens at all: a chart without points, no crash */
+    r.nrows = 0;
+    buf_init(&b, 0);
+    report_cost_svg(&r, &b);
+    assert_null(strstr(buf_cstr(&b), "<circle"));
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_set),       cmocka_unit_test(test_line_round_trip),
-        cmocka_unit_test(test_read_torn), cmocka_unit_test(test_build),
-        cmocka_unit_test(test_formats),   cmocka_unit_test(test_empty_and_write),
+        cmocka_unit_test(test_set),
+        cmocka_unit_test(test_line_round_trip),
+        cmocka_unit_test(test_read_torn),
+        cmocka_unit_test(test_build),
+        cmocka_unit_test(test_formats),
+        cmocka_unit_test(test_empty_and_write),
+        cmocka_unit_test(test_pareto_and_cost_chart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
