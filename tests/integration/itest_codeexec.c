@@ -19,6 +19,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,6 +311,45 @@ static void test_escape_time_and_output(void **state)
     free(seen);
 }
 
+static void *endless_request(void *arg)
+{
+    struct http_resp *r = arg;
+    char *body = user_code_body("executecode-mock-model", "while True:\n    pass");
+
+    if (http_req("POST", px.port, "/v1/chat/completions", body, NULL, r) != 0)
+        r->status = -1;
+    free(body);
+    return NULL;
+}
+
+/* While 6 programs spin for the whole time limit, other requests are answered at once: a run
+ * waits on a helper thread, not on a scheduler thread. */
+static void test_others_flow(void **state)
+{
+    enum { N = 6 };
+    pthread_t t[N];
+    struct http_resp spin[N], r;
+    struct timespec ts = {0, 300 * 1000000L};
+    char *body = chat_body("re2-mock-model", "plain", NULL); /* an approach: a coroutine */
+
+    (void)state;
+    for (int i = 0; i < N; i++)
+        pthread_create(&t[i], NULL, endless_request, &spin[i]);
+    nanosleep(&ts, NULL); /* the runs have started */
+    for (int i = 0; i < 3; i++) {
+        r = post(px.port, body, 200);
+        fprintf(stderr, "an re2 request beside %d spinning programs: %.3f s\n", N, r.total_s);
+        assert_true(r.total_s < 1.0);
+        http_resp_free(&r);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(spin[i].status, 200);
+        http_resp_free(&spin[i]);
+    }
+    free(body);
+}
+
 /* The model writes the code (the mock's fixed reply), the proxy runs it. */
 static void test_model_code(void **state)
 {
@@ -494,11 +534,11 @@ static void test_proxy_unharmed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_disabled),       cmocka_unit_test(test_escape_network),
-        cmocka_unit_test(test_escape_files),   cmocka_unit_test(test_escape_environment),
-        cmocka_unit_test(test_escape_bombs),   cmocka_unit_test(test_escape_time_and_output),
-        cmocka_unit_test(test_model_code),     cmocka_unit_test(test_stream),
-        cmocka_unit_test(test_proxy_unharmed),
+        cmocka_unit_test(test_disabled),     cmocka_unit_test(test_escape_network),
+        cmocka_unit_test(test_escape_files), cmocka_unit_test(test_escape_environment),
+        cmocka_unit_test(test_escape_bombs), cmocka_unit_test(test_escape_time_and_output),
+        cmocka_unit_test(test_model_code),   cmocka_unit_test(test_others_flow),
+        cmocka_unit_test(test_stream),       cmocka_unit_test(test_proxy_unharmed),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
