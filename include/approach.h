@@ -113,6 +113,9 @@ struct approach {
     bool offload; /* calls deep library code (libz3) or blocks (readurls' fetches, mcp): runs
                      on a helper thread with a full-size stack, not on a coroutine
                      (include/scheduler.h) */
+    /* It runs code (include/sandbox.h): refused (400 naming --enable-code-execution) by
+     * chat_request_parse unless the server enabled code execution. */
+    bool code_execution;
 };
 
 /* The registry (src/registry.c): const, no lock needed. */

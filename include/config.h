@@ -82,6 +82,8 @@ struct config {
     char otlp_endpoint[512];   /* --otlp-endpoint: OTLP/HTTP trace receiver; "" = off */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
+    bool enable_code_execution; /* executecode, coc: Python in the sandbox (src/sandbox.c) */
+    double code_timeout;        /* seconds of wall clock per sandboxed run, default 10 */
 
     /* logging */
     int log_level;

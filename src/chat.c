@@ -530,6 +530,13 @@ int chat_request_parse(struct arena *a, const char *body, size_t len, const stru
         route_name(&out->route, name, sizeof(name));
         out->route_name = arena_strdup(a, name);
     }
+    for (int i = 0; i < out->route.count; i++)
+        if (out->route.steps[i]->code_execution && !cfg->enable_code_execution)
+            return px_fail(err, PX_EINVAL, "model",
+                           "approach '%s' runs code, and code execution is disabled on this "
+                           "server (start it with --enable-code-execution or "
+                           "OPTILLM_ENABLE_CODE_EXECUTION=1)",
+                           out->route.steps[i]->slug);
     return chat_check_fields(a, out, err);
 }
 

@@ -91,6 +91,15 @@ static const struct flag flags[] = {
      "cot_reflection returns its thinking and reflection too, not only the output section"},
     {"no-approach-tags", NULL, "OPTILLM_NO_APPROACH_TAGS", T_BOOL, OFF(no_approach_tags), 0, NULL,
      "ignore <optillm_approach> tags in messages for selection (they are still removed)"},
+    {"enable-code-execution", NULL, "OPTILLM_ENABLE_CODE_EXECUTION", T_BOOL,
+     OFF(enable_code_execution), 0, NULL,
+     "allow the executecode and coc approaches to run Python (the client's and the model's) "
+     "in a bubblewrap sandbox: no network, read-only /usr, a private /tmp, no keys, limits; "
+     "off by default (their requests get 400)"},
+    {"code-execution-timeout", NULL, "OPTILLM_CODE_EXECUTION_TIMEOUT", T_DOUBLE, OFF(code_timeout),
+     0, "SECONDS",
+     "wall-clock limit of one sandboxed Python run; CPU time is limited to it + 1 s "
+     "(default 10)"},
     {"prompts-dir", NULL, "OPTILLM_PROMPTS_DIR", T_SECRET, OFF(prompts_dir), 0, "DIR",
      "override built-in prompts with DIR/<approach>/<stage>.txt files"},
     {"privacy-ner-url", NULL, "OPTILLM_PRIVACY_NER_URL", T_STR, OFF(privacy_ner_url),
@@ -209,6 +218,7 @@ static void defaults(struct config *c)
     snprintf(c->approach, sizeof(c->approach), "auto");
     snprintf(c->model, sizeof(c->model), "gpt-4o-mini");
     c->n = 1;
+    c->code_timeout = 10;
     c->log_level = LOG_INFO;
     snprintf(c->redis_prefix, sizeof(c->redis_prefix), "optillm:");
     snprintf(c->redis_failure, sizeof(c->redis_failure), "open");
@@ -594,6 +604,10 @@ int config_load(struct config *cfg, int argc, char **argv)
     }
     if (cfg->n < 1 || cfg->n > 128) {
         fprintf(stderr, "--n must be between 1 and 128\n");
+        return -1;
+    }
+    if (cfg->code_timeout > 3600) {
+        fprintf(stderr, "--code-execution-timeout must be at most 3600\n");
         return -1;
     }
     {

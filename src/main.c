@@ -18,6 +18,7 @@
 #include "pii.h"
 #include "prompt.h"
 #include "redis.h"
+#include "sandbox.h"
 
 #if defined(__SANITIZE_THREAD__)
 /* TSan builds: libz3's internal timer threads race with themselves (inside libz3, not in our
@@ -135,6 +136,17 @@ int main(int argc, char **argv)
         convlog_init(cfg.log_conversations) != 0 || otlp_start(cfg.otlp_endpoint) != 0) {
         log_error("start-up failed");
         return 1;
+    }
+    if (cfg.enable_code_execution) { /* fail now rather than on every request */
+        char why[512];
+
+        if (sandbox_selftest(&cfg, why, sizeof(why)) != 0) {
+            log_error("--enable-code-execution: the code sandbox does not work here: %s", why);
+            return 1;
+        }
+        if (geteuid() != 0)
+            log_warn("code execution: not running as root, so sandboxed programs keep this "
+                     "user id and get no process-count limit (see README, code execution)");
     }
     if (cfg.mcp_config) { /* MCP servers start on first use */
         struct px_error me = {0};

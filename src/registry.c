@@ -34,6 +34,9 @@ extern const struct approach approach_mcp;
 extern const struct approach approach_memory;
 extern const struct approach approach_readurls;
 extern const struct approach approach_longcepo;
+/* code execution (sandbox.h) */
+extern const struct approach approach_executecode;
+extern const struct approach approach_coc;
 
 const struct approach *const approach_registry[] = {
     &approach_bon,
@@ -62,6 +65,9 @@ const struct approach *const approach_registry[] = {
     &approach_memory,
     &approach_readurls,
     &approach_longcepo,
+    /* code execution (sandbox.h) */
+    &approach_executecode,
+    &approach_coc,
     NULL,
 };
 const size_t approach_registry_len = PX_ARRAY_LEN(approach_registry) - 1;

@@ -398,6 +398,8 @@ static enum MHD_Result do_approaches(struct exchange *ex)
         cJSON_AddNumberToObject(o, "rounds", a->rounds);
         cJSON_AddBoolToObject(o, "tools", a->tools);
         cJSON_AddBoolToObject(o, "response_format", a->response_format);
+        cJSON_AddBoolToObject(o, "code_execution", a->code_execution); /* sandbox.h */
+        cJSON_AddBoolToObject(o, "available", !a->code_execution || srv_cfg->enable_code_execution);
         cJSON_AddItemToArray(data, o);
     }
     s = cJSON_PrintUnformatted(root);

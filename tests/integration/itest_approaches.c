@@ -724,12 +724,13 @@ static void test_conversation_log(void **state)
  * own count of tokens. */
 static void test_every_approach_budget_and_usage(void **state)
 {
+    static const char *const args[] = {"--enable-code-execution", NULL}; /* executecode, coc */
     struct proc px;
     struct http_resp r;
     const double L = 0.3;
 
     (void)state;
-    start_proxy(&px, NULL);
+    start_proxy(&px, args);
     assert_int_equal(http_req("GET", px.port, "/v1/approaches", NULL, auth, &r), 0);
     cJSON *list = http_json(&r);
     http_resp_free(&r);

@@ -51,6 +51,8 @@ static const char *const env_names[] = {
     "OPTILLM_MOA_CANDIDATES",
     "OPTILLM_SAMPLES",
     "OPTILLM_MV_SAMPLES",
+    "OPTILLM_ENABLE_CODE_EXECUTION",
+    "OPTILLM_CODE_EXECUTION_TIMEOUT",
 };
 
 static void clear_env(void)
@@ -122,6 +124,8 @@ static void test_defaults(void **state)
     assert_false(cfg.client_keys);
     assert_false(cfg.no_approach_tags);
     assert_false(cfg.return_full_response);
+    assert_false(cfg.enable_code_execution);
+    assert_true(cfg.code_timeout == 10);
     assert_int_equal(cfg.workers, 10000);
     assert_int_equal(cfg.http_threads, 2);
     assert_true(cfg.io_loops >= 1);
@@ -182,6 +186,10 @@ static const struct flag_case flag_cases[] = {
      OFF(return_full_response), NULL, 1},
     {"no-approach-tags", "OPTILLM_NO_APPROACH_TAGS", "true", K_BOOL, OFF(no_approach_tags), NULL,
      1},
+    {"enable-code-execution", "OPTILLM_ENABLE_CODE_EXECUTION", "1", K_BOOL,
+     OFF(enable_code_execution), NULL, 1},
+    {"code-execution-timeout", "OPTILLM_CODE_EXECUTION_TIMEOUT", "2.5", K_DOUBLE, OFF(code_timeout),
+     NULL, 2.5},
     {"prompts-dir", "OPTILLM_PROMPTS_DIR", "/tmp/prompts", K_PSTR, OFF(prompts_dir), "/tmp/prompts",
      0},
     {"workers", "OPTILLM_WORKERS", "16", K_UINT, OFF(workers), NULL, 16},
@@ -458,6 +466,8 @@ static void test_bad_flags(void **state)
         {"--base-url", "ftp://x/v1"},
         {"--base_url=localhost:8080", NULL},
         {"--n", "0"},
+        {"--code-execution-timeout", "0"},
+        {"--code-execution-timeout", "3601"},
         {"--n", "129"},
         {"--n", "two"},
         {"--workers", "0"},
