@@ -44,8 +44,8 @@ static unsigned rr_cursor;
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static int total_waiting;
 
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen,
-                                                      const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
+                                                      ...)
 {
     va_list ap;
 
@@ -106,8 +106,7 @@ static int parse_provider(const cJSON *o, struct provider *p, char *err, size_t 
             return fail(err, errlen, "providers: %s: its key_env variable is not set", p->name);
         for (const char *c = v; *c; c++)
             if ((unsigned char)*c < 0x20 || *c == 0x7f)
-                return fail(err, errlen, "providers: %s: its key has control characters",
-                            p->name);
+                return fail(err, errlen, "providers: %s: its key has control characters", p->name);
         p->key = xstrdup(v);
     }
     p->weight = 1;
@@ -213,8 +212,7 @@ int providers_load(const char *path, char *err, size_t errlen)
                 break;
             for (int i = 0; i < nprov - 1; i++)
                 if (strcmp(provs[i].name, provs[nprov - 1].name) == 0) {
-                    rc = fail(err, errlen, "providers: the name %s is used twice",
-                              provs[i].name);
+                    rc = fail(err, errlen, "providers: the name %s is used twice", provs[i].name);
                     break;
                 }
             if (rc)
@@ -229,11 +227,26 @@ int providers_load(const char *path, char *err, size_t errlen)
     return rc;
 }
 
-bool providers_enabled(void) { return nprov > 0; }
-int providers_count(void) { return nprov; }
-const char *providers_name(int i) { return provs[i].name; }
-const char *providers_base_url(int i) { return provs[i].base_url; }
-const char *providers_key(int i) { return provs[i].key; }
+bool providers_enabled(void)
+{
+    return nprov > 0;
+}
+int providers_count(void)
+{
+    return nprov;
+}
+const char *providers_name(int i)
+{
+    return provs[i].name;
+}
+const char *providers_base_url(int i)
+{
+    return provs[i].base_url;
+}
+const char *providers_key(int i)
+{
+    return provs[i].key;
+}
 
 void providers_seed(uint64_t seed)
 {
@@ -329,8 +342,7 @@ static void unwait_locked(int *waiting)
     }
 }
 
-enum prov_pick providers_acquire(const char *model, int pin, uint64_t tried, int *out,
-                                 int *waiting)
+enum prov_pick providers_acquire(const char *model, int pin, uint64_t tried, int *out, int *waiting)
 {
     enum prov_pick r;
     int i;

@@ -72,10 +72,11 @@ static void test_parse(void **state)
     providers_free();
 }
 
-static const char three[] = "\"providers\":[{\"name\":\"a\",\"base_url\":\"http://a\",\"weight\":1},"
-                            "{\"name\":\"b\",\"base_url\":\"http://b\",\"weight\":3},"
-                            "{\"name\":\"c\",\"base_url\":\"http://c\",\"weight\":6,"
-                            "\"models\":[\"big\"]}]";
+static const char three[] =
+    "\"providers\":[{\"name\":\"a\",\"base_url\":\"http://a\",\"weight\":1},"
+    "{\"name\":\"b\",\"base_url\":\"http://b\",\"weight\":3},"
+    "{\"name\":\"c\",\"base_url\":\"http://c\",\"weight\":6,"
+    "\"models\":[\"big\"]}]";
 
 static void test_round_robin(void **state)
 {
@@ -176,7 +177,7 @@ static void test_caps(void **state)
     assert_int_equal(providers_acquire(NULL, -1, 1, &c, &w2), PROV_BUSY); /* queued on b */
     assert_int_equal(w2, 1);
     assert_int_equal(providers_acquire(NULL, -1, 0, &c, &w3), PROV_NONE); /* a's queue full */
-    assert_true(providers_release(a, false, 0)); /* waiters exist */
+    assert_true(providers_release(a, false, 0));                          /* waiters exist */
     assert_int_equal(providers_acquire(NULL, -1, 0, &c, &w1), PROV_OK);
     assert_int_equal(c, 0);
     assert_int_equal(w1, -1);
@@ -189,10 +190,8 @@ static void test_caps(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_round_robin),
-        cmocka_unit_test(test_weighted),
-        cmocka_unit_test(test_failover_and_health),
+        cmocka_unit_test(test_parse),    cmocka_unit_test(test_round_robin),
+        cmocka_unit_test(test_weighted), cmocka_unit_test(test_failover_and_health),
         cmocka_unit_test(test_caps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
