@@ -628,6 +628,8 @@ static bool schedule_retry(struct io_loop *l, struct xfer *x, long retry_after_s
     x->due_us = now + delay_us;
     x->next = l->delayed;
     l->delayed = x;
+    if (delay_us == 0)
+        curl_multi_wakeup(l->multi); /* the loop's next wait must not sleep on it */
     return true;
 }
 
@@ -660,7 +662,7 @@ static void complete(struct xfer *x)
 
         providers_probe_result(x->probe_of, ok, px_now_us());
         if (ok)
-            log_info("provider %s is back up", providers_name(x->probe_of));
+            log_warn("provider %s is back up", providers_name(x->probe_of));
         xfer_destroy(x);
         return;
     }
