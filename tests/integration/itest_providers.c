@@ -11,6 +11,8 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,10 +60,10 @@ static struct proc start_proxy(const char *const *more)
     for (int i = 0; more && more[i]; i++)
         args[n++] = more[i];
     args[n] = NULL;
-    assert_int_equal(proxy_start(&p, ma.port, args,
-                                 (const char *const[]){"PROV_A_KEY=" KEY_A,
-                                                       "OPENAI_API_KEY=" SERVER_KEY, NULL}),
-                     0);
+    assert_int_equal(
+        proxy_start(&p, ma.port, args,
+                    (const char *const[]){"PROV_A_KEY=" KEY_A, "OPENAI_API_KEY=" SERVER_KEY, NULL}),
+        0);
     return p;
 }
 
@@ -88,8 +90,8 @@ static void keys_of(int port, char *out, size_t cap)
     size_t n = 0;
 
     out[0] = '\0';
-    cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(j, "keys"))
-        n += (size_t)snprintf(out + n, cap - n, "%s|", k->valuestring);
+    cJSON_ArrayForEach(k, cJSON_GetObjectItemCaseSensitive(j, "keys")) n +=
+        (size_t)snprintf(out + n, cap - n, "%s|", k->valuestring);
     cJSON_Delete(j);
 }
 
@@ -148,9 +150,9 @@ static void test_round_robin_keys(void **state)
 
     /* A client's own key: to --base-url (mock a here), never to provider b. */
     reset_both();
-    assert_int_equal(chat(p.port, "mock-model",
-                          (const char *const[]){"X-Upstream-Api-Key: " CLIENT_KEY, NULL}),
-                     200);
+    assert_int_equal(
+        chat(p.port, "mock-model", (const char *const[]){"X-Upstream-Api-Key: " CLIENT_KEY, NULL}),
+        200);
     keys_of(ma.port, ka, sizeof(ka));
     assert_string_equal(ka, "Bearer " CLIENT_KEY "|");
     assert_int_equal(mock_stat(mb.port, "calls"), 0);
@@ -197,8 +199,8 @@ static void test_down_and_back(void **state)
     snprintf(port_arg, sizeof(port_arg), "%d", port_b);
     assert_int_equal(mock_start(&mb, (const char *const[]){"--port", port_arg, NULL}), 0);
     assert_int_equal(mb.port, port_b);
-    for (int i = 0; i < 100 * (1 + harness_slack()) && !file_contains(p.log, "provider b is back up");
-         i++)
+    for (int i = 0;
+         i < 100 * (1 + harness_slack()) && !file_contains(p.log, "provider b is back up"); i++)
         sleep_s(0.1);
     assert_true(file_contains(p.log, "provider b is back up"));
     for (int i = 0; i < 6; i++)
@@ -249,12 +251,126 @@ static void test_model_filter(void **state)
     proc_stop(&p);
 }
 
+/* Weighted 3:1 over 40 requests; a stream goes through the providers too. */
+static void test_weighted(void **state)
+{
+    FILE *f = fopen(path, "w");
+    struct http_resp r = {0};
+    char *body = chat_body("mock-model", "hi", "\"stream\":true");
+
+    (void)state;
+    assert_non_null(f);
+    fprintf(f,
+            "{\"strategy\": \"weighted\", \"providers\": [\n"
+            "  {\"name\": \"a\", \"base_url\": \"http://127.0.0.1:%d/v1\", \"weight\": 3},\n"
+            "  {\"name\": \"b\", \"base_url\": \"http://127.0.0.1:%d/v1\", \"weight\": 1}\n"
+            " ]}\n",
+            ma.port, mb.port);
+    fclose(f);
+    struct proc p = start_proxy(NULL);
+
+    reset_both();
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(chat(p.port, "mock-model", NULL), 200);
+    long ca = mock_stat(ma.port, "calls"), cb = mock_stat(mb.port, "calls");
+    assert_int_equal(ca + cb, 40);
+    assert_in_range(ca, 18, 39); /* expected 30; binomial sd 2.7: > 4 sd of room */
+    assert_int_equal(http_req("POST", p.port, "/v1/chat/completions", body, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "[DONE]"));
+    assert_int_equal(mock_stat(ma.port, "calls") + mock_stat(mb.port, "calls"), 41);
+    http_resp_free(&r);
+    free(body);
+    proc_stop(&p);
+}
+
+/* A tenant pinned to b: all its requests go to b, also under round robin. */
+static void test_tenant_pin(void **state)
+{
+    char tpath[600], hex[65], auth[128];
+    unsigned char d[32];
+    const char *key = "tenant-pin-LEAKCHECK-4d4d";
+    FILE *f;
+
+    (void)state;
+    write_providers("round_robin", ma.port, mb.port, NULL);
+    SHA256((const unsigned char *)key, strlen(key), d);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    snprintf(tpath, sizeof(tpath), "%s.tenants", path);
+    f = fopen(tpath, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"tenants\": [{\"name\": \"t\", \"key_sha256\": \"%s\", \"provider\": \"b\"}]}\n",
+            hex);
+    fclose(f);
+    struct proc p = start_proxy((const char *const[]){"--tenants", tpath, NULL});
+
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    reset_both();
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(chat(p.port, "mock-model", (const char *const[]){auth, NULL}), 200);
+    assert_int_equal(mock_stat(ma.port, "calls"), 0);
+    assert_int_equal(mock_stat(mb.port, "calls"), 4);
+    proc_stop(&p);
+    unlink(tpath);
+}
+
+struct call_arg {
+    int port;
+    long status;
+};
+
+static void *call_main(void *arg)
+{
+    struct call_arg *c = arg;
+
+    c->status = chat(c->port, "mock-model@latency=400", NULL);
+    return NULL;
+}
+
+/* Caps: a and b take one call each; four at once: two wait in the queues (a's queue holds
+ * one, b's one), none is refused, and neither mock ever sees two at once. */
+static void test_caps(void **state)
+{
+    FILE *f = fopen(path, "w");
+    struct call_arg c[4];
+    pthread_t t[4];
+
+    (void)state;
+    assert_non_null(f);
+    fprintf(f,
+            "{\"strategy\": \"round_robin\", \"providers\": [\n"
+            "  {\"name\": \"a\", \"base_url\": \"http://127.0.0.1:%d/v1\", "
+            "\"max_concurrent\": 1, \"queue\": 2},\n"
+            "  {\"name\": \"b\", \"base_url\": \"http://127.0.0.1:%d/v1\", "
+            "\"max_concurrent\": 1, \"queue\": 2}\n"
+            " ]}\n",
+            ma.port, mb.port);
+    fclose(f);
+    struct proc p = start_proxy(NULL);
+
+    reset_both();
+    for (int i = 0; i < 4; i++) {
+        c[i].port = p.port;
+        pthread_create(&t[i], NULL, call_main, &c[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].status, 200);
+    }
+    assert_int_equal(mock_stat(ma.port, "calls") + mock_stat(mb.port, "calls"), 4);
+    assert_int_equal(mock_stat(ma.port, "peak_concurrency"), 1);
+    assert_int_equal(mock_stat(mb.port, "peak_concurrency"), 1);
+    proc_stop(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_robin_keys), cmocka_unit_test(test_failover_order),
         cmocka_unit_test(test_down_and_back),    cmocka_unit_test(test_all_down),
-        cmocka_unit_test(test_model_filter),
+        cmocka_unit_test(test_model_filter),     cmocka_unit_test(test_weighted),
+        cmocka_unit_test(test_tenant_pin),       cmocka_unit_test(test_caps),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
