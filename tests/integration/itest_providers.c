@@ -209,6 +209,52 @@ static void test_down_and_back(void **state)
     assert_int_equal(proc_stop(&p), 0);
 }
 
+struct flow_arg {
+    int port, ok, failed;
+};
+
+static void *flow_main(void *arg)
+{
+    struct flow_arg *f = arg;
+
+    for (int i = 0; i < 8; i++) {
+        if (chat(f->port, "mock-model@latency=60", NULL) == 200)
+            f->ok++;
+        else
+            f->failed++;
+    }
+    return NULL;
+}
+
+/* b killed while requests are in flight on both: every request still succeeds. */
+static void test_kill_in_flight(void **state)
+{
+    struct flow_arg f[4] = {0};
+    pthread_t t[4];
+    char port_arg[16];
+
+    (void)state;
+    write_providers("round_robin", ma.port, mb.port, NULL);
+    struct proc p = start_proxy(NULL);
+
+    reset_both();
+    for (int i = 0; i < 4; i++) {
+        f[i].port = p.port;
+        pthread_create(&t[i], NULL, flow_main, &f[i]);
+    }
+    sleep_s(0.15);
+    int port_b = mb.port;
+    proc_stop(&mb);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(f[i].failed, 0);
+        assert_int_equal(f[i].ok, 8);
+    }
+    assert_int_equal(proc_stop(&p), 0);
+    snprintf(port_arg, sizeof(port_arg), "%d", port_b);
+    assert_int_equal(mock_start(&mb, (const char *const[]){"--port", port_arg, NULL}), 0);
+}
+
 /* Every provider down: a clear 502 for passthrough and for an approach. */
 static void test_all_down(void **state)
 {
@@ -371,6 +417,7 @@ int main(void)
         cmocka_unit_test(test_down_and_back),    cmocka_unit_test(test_all_down),
         cmocka_unit_test(test_model_filter),     cmocka_unit_test(test_weighted),
         cmocka_unit_test(test_tenant_pin),       cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_kill_in_flight),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
