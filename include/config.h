@@ -60,6 +60,7 @@ struct config {
     /* clients */
     char *gate_key;          /* --optillm-api-key / OPTILLM_API_KEY, or NULL */
     char *tenants_path;      /* --tenants FILE, or NULL */
+    char *providers_path;    /* --providers FILE, or NULL */
     char *log_conversations; /* --log-conversations DIR, or NULL */
 
     /* several instances: state shared through Redis (src/redis.c) */

@@ -7,6 +7,7 @@
 
 #include "arena.h"
 #include "internal.h"
+#include "providers.h"
 
 bool auth_equal(const char *a, const char *b)
 {
@@ -135,8 +136,8 @@ int auth_resolve_tenant(const struct config *cfg, struct arena *a, const char *a
         *upstream_key = x_upstream;
     } else if (cfg->client_keys && !gated && has_bearer) {
         *upstream_key = arena_strdup(a, tok);
-    } else if (cfg->upstream_key) {
-        *upstream_key = cfg->upstream_key;
+    } else if (cfg->upstream_key || providers_enabled()) {
+        *upstream_key = cfg->upstream_key; /* NULL: only the providers' own keys */
     } else if (!gated && has_bearer) {
         *upstream_key = arena_strdup(a, tok);
     } else {

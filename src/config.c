@@ -69,6 +69,9 @@ static const struct flag flags[] = {
     {"tenants", NULL, "OPTILLM_TENANTS", T_SECRET, OFF(tenants_path), 0, "FILE",
      "multi-tenant keys: a JSON file of tenants (SHA-256 key digests, own upstream, allowed "
      "approaches and models, limits); SIGHUP reloads it (see 'optillm keys')"},
+    {"providers", NULL, "OPTILLM_PROVIDERS", T_SECRET, OFF(providers_path), 0, "FILE",
+     "several upstreams: a JSON file of providers (base_url, key_env, weight, models, "
+     "max_concurrent) and a strategy (round_robin, weighted, failover); see the README"},
     {"redis-url", NULL, "OPTILLM_REDIS_URL", T_SECRET, OFF(redis_url), 0, "URL",
      "redis://[user:pass@]HOST[:PORT][/DB]: tenants' requests per minute and tokens per day "
      "are shared by every instance using this Redis (rediss:// needs a hiredis with TLS, which "
@@ -643,6 +646,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->mcp_config);
     cfg->mcp_config = NULL;
     free(cfg->tenants_path);
+    free(cfg->providers_path);
+    cfg->providers_path = NULL;
     free(cfg->log_conversations);
     free(cfg->memory_file);
     cfg->memory_file = NULL;

@@ -180,6 +180,7 @@ struct tenant {
     long max_calls;      /* per request; 0 = no limit */
     long rpm;            /* requests per minute; 0 = no limit */
     long tokens_per_day; /* 0 = no limit */
+    int provider;        /* --providers: the provider it is pinned to (index), or -1 */
 };
 
 /* Loads --tenants FILE before threads start; 0 or -1 (logged). */
@@ -288,6 +289,18 @@ struct xfer {
     long long span_start_us;      /* monotonic (px_now_us) */
     bool span_open;               /* started, not yet exported */
     struct curl_slist *tp_header; /* the "traceparent:" node of headers, or NULL */
+
+    /* --providers (providers.c; I/O thread only after io_submit). */
+    bool use_prov;                   /* each attempt goes to a provider chosen then */
+    bool probe;                      /* a health probe of provider probe_of */
+    int probe_of;                    /* provider index of a probe */
+    int prov;                        /* provider of the current attempt (slot held), or -1 */
+    int prov_wait;                   /* provider whose queue holds this transfer, or -1 */
+    int prov_pin;                    /* the tenant's pinned provider, or -1 */
+    uint64_t prov_tried;             /* providers that failed in this round */
+    char *model;                     /* the body's "model" (providers' model lists), or NULL */
+    const char *server_key;          /* sent to a provider without key_env (or NULL) */
+    struct curl_slist *prov_headers; /* headers + the provider's key, per attempt */
 };
 
 int io_start(const struct config *cfg);

@@ -17,6 +17,7 @@
 #include "mcp.h"
 #include "pii.h"
 #include "prompt.h"
+#include "providers.h"
 #include "redis.h"
 #include "sandbox.h"
 
@@ -130,6 +131,15 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    if (cfg.providers_path) { /* before the tenants, which may pin a provider */
+        char perr[256];
+
+        if (providers_load(cfg.providers_path, perr, sizeof(perr)) != 0) {
+            log_error("%s", perr);
+            return 1;
+        }
+        log_info("providers: %d upstreams from %s", providers_count(), cfg.providers_path);
+    }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || answer_init() != 0 || pii_init() != 0 ||
         prompt_init(cfg.prompts_dir) != 0 || registry_check() != 0 ||
         (cfg.tenants_path && tenants_init(cfg.tenants_path) != 0) || redis_init(&cfg) != 0 ||
@@ -211,6 +221,7 @@ int main(int argc, char **argv)
     otlp_stop();     /* exports the spans still queued (bounded by its timeout) */
     redis_cleanup(); /* flushes queued shared writes (bounded by its timeouts) */
     tenants_cleanup();
+    providers_free();
     prompt_cleanup();
     answer_cleanup();
     pii_cleanup();

@@ -23,6 +23,7 @@
 #include "buf.h"
 #include "internal.h"
 #include "log.h"
+#include "providers.h"
 #include "redis.h"
 
 #define MAX_TENANTS 4096
@@ -247,6 +248,16 @@ static struct tenant_set *load(const char *path)
                 log_error("tenants: %s has upstream.base_url but no upstream.key_env; the "
                           "server's key is never sent to a tenant's own upstream",
                           t->name);
+                bad = true;
+            }
+        }
+        t->provider = -1;
+        {
+            const cJSON *pv = cJSON_GetObjectItemCaseSensitive(it, "provider");
+
+            if (pv &&
+                (!cJSON_IsString(pv) || (t->provider = providers_find(pv->valuestring)) < 0)) {
+                log_error("tenants: %s's \"provider\" names no provider of --providers", t->name);
                 bad = true;
             }
         }

@@ -14,6 +14,7 @@
 #include "arena.h"
 #include "internal.h"
 #include "log.h"
+#include "providers.h"
 
 struct io_loop {
     pthread_t thread;
@@ -29,8 +30,9 @@ struct io_loop {
     /* Loop thread only. */
     struct xfer *active;
     size_t nactive;
-    struct xfer *delayed; /* retries waiting for their due time */
-    uint64_t rng;         /* jitter */
+    struct xfer *delayed;                 /* retries waiting for their due time */
+    struct xfer *waiting, **waiting_tail; /* --providers: transfers waiting for a slot */
+    uint64_t rng;                         /* jitter */
     struct exchange **watched;
     size_t nwatched, cap_watched;
 };
@@ -43,6 +45,43 @@ static unsigned rr; /* round-robin cursor (atomic builtins) */
 static const struct config *io_cfg;
 
 /* ---- transfers ------------------------------------------------------------------------------- */
+
+/* Appends the key header (cfg's auth header) to h. */
+static struct curl_slist *add_key(const struct config *cfg, struct curl_slist *h, const char *key)
+{
+    /* The only place a key is formatted; the string lives in the slist and is freed with
+     * the transfer. CURLOPT_VERBOSE is never set, so curl does not print it. */
+    bool bearer = strcasecmp(cfg->auth_header, "Authorization") == 0;
+    size_t hl = strlen(cfg->auth_header) + strlen(key) + 16;
+    char *hdr = xmalloc(hl);
+
+    snprintf(hdr, hl, "%s: %s%s", cfg->auth_header, bearer ? "Bearer " : "", key);
+    h = curl_slist_append(h, hdr);
+    explicit_bzero(hdr, hl);
+    free(hdr);
+    return h;
+}
+
+/* --providers: requests under the server's key (or none) and no tenant upstream go to the
+ * providers; a client's or a tenant's own key goes to --base-url (or the tenant's) only. */
+static void prov_setup(const struct config *cfg, struct xfer *x, const char *key)
+{
+    x->prov = x->prov_wait = x->prov_pin = -1;
+    if (!providers_enabled() || (x->ex && x->ex->base_url) || (key && key != cfg->upstream_key))
+        return;
+    x->use_prov = true;
+    x->server_key = key;
+    if (x->ex && x->ex->tenant)
+        x->prov_pin = x->ex->tenant->provider;
+    if (x->body) {
+        cJSON *j = cJSON_ParseWithLength(x->body, x->body_len);
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "model");
+
+        if (cJSON_IsString(m))
+            x->model = xstrdup(m->valuestring);
+        cJSON_Delete(j);
+    }
+}
 
 struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct exchange *ex,
                          const char *path, const char *key, char *body, size_t body_len)
@@ -75,18 +114,9 @@ struct xfer *xfer_create(const struct config *cfg, enum xfer_kind kind, struct e
         free(line);
         h = nl + 1;
     }
-    if (key) {
-        /* The only place a key is formatted; the string lives in the slist and is freed with
-         * the transfer. CURLOPT_VERBOSE is never set, so curl does not print it. */
-        bool bearer = strcasecmp(cfg->auth_header, "Authorization") == 0;
-        size_t hl = strlen(cfg->auth_header) + strlen(key) + 16;
-        char *h = xmalloc(hl);
-
-        snprintf(h, hl, "%s: %s%s", cfg->auth_header, bearer ? "Bearer " : "", key);
-        x->headers = curl_slist_append(x->headers, h);
-        explicit_bzero(h, hl);
-        free(h);
-    }
+    prov_setup(cfg, x, key);
+    if (key && !x->use_prov) /* a provider's key is added per attempt */
+        x->headers = add_key(cfg, x->headers, key);
     if (otlp_on && ex)
         otlp_xfer_headers(x);
     return x;
@@ -102,6 +132,8 @@ void xfer_destroy(struct xfer *x)
     free(x->path);
     free(x->body);
     free(x->plain_body);
+    free(x->model);
+    curl_slist_free_all(x->prov_headers);
     curl_slist_free_all(x->headers);
     buf_free(&x->resp);
     buf_free(&x->resp_headers);
@@ -352,8 +384,60 @@ static const char *base_url(const struct xfer *x, int i)
     return io_cfg->fallback_urls[i - 1];
 }
 
+static void complete(struct xfer *x);
+
+/* --providers: takes a slot of the provider this attempt goes to and points the URL at it.
+ * False when x waits for a slot (on l->waiting) or was completed as failed (no provider). */
+static bool prov_choose(struct io_loop *l, struct xfer *x)
+{
+    int i = -1;
+    enum prov_pick r = providers_acquire(x->model, x->prov_pin, x->prov_tried, &i, &x->prov_wait);
+
+    if (r == PROV_BUSY) {
+        x->next = NULL;
+        *l->waiting_tail = x;
+        l->waiting_tail = &x->next;
+        return false;
+    }
+    if (r == PROV_NONE) {
+        x->result = CURLE_COULDNT_CONNECT;
+        x->http_status = 0;
+        snprintf(x->errbuf, sizeof(x->errbuf),
+                 "no provider available (all down, at capacity, or not serving %s)",
+                 x->model ? x->model : "this model");
+        if (x->attempts == 0)
+            x->start_us = px_now_us();
+        x->end_us = px_now_us();
+        complete(x);
+        return false;
+    }
+    x->prov = i;
+    free(x->url);
+    size_t ulen = strlen(providers_base_url(i)) + strlen(x->path) + 1;
+    x->url = xmalloc(ulen);
+    snprintf(x->url, ulen, "%s%s", providers_base_url(i), x->path);
+    return true;
+}
+
+/* The headers of a provider attempt: x->headers (as otlp left them) and the provider's key,
+ * else the server's. */
+static struct curl_slist *prov_headers(struct xfer *x)
+{
+    const char *key = providers_key(x->prov) ? providers_key(x->prov) : x->server_key;
+
+    curl_slist_free_all(x->prov_headers);
+    x->prov_headers = NULL;
+    for (struct curl_slist *h = x->headers; h; h = h->next)
+        x->prov_headers = curl_slist_append(x->prov_headers, h->data);
+    if (key)
+        x->prov_headers = add_key(io_cfg, x->prov_headers, key);
+    return x->prov_headers;
+}
+
 static void start(struct io_loop *l, struct xfer *x)
 {
+    if (x->use_prov && !prov_choose(l, x))
+        return;
     CURL *e = curl_easy_init();
 
     if (!e) {
@@ -386,7 +470,7 @@ static void start(struct io_loop *l, struct xfer *x)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(io_cfg->connect_timeout * 1000));
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->prov >= 0 ? prov_headers(x) : x->headers);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
@@ -614,7 +698,7 @@ static bool schedule_retry(struct io_loop *l, struct xfer *x, long retry_after_s
     bool s429 = x->result == CURLE_OK && x->http_status == 429;
     long long delay_us, now = px_now_us(), deadline = request_deadline(x);
 
-    if (x->aborted || !(conn || s5xx || s429) || x->relaying)
+    if (x->aborted || x->probe || !(conn || s5xx || s429) || x->relaying)
         return false;
     if (x->kind == XFER_STREAM && x->sse) {
         size_t streamed;
@@ -623,7 +707,10 @@ static bool schedule_retry(struct io_loop *l, struct xfer *x, long retry_after_s
         if (streamed > 0)
             return false;
     }
-    if (x->retries_used < io_cfg->retries) {
+    if (x->use_prov && (conn || s5xx) &&
+        providers_available(x->model, x->prov_pin, x->prov_tried)) {
+        delay_us = 0; /* another provider, at once */
+    } else if (x->retries_used < io_cfg->retries) {
         double base = io_cfg->retry_base * (double)(1 << x->retries_used);
         double jitter = (double)(next_rand(l) >> 11) / 9007199254740992.0;
 
@@ -633,7 +720,8 @@ static bool schedule_retry(struct io_loop *l, struct xfer *x, long retry_after_s
             return false; /* the upstream asks for a long pause: let the client decide */
         if (retry_after_s > 0 && retry_after_s * 1000000LL > delay_us)
             delay_us = retry_after_s * 1000000LL;
-    } else if ((conn || s5xx) && x->base_index < io_cfg->nfallback &&
+        x->prov_tried = 0; /* a new round over the providers */
+    } else if ((conn || s5xx) && !x->use_prov && x->base_index < io_cfg->nfallback &&
                !(x->ex && x->ex->base_url)) { /* a tenant's own upstream has no fallback */
         x->base_index++;
         x->retries_used = 0;
@@ -661,6 +749,8 @@ static bool schedule_retry(struct io_loop *l, struct xfer *x, long retry_after_s
     x->due_us = now + delay_us;
     x->next = l->delayed;
     l->delayed = x;
+    if (delay_us == 0)
+        curl_multi_wakeup(l->multi); /* the loop's next wait must not sleep on it */
     return true;
 }
 
@@ -688,6 +778,15 @@ static bool without_stream_options(struct io_loop *l, struct xfer *x)
 /* Completes a transfer: a relay answers its client and is freed; a call signals its group. */
 static void complete(struct xfer *x)
 {
+    if (x->probe) {
+        bool ok = x->result == CURLE_OK && x->http_status > 0 && x->http_status < 500;
+
+        providers_probe_result(x->probe_of, ok, px_now_us());
+        if (ok)
+            log_warn("provider %s is back up", providers_name(x->probe_of));
+        xfer_destroy(x);
+        return;
+    }
     if (x->kind == XFER_RELAY) {
         relay_done(x);
         xfer_destroy(x);
@@ -711,6 +810,20 @@ static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
         x->easy = NULL;
     }
     unlink_active(l, x);
+    if (x->prov >= 0) { /* the provider's slot back, and its health */
+        bool failed = !x->aborted &&
+                      (is_connect_error(result) || (result == CURLE_OK && x->http_status >= 500));
+        bool was_down = providers_is_down(x->prov);
+
+        if (providers_release(x->prov, failed, x->end_us))
+            io_wake_all();
+        if (!was_down && providers_is_down(x->prov))
+            log_warn("provider %s is down (failures in a row); probing it",
+                     providers_name(x->prov));
+        if (failed)
+            x->prov_tried |= 1ull << x->prov;
+        x->prov = -1;
+    }
     metrics_upstream(result == CURLE_OK ? (int)x->http_status : 0);
     if (without_stream_options(l, x) || schedule_retry(l, x, (long)retry_after)) {
         if (otlp_on) /* this attempt's span; the next attempt gets its own */
@@ -757,6 +870,56 @@ static void check_hangup(struct exchange *ex)
         exchange_do_resume(ex); /* MHD then drops the connection */
     } else if (p.revents & POLLIN) {
         ex->pipelined = true; /* a pipelined request, not EOF: re-check by timer (P3) */
+    }
+}
+
+/* --providers, each loop turn: transfers waiting for a provider's slot try again (or end:
+ * cancelled, past their deadline, shutting down); loop 0 starts the health probes due. */
+static void prov_tick(struct io_loop *l, bool stopping, long long now)
+{
+    struct xfer *w = l->waiting;
+
+    l->waiting = NULL;
+    l->waiting_tail = &l->waiting;
+    while (w) {
+        struct xfer *x = w;
+        long long deadline = request_deadline(x);
+
+        w = x->next;
+        if (stopping || (x->ex && exchange_cancelled(x->ex))) {
+            providers_unwait(&x->prov_wait);
+            x->aborted = true;
+            x->result = CURLE_ABORTED_BY_CALLBACK;
+            complete(x);
+        } else if (deadline && now >= deadline) {
+            providers_unwait(&x->prov_wait);
+            x->result = CURLE_OPERATION_TIMEDOUT;
+            snprintf(x->errbuf, sizeof(x->errbuf), "timed out waiting for a provider slot");
+            complete(x);
+        } else {
+            start(l, x); /* back on l->waiting when still busy */
+        }
+    }
+    if (l->index != 0 || stopping)
+        return;
+    for (int i; (i = providers_probe_due(now)) >= 0;) {
+        struct xfer *p = xcalloc(1, sizeof(*p));
+        const char *key = providers_key(i) ? providers_key(i) : io_cfg->upstream_key;
+        size_t ulen = strlen(providers_base_url(i)) + sizeof("/models");
+
+        p->kind = XFER_CALL;
+        p->probe = true;
+        p->probe_of = i;
+        p->prov = p->prov_wait = p->prov_pin = -1;
+        p->path = xstrdup("/models");
+        p->url = xmalloc(ulen);
+        snprintf(p->url, ulen, "%s/models", providers_base_url(i));
+        buf_init(&p->resp, 65536);
+        buf_init(&p->line, RELAY_MAX_LINE);
+        p->headers = curl_slist_append(NULL, "User-Agent: optillm-c/" PX_VERSION);
+        if (key)
+            p->headers = add_key(io_cfg, p->headers, key);
+        start(l, p);
     }
 }
 
@@ -813,6 +976,8 @@ static void *loop_main(void *arg)
                 next_due = x->due_us;
             pp = &x->next;
         }
+        if (providers_enabled())
+            prov_tick(l, stopping, now);
         curl_multi_perform(l->multi, &running);
         CURLMsg *msg;
         int left;
@@ -895,7 +1060,7 @@ static void *loop_main(void *arg)
             i++;
         }
 
-        if (stopping && l->nactive == 0 && l->nwatched == 0 && !l->delayed) {
+        if (stopping && l->nactive == 0 && l->nwatched == 0 && !l->delayed && !l->waiting) {
             pthread_mutex_lock(&l->mu);
             more_queued = l->q_head != NULL;
             pthread_mutex_unlock(&l->mu);
@@ -910,7 +1075,7 @@ static void *loop_main(void *arg)
         pthread_mutex_unlock(&l->mu);
         if (more_queued)
             continue; /* P15: never sleep on queued work */
-        int timeout = any_pipelined ? 100 : 1000;
+        int timeout = any_pipelined || l->waiting ? 100 : 1000;
         if (next_due) {
             long long wait = (next_due - px_now_us()) / 1000;
 
@@ -953,6 +1118,7 @@ int io_start(const struct config *cfg)
         struct io_loop *l = &loops[i];
 
         l->index = i;
+        l->waiting_tail = &l->waiting;
         l->rng = (uint64_t)px_now_us() * 2654435761u + i + 1;
         l->multi = curl_multi_init();
         if (!l->multi)
