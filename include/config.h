@@ -52,7 +52,7 @@ struct config {
     int retries;             /* per call, for 429, 5xx and connect errors; default 2 */
     double retry_base;       /* first backoff delay in seconds, default 0.5 (doubles) */
     double request_timeout;  /* whole-request deadline in seconds; 0 = none (default 0) */
-    int max_request_calls;   /* upstream calls one request may begin; 0 = none (default 128) */
+    int max_request_calls;   /* upstream calls one request may begin; 0 = none (default 512) */
     int max_request_tokens;  /* prompt+completion tokens of one request's calls (default 1e6) */
     char *fallback_urls[8];  /* --fallback-base-url, tried in order after the primary fails */
     int nfallback;

@@ -162,7 +162,7 @@ static const struct flag flags[] = {
     {"max-request-calls", NULL, "OPTILLM_MAX_REQUEST_CALLS", T_INT, OFF(max_request_calls), 0, "N",
      "upstream calls one request may begin, over all its stages, n runs and branches; the "
      "calls past it fail (429) and the approach answers from the rest; a tenant's "
-     "max_calls_per_request may lower it (default 128; 0: no ceiling)"},
+     "max_calls_per_request may lower it (default 512; 0: no ceiling)"},
     {"max-request-tokens", NULL, "OPTILLM_MAX_REQUEST_TOKENS", T_INT, OFF(max_request_tokens), 0,
      "N",
      "prompt + completion tokens one request's upstream calls may use: no call begins once "
@@ -216,7 +216,7 @@ static void defaults(struct config *c)
     c->connect_timeout = 10;
     c->retries = 2;
     c->retry_base = 0.5;
-    c->max_request_calls = 128;
+    c->max_request_calls = 512;
     c->max_request_tokens = 1000000;
     snprintf(c->approach, sizeof(c->approach), "auto");
     snprintf(c->model, sizeof(c->model), "gpt-4o-mini");
