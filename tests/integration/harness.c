@@ -495,6 +495,29 @@ char *chat_body(const char *model, const char *content, const char *extra)
     return res;
 }
 
+long chat_as(int port, const char *key, const char *model, const char *content,
+             struct http_resp *keep)
+{
+    char auth[256];
+    const char *h[] = {auth, NULL};
+    char *body = chat_body(model, content, NULL);
+    struct http_resp r;
+    long status;
+
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    if (!body || http_req("POST", port, "/v1/chat/completions", body, h, &r) != 0) {
+        free(body);
+        return -1;
+    }
+    status = r.status;
+    if (keep)
+        *keep = r;
+    else
+        http_resp_free(&r);
+    free(body);
+    return status;
+}
+
 bool file_contains(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "rb");

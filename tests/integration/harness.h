@@ -61,6 +61,12 @@ long mock_stat(int port, const char *name);
  * (a JSON object's members text like "\"stream\":true", or NULL). Malloc'd. */
 char *chat_body(const char *model, const char *content, const char *extra);
 
+/* POSTs chat_body(model, content, NULL) to /v1/chat/completions with "Authorization: Bearer key".
+ * Returns the status (-1 when the request failed); the response goes to *keep when keep is not
+ * NULL (free it with http_resp_free), else it is freed. */
+long chat_as(int port, const char *key, const char *model, const char *content,
+             struct http_resp *keep);
+
 /* True when the file contains 'needle'. */
 bool file_contains(const char *path, const char *needle);
 
