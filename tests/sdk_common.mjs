@@ -2,6 +2,7 @@
 // share: the tiny runner (test, summary), child processes (startChild, waitLine, stopChild, ...)
 // and the guards that kill every child and print "N passed, M failed" however the run ends.
 // Only node: built-ins are imported, so each suite imports it by relative path.
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -171,4 +172,20 @@ export function installGuards(timeoutMs, onKillFn) {
         summary(1);
         process.exit(1);
     }, timeoutMs);
+}
+
+// mockGet(path) -> the mock's JSON at path (asserting 200), mockReset(): for the mock upstream
+// listening on port() (a function: the suites start their mock later).
+export function mockHelpers(port) {
+    async function mockGet(p) {
+        const r = await fetch(`http://127.0.0.1:${port()}${p}`);
+        assert.equal(r.status, 200, `mock ${p}`);
+        return r.json();
+    }
+    async function mockReset() {
+        const r = await fetch(`http://127.0.0.1:${port()}/mock/reset`, { method: 'POST' });
+        assert.equal(r.status, 200);
+        await r.arrayBuffer();
+    }
+    return { mockGet, mockReset };
 }

@@ -13,7 +13,7 @@ import path from 'node:path';
 
 import OpenAI from 'openai';
 import {
-    alive, BUILD, children, dumpLogs, installGuards, run, startChild, stopChild, summary, test, waitLine,
+    alive, BUILD, children, dumpLogs, installGuards, mockHelpers, run, startChild, stopChild, summary, test, waitLine,
 } from '../sdk_common.mjs';
 
 const GLOBAL_TIMEOUT_MS = 120_000;
@@ -54,17 +54,7 @@ const deadline = installGuards(GLOBAL_TIMEOUT_MS, removeKeyDir);
 
 let mock;
 
-async function mockGet(p) {
-    const r = await fetch(`http://127.0.0.1:${mock.port}${p}`);
-    assert.equal(r.status, 200, `mock ${p}`);
-    return r.json();
-}
-
-async function mockReset() {
-    const r = await fetch(`http://127.0.0.1:${mock.port}/mock/reset`, { method: 'POST' });
-    assert.equal(r.status, 200);
-    await r.arrayBuffer();
-}
+const { mockGet, mockReset } = mockHelpers(() => mock.port);
 
 // A fetch that keeps a copy of every SSE body exactly as it came over the wire, so the stream
 // can be checked beyond what the SDK tolerates (it normalises chunks and skips comments).

@@ -14,7 +14,7 @@ import path from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import {
-    BUILD, children, dumpLogs, installGuards, run, startChild, stopChild, summary, test, waitLine,
+    BUILD, children, dumpLogs, installGuards, mockHelpers, run, startChild, stopChild, summary, test, waitLine,
 } from '../sdk_common.mjs';
 
 const GLOBAL_TIMEOUT_MS = 120_000;
@@ -42,17 +42,7 @@ const deadline = installGuards(GLOBAL_TIMEOUT_MS);
 
 let mock;
 
-async function mockGet(p) {
-    const r = await fetch(`http://127.0.0.1:${mock.port}${p}`);
-    assert.equal(r.status, 200, `mock ${p}`);
-    return r.json();
-}
-
-async function mockReset() {
-    const r = await fetch(`http://127.0.0.1:${mock.port}/mock/reset`, { method: 'POST' });
-    assert.equal(r.status, 200);
-    await r.arrayBuffer();
-}
+const { mockGet, mockReset } = mockHelpers(() => mock.port);
 
 async function lastRequest() {
     const reqs = await mockGet('/mock/requests');
