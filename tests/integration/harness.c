@@ -472,6 +472,29 @@ long mock_stat(int port, const char *name)
     return val;
 }
 
+cJSON *mock_bodies(int port)
+{
+    cJSON *reqs = mock_get(port, "/mock/requests");
+    cJSON *out, *r;
+
+    if (!reqs)
+        return NULL;
+    out = cJSON_CreateArray();
+    cJSON_ArrayForEach(r, reqs)
+    {
+        cJSON *b = cJSON_GetObjectItemCaseSensitive(r, "body");
+
+        if (!cJSON_IsObject(b)) {
+            cJSON_Delete(out);
+            out = NULL;
+            break;
+        }
+        cJSON_AddItemToArray(out, cJSON_Duplicate(b, 1));
+    }
+    cJSON_Delete(reqs);
+    return out;
+}
+
 char *chat_body(const char *model, const char *content, const char *extra)
 {
     cJSON *o = cJSON_CreateObject();

@@ -56,6 +56,9 @@ cJSON *mock_get(int port, const char *path); /* GET -> parsed JSON */
 void mock_reset(int port);
 void mock_config(int port, const char *json);
 long mock_stat(int port, const char *name);
+/* The JSON bodies the mock received since the last reset, oldest first (caller deletes); NULL
+ * when /mock/requests fails or a request has no JSON object body. */
+cJSON *mock_bodies(int port);
 
 /* A chat body {"model":model,"messages":[{"role":"user","content":content}]} plus 'extra'
  * (a JSON object's members text like "\"stream\":true", or NULL). Malloc'd. */
