@@ -11,7 +11,6 @@
  * Request fields: its one call sets temperature and max_tokens (above); response_format reaches
  * it; every other client field reaches every call unchanged (llm.h). Requests with tools are
  * refused (400, approach.h .tools). */
-#include <ctype.h>
 #include <math.h>
 #include <string.h>
 
@@ -24,17 +23,6 @@
 #define CLOSE_TAG       "</output>"
 
 /* s[0..len) without leading and trailing white space, in the arena. */
-static const char *trimmed(struct arena *a, const char *s, size_t len)
-{
-    while (len && isspace((unsigned char)*s)) {
-        s++;
-        len--;
-    }
-    while (len && isspace((unsigned char)s[len - 1]))
-        len--;
-    return arena_strndup(a, s, len);
-}
-
 /* The text inside the first <output>...</output> (to the end when unclosed), or the whole
  * text when there is no <output>. */
 static const char *output_of(struct arena *a, const char *text)
@@ -43,10 +31,10 @@ static const char *output_of(struct arena *a, const char *text)
     const char *end;
 
     if (!start)
-        return trimmed(a, text, strlen(text));
+        return arena_strtrim(a, text, strlen(text));
     start += strlen(OPEN_TAG);
     end = strstr(start, CLOSE_TAG);
-    return trimmed(a, start, end ? (size_t)(end - start) : strlen(start));
+    return arena_strtrim(a, start, end ? (size_t)(end - start) : strlen(start));
 }
 
 static int cot_run(struct approach_ctx *ctx, struct chat_result *out)
@@ -62,7 +50,7 @@ static int cot_run(struct approach_ctx *ctx, struct chat_result *out)
     int rc;
 
     /* Our system message carries the client's system prompt, so theirs are left out. */
-    system = trimmed(ctx->arena, system, strlen(system));
+    system = arena_strtrim(ctx->arena, system, strlen(system));
     nmsgs = llm_msgs_conversation(ctx, system, NULL, &msgs);
     for (size_t i = 1; i < nmsgs; i++)
         if (strcmp(msgs[i].role, "system") != 0 && strcmp(msgs[i].role, "developer") != 0)

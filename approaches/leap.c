@@ -52,17 +52,6 @@ static bool blank(const char *s)
     return *s == '\0';
 }
 
-static const char *trimmed(struct arena *a, const char *s, size_t len)
-{
-    while (len && isspace((unsigned char)*s)) {
-        s++;
-        len--;
-    }
-    while (len && isspace((unsigned char)s[len - 1]))
-        len--;
-    return arena_strndup(a, s, len);
-}
-
 /* The text inside the first <output>...</output> (to the end when unclosed), trimmed; NULL
  * when there is no <output>. */
 static const char *output_of(struct arena *a, const char *text)
@@ -74,7 +63,7 @@ static const char *output_of(struct arena *a, const char *text)
         return NULL;
     start += strlen("<output>");
     end = strstr(start, "</output>");
-    return trimmed(a, start, end ? (size_t)(end - start) : strlen(start));
+    return arena_strtrim(a, start, end ? (size_t)(end - start) : strlen(start));
 }
 
 /* The text inside <output> when there is one, else the whole reply; trimmed. */
@@ -82,7 +71,7 @@ static const char *output_or_all(struct arena *a, const char *text)
 {
     const char *o = output_of(a, text);
 
-    return o ? o : trimmed(a, text, strlen(text));
+    return o ? o : arena_strtrim(a, text, strlen(text));
 }
 
 /* ---- examples ----------------------------------------------------------------------------- */
@@ -94,7 +83,7 @@ static const char *json_text(struct arena *a, const cJSON *v)
     const char *t;
 
     if (cJSON_IsString(v))
-        return trimmed(a, v->valuestring, strlen(v->valuestring));
+        return arena_strtrim(a, v->valuestring, strlen(v->valuestring));
     if (cJSON_IsNumber(v)) {
         if (isfinite(v->valuedouble) && v->valuedouble == floor(v->valuedouble) &&
             fabs(v->valuedouble) < 1e15)
@@ -397,7 +386,8 @@ static int final_answer(struct approach_ctx *ctx, const char *principles, struct
                             "principles", principles, NULL);
         size_t m = 1;
 
-        nmsgs = llm_msgs_conversation(ctx, trimmed(ctx->arena, sys, strlen(sys)), NULL, &msgs);
+        nmsgs =
+            llm_msgs_conversation(ctx, arena_strtrim(ctx->arena, sys, strlen(sys)), NULL, &msgs);
         for (size_t i = 1; i < nmsgs; i++)
             if (strcmp(msgs[i].role, "system") != 0 && strcmp(msgs[i].role, "developer") != 0)
                 msgs[m++] = msgs[i];

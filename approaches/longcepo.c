@@ -50,17 +50,6 @@ struct lc {
     long max_out, summary_tokens, window, neighbors;
 };
 
-static const char *trim(struct arena *a, const char *s, size_t n)
-{
-    while (n > 0 && isspace((unsigned char)*s)) {
-        s++;
-        n--;
-    }
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        n--;
-    return arena_strndup(a, s, n);
-}
-
 static const char *strrstr(const char *s, const char *needle)
 {
     const char *last = NULL;
@@ -78,13 +67,13 @@ static void split_input(struct arena *a, const char *text, const char **context,
     size_t len = strlen(text), cut = 0;
 
     if (d) {
-        *context = trim(a, text, (size_t)(d - text));
-        *question = trim(a, d + strlen(LC_DELIM), strlen(d + strlen(LC_DELIM)));
+        *context = arena_strtrim(a, text, (size_t)(d - text));
+        *question = arena_strtrim(a, d + strlen(LC_DELIM), strlen(d + strlen(LC_DELIM)));
         return;
     }
     if ((q = strrstr(text, "Query:"))) {
-        *context = trim(a, text, (size_t)(q - text));
-        *question = trim(a, q + 6, strlen(q + 6));
+        *context = arena_strtrim(a, text, (size_t)(q - text));
+        *question = arena_strtrim(a, q + 6, strlen(q + 6));
         return;
     }
     while (len > 0 && isspace((unsigned char)text[len - 1]))
@@ -92,8 +81,8 @@ static void split_input(struct arena *a, const char *text, const char **context,
     for (size_t i = 0; i + 1 < len; i++)
         if (strchr(".!?", text[i]) && isspace((unsigned char)text[i + 1]))
             cut = i + 1;
-    *context = trim(a, text, cut ? cut : len);
-    *question = cut ? trim(a, text + cut, len - cut) : "What is this text about?";
+    *context = arena_strtrim(a, text, cut ? cut : len);
+    *question = cut ? arena_strtrim(a, text + cut, len - cut) : "What is this text about?";
 }
 
 /* ---- chunks -----------------------------------------------------------------------------------
@@ -278,11 +267,11 @@ static const char *after_tag(struct arena *a, const char *text)
         }
     }
     if (!best)
-        return trim(a, text, strlen(text));
+        return arena_strtrim(a, text, strlen(text));
     best += blen;
     while (*best == ':' || isspace((unsigned char)*best))
         best++;
-    return trim(a, best, strlen(best));
+    return arena_strtrim(a, best, strlen(best));
 }
 
 /* Map-reduce of one question over the chunks. Returns the answer, or NULL with ctx->err set
@@ -389,8 +378,9 @@ static int longcepo_run(struct approach_ctx *ctx, struct chat_result *out)
     normalized =
         until_tag(&l, sys, approach_prompt(ctx, "longcepo/normalize", "query", question, NULL),
                   l.max_out, "longcepo/normalize", NULL);
-    normalized =
-        normalized && *normalized ? trim(ctx->arena, normalized, strlen(normalized)) : question;
+    normalized = normalized && *normalized
+                     ? arena_strtrim(ctx->arena, normalized, strlen(normalized))
+                     : question;
     /* 2. the plan */
     plan = until_tag(&l, NULL,
                      approach_prompt(ctx, "longcepo/plan", "question", normalized, "max",
@@ -414,7 +404,7 @@ static int longcepo_run(struct approach_ctx *ctx, struct chat_result *out)
     for (size_t i = 0; i < l.nchunks; i++) {
         const char *t = reply_text(&sc[i]);
 
-        l.summaries[i] = t ? trim(ctx->arena, t, strlen(t)) : "";
+        l.summaries[i] = t ? arena_strtrim(ctx->arena, t, strlen(t)) : "";
     }
     /* 5. the sub-questions in order, then the question */
     const char *b = plan ? strstr(plan, "<SUB-QUESTIONS>") : NULL;
@@ -432,7 +422,7 @@ static int longcepo_run(struct approach_ctx *ctx, struct chat_result *out)
 
         if (b + ll > e)
             ll = (size_t)(e - b);
-        line = trim(ctx->arena, b, ll);
+        line = arena_strtrim(ctx->arena, b, ll);
         b += ll + 1;
         while (isdigit((unsigned char)*line))
             line++;

@@ -39,17 +39,6 @@ static const char *strrstr(const char *s, const char *needle)
     return last;
 }
 
-static const char *trim(struct arena *a, const char *s, size_t n)
-{
-    while (n > 0 && isspace((unsigned char)*s)) {
-        s++;
-        n--;
-    }
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        n--;
-    return arena_strndup(a, s, n);
-}
-
 /* Splits text into context and query: after the last "Query:", else the last sentence (a '.',
  * '!' or '?' followed by whitespace ends a sentence). One sentence: the whole text is the
  * context and the query asks for its main point. */
@@ -59,8 +48,8 @@ static void split_query(struct arena *a, const char *text, const char **context,
     size_t len = strlen(text), cut = 0;
 
     if (q) {
-        *context = trim(a, text, (size_t)(q - text));
-        *query = trim(a, q + 6, strlen(q + 6));
+        *context = arena_strtrim(a, text, (size_t)(q - text));
+        *query = arena_strtrim(a, q + 6, strlen(q + 6));
         return;
     }
     while (len > 0 && isspace((unsigned char)text[len - 1]))
@@ -70,12 +59,12 @@ static void split_query(struct arena *a, const char *text, const char **context,
             isspace((unsigned char)text[i + 1]))
             cut = i + 1;
     if (cut == 0) {
-        *context = trim(a, text, len);
+        *context = arena_strtrim(a, text, len);
         *query = "What is the main point of this text?";
         return;
     }
-    *context = trim(a, text, cut);
-    *query = trim(a, text + cut, len - cut);
+    *context = arena_strtrim(a, text, cut);
+    *query = arena_strtrim(a, text + cut, len - cut);
 }
 
 /* ---- chunks -----------------------------------------------------------------------------------
@@ -257,7 +246,7 @@ static int memory_run(struct approach_ctx *ctx, struct chat_result *out)
             while (isspace((unsigned char)*t))
                 t++;
             if (strncmp(t, "YES#", 4) == 0 && t[4])
-                found[nfound++] = trim(ctx->arena, t + 4, strlen(t + 4));
+                found[nfound++] = arena_strtrim(ctx->arena, t + 4, strlen(t + 4));
         }
     }
     memstore_append(ctx, query, found, nfound); /* --memory-file, when set */

@@ -42,17 +42,6 @@ static bool blank(const char *s)
 }
 
 /* s[0..len) without leading and trailing white space, in the arena. */
-static const char *trimmed(struct arena *a, const char *s, size_t len)
-{
-    while (len && isspace((unsigned char)*s)) {
-        s++;
-        len--;
-    }
-    while (len && isspace((unsigned char)s[len - 1]))
-        len--;
-    return arena_strndup(a, s, len);
-}
-
 static const char *line_end(const char *p)
 {
     const char *e = strchr(p, '\n');
@@ -135,19 +124,19 @@ static struct code extract_code(struct arena *a, const char *text)
                 next++;
         }
         {
-            const char *code = trimmed(a, body, (size_t)(stop - body));
+            const char *code = arena_strtrim(a, body, (size_t)(stop - body));
             size_t len = strlen(code);
 
             if (!best.body || len > best_len) {
                 best.body = code;
-                best.block = trimmed(a, line, (size_t)(next - line));
+                best.block = arena_strtrim(a, line, (size_t)(next - line));
                 best_len = len;
             }
         }
         line = next;
     }
     if (!best.body) {
-        best.body = trimmed(a, text, strlen(text));
+        best.body = arena_strtrim(a, text, strlen(text));
         best.block = best.body;
     }
     return best;

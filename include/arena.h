@@ -19,6 +19,8 @@ void *arena_calloc(struct arena *a, size_t n, size_t size);
 /* Copies of strings, owned by 'a'. arena_strdup(a, NULL) returns NULL. */
 char *arena_strdup(struct arena *a, const char *s);
 char *arena_strndup(struct arena *a, const char *s, size_t n);
+/* Like arena_strndup without the leading and trailing whitespace (isspace) of the n bytes. */
+char *arena_strtrim(struct arena *a, const char *s, size_t n);
 char *arena_printf(struct arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 char *arena_vprintf(struct arena *a, const char *fmt, va_list ap);
 /* Registers fn(p) to run when the arena is destroyed (nginx pool cleanup). */

@@ -1,6 +1,7 @@
 /* arena.c: per-request bump allocator with deferred cleanups (nginx pool style). */
 #include "arena.h"
 
+#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,17 @@ char *arena_strndup(struct arena *a, const char *s, size_t n)
     memcpy(p, s, len);
     p[len] = '\0';
     return p;
+}
+
+char *arena_strtrim(struct arena *a, const char *s, size_t n)
+{
+    while (n > 0 && isspace((unsigned char)*s)) {
+        s++;
+        n--;
+    }
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        n--;
+    return arena_strndup(a, s, n);
 }
 
 char *arena_strdup(struct arena *a, const char *s)

@@ -695,6 +695,20 @@ static int run_offloadable(const struct approach *a, struct approach_ctx *ctx,
     return o.rc;
 }
 
+/* The context every approach step of a run starts from: the run's arena, error and id, the
+ * configured options, calls through 'llm'. */
+static struct approach_ctx run_ctx(struct run *r, const struct chat_request *req, struct llm *llm)
+{
+    return (struct approach_ctx){
+        .arena = r->arena,
+        .req = req,
+        .opts = approach_opts_of(px_config),
+        .llm = llm,
+        .err = &r->err,
+        .req_id = r->ex->id,
+    };
+}
+
 /* One approach on one request. */
 static int run_approach(struct run *r, const struct approach *a, const struct chat_request *req,
                         bool stream_final, const char **text, const char **finish,
@@ -712,18 +726,12 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
     struct transport t = {.ex = r->ex, .ka = r->ka};
     struct llm llm = {.ops = &transport_ops, .impl = &t};
     struct chat_result res = {0};
-    struct approach_ctx ctx = {
-        .arena = r->arena,
-        .req = req,
-        .opts = approach_opts_of(px_config),
-        .llm = &llm,
-        .err = &r->err,
-        .stream_final = stream_final && r->sink,
-        .sink = stream_final ? r->sink : NULL,
-        .req_id = r->ex->id,
-        .budget_tenant_calls = r->ex->tenant ? r->ex->tenant->max_calls : 0,
-        .budget_spent = r->usage,
-    };
+    struct approach_ctx ctx = run_ctx(r, req, &llm);
+
+    ctx.stream_final = stream_final && r->sink;
+    ctx.sink = stream_final ? r->sink : NULL;
+    ctx.budget_tenant_calls = r->ex->tenant ? r->ex->tenant->max_calls : 0;
+    ctx.budget_spent = r->usage;
     int rc = budget_check(&ctx, a);
 
     if (rc == PX_OK)
@@ -767,14 +775,7 @@ static int run_prepare(struct run *r, const struct approach *a, const struct cha
     struct llm llm = {.ops = &transport_ops, .impl = &t};
     struct chat_request *q = arena_alloc(r->arena, sizeof(*q));
     struct approach_post post = {0};
-    struct approach_ctx ctx = {
-        .arena = r->arena,
-        .req = req,
-        .opts = approach_opts_of(px_config),
-        .llm = &llm,
-        .err = &r->err,
-        .req_id = r->ex->id,
-    };
+    struct approach_ctx ctx = run_ctx(r, req, &llm);
     int rc;
 
     *q = *req;

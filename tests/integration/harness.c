@@ -472,6 +472,29 @@ long mock_stat(int port, const char *name)
     return val;
 }
 
+cJSON *mock_bodies(int port)
+{
+    cJSON *reqs = mock_get(port, "/mock/requests");
+    cJSON *out, *r;
+
+    if (!reqs)
+        return NULL;
+    out = cJSON_CreateArray();
+    cJSON_ArrayForEach(r, reqs)
+    {
+        cJSON *b = cJSON_GetObjectItemCaseSensitive(r, "body");
+
+        if (!cJSON_IsObject(b)) {
+            cJSON_Delete(out);
+            out = NULL;
+            break;
+        }
+        cJSON_AddItemToArray(out, cJSON_Duplicate(b, 1));
+    }
+    cJSON_Delete(reqs);
+    return out;
+}
+
 char *chat_body(const char *model, const char *content, const char *extra)
 {
     cJSON *o = cJSON_CreateObject();
@@ -493,6 +516,29 @@ char *chat_body(const char *model, const char *content, const char *extra)
     snprintf(res, len, "%s,%s}", s, extra);
     free(s);
     return res;
+}
+
+long chat_as(int port, const char *key, const char *model, const char *content,
+             struct http_resp *keep)
+{
+    char auth[256];
+    const char *h[] = {auth, NULL};
+    char *body = chat_body(model, content, NULL);
+    struct http_resp r;
+    long status;
+
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    if (!body || http_req("POST", port, "/v1/chat/completions", body, h, &r) != 0) {
+        free(body);
+        return -1;
+    }
+    status = r.status;
+    if (keep)
+        *keep = r;
+    else
+        http_resp_free(&r);
+    free(body);
+    return status;
 }
 
 bool file_contains(const char *path, const char *needle)

@@ -56,10 +56,19 @@ cJSON *mock_get(int port, const char *path); /* GET -> parsed JSON */
 void mock_reset(int port);
 void mock_config(int port, const char *json);
 long mock_stat(int port, const char *name);
+/* The JSON bodies the mock received since the last reset, oldest first (caller deletes); NULL
+ * when /mock/requests fails or a request has no JSON object body. */
+cJSON *mock_bodies(int port);
 
 /* A chat body {"model":model,"messages":[{"role":"user","content":content}]} plus 'extra'
  * (a JSON object's members text like "\"stream\":true", or NULL). Malloc'd. */
 char *chat_body(const char *model, const char *content, const char *extra);
+
+/* POSTs chat_body(model, content, NULL) to /v1/chat/completions with "Authorization: Bearer key".
+ * Returns the status (-1 when the request failed); the response goes to *keep when keep is not
+ * NULL (free it with http_resp_free), else it is freed. */
+long chat_as(int port, const char *key, const char *model, const char *content,
+             struct http_resp *keep);
 
 /* True when the file contains 'needle'. */
 bool file_contains(const char *path, const char *needle);

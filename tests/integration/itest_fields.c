@@ -104,19 +104,9 @@ static cJSON *post(const char *body, long want, struct http_resp *keep)
 /* The bodies the mock received since the last reset, oldest first (caller deletes). */
 static cJSON *upstream_bodies(void)
 {
-    cJSON *reqs = mock_get(mock.port, "/mock/requests");
-    cJSON *out = cJSON_CreateArray();
-    cJSON *r;
+    cJSON *out = mock_bodies(mock.port);
 
-    assert_non_null(reqs);
-    cJSON_ArrayForEach(r, reqs)
-    {
-        cJSON *b = cJSON_GetObjectItemCaseSensitive(r, "body");
-
-        assert_true(cJSON_IsObject(b));
-        cJSON_AddItemToArray(out, cJSON_Duplicate(b, 1));
-    }
-    cJSON_Delete(reqs);
+    assert_non_null(out);
     return out;
 }
 

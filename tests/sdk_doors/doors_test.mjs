@@ -9,110 +9,18 @@
 // (x-api-key under the client-key rules and the gate) and previous_response_id (a clear 400).
 // The last line printed is always "N passed, M failed"; the exit code is non-zero on failure.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
+import {
+    BUILD, children, dumpLogs, installGuards, mockHelpers, run, startChild, stopChild, summary, test, waitLine,
+} from '../sdk_common.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..', '..');
-const BUILD = path.resolve(ROOT, process.env.PX_BUILD || 'build');
 const GLOBAL_TIMEOUT_MS = 120_000;
 const KEY = 'sk-doors-test';
 const SERVER_KEY = 'sk-server-doors';
 const GATE_KEY = 'gate-doors';
-// ---- tiny runner ------------------------------------------------------------------------------
-
-let passed = 0;
-let failed = 0;
-let finished = false;
-
-async function test(name, fn) {
-    const t0 = Date.now();
-    try {
-        await fn();
-        passed++;
-        console.log(`ok   ${name} (${Date.now() - t0} ms)`);
-    } catch (e) {
-        failed++;
-        console.log(`FAIL ${name} (${Date.now() - t0} ms)`);
-        const text = e && e.stack ? e.stack : String(e);
-        for (const line of text.split('\n').slice(0, 12)) console.log(`     ${line}`);
-    }
-}
-
-function summary(extraFailures = 0) {
-    finished = true;
-    console.log(`${passed} passed, ${failed + extraFailures} failed`);
-}
-
-// ---- child processes --------------------------------------------------------------------------
-
-const children = []; // {name, proc, log: string[], exited: Promise<{code, signal}>}
-
-function startChild(name, file, args, env) {
-    const proc = spawn(file, args, {
-        cwd: ROOT,
-        env: { PATH: '/usr/bin:/bin', ...env },
-        stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const child = { name, proc, log: [], lineWaiters: [], code: undefined, signal: undefined };
-    child.exited = new Promise((resolve) => {
-        const gone = (code, signal, why) => {
-            if (child.code !== undefined) return;
-            child.code = code;
-            child.signal = signal;
-            resolve({ code, signal });
-            for (const w of child.lineWaiters) w.fail(new Error(`${name} ${why}`));
-            child.lineWaiters = [];
-        };
-        proc.on('exit', (code, signal) => gone(code, signal, `exited (code ${code}, signal ${signal})`));
-        // A failed spawn (e.g. ENOENT) emits only 'error'.
-        proc.on('error', (e) => gone(-1, null, `could not be started: ${e.message}`));
-    });
-    // Always drain both pipes: the proxy logs one line per request on stderr.
-    for (const stream of [proc.stdout, proc.stderr]) {
-        let pending = '';
-        stream.setEncoding('utf8');
-        stream.on('data', (d) => {
-            pending += d;
-            let nl;
-            while ((nl = pending.indexOf('\n')) >= 0) {
-                const line = pending.slice(0, nl);
-                pending = pending.slice(nl + 1);
-                child.log.push(line);
-                if (child.log.length > 400) child.log.shift();
-                for (const w of [...child.lineWaiters]) {
-                    const m = w.re.exec(line);
-                    if (m) {
-                        child.lineWaiters.splice(child.lineWaiters.indexOf(w), 1);
-                        w.ok(m);
-                    }
-                }
-            }
-        });
-    }
-    children.push(child);
-    return child;
-}
-
-function waitLine(child, re, ms = 10_000) {
-    for (const line of child.log) {
-        const m = re.exec(line);
-        if (m) return Promise.resolve(m);
-    }
-    if (child.code !== undefined) return Promise.reject(new Error(`${child.name} is not running`));
-    return new Promise((ok, fail) => {
-        const t = setTimeout(() => fail(new Error(`${child.name}: no line matching ${re} in ${ms} ms`)), ms);
-        child.lineWaiters.push({
-            re,
-            ok: (m) => (clearTimeout(t), ok(m)),
-            fail: (e) => (clearTimeout(t), fail(e)),
-        });
-    });
-}
 
 async function startMock() {
     const c = startChild('mock_upstream', path.join(BUILD, 'mock_upstream'), ['--port', '0'], {});
@@ -128,80 +36,13 @@ async function startProxy(mockPort, extraArgs = [], env = {}) {
     return c;
 }
 
-function alive(child) {
-    return child.code === undefined;
-}
-
-async function stopChild(child, graceMs = 5000) {
-    if (!alive(child)) return { code: child.code, signal: child.signal };
-    child.proc.kill('SIGTERM');
-    let t;
-    const r = await Promise.race([child.exited, new Promise((ok) => (t = setTimeout(() => ok(null), graceMs)))]);
-    clearTimeout(t);
-    if (r) return r;
-    child.proc.kill('SIGKILL');
-    await child.exited;
-    return { code: null, signal: 'SIGKILL', timedOut: true };
-}
-
-function killAllNow() {
-    for (const c of children) if (alive(c)) c.proc.kill('SIGKILL');
-}
-
-function dumpLogs() {
-    for (const c of children) {
-        if (!c.log.length) continue;
-        console.log(`---- last lines of ${c.name} (pid ${c.proc.pid}, port ${c.port}) ----`);
-        for (const line of c.log.slice(-25)) console.log(`  ${line}`);
-    }
-}
-
-process.on('exit', killAllNow);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-    process.on(sig, () => {
-        killAllNow();
-        if (!finished) {
-            console.log(`interrupted by ${sig}`);
-            summary(1);
-        }
-        process.exit(1);
-    });
-}
-process.on('uncaughtException', (e) => {
-    killAllNow();
-    console.log(`uncaught exception: ${e && e.stack ? e.stack : e}`);
-    if (!finished) summary(1);
-    process.exit(1);
-});
-process.on('unhandledRejection', (e) => {
-    killAllNow();
-    console.log(`unhandled rejection: ${e && e.stack ? e.stack : e}`);
-    if (!finished) summary(1);
-    process.exit(1);
-});
-const deadline = setTimeout(() => {
-    console.log(`global timeout: the test did not finish within ${GLOBAL_TIMEOUT_MS / 1000} s`);
-    dumpLogs();
-    killAllNow();
-    summary(1);
-    process.exit(1);
-}, GLOBAL_TIMEOUT_MS);
+const deadline = installGuards(GLOBAL_TIMEOUT_MS);
 
 // ---- helpers ----------------------------------------------------------------------------------
 
 let mock;
 
-async function mockGet(p) {
-    const r = await fetch(`http://127.0.0.1:${mock.port}${p}`);
-    assert.equal(r.status, 200, `mock ${p}`);
-    return r.json();
-}
-
-async function mockReset() {
-    const r = await fetch(`http://127.0.0.1:${mock.port}/mock/reset`, { method: 'POST' });
-    assert.equal(r.status, 200);
-    await r.arrayBuffer();
-}
+const { mockGet, mockReset } = mockHelpers(() => mock.port);
 
 async function lastRequest() {
     const reqs = await mockGet('/mock/requests');
@@ -712,11 +553,11 @@ async function main() {
 try {
     await main();
 } catch (e) {
-    failed++;
+    run.failed++;
     console.log(`FAIL setup: ${e && e.stack ? e.stack : e}`);
 }
-if (failed) dumpLogs();
+if (run.failed) dumpLogs();
 clearTimeout(deadline);
 for (const c of children) await stopChild(c);
 summary();
-process.exitCode = failed ? 1 : 0;
+process.exitCode = run.failed ? 1 : 0;

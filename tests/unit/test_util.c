@@ -123,6 +123,10 @@ static void test_arena_strings(void **state)
 
         assert_string_equal(arena_strndup(a, unterminated, 4), "abcd");
     }
+    /* arena_strtrim: the n bytes without leading and trailing whitespace. */
+    assert_string_equal(arena_strtrim(a, " \t a b \n x", 7), "a b");
+    assert_string_equal(arena_strtrim(a, "  \n ", 4), "");
+    assert_string_equal(arena_strtrim(a, "abc", 3), "abc");
     memset(big, 'q', sizeof(big) - 1);
     big[sizeof(big) - 1] = '\0';
     s = arena_strdup(a, big);
