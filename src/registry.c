@@ -33,6 +33,7 @@ extern const struct approach approach_mcp;
 /* plugins, part 2 */
 extern const struct approach approach_memory;
 extern const struct approach approach_readurls;
+extern const struct approach approach_web_search;
 extern const struct approach approach_longcepo;
 
 const struct approach *const approach_registry[] = {
@@ -61,6 +62,7 @@ const struct approach *const approach_registry[] = {
     /* plugins, part 2 */
     &approach_memory,
     &approach_readurls,
+    &approach_web_search,
     &approach_longcepo,
     NULL,
 };
