@@ -109,11 +109,10 @@ static int web_search_prepare(struct approach_ctx *ctx, struct chat_request *nex
                           url_encode(ctx->arena, query, qlen));
     fetch_batch(ctx, &fr, 1, &lim);
     if (fr.status != PX_OK)
-        return px_fail(ctx->err, fr.status == PX_ETIMEDOUT ? PX_ETIMEDOUT : PX_EUPSTREAM, NULL,
-                       "web_search: the search backend failed: %s%s",
-                       fr.error ? fr.error : "no answer",
-                       fr.http_status ? arena_printf(ctx->arena, " (HTTP %d)", fr.http_status)
-                                      : "");
+        return px_fail(
+            ctx->err, fr.status == PX_ETIMEDOUT ? PX_ETIMEDOUT : PX_EUPSTREAM, NULL,
+            "web_search: the search backend failed: %s%s", fr.error ? fr.error : "no answer",
+            fr.http_status ? arena_printf(ctx->arena, " (HTTP %d)", fr.http_status) : "");
 
     cJSON *doc = cJSON_ParseWithLength(fr.body, fr.len);
     const cJSON *results = doc ? cJSON_GetObjectItemCaseSensitive(doc, "results") : NULL;
@@ -124,9 +123,9 @@ static int web_search_prepare(struct approach_ctx *ctx, struct chat_request *nex
                        "web_search: the search backend's answer is %s",
                        doc ? "not {\"results\": [...]}" : "not JSON");
     }
-    const char *text = arena_printf(ctx->arena, "Web search results for \"%s\":",
-                                    one_line(ctx->arena, arena_strndup(ctx->arena, query, qlen),
-                                             QUERY_MAX));
+    const char *text =
+        arena_printf(ctx->arena, "Web search results for \"%s\":",
+                     one_line(ctx->arena, arena_strndup(ctx->arena, query, qlen), QUERY_MAX));
     size_t k = 0;
     const cJSON *r;
 
@@ -148,8 +147,8 @@ static int web_search_prepare(struct approach_ctx *ctx, struct chat_request *nex
     if (k == 0)
         text = arena_printf(ctx->arena, "%s\n(no results)", text);
     else
-        text = arena_printf(ctx->arena, "%s\n\nCite these sources as [n] where you use them.",
-                            text);
+        text =
+            arena_printf(ctx->arena, "%s\n\nCite these sources as [n] where you use them.", text);
     log_at(LOG_INFO, ctx->req_id, "web_search: %zu results", k);
 
     struct chat_msg *m = arena_calloc(ctx->arena, req->nmsgs + 1, sizeof(*m));

@@ -51,8 +51,8 @@ static int fake_fetch(struct approach_ctx *ctx, struct fetch_req *reqs, size_t n
 }
 
 #define TWO_TURNS                                                                                  \
-    "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"           \
-    "{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"},"      \
+    "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"              \
+    "{\"role\":\"user\",\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"hello\"},"       \
     "{\"role\":\"user\",\"content\":\"Who won? a&b\"}]}"
 
 static int prepare(struct env *e, struct chat_request *next, const char *url, int status,
@@ -79,23 +79,23 @@ static void test_results(void **state)
     fetch_set_transport(fake_fetch);
     env_init(&e, TWO_TURNS, rows);
     env_option(&e, "web_search_results", 2);
-    assert_int_equal(prepare(&e, &next, "http://10.1.2.3:8888/search", PX_OK,
-                             "{\"results\":[{\"title\":\"T1\",\"url\":\"https://a.test/1\","
-                             "\"content\":\"first\\nsnippet\"},{\"title\":\"no url\"},"
-                             "{\"title\":\"T2\",\"url\":\"https://b.test/2\",\"content\":\"s2\"},"
-                             "{\"title\":\"T3\",\"url\":\"https://c.test/3\",\"content\":\"s3\"}]}"),
-                     PX_OK);
+    assert_int_equal(
+        prepare(&e, &next, "http://10.1.2.3:8888/search", PX_OK,
+                "{\"results\":[{\"title\":\"T1\",\"url\":\"https://a.test/1\","
+                "\"content\":\"first\\nsnippet\"},{\"title\":\"no url\"},"
+                "{\"title\":\"T2\",\"url\":\"https://b.test/2\",\"content\":\"s2\"},"
+                "{\"title\":\"T3\",\"url\":\"https://c.test/3\",\"content\":\"s3\"}]}"),
+        PX_OK);
     assert_int_equal(g_batches, 1);
     assert_string_equal(g_url, "http://10.1.2.3:8888/search?q=Who%20won%3F%20a%26b&format=json");
     assert_string_equal(g_lim.allow, "0.0.0.0/0,::/0"); /* the operator's backend, as set */
     assert_true(g_lim.timeout > 9.9 && g_lim.timeout < 10.1);
     assert_int_equal(next.nmsgs, 5);
     assert_string_equal(next.msgs[3].role, "system");
-    assert_string_equal(next.msgs[3].content,
-                        "Web search results for \"Who won? a&b\":\n"
-                        "[1] T1\n    https://a.test/1\n    first snippet\n"
-                        "[2] T2\n    https://b.test/2\n    s2\n\n"
-                        "Cite these sources as [n] where you use them.");
+    assert_string_equal(next.msgs[3].content, "Web search results for \"Who won? a&b\":\n"
+                                              "[1] T1\n    https://a.test/1\n    first snippet\n"
+                                              "[2] T2\n    https://b.test/2\n    s2\n\n"
+                                              "Cite these sources as [n] where you use them.");
     assert_string_equal(next.msgs[4].content, "Who won? a&b");
     assert_string_equal(next.msgs[0].content, "Be brief.");
     assert_int_equal(e.fake.ncalls, 0);
@@ -127,8 +127,7 @@ static void test_bad_backends(void **state)
     assert_non_null(strstr(e.err.message, "HTTP 500"));
     assert_int_equal(prepare(&e, &next, "http://s.test/", PX_OK, "<html>not json"), PX_EUPSTREAM);
     assert_non_null(strstr(e.err.message, "not JSON"));
-    assert_int_equal(prepare(&e, &next, "http://s.test/", PX_OK, "{\"results\":{}}"),
-                     PX_EUPSTREAM);
+    assert_int_equal(prepare(&e, &next, "http://s.test/", PX_OK, "{\"results\":{}}"), PX_EUPSTREAM);
     assert_non_null(strstr(e.err.message, "not {\"results\""));
     assert_int_equal(prepare(&e, &next, "http://s.test/", PX_OK, "[1,2]"), PX_EUPSTREAM);
     assert_int_equal(e.fake.ncalls, 0);
