@@ -34,6 +34,7 @@ extern const struct approach approach_mcp;
 extern const struct approach approach_memory;
 extern const struct approach approach_readurls;
 extern const struct approach approach_web_search;
+extern const struct approach approach_deep_research;
 extern const struct approach approach_longcepo;
 
 const struct approach *const approach_registry[] = {
@@ -63,6 +64,7 @@ const struct approach *const approach_registry[] = {
     &approach_memory,
     &approach_readurls,
     &approach_web_search,
+    &approach_deep_research,
     &approach_longcepo,
     NULL,
 };
