@@ -232,8 +232,8 @@ static int deep_research_run(struct approach_ctx *ctx, struct chat_result *out)
             break; /* nothing missing */
         search(r, q, n, timeout);
         rc = ask(ctx,
-                 approach_prompt(ctx, "deep_research/denoise", "question", question, "draft",
-                                 draft, "sources", sources_text(r), NULL),
+                 approach_prompt(ctx, "deep_research/denoise", "question", question, "draft", draft,
+                                 "sources", sources_text(r), NULL),
                  "deep_research/denoise", &draft);
         if (rc < 0)
             return rc;
@@ -288,9 +288,9 @@ static const struct approach_option deep_research_options[] = {
 const struct approach approach_deep_research = {
     .slug = "deep_research",
     .run = deep_research_run,
-    .prompts = (const char *const[]){"deep_research/plan", "deep_research/draft",
-                                     "deep_research/gaps", "deep_research/denoise",
-                                     "deep_research/report", NULL},
+    .prompts =
+        (const char *const[]){"deep_research/plan", "deep_research/draft", "deep_research/gaps",
+                              "deep_research/denoise", "deep_research/report", NULL},
     .options = deep_research_options,
     .summary = "TTD-DR deep research: plan, parallel searches on --search-url, draft, bounded "
                "denoising with more searches, a final report citing sources as [n]",

@@ -116,11 +116,40 @@ static void test_bad_backends(void **state)
     http_resp_free(&r);
 }
 
+/* deep_research end to end: within its call bound, the report call carries the numbered
+ * sources from the fake SearxNG; without --search-url a 400. */
+static void test_deep_research(void **state)
+{
+    struct http_resp r;
+    char *body, *t;
+    long calls;
+
+    (void)state;
+    mock_reset(mock.port);
+    body = chat_body("deep_research-gpt-4o-mini", "Research DEEPQ", NULL);
+    assert_int_equal(http_req("POST", px.port, "/v1/chat/completions", body, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    calls = mock_stat(mock.port, "calls");
+    assert_true(calls >= 4 && calls <= 7);
+    t = last_upstream();
+    assert_non_null(strstr(t, "[1] SEARCH-TITLE-1 for "));
+    assert_non_null(strstr(t, "/page/article"));
+    assert_non_null(strstr(t, "[3] SEARCH-TITLE-3"));
+    free(t);
+    assert_int_equal(http_req("POST", bare_px.port, "/v1/chat/completions", body, NULL, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "--search-url"));
+    http_resp_free(&r);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_results_reach_upstream),
         cmocka_unit_test(test_bad_backends),
+        cmocka_unit_test(test_deep_research),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -66,7 +66,8 @@ static int fake_fetch(struct approach_ctx *ctx, struct fetch_req *reqs, size_t n
 static void test_loop(void **state)
 {
     const struct row rows[] = {
-        {"deep_research/plan", NULL, "Plan: a, b.\nQUERY: alpha\nQUERY: \"beta\"\nQUERY: junk1", NULL},
+        {"deep_research/plan", NULL, "Plan: a, b.\nQUERY: alpha\nQUERY: \"beta\"\nQUERY: junk1",
+         NULL},
         {"deep_research/draft", NULL, "DRAFT-1 [1]", NULL},
         {"deep_research/gaps", "DRAFT-1", "Missing gamma.\nQUERY: gamma\nQUERY: down", NULL},
         {"deep_research/denoise", NULL, "DRAFT-2 [1][4]", NULL},
