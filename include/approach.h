@@ -144,6 +144,8 @@ double approach_opt_row(const struct approach_ctx *ctx, const struct approach_op
 bool approach_return_full(const struct approach_ctx *ctx);
 /* The server's --privacy-ner-url (the privacy plugin's NER service), or NULL when off. */
 const char *approach_privacy_ner_url(const struct approach_ctx *ctx);
+/* The server's --search-url (web_search's SearxNG-compatible JSON API), or NULL when off. */
+const char *approach_search_url(const struct approach_ctx *ctx);
 
 /* Renders prompt 'name' with {{key}} placeholders from vars (key, value, ..., NULL) into
  * ctx->arena. An unknown placeholder is left as is. Never NULL for a registered prompt. */

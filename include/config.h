@@ -80,7 +80,8 @@ struct config {
     char *mcp_config;          /* --mcp-config: MCP servers file for the mcp approach, or NULL */
     char *memory_file;         /* --memory-file: memory's findings appended as JSONL, or NULL */
     char readurls_allow[1024]; /* --readurls-allow: comma-separated CIDRs, "" = none */
-    char otlp_endpoint[512];   /* --otlp-endpoint: OTLP/HTTP trace receiver; "" = off */
+    char search_url[512];    /* --search-url: web_search's SearxNG-compatible JSON API; "" = off */
+    char otlp_endpoint[512]; /* --otlp-endpoint: OTLP/HTTP trace receiver; "" = off */
     struct config_option_value options[PX_MAX_OPTIONS]; /* approach options set by flag/env */
     size_t noptions;
     bool enable_code_execution; /* executecode, coc: Python in the sandbox (src/sandbox.c) */

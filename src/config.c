@@ -109,6 +109,9 @@ static const struct flag flags[] = {
      SZ(privacy_ner_url), "URL",
      "privacy: also mask names and places found by this trusted NER service (Presidio analyzer "
      "API: POST {text, language} -> entities; off by default: then only pattern-based PII)"},
+    {"search-url", NULL, "OPTILLM_SEARCH_URL", T_STR, OFF(search_url), SZ(search_url), "URL",
+     "web_search: a SearxNG-compatible JSON search API you host (GET URL?q=...&format=json); "
+     "trusted as configured (not under the SSRF guard); off by default"},
     {"mcp-config", NULL, "OPTILLM_MCP_CONFIG", T_SECRET, OFF(mcp_config), 0, "FILE",
      "MCP servers for the mcp approach: {\"mcpServers\": {\"name\": {\"command\", \"args\", "
      "\"env\"} or {\"url\", \"headers\"}}} (the layout MCP clients use)"},

@@ -381,6 +381,11 @@ const char *approach_privacy_ner_url(const struct approach_ctx *ctx)
                                                               : NULL;
 }
 
+const char *approach_search_url(const struct approach_ctx *ctx)
+{
+    return opts_cfg(ctx) && opts_cfg(ctx)->search_url[0] ? opts_cfg(ctx)->search_url : NULL;
+}
+
 bool llm_msg_multipart(const struct llm_msg *m)
 {
     return m->raw && cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(m->raw, "content"));

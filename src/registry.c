@@ -33,6 +33,8 @@ extern const struct approach approach_mcp;
 /* plugins, part 2 */
 extern const struct approach approach_memory;
 extern const struct approach approach_readurls;
+extern const struct approach approach_web_search;
+extern const struct approach approach_deep_research;
 extern const struct approach approach_longcepo;
 /* code execution (sandbox.h) */
 extern const struct approach approach_executecode;
@@ -64,6 +66,8 @@ const struct approach *const approach_registry[] = {
     /* plugins, part 2 */
     &approach_memory,
     &approach_readurls,
+    &approach_web_search,
+    &approach_deep_research,
     &approach_longcepo,
     /* code execution (sandbox.h) */
     &approach_executecode,

@@ -42,6 +42,10 @@
  *                              itself), to/<host> (302 to http://<host>/page/article), pdf
  *                              (a one-page PDF: "PDF-TEXT-5 inside"), badpdf (not a PDF)
  *   GET  /mock/pages           {"fetches":n,"paths":[...]}: GET /page/ requests since reset
+ *   GET  /search?q=&format=json (websearch) a fake SearxNG: by the query's words, JUNK: not
+ *                              JSON, SHAPE: {"results":{}}, EMPTY: no results, SLOW: answers
+ *                              after 5 s; else 3 results (the query echoed in the first title)
+ *                              pointing at this mock's /page/article, /page/text, /page/json
  *   POST /analyze              (plugins1) a Presidio-analyzer-style NER service for the privacy
  *                              plugin: {"text"} -> [{"entity_type","start","end","score"}] in
  *                              code points, for the fixed names "Alice Martin", "Zoë Müller"
@@ -2967,6 +2971,49 @@ static enum MHD_Result handle_page(struct MHD_Connection *c, const char *url)
     return send_error(c, 404, "Not found", "invalid_request_error", NULL, "not_found", NULL);
 }
 
+/* ---- websearch: a fake SearxNG JSON API ------------------------------------------------------ */
+
+static enum MHD_Result handle_search(struct MHD_Connection *c)
+{
+    const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "q");
+    const char *fmt = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "format");
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    char body[4096];
+    cJSON *o, *res;
+    char *txt;
+
+    if (!q || !fmt || strcmp(fmt, "json") != 0)
+        return page_bytes(c, "text/plain", "need q and format=json", 22);
+    if (strstr(q, "JUNK"))
+        return page_bytes(c, "text/html", "<html>SearxNG error</html>", 26);
+    if (strstr(q, "SHAPE"))
+        return page_bytes(c, "application/json", "{\"results\":{}}", 14);
+    if (strstr(q, "EMPTY"))
+        return page_bytes(c, "application/json", "{\"results\":[]}", 14);
+    if (strstr(q, "SLOW"))
+        sleep_watch(-1, 5000);
+    o = cJSON_CreateObject();
+    res = cJSON_AddArrayToObject(o, "results");
+    static const char *const names[] = {"article", "text", "json"};
+    for (int i = 0; i < 3; i++) {
+        cJSON *r = cJSON_CreateObject();
+        char t[600], u[300];
+
+        snprintf(t, sizeof(t), i == 0 ? "SEARCH-TITLE-%d for %.500s" : "SEARCH-TITLE-%d", i + 1, q);
+        snprintf(u, sizeof(u), "http://%s/page/%s", host ? host : "127.0.0.1", names[i]);
+        cJSON_AddStringToObject(r, "title", t);
+        cJSON_AddStringToObject(r, "url", u);
+        snprintf(t, sizeof(t), "SEARCH-SNIPPET-%d", i + 1);
+        cJSON_AddStringToObject(r, "content", t);
+        cJSON_AddItemToArray(res, r);
+    }
+    txt = cJSON_PrintUnformatted(o);
+    snprintf(body, sizeof(body), "%s", txt);
+    free(txt);
+    cJSON_Delete(o);
+    return page_bytes(c, "application/json", body, strlen(body));
+}
+
 static enum MHD_Result handle_pages_log(struct MHD_Connection *c)
 {
     cJSON *o = cJSON_CreateObject();
@@ -3044,6 +3091,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
             return handle_page(c, url);
         if (!strcmp(url, "/mock/pages"))
             return handle_pages_log(c);
+        if (!strcmp(url, "/search") && !strcmp(method, "GET")) /* websearch */
+            return handle_search(c);
         break;
     }
     return send_error(c, 404, "Not found", "invalid_request_error", NULL, "not_found", NULL);

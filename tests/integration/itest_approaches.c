@@ -744,6 +744,8 @@ static void test_every_approach_budget_and_usage(void **state)
 
         if (!strcmp(slug, "mcp"))
             continue; /* needs --mcp-config and MCP servers: itest_mcp */
+        if (!strcmp(slug, "web_search") || !strcmp(slug, "deep_research"))
+            continue; /* need --search-url: itest_web_search */
         snprintf(model, sizeof(model), "%s-mock@noisy=1,latency=300", slug);
         char *body = chat_body(model, "What is 12 + 7 * 3?", NULL);
         mock_reset(mock.port);
