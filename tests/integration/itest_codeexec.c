@@ -99,7 +99,7 @@ static char *user_code_body(const char *model, const char *code)
 
 /* Every request body the mock recorded, as one text (headers left out: the key is in them by
  * design). Malloc'd. */
-static char *mock_bodies(void)
+static char *recorded_bodies_text(void)
 {
     cJSON *j = mock_get(mock.port, "/mock/requests");
     cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "requests");
@@ -155,7 +155,7 @@ static char *run_user_code(const char *code, double max_s)
     http_resp_free(&r);
     free(body);
     assert_int_equal(mock_stat(mock.port, "calls"), 1);
-    seen = mock_bodies();
+    seen = recorded_bodies_text();
     assert_null(strstr(seen, KEY));
     return seen;
 }
@@ -365,7 +365,7 @@ static void test_model_code(void **state)
     mock_reset(mock.port);
     r = post(px.port, body, 200);
     assert_int_equal(mock_stat(mock.port, "calls"), 2);
-    seen = mock_bodies();
+    seen = recorded_bodies_text();
     assert_non_null(strstr(seen, "SUM 42 False"));
     assert_null(strstr(seen, KEY));
     free(seen);
@@ -401,7 +401,7 @@ static void test_model_code(void **state)
     mock_reset(mock.port);
     r = post(px.port, body, 200);
     assert_int_equal(mock_stat(mock.port, "calls"), 4);
-    seen = mock_bodies();
+    seen = recorded_bodies_text();
     assert_non_null(strstr(seen, "NameError"));
     free(seen);
     http_resp_free(&r);
