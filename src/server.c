@@ -19,6 +19,8 @@
 
 static struct MHD_Daemon *daemon_;
 static int draining; /* set by server_quiesce (atomic builtins) */
+/* The listening socket MHD handed back at quiesce; closed by server_stop (main thread only). */
+static MHD_socket quiesced_fd = MHD_INVALID_SOCKET;
 static const struct config *srv_cfg;
 static int bound_port;
 
@@ -1131,8 +1133,13 @@ void server_quiesce(void)
     if (daemon_) {
         MHD_socket s = MHD_quiesce_daemon(daemon_);
 
-        if (s != MHD_INVALID_SOCKET)
-            close(s); /* MHD hands the listening socket back to us */
+        /* MHD hands the listening socket back to us, but its worker threads may still have it in
+         * a poll set until they wake: closing it now would let the fd number be reused under
+         * them (a race TSan reports). Refuse new connections now, close after MHD_stop_daemon. */
+        if (s != MHD_INVALID_SOCKET) {
+            (void)shutdown(s, SHUT_RDWR);
+            quiesced_fd = s;
+        }
     }
 }
 
@@ -1142,4 +1149,7 @@ void server_stop(void)
     if (daemon_)
         MHD_stop_daemon(daemon_);
     daemon_ = NULL;
+    if (quiesced_fd != MHD_INVALID_SOCKET)
+        close(quiesced_fd);
+    quiesced_fd = MHD_INVALID_SOCKET;
 }
