@@ -1,7 +1,8 @@
 /* adaptive.c: the stopping rule of adaptive sampling (adaptive.h). Pure functions.
  *
  * adaptive_overturn is exact (a walk over every sequence of the remaining samples) while
- * that is at most EXACT_PATHS sequences, which covers the default budgets (5, 6); above it,
+ * that is at most EXACT_PATHS sequences, which covers the default budgets (5, 6) and the first
+ * batch of k = 10 (about a millisecond); above it,
  * a simulation of SIM_RUNS urn draws with a fixed seed (standard error <= 0.006 at the
  * 0.05 threshold), so the same counts always give the same answer. */
 #include <stdint.h>
@@ -10,16 +11,24 @@
 #include "adaptive.h"
 
 #define MAX_CATS    128 /* counts plus the new answers the remaining samples may bring */
-#define EXACT_PATHS 20000.0
+#define EXACT_PATHS 400000.0
 #define SIM_RUNS    8000
+#define RISK_EPS    1e-9 /* exact fractions such as 1/5 compare equal to a risk of 0.2 */
 
-/* Does some other answer reach the leader's count? */
-static bool overturned(const int *c, int n, int lead)
+/* The probability that the final vote does not pick the leader: 1 when another answer has
+ * more votes, (t - 1) / t when t answers (the leader among them) share the top. */
+static double overturned(const int *c, int n, int lead)
 {
-    for (int i = 0; i < n; i++)
-        if (i != lead && c[i] >= c[lead])
-            return true;
-    return false;
+    int tied = 1;
+
+    for (int i = 0; i < n; i++) {
+        if (i == lead)
+            continue;
+        if (c[i] > c[lead])
+            return 1.0;
+        tied += c[i] == c[lead];
+    }
+    return (double)(tied - 1) / tied;
 }
 
 /* Exact: the probability over every continuation of r samples (Polya urn, weight 1 for a new
@@ -30,7 +39,7 @@ static double walk(int *c, int n, int lead, int r)
     double p = 0.0;
 
     if (r == 0)
-        return overturned(c, n, lead) ? 1.0 : 0.0;
+        return overturned(c, n, lead);
     for (int i = 0; i < n; i++)
         total += c[i];
     for (int i = 0; i < n; i++) {
@@ -61,7 +70,7 @@ static double simulate(const int *c0, int n, int lead, int r)
 {
     int c[MAX_CATS];
     uint64_t seed = 0x616461707469ULL; /* fixed: the same counts give the same estimate */
-    int hits = 0;
+    double hits = 0;
     int sum0 = 0;
 
     for (int i = 0; i < n; i++)
@@ -69,12 +78,8 @@ static double simulate(const int *c0, int n, int lead, int r)
     for (int run = 0; run < SIM_RUNS; run++) {
         int m = n;
         int sum = sum0;
-        int best_other = 0;
 
         memcpy(c, c0, (size_t)n * sizeof(*c));
-        for (int i = 0; i < n; i++)
-            if (i != lead && c[i] > best_other)
-                best_other = c[i];
         for (int s = 0; s < r; s++) {
             /* a uniform draw over sum + 1 slots: slot sum is a new answer */
             uint64_t u = next_rand(&seed) % (uint64_t)(sum + 1);
@@ -89,12 +94,10 @@ static double simulate(const int *c0, int n, int lead, int r)
             }
             c[i]++;
             sum++;
-            if (i != lead && c[i] > best_other)
-                best_other = c[i];
         }
-        hits += best_other >= c[lead];
+        hits += overturned(c, m, lead);
     }
-    return (double)hits / SIM_RUNS;
+    return hits / SIM_RUNS;
 }
 
 /* The leader's index and the runner-up's count; -1 when n == 0. */
@@ -126,7 +129,7 @@ double adaptive_overturn(const int *counts, int n, int remaining)
     if (counts[lead] > second + remaining)
         return 0.0;
     if (remaining == 0)
-        return 1.0; /* a tie at the top */
+        return overturned(counts, n, lead); /* a tie at the top */
     for (int i = 1; i <= remaining && paths <= EXACT_PATHS; i++)
         paths *= n + i;
     if (paths > EXACT_PATHS)
@@ -136,7 +139,7 @@ double adaptive_overturn(const int *counts, int n, int remaining)
     return walk(c, n, lead, remaining);
 }
 
-bool adaptive_stop(const int *counts, int n, int drawn, int budget)
+bool adaptive_stop(const int *counts, int n, int drawn, int budget, double risk)
 {
     int second;
     int lead = leader(counts, n, &second);
@@ -148,10 +151,12 @@ bool adaptive_stop(const int *counts, int n, int drawn, int budget)
         return false;
     if (counts[lead] > second + remaining)
         return true;
-    return adaptive_overturn(counts, n, remaining) <= ADAPTIVE_RISK;
+    if (risk <= 0)
+        return false; /* only reach decides (the simulation can round a tiny risk to 0) */
+    return adaptive_overturn(counts, n, remaining) <= risk + RISK_EPS;
 }
 
-int adaptive_batch(const int *counts, int n, int remaining)
+int adaptive_batch(const int *counts, int n, int remaining, double risk)
 {
     int second;
     int lead = leader(counts, n, &second);
@@ -160,6 +165,18 @@ int adaptive_batch(const int *counts, int n, int remaining)
 
     if (remaining <= 1)
         return remaining < 0 ? 0 : remaining;
+    if (lead < 0 && risk > 0) {
+        /* First batch: the fewest samples whose agreement alone stops the vote with a margin
+         * (risk / 2), so that the common easy case takes one round and a lucky agreement of
+         * two does not end a large budget. */
+        for (m = 1; m < remaining; m++) {
+            int one[1] = {m};
+
+            if (adaptive_overturn(one, 1, remaining - m) <= risk / 2 + RISK_EPS)
+                return m;
+        }
+        return remaining;
+    }
     /* top + m > second + (remaining - m) */
     m = (second + remaining - top) / 2 + 1;
     if (second + remaining - top < 0)

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adaptive.h"
 #include "answer.h"
 #include "approach.h"
 #include "arena.h"
@@ -72,6 +73,12 @@ static const struct approach_option sc_options[] = {
      .integer = true,
      .help = "1: self_consistency and majority_voting draw samples in rounds and stop once "
              "the vote is decided (adaptive.h); 0: all samples at once"},
+    {.name = "adaptive_risk",
+     .def = ADAPTIVE_RISK,
+     .min = 0,
+     .max = 0.5,
+     .help = "adaptive sampling stops once the chance that the remaining samples would change "
+             "the vote is at most this (0: only when the lead is out of reach)"},
     /* Budgets of every approach (registered here: an option lives in some approach's table). */
     {.name = "max_calls",
      .def = 0,

@@ -303,8 +303,10 @@ int vote_sample(struct approach_ctx *ctx, const struct llm_msg *msgs, size_t nms
             llm_budget_note(ctx, "samples=%d/%d", r, k);
         return r;
     }
-    while (!adaptive_stop(counts, ng, drawn, k)) {
-        int m = adaptive_batch(counts, ng, k - drawn);
+    double risk = approach_opt(ctx, "adaptive_risk");
+
+    while (!adaptive_stop(counts, ng, drawn, k, risk)) {
+        int m = adaptive_batch(counts, ng, k - drawn, risk);
         int fit = llm_budget_samples(ctx, m, 0, 0);
         int r;
 

@@ -77,6 +77,8 @@
  *   reasoning=N                usage.completion_tokens_details.reasoning_tokens = N * choices
  *   drop=1                     close the connection without any response
  *   noisy=1, p=P, q=Q          noisy-model mode (below); p and q override the defaults
+ *   spread=S                   noisy mode: wrong answers are truth + d, d in [-S,S] \ {0}
+ *                              (default 9)
  *   words=N                    words after the "mock reply <i>: " prefix (default 8, 1..100000)
  *   tool=NAME                  answer with one tool call to NAME instead of text (front doors):
  *                              id "call_mock_1", arguments {"location":"Paris","unit":"celsius"},
@@ -154,11 +156,11 @@
  * if judged wrong, the judgement being correct with probability q; else two or more phrases ->
  * "Combining the candidates. The answer is M." (majority, ties: first seen); else "Let me work
  * it out step by step. The answer is N." (N = truth with probability p, else truth + d, d in
- * [-9,9] \ {0}). "<output>" in any message selects "<thinking>...</thinking>\n<reflection>
- * Checked.</reflection>\n<output>The answer is N.</output>". Each choice is one sample; its seed
- * mixes the global seed, a hash of model + messages and an ordinal counted per hash since the
- * last reset (a call with n=k takes k consecutive ordinals), so the multiset of answers does not
- * depend on arrival order.
+ * [-S,S] \ {0}, S = spread, default 9). "<output>" in any message selects
+ * "<thinking>...</thinking>\n<reflection> Checked.</reflection>\n<output>The answer is
+ * N.</output>". Each choice is one sample; its seed mixes the global seed, a hash of model +
+ * messages and an ordinal counted per hash since the last reset (a call with n=k takes k
+ * consecutive ordinals), so the multiset of answers does not depend on arrival order.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -925,7 +927,7 @@ static void account_request(struct req *r, struct MHD_Connection *c, const char 
 enum n_mode { N_HONOUR, N_REFUSE, N_REFUSE500, N_IGNORE };
 
 struct opts {
-    long latency, chunk_delay, status, fail_first, reasoning, words, retry_after;
+    long latency, chunk_delay, status, fail_first, reasoning, words, retry_after, spread;
     double fail_rate, p, q;
     enum n_mode n_mode;
     bool drop, noisy;
@@ -1082,6 +1084,8 @@ static bool apply_opt(struct opts *o, const char *name, char *val)
         return parse_double(val, 0, 1, &o->p);
     if (!strcmp(name, "q"))
         return parse_double(val, 0, 1, &o->q);
+    if (!strcmp(name, "spread"))
+        return parse_long(val, 1, 1000, &o->spread);
     if (!strcmp(name, "drop"))
         return parse_bool(val, &o->drop);
     if (!strcmp(name, "noisy"))
@@ -1145,6 +1149,7 @@ static const char *parse_opts(const char *model, struct opts *o, char *err, size
     o->chunk_delay = g.cfg.chunk_delay;
     o->p = g.cfg.p;
     o->q = g.cfg.q;
+    o->spread = 9;
     o->seed = g.cfg.seed;
     o->noisy = g.cfg.noisy;
     o->require_key = g.cfg.require_key ? strdup(g.cfg.require_key) : NULL;
@@ -1523,9 +1528,10 @@ static char *noisy_text(const struct nplan *np, const struct opts *o, uint64_t m
     }
     double v = np->ans;
     if (u01(&st) >= o->p) {
-        int d = (int)(u01(&st) * 18.0);
-        d = d > 17 ? 17 : d;
-        v += d < 9 ? d - 9 : d - 8;
+        long w = 2 * o->spread;
+        long d = (long)(u01(&st) * (double)w);
+        d = d > w - 1 ? w - 1 : d;
+        v += (double)(d < o->spread ? d - o->spread : d - o->spread + 1);
     }
     fmt_num(v, num, sizeof(num));
     if (np->wrap)

@@ -84,17 +84,20 @@ static void expect(const char *model, const char *extra, long want_calls, long w
 static void test_easy_and_contested(void **state)
 {
     (void)state;
-    /* easy: unanimous first batch */
-    expect("self_consistency-mock@reply=The%20answer%20is%20blue.", NULL, 1, 3);
-    expect("majority_voting-mock@reply=The%20answer%20is%20blue.", NULL, 1, 4);
-    /* contested: all different ("mock reply <i>: ..."), the whole budget in 2 rounds */
-    expect("self_consistency-mock@words=2", NULL, 2, 5);
-    expect("majority_voting-mock@words=2", NULL, 2, 6);
-    expect("self_consistency-mock@words=2", "\"optillm_samples\":9", 3, 9); /* 5, 2, 2 */
+    /* easy: an agreeing first batch of 2 */
+    expect("self_consistency-mock@reply=The%20answer%20is%20blue.", NULL, 1, 2);
+    expect("majority_voting-mock@reply=The%20answer%20is%20blue.", NULL, 1, 2);
+    /* contested: all different ("mock reply <i>: ..."), the whole budget in 3 or 4 rounds */
+    expect("self_consistency-mock@words=2", NULL, 3, 5);                    /* 2, 2, 1 */
+    expect("majority_voting-mock@words=2", NULL, 3, 6);                     /* 2, 3, 1 */
+    expect("self_consistency-mock@words=2", "\"optillm_samples\":9", 4, 9); /* 2, 4, 2, 1 */
+    /* the stricter risk of 0.05: a first batch of 3 (two agreeing of 5 are not enough) */
+    expect("self_consistency-mock@reply=The%20answer%20is%20blue.",
+           "\"optillm_adaptive_risk\":0.05", 1, 3);
     /* optillm_adaptive 0: fixed k in one call, easy or not */
     expect("self_consistency-mock@reply=The%20answer%20is%20blue.", "\"optillm_adaptive\":0", 1, 5);
     /* an upstream without n: the rounds are parallel single calls */
-    expect("self_consistency-mock@reply=blue,n_mode=refuse", NULL, 4, 3); /* 1 refused + 3 */
+    expect("self_consistency-mock@reply=blue,n_mode=refuse", NULL, 3, 2); /* 1 refused + 2 */
 }
 
 static void test_noisy_savings(void **state)
@@ -123,8 +126,10 @@ static void test_noisy_savings(void **state)
     fprintf(stderr, "adaptive %ld samples, fixed %ld, %d of %d answers differ\n", choices[0],
             choices[1], differ, QUESTIONS);
     assert_int_equal(choices[1], 5 * QUESTIONS);
-    assert_true(choices[0] >= 3 * QUESTIONS);
-    assert_true(choices[0] * 2 < 9 * QUESTIONS); /* < 4.5 per question */
+    /* at p = 0.8 about 2.75 samples per question are expected (bench/adaptive.sh); each
+     * question takes 2..5, so 3.5 on average over 60 is several standard deviations away */
+    assert_true(choices[0] >= 2 * QUESTIONS);
+    assert_true(choices[0] * 2 < 7 * QUESTIONS); /* < 3.5 per question */
     assert_true(differ <= 12);
 }
 

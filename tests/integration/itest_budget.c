@@ -76,7 +76,7 @@ static void test_degrade_within_budget(void **state)
 {
     (void)state;
     /* with n: a contested vote gets one round per call */
-    degrades("self_consistency-mock@words=2", "\"optillm_max_calls\":1", 1, "samples=3/5");
+    degrades("self_consistency-mock@words=2", "\"optillm_max_calls\":1", 1, "samples=2/5");
     /* bon: 2 samples and their 2 ratings; 1 sample alone needs no rating */
     degrades("bon-mock@noisy=1", "\"optillm_max_calls\":3", 3, "samples=2/3");
     degrades("bon-mock@noisy=1", "\"optillm_max_calls\":1", 1, "samples=1/3");
@@ -99,15 +99,15 @@ static void test_degrade_without_n(void **state)
 
     (void)state;
     assert_int_equal(proxy_start(&px, mock.port, NULL, env), 0);
-    /* the first: 1 refused n call + 2 single calls */
-    degrades("self_consistency-mock@n_mode=refuse,words=2", "\"optillm_max_calls\":3", 3,
-             "samples=2/5");
+    /* the first: 1 refused n call + 1 single call of the 2 of the first round */
+    degrades("self_consistency-mock@n_mode=refuse,words=2", "\"optillm_max_calls\":2", 2,
+             "samples=1/5");
     degrades("self_consistency-mock@n_mode=refuse,words=2",
              "\"optillm_max_calls\":4,\"optillm_adaptive\":0", 4, "samples=4/5");
-    /* every single call is choice 0, so the 3 agree and the vote ends within the budget */
+    /* every single call is choice 0, so the 2 agree and the vote ends within the budget */
     degrades("self_consistency-mock@n_mode=refuse,words=2", "\"optillm_max_calls\":4", 4, NULL);
-    degrades("majority_voting-mock@n_mode=refuse,words=2", "\"optillm_max_calls\":2", 2,
-             "samples=2/6");
+    degrades("majority_voting-mock@n_mode=refuse,words=2", "\"optillm_max_calls\":1", 1,
+             "samples=1/6");
     degrades("moa-mock@noisy=1,n_mode=refuse", "\"optillm_max_calls\":4", 4, "candidates=2/3");
     degrades("bon-mock@noisy=1,n_mode=refuse", "\"optillm_max_calls\":5", 5, "samples=2/3");
     degrades("mcts-mock@noisy=1,n_mode=refuse", "\"optillm_max_calls\":9", 9, "simulations=1/2");
@@ -122,16 +122,16 @@ static void test_token_budget(void **state)
 
     (void)state;
     /* a contested vote stops after the first round once the tokens are spent */
-    calls = ask(px.port, "self_consistency-mock@words=2", "\"optillm_max_tokens\":20", 200, h,
+    calls = ask(px.port, "self_consistency-mock@words=2", "\"optillm_max_tokens\":10", 200, h,
                 sizeof(h));
-    fprintf(stderr, "max_tokens 20: %ld calls | %s\n", calls, h);
+    fprintf(stderr, "max_tokens 10: %ld calls | %s\n", calls, h);
     assert_int_equal(calls, 1);
     assert_non_null(strstr(h, "tokens="));
-    assert_non_null(strstr(h, "samples=3/5"));
-    /* a roomy budget: the whole vote */
+    assert_non_null(strstr(h, "samples=2/5"));
+    /* a roomy budget: the whole vote (rounds of 2, 2 and 1: every sample differs) */
     calls = ask(px.port, "self_consistency-mock@words=2", "\"optillm_max_tokens\":100000", 200, h,
                 sizeof(h));
-    assert_int_equal(calls, 2);
+    assert_int_equal(calls, 3);
     assert_null(strstr(h, "samples="));
     /* no budget: no header */
     ask(px.port, "self_consistency-mock@words=2", NULL, 200, h, sizeof(h));

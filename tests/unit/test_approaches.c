@@ -994,15 +994,14 @@ static void test_mv_failure(void **state)
     env_cleanup(&e);
 }
 
-/* Adaptive sampling (the default): a unanimous first batch of k/2 + 1 ends the vote in one
- * n-call; a contested one draws in further rounds up to the budget; a failed later round
- * keeps what the earlier ones got. */
+/* Adaptive sampling (the default, risk 0.2): an agreeing first batch of 2 ends a vote of 5 or 6
+ * in one n-call; a contested one draws in further rounds until decided or the budget is spent;
+ * a failed later round keeps what the earlier ones got. */
 static void test_vote_adaptive(void **state)
 {
     static const struct row same[] = {
         {"self_consistency/sample", NULL, A42, NULL},
         {"self_consistency/sample", NULL, B42, NULL},
-        {"self_consistency/sample", NULL, "6 x 7 = 42.", NULL},
         {NULL, NULL, NULL, NULL},
     };
     static const struct row contested[] = {
@@ -1015,8 +1014,8 @@ static void test_vote_adaptive(void **state)
     };
     static const struct row mv_rows[] = {
         {"majority_voting/sample", NULL, A42, NULL},
-        {"majority_voting/sample", NULL, B42, NULL},
         {"majority_voting/sample", NULL, C41, NULL},
+        {"majority_voting/sample", NULL, B42, NULL},
         {"majority_voting/sample", NULL, "42", NULL},
         {"majority_voting/sample", NULL, "The answer is 42!", NULL},
         {NULL, NULL, NULL, NULL},
@@ -1033,14 +1032,26 @@ static void test_vote_adaptive(void **state)
     (void)state;
     env_init(&e, BODY(""), same);
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
-    assert_string_equal(e.out.text, "6 x 7 = 42.");
+    assert_string_equal(e.out.text, B42);
     assert_int_equal(e.fake.rounds, 1);
-    check_round(&e, 0, 1, "self_consistency/sample", 3, 1.0, -1);
+    check_round(&e, 0, 1, "self_consistency/sample", 2, 1.0, -1);
     check_usage(&e);
     env_cleanup(&e);
 
-    /* 1-1-1 after 3: 2 more (the fewest that could decide), then the budget is spent */
+    /* 1-1 after 2: 2 more (the fewest that could decide); 2-1-1 with one left can at worst
+     * tie (risk 2/5 x 1/2 = 0.2): the fifth sample is not drawn */
     env_init(&e, BODY(""), contested);
+    assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
+    assert_string_equal(e.out.text, "The answer is 41!");
+    assert_int_equal(e.fake.rounds, 2);
+    check_round(&e, 0, 1, "self_consistency/sample", 2, 1.0, -1);
+    check_round(&e, 1, 1, "self_consistency/sample", 2, 1.0, -1);
+    check_usage(&e);
+    env_cleanup(&e);
+
+    /* a stricter optillm_adaptive_risk (0.05: a first batch of 3, 1-1-1, then 2 more) draws
+     * the whole budget of the same contest */
+    env_init(&e, BODY(",\"optillm_adaptive_risk\":0.05"), contested);
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
     assert_string_equal(e.out.text, "So 41.");
     assert_int_equal(e.fake.rounds, 2);
@@ -1049,13 +1060,13 @@ static void test_vote_adaptive(void **state)
     check_usage(&e);
     env_cleanup(&e);
 
-    /* mv, budget 6: 3-1 after 4 (1/15 > 0.05), then 1 more: 4-1 is out of reach */
+    /* mv, budget 6: 1-1 after 2, then 3 more: 3-2 with one left can at worst tie (1/6) */
     env_init(&e, BODY(""), mv_rows);
     assert_int_equal(env_run(&e, &approach_majority_voting), PX_OK);
     assert_string_equal(e.out.text, "42");
     assert_int_equal(e.fake.rounds, 2);
-    check_round(&e, 0, 1, "majority_voting/sample", 4, 0.6, -1);
-    check_round(&e, 1, 1, "majority_voting/sample", 1, 0.6, -1);
+    check_round(&e, 0, 1, "majority_voting/sample", 2, 0.6, -1);
+    check_round(&e, 1, 1, "majority_voting/sample", 3, 0.6, -1);
     check_usage(&e);
     env_cleanup(&e);
 
@@ -1134,7 +1145,7 @@ static void test_budgets(void **state)
     assert_int_equal(env_run(&e, &approach_self_consistency), PX_OK);
     assert_int_equal(e.fake.rounds, 1);
     assert_true(llm_budget_tokens_left(&e.ctx) <= 0);
-    assert_string_equal(e.ctx.budget_note, "samples=3/5");
+    assert_string_equal(e.ctx.budget_note, "samples=2/5");
     env_cleanup(&e);
 }
 
