@@ -7,8 +7,11 @@
  * them as [n].
  *
  * The search URL is the operator's setting and is trusted as configured (an intranet SearxNG
- * works without --readurls-allow): its request is not under the SSRF guard. Nothing the
- * results point at is fetched here (readurls, or deep_research, fetch through the guard).
+ * works without --readurls-allow): its request is not under the SSRF guard. With
+ * web_search_fetch N > 0 the pages of the first N results are fetched too, all at once, through
+ * readurls' guarded fetcher (the SSRF guard and --readurls-allow, readurls_timeout,
+ * readurls_max_fetch_kib) and up to web_search_page_bytes of each page's readable text is added
+ * under its result; a page that fails or has no readable text keeps only its snippet (logged).
  *
  * Outcomes: no --search-url: 400 naming the flag; the backend timed out: 504; unreachable, an
  * error status, not JSON or not {"results": [...]}: 502 naming the backend's fault; zero
@@ -71,6 +74,38 @@ static const char *one_line(struct arena *a, const char *s, size_t max)
     return out;
 }
 
+/* The pages of results[0..n) fetched through the guard: texts[i] is the readable text cut to
+ * max bytes, or NULL. */
+static void fetch_pages(struct approach_ctx *ctx, const char *const *urls, size_t n, size_t max,
+                        const char **texts)
+{
+    struct fetch_req *fr = arena_calloc(ctx->arena, n, sizeof(*fr));
+    struct fetch_limits lim = {
+        .max_bytes = (size_t)approach_opt(ctx, "readurls_max_fetch_kib") * 1024,
+        .timeout = approach_opt(ctx, "readurls_timeout"),
+        .max_redirects = 5,
+        .allow = NULL, /* the operator's --readurls-allow */
+    };
+
+    for (size_t i = 0; i < n; i++)
+        fr[i].url = urls[i];
+    fetch_batch(ctx, fr, n, &lim);
+    for (size_t i = 0; i < n; i++) {
+        const char *why = NULL;
+        const char *text = fr[i].status == PX_OK ? fetch_readable(ctx->arena, &fr[i], &why) : NULL;
+
+        texts[i] = NULL;
+        if (fr[i].status != PX_OK)
+            continue; /* logged by fetch_batch */
+        if (!text || !*text) {
+            log_at(LOG_WARN, ctx->req_id, "web_search: %s: %s", urls[i],
+                   why ? why : "no readable text");
+            continue;
+        }
+        texts[i] = one_line(ctx->arena, text, max);
+    }
+}
+
 static int web_search_prepare(struct approach_ctx *ctx, struct chat_request *next,
                               struct approach_post *post)
 {
@@ -126,24 +161,35 @@ static int web_search_prepare(struct approach_ctx *ctx, struct chat_request *nex
     const char *text =
         arena_printf(ctx->arena, "Web search results for \"%s\":",
                      one_line(ctx->arena, arena_strndup(ctx->arena, query, qlen), QUERY_MAX));
-    size_t k = 0;
+    size_t k = 0, nfetch = (size_t)approach_opt(ctx, "web_search_fetch");
+    const char **title = arena_calloc(ctx->arena, max_results, sizeof(*title));
+    const char **url = arena_calloc(ctx->arena, max_results, sizeof(*url));
+    const char **snippet = arena_calloc(ctx->arena, max_results, sizeof(*snippet));
+    const char **page = arena_calloc(ctx->arena, max_results, sizeof(*page));
     const cJSON *r;
 
     cJSON_ArrayForEach(r, results)
     {
-        const char *url = str_item(r, "url");
-
         if (k >= max_results)
             break;
-        if (!cJSON_IsObject(r) || !*url)
+        if (!cJSON_IsObject(r) || !*str_item(r, "url"))
             continue; /* a result without a URL cannot be cited */
+        title[k] = one_line(ctx->arena, str_item(r, "title"), 300);
+        url[k] = one_line(ctx->arena, str_item(r, "url"), 2000);
+        snippet[k] = one_line(ctx->arena, str_item(r, "content"), 1000);
         k++;
-        text = arena_printf(ctx->arena, "%s\n[%zu] %s\n    %s\n    %s", text, k,
-                            one_line(ctx->arena, str_item(r, "title"), 300),
-                            one_line(ctx->arena, url, 2000),
-                            one_line(ctx->arena, str_item(r, "content"), 1000));
     }
     cJSON_Delete(doc);
+    if (nfetch > k)
+        nfetch = k;
+    if (nfetch > 0)
+        fetch_pages(ctx, url, nfetch, (size_t)approach_opt(ctx, "web_search_page_bytes"), page);
+    for (size_t i = 0; i < k; i++) {
+        text = arena_printf(ctx->arena, "%s\n[%zu] %s\n    %s\n    %s", text, i + 1, title[i],
+                            url[i], snippet[i]);
+        if (page[i])
+            text = arena_printf(ctx->arena, "%s\n    Page: %s", text, page[i]);
+    }
     if (k == 0)
         text = arena_printf(ctx->arena, "%s\n(no results)", text);
     else
@@ -178,6 +224,19 @@ static const struct approach_option web_search_options[] = {
      .min = 0.1,
      .max = 120,
      .help = "web_search: seconds the search backend may take"},
+    {.name = "web_search_fetch",
+     .def = 0,
+     .min = 0,
+     .max = 10,
+     .integer = true,
+     .help = "web_search: the pages of the first N results fetched (through readurls' SSRF "
+             "guard and limits) and their text added under each result (0: snippets only)"},
+    {.name = "web_search_page_bytes",
+     .def = 4000,
+     .min = 100,
+     .max = 100000,
+     .integer = true,
+     .help = "web_search: text bytes added per fetched page"},
     {.name = NULL},
 };
 

@@ -2,7 +2,8 @@
  * (GET /search?q=&format=json): the results reach the upstream call as a system message; a
  * proxy without --search-url answers 400 naming the flag; a backend that answers junk, the
  * wrong shape, or too late has a clear status (502, 502, 504) and never a 500; zero results
- * go on. */
+ * go on; with optillm_web_search_fetch the top pages' text is added (fetched through the SSRF
+ * guard: refused without --readurls-allow for these loopback pages). */
 /* cmocka.h needs these first, in this order. */
 /* clang-format off */
 #include <stdarg.h>
@@ -18,13 +19,14 @@
 
 #include "harness.h"
 
-static struct proc mock, px, bare_px;
+static struct proc mock, px, bare_px, guarded_px;
 static const char *const key_env[] = {"OPENAI_API_KEY=sk-test", NULL};
 
 static int setup(void **state)
 {
     static char url[128];
     static const char *args[] = {"--search-url", url, "--readurls-allow", "127.0.0.0/8", NULL};
+    static const char *guarded_args[] = {"--search-url", url, NULL};
 
     (void)state;
     harness_deadline(120);
@@ -32,6 +34,8 @@ static int setup(void **state)
         return -1;
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/search", mock.port);
     if (proxy_start(&px, mock.port, args, key_env) != 0)
+        return -1;
+    if (proxy_start(&guarded_px, mock.port, guarded_args, key_env) != 0)
         return -1;
     return proxy_start(&bare_px, mock.port, NULL, key_env);
 }
@@ -41,6 +45,7 @@ static int teardown(void **state)
     (void)state;
     proc_stop(&px);
     proc_stop(&bare_px);
+    proc_stop(&guarded_px);
     return proc_stop(&mock) == 0 ? 0 : -1;
 }
 
@@ -88,6 +93,32 @@ static void test_results_reach_upstream(void **state)
     t = last_upstream();
     assert_non_null(strstr(t, "[1] SEARCH-TITLE-1"));
     assert_null(strstr(t, "SEARCH-TITLE-2"));
+    free(t);
+    /* web_search_fetch: the first result's page fetched through the guard (--readurls-allow
+     * opens loopback here), its article text under the result, nav/script dropped */
+    mock_reset(mock.port);
+    assert_int_equal(ask(&px, "fetch the top page", "\"optillm_web_search_fetch\":1", &r), 200);
+    http_resp_free(&r);
+    t = last_upstream();
+    assert_non_null(strstr(t, "Page: Zebras"));
+    assert_non_null(strstr(t, "ZEBRA-STRIPES-42"));
+    assert_null(strstr(t, "NAV-TEXT"));
+    assert_null(strstr(t, "SCRIPT-TEXT"));
+    free(t);
+    {
+        cJSON *pages = mock_get(mock.port, "/mock/pages");
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(pages, "fetches");
+
+        assert_true(cJSON_IsNumber(n) && n->valueint == 1); /* only the first result's page */
+        cJSON_Delete(pages);
+    }
+    /* without --readurls-allow the guard refuses loopback pages: snippets only, still 200 */
+    assert_int_equal(ask(&guarded_px, "fetch the top page", "\"optillm_web_search_fetch\":3", &r),
+                     200);
+    http_resp_free(&r);
+    t = last_upstream();
+    assert_non_null(strstr(t, "SEARCH-SNIPPET-3"));
+    assert_null(strstr(t, "Page:"));
     free(t);
     /* zero results: goes on */
     assert_int_equal(ask(&px, "EMPTY please", NULL, &r), 200);

@@ -33,11 +33,37 @@ static struct fetch_limits g_lim;
 static int g_status;
 static const char *g_body;
 
+static struct fetch_limits g_page_lim;
+static size_t g_pages;
+
+/* The second batch (web_search_fetch): result pages; a URL with "fail" in it fails, one with
+ * "bin" is binary, the others are HTML naming their URL. */
+static int fake_pages(struct fetch_req *reqs, size_t n, const struct fetch_limits *lim)
+{
+    g_page_lim = *lim;
+    g_pages = n;
+    for (size_t i = 0; i < n; i++) {
+        bool fail = strstr(reqs[i].url, "fail") != NULL, bin = strstr(reqs[i].url, "bin") != NULL;
+
+        reqs[i].status = fail ? PX_EHTTP : PX_OK;
+        reqs[i].http_status = fail ? 404 : 200;
+        reqs[i].error = fail ? "HTTP 404" : NULL;
+        reqs[i].content_type = bin ? "application/octet-stream" : "text/html";
+        reqs[i].body = bin ? "\x01\x02"
+                           : "<html><body><nav>menu</nav><p>Body of the page.</p>"
+                             "<p>Second\nparagraph.</p></body></html>";
+        reqs[i].len = strlen(reqs[i].body);
+    }
+    return 0;
+}
+
 static int fake_fetch(struct approach_ctx *ctx, struct fetch_req *reqs, size_t n,
                       const struct fetch_limits *lim)
 {
     (void)ctx;
     g_batches++;
+    if (g_batches > 1)
+        return fake_pages(reqs, n, lim);
     g_lim = *lim;
     assert_int_equal(n, 1);
     snprintf(g_url, sizeof(g_url), "%s", reqs[0].url);
@@ -109,6 +135,47 @@ static void test_results(void **state)
     fetch_set_transport(NULL);
 }
 
+/* web_search_fetch: the first N results' pages fetched in one batch under the SSRF guard
+ * (the operator's --readurls-allow, not allow-all), their readable text under each result; a
+ * failed or unreadable page keeps its snippet only. */
+static void test_fetch_pages(void **state)
+{
+    const struct row rows[] = {{NULL, NULL, NULL, NULL}};
+    struct chat_request next;
+    struct env e;
+    const char *results = "{\"results\":[{\"title\":\"T1\",\"url\":\"https://a.test/1\","
+                          "\"content\":\"s1\"},{\"title\":\"T2\",\"url\":\"https://fail.test/\","
+                          "\"content\":\"s2\"},{\"title\":\"T3\",\"url\":\"https://bin.test/\","
+                          "\"content\":\"s3\"},{\"title\":\"T4\",\"url\":\"https://d.test/\","
+                          "\"content\":\"s4\"}]}";
+
+    (void)state;
+    fetch_set_transport(fake_fetch);
+    env_init(&e, TWO_TURNS, rows);
+    env_option(&e, "web_search_fetch", 3);
+    env_option(&e, "web_search_page_bytes", 14);
+    assert_int_equal(prepare(&e, &next, "http://s.test/", PX_OK, results), PX_OK);
+    assert_int_equal(g_batches, 2);
+    assert_int_equal(g_pages, 3);  /* the first 3 of 4 */
+    assert_null(g_page_lim.allow); /* the guard with the operator's allow list */
+    assert_int_equal(g_page_lim.max_redirects, 5);
+    assert_string_equal(next.msgs[3].content,
+                        "Web search results for \"Who won? a&b\":\n"
+                        "[1] T1\n    https://a.test/1\n    s1\n    Page: Body of the pa\n"
+                        "[2] T2\n    https://fail.test/\n    s2\n"
+                        "[3] T3\n    https://bin.test/\n    s3\n"
+                        "[4] T4\n    https://d.test/\n    s4\n\n"
+                        "Cite these sources as [n] where you use them.");
+    assert_int_equal(e.fake.ncalls, 0);
+    /* off by default: one batch, snippets only */
+    env_option(&e, "web_search_fetch", 0);
+    assert_int_equal(prepare(&e, &next, "http://s.test/", PX_OK, results), PX_OK);
+    assert_int_equal(g_batches, 1);
+    assert_null(strstr(next.msgs[3].content, "Page:"));
+    env_cleanup(&e);
+    fetch_set_transport(NULL);
+}
+
 static void test_bad_backends(void **state)
 {
     const struct row rows[] = {{NULL, NULL, NULL, NULL}};
@@ -139,6 +206,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_results),
+        cmocka_unit_test(test_fetch_pages),
         cmocka_unit_test(test_bad_backends),
     };
 
