@@ -4,7 +4,9 @@
  * that is at most EXACT_PATHS sequences, which covers the default budgets (5, 6) and the first
  * batch of k = 10 (about a millisecond); above it,
  * a simulation of SIM_RUNS urn draws with a fixed seed (standard error <= 0.006 at the
- * 0.05 threshold), so the same counts always give the same answer. */
+ * 0.05 threshold), so the same counts always give the same answer. Pure functions but for a
+ * small cache of first-batch sizes (guarded by first_mu). */
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -156,6 +158,45 @@ bool adaptive_stop(const int *counts, int n, int drawn, int budget, double risk)
     return adaptive_overturn(counts, n, remaining) <= risk + RISK_EPS;
 }
 
+/* The first batch depends only on (budget, risk) and costs up to ~7 ms of simulation at
+ * k = 30: remembered per budget for the last risk asked (a scheduler slice stays short). */
+#define FIRST_CACHE 64
+static pthread_mutex_t first_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    double risk;
+    int m;                  /* 0: not computed */
+} first_cache[FIRST_CACHE]; /* guarded by first_mu */
+
+static int first_batch(int remaining, double risk)
+{
+    int m = 0;
+
+    if (remaining < FIRST_CACHE) {
+        pthread_mutex_lock(&first_mu);
+        if (first_cache[remaining].m > 0 && first_cache[remaining].risk == risk)
+            m = first_cache[remaining].m;
+        pthread_mutex_unlock(&first_mu);
+        if (m > 0)
+            return m;
+    }
+    /* The fewest samples whose agreement alone stops the vote with a margin (risk / 2), so
+     * that the common easy case takes one round and a lucky agreement of two does not end a
+     * large budget. */
+    for (m = 1; m < remaining; m++) {
+        int one[1] = {m};
+
+        if (adaptive_overturn(one, 1, remaining - m) <= risk / 2 + RISK_EPS)
+            break;
+    }
+    if (remaining < FIRST_CACHE) {
+        pthread_mutex_lock(&first_mu);
+        first_cache[remaining].risk = risk;
+        first_cache[remaining].m = m;
+        pthread_mutex_unlock(&first_mu);
+    }
+    return m;
+}
+
 int adaptive_batch(const int *counts, int n, int remaining, double risk)
 {
     int second;
@@ -165,18 +206,8 @@ int adaptive_batch(const int *counts, int n, int remaining, double risk)
 
     if (remaining <= 1)
         return remaining < 0 ? 0 : remaining;
-    if (lead < 0 && risk > 0) {
-        /* First batch: the fewest samples whose agreement alone stops the vote with a margin
-         * (risk / 2), so that the common easy case takes one round and a lucky agreement of
-         * two does not end a large budget. */
-        for (m = 1; m < remaining; m++) {
-            int one[1] = {m};
-
-            if (adaptive_overturn(one, 1, remaining - m) <= risk / 2 + RISK_EPS)
-                return m;
-        }
-        return remaining;
-    }
+    if (lead < 0 && risk > 0)
+        return first_batch(remaining, risk);
     /* top + m > second + (remaining - m) */
     m = (second + remaining - top) / 2 + 1;
     if (second + remaining - top < 0)
