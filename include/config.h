@@ -64,10 +64,14 @@ struct config {
     char *log_conversations; /* --log-conversations DIR, or NULL */
 
     /* several instances: state shared through Redis (src/redis.c) */
-    char *redis_url;        /* --redis-url / OPTILLM_REDIS_URL (may hold a password), or NULL */
-    char redis_prefix[64];  /* key prefix, default "optillm:" */
-    char redis_failure[8];  /* "open" (default) or "closed" */
-    bool redis_fail_closed; /* redis_failure is "closed" */
+    char *redis_url;          /* --redis-url / OPTILLM_REDIS_URL (may hold a password), or NULL */
+    char redis_prefix[64];    /* key prefix, default "optillm:" */
+    char redis_failure[8];    /* "open" (default) or "closed" */
+    char redis_tls_ca[512];   /* rediss://: CA file, "" = the system's store */
+    char redis_tls_cert[512]; /* rediss://: client certificate, "" = none */
+    char redis_tls_key[512];  /* rediss://: its key, "" = in the certificate file */
+    bool redis_tls_insecure;  /* rediss:// without verification */
+    bool redis_fail_closed;   /* redis_failure is "closed" */
 
     /* approaches */
     char approach[128]; /* default route value; "auto" = passthrough */

@@ -74,8 +74,19 @@ static const struct flag flags[] = {
      "max_concurrent) and a strategy (round_robin, weighted, failover); see the README"},
     {"redis-url", NULL, "OPTILLM_REDIS_URL", T_SECRET, OFF(redis_url), 0, "URL",
      "redis://[user:pass@]HOST[:PORT][/DB]: tenants' requests per minute and tokens per day "
-     "are shared by every instance using this Redis (rediss:// needs a hiredis with TLS, which "
-     "Debian 12 lacks)"},
+     "are shared by every instance using this Redis; rediss:// for TLS (verified against the "
+     "system's CAs or --redis-tls-ca)"},
+    {"redis-tls-ca", NULL, "OPTILLM_REDIS_TLS_CA", T_STR, OFF(redis_tls_ca), SZ(redis_tls_ca),
+     "FILE",
+     "rediss://: CA certificates (PEM) to verify the Redis server with (default: the "
+     "system's store)"},
+    {"redis-tls-cert", NULL, "OPTILLM_REDIS_TLS_CERT", T_STR, OFF(redis_tls_cert),
+     SZ(redis_tls_cert), "FILE",
+     "rediss://: client certificate (PEM) for servers that require one (mutual TLS)"},
+    {"redis-tls-key", NULL, "OPTILLM_REDIS_TLS_KEY", T_STR, OFF(redis_tls_key), SZ(redis_tls_key),
+     "FILE", "rediss://: the client certificate's private key (PEM)"},
+    {"redis-tls-insecure", NULL, "OPTILLM_REDIS_TLS_INSECURE", T_BOOL, OFF(redis_tls_insecure), 0,
+     NULL, "rediss://: do not verify the server's certificate (testing only; warned at start)"},
     {"redis-prefix", NULL, "OPTILLM_REDIS_PREFIX", T_STR, OFF(redis_prefix), SZ(redis_prefix),
      "PREFIX", "prefix of every Redis key (default optillm:)"},
     {"redis-failure", NULL, "OPTILLM_REDIS_FAILURE", T_STR, OFF(redis_failure), SZ(redis_failure),

@@ -1,7 +1,10 @@
 /* itest_redis.c: several instances sharing tenants' limits through a real redis-server
  * (--redis-url): requests per minute and tokens per day are shared exactly, the keys are
  * prefixed and expire, Redis stopped mid-run leaves the instances serving (open: local limits,
- * a warning, a metric; closed: 503), and after a restart the limits are shared again. */
+ * a warning, a metric; closed: 503), and after a restart the limits are shared again; over
+ * rediss:// (a TLS redis-server that requires client certificates, with a throwaway CA made by
+ * the openssl CLI) the limits are shared the same way, and an untrusted server or a missing
+ * client certificate leaves the instance serving on local limits. */
 /* cmocka.h needs these first, in this order. */
 /* clang-format off */
 #include <stdarg.h>
@@ -17,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +33,7 @@
 #define PROBE    "tenant-probe-LEAKCHECK-5e"
 #define FREE     "tenant-free-LEAKCHECK-6f"
 #define SLOW     "tenant-slow-LEAKCHECK-8b"
+#define TLS      "tenant-tls-LEAKCHECK-9c"
 #define REDIS_PW "redispw-LEAKCHECK-7a"
 
 static struct proc mock, redis;
@@ -55,6 +60,7 @@ static void write_tenants(void)
         {"probe", PROBE, "{\"requests_per_minute\": 1000000}"},
         {"free", FREE, "{}"},
         {"slow", SLOW, "{\"requests_per_minute\": 1000}"},
+        {"tls", TLS, "{\"requests_per_minute\": 10}"},
     };
     FILE *f = fopen(path, "w");
 
@@ -341,13 +347,14 @@ static void test_bad_url(void **state)
     struct proc px;
     const char *args[] = {"--tenants", path, NULL};
     const char *env1[] = {"OPTILLM_REDIS_URL=http://127.0.0.1:1", NULL};
-    const char *env2[] = {"OPTILLM_REDIS_URL=rediss://:pw-LEAKCHECK@127.0.0.1:1", NULL};
+    const char *env2[] = {"OPTILLM_REDIS_URL=rediss://:pw-LEAKCHECK@127.0.0.1:1",
+                          "OPTILLM_REDIS_TLS_CA=/nonexistent/ca.pem", NULL};
 
     (void)state;
     assert_int_equal(proxy_start(&px, mock.port, args, env1), -1);
     assert_true(file_contains(px.log, "redis://"));
-    assert_int_equal(proxy_start(&px, mock.port, args, env2), -1);
-    assert_true(file_contains(px.log, "TLS"));
+    assert_int_equal(proxy_start(&px, mock.port, args, env2), -1); /* a CA file that is not */
+    assert_true(file_contains(px.log, "--redis-tls-ca"));
     assert_false(file_contains(px.log, "LEAKCHECK"));
 
     /* A wrong password is not fatal: reported (without the password), limits kept locally. */
@@ -364,11 +371,154 @@ static void test_bad_url(void **state)
     assert_false(file_contains(px.log, "LEAKCHECK"));
 }
 
+/* A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, made by the
+ * openssl CLI in dir; also a second CA that signed nothing here. 0 or -1. */
+static int make_certs(const char *dir)
+{
+    char cmd[8192];
+
+    snprintf(cmd, sizeof(cmd),
+             "set -e; cd '%s'; exec >/dev/null 2>&1\n"
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=itest-ca "
+             "-keyout ca.key -out ca.pem\n"
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca "
+             "-keyout other.key -out other.pem\n"
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key "
+             "-out server.csr\n"
+             "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext\n"
+             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+             "-extfile san.ext -out server.pem\n"
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=itest-client -keyout client.key "
+             "-out client.csr\n"
+             "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
+             "-out client.pem\n",
+             dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int start_tls_proxy(struct proc *px, const char *url, const char *ca, const char *cert,
+                           const char *key, bool insecure)
+{
+    const char *args[16];
+    int n = 0;
+    const char *env[] = {"OPENAI_API_KEY=server-key", url, NULL};
+
+    args[n++] = "--tenants";
+    args[n++] = path;
+    args[n++] = "--redis-prefix";
+    args[n++] = prefix;
+    if (ca) {
+        args[n++] = "--redis-tls-ca";
+        args[n++] = ca;
+    }
+    if (cert) {
+        args[n++] = "--redis-tls-cert";
+        args[n++] = cert;
+        args[n++] = "--redis-tls-key";
+        args[n++] = key;
+    }
+    if (insecure)
+        args[n++] = "--redis-tls-insecure";
+    args[n] = NULL;
+    return proxy_start(px, mock.port, args, env);
+}
+
+static void test_tls(void **state)
+{
+    struct proc tr, a, b, c;
+    char dir[1024], ca[1100], other[1100], cert[1100], key[1100], srv[1100], srvkey[1100],
+        tport[16];
+    char url[256];
+    int port = harness_free_port();
+
+    (void)state;
+    char cwd[400];
+    const char *build = getenv("PX_BUILD") ? getenv("PX_BUILD") : "build";
+
+    /* absolute: redis-server changes into its --dir before it reads the certificates */
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    snprintf(dir, sizeof(dir), "%s%s%s/logs/tls-%d", build[0] == '/' ? "" : cwd,
+             build[0] == '/' ? "" : "/", build, (int)getpid());
+    mkdir(dir, 0700);
+    assert_int_equal(make_certs(dir), 0);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    snprintf(other, sizeof(other), "%s/other.pem", dir);
+    snprintf(cert, sizeof(cert), "%s/client.pem", dir);
+    snprintf(key, sizeof(key), "%s/client.key", dir);
+    snprintf(srv, sizeof(srv), "%s/server.pem", dir);
+    snprintf(srvkey, sizeof(srvkey), "%s/server.key", dir);
+    snprintf(tport, sizeof(tport), "%d", port);
+    /* TLS only on tport (the harness's plain port stays for its readiness check); client
+     * certificates required: mutual TLS. */
+    const char *rargs[] = {"--tls-port",
+                           tport,
+                           "--tls-cert-file",
+                           srv,
+                           "--tls-key-file",
+                           srvkey,
+                           "--tls-ca-cert-file",
+                           ca,
+                           "--tls-auth-clients",
+                           "yes",
+                           "--requirepass",
+                           REDIS_PW,
+                           NULL};
+    assert_int_equal(redis_start(&tr, 0, rargs), 0);
+    snprintf(url, sizeof(url), "OPTILLM_REDIS_URL=rediss://:%s@127.0.0.1:%d/3", REDIS_PW, port);
+
+    /* verified, with a client certificate: the limit is shared exactly */
+    assert_int_equal(start_tls_proxy(&a, url, ca, cert, key, false), 0);
+    assert_int_equal(start_tls_proxy(&b, url, ca, cert, key, false), 0);
+    assert_true(file_contains(a.log, "redis: connected to 127.0.0.1:"));
+    assert_int_equal(alternate(a.port, b.port, TLS, 20), 10);
+    assert_true(metric(a.port, "optillm_redis_up") == 1);
+    assert_true(metric(b.port, "optillm_redis_errors_total") == 0);
+    assert_int_equal(proc_stop(&b), 0);
+
+    /* a server signed by a CA we do not trust: not connected, requests served locally */
+    assert_int_equal(start_tls_proxy(&b, url, other, cert, key, false), 0);
+    assert_int_equal(ask(b.port, FREE, "gpt-x", NULL), 200);
+    assert_int_equal(ask(b.port, SLOW, "gpt-x", NULL), 200);
+    assert_true(metric(b.port, "optillm_redis_up") == 0);
+    assert_int_equal(proc_stop(&b), 0);
+    assert_true(file_contains(b.log, "certificate"));
+    assert_false(file_contains(b.log, "LEAKCHECK"));
+
+    /* no client certificate: the server refuses the handshake, the same fallback */
+    assert_int_equal(start_tls_proxy(&b, url, ca, NULL, NULL, false), 0);
+    assert_int_equal(ask(b.port, SLOW, "gpt-x", NULL), 200);
+    assert_true(metric(b.port, "optillm_redis_up") == 0);
+    assert_int_equal(proc_stop(&b), 0);
+
+    /* --redis-tls-insecure: no verification (the other CA is not even loaded), warned */
+    assert_int_equal(start_tls_proxy(&c, url, NULL, cert, key, true), 0);
+    assert_true(file_contains(c.log, "not verified"));
+    assert_int_equal(ask(c.port, TLS, "gpt-x", NULL), 429); /* a's 10 are spent, shared */
+    assert_true(metric(c.port, "optillm_redis_up") == 1);
+    assert_int_equal(proc_stop(&c), 0);
+
+    /* the TLS Redis restarts: the instance reconnects by itself */
+    assert_int_equal(proc_stop(&tr), 0);
+    assert_int_equal(ask(a.port, SLOW, "gpt-x", NULL), 200);
+    assert_int_equal(redis_start(&tr, tr.port, rargs), 0);
+    for (int i = 0; i < 300 && metric(a.port, "optillm_redis_up") != 1; i++) {
+        ask(a.port, SLOW, "gpt-x", NULL);
+        sleep_ms(20);
+    }
+    assert_true(metric(a.port, "optillm_redis_up") == 1);
+    assert_int_equal(proc_stop(&a), 0);
+    assert_int_equal(proc_stop(&tr), 0);
+    char rm[1200];
+    snprintf(rm, sizeof(rm), "rm -rf '%s'", dir);
+    assert_int_equal(system(rm), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shared_limits),
         cmocka_unit_test(test_bad_url),
+        cmocka_unit_test(test_tls),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
