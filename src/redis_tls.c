@@ -19,9 +19,9 @@
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -30,7 +30,7 @@
 #include "log.h"
 #include "px.h"
 
-#define BRIDGE_BUF      16384
+#define BRIDGE_BUF       16384
 #define WRITE_TIMEOUT_MS 5000 /* a server that takes no bytes for this long ends the bridge */
 
 static SSL_CTX *ctx; /* set by redis_tls_init before any thread uses it; then read-only */
@@ -41,7 +41,7 @@ static int live; /* bridges running, guarded by live_mu */
 
 struct bridge {
     SSL *ssl;
-    int tcp; /* non-blocking, under ssl */
+    int tcp;  /* non-blocking, under ssl */
     int side; /* our end of the socketpair */
 };
 
@@ -74,7 +74,8 @@ int redis_tls_init(const struct redis_tls_opts *o, char *why, size_t why_len)
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
         if (o->ca ? SSL_CTX_load_verify_locations(ctx, o->ca, NULL) != 1
                   : SSL_CTX_set_default_verify_paths(ctx) != 1) {
-            ssl_why(o->ca ? "--redis-tls-ca: cannot load the CA file" : "cannot load the system's CAs",
+            ssl_why(o->ca ? "--redis-tls-ca: cannot load the CA file"
+                          : "cannot load the system's CAs",
                     why, why_len);
             goto fail;
         }
@@ -147,8 +148,10 @@ static int tcp_connect(const char *host, int port, long long deadline_us, char *
         if (errno == EINPROGRESS && wait_fd(fd, POLLOUT, deadline_us) > 0 &&
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0)
             break;
-        snprintf(why, wl, "connect: %s", err ? strerror(err) : errno == EINPROGRESS ? "timed out"
-                                                                                   : strerror(errno));
+        snprintf(why, wl, "connect: %s",
+                 err                    ? strerror(err)
+                 : errno == EINPROGRESS ? "timed out"
+                                        : strerror(errno));
         close(fd);
         fd = -1;
     }
