@@ -41,6 +41,8 @@ struct approach_ctx {
     long budget_tenant_calls;
     struct usage budget_spent;
     const char *budget_note;
+    /* What a router step chose ("math: self_consistency"; the X-Optillm-Route header). */
+    const char *route_note;
 };
 
 struct chat_result {
@@ -146,6 +148,15 @@ bool approach_return_full(const struct approach_ctx *ctx);
 const char *approach_privacy_ner_url(const struct approach_ctx *ctx);
 /* The server's --search-url (web_search's SearxNG-compatible JSON API), or NULL when off. */
 const char *approach_search_url(const struct approach_ctx *ctx);
+
+/* Runs approach 'a' (NULL: one plain completion of the request) on ctx's request as a step of
+ * the calling approach (the router): its calls add to ctx->usage and count against the budget,
+ * its final stage streams when ctx streams, it runs offloaded when it is an .offload one.
+ * When 'a' cannot carry the request (its tools or response_format, code execution off on this
+ * server, a call budget below its minimum) the plain completion runs instead. *ran: the slug
+ * that ran ("none" for the plain completion). Returns as approach_run_fn. */
+int approach_delegate(struct approach_ctx *ctx, const struct approach *a, const char **ran,
+                      struct chat_result *out);
 
 /* Renders prompt 'name' with {{key}} placeholders from vars (key, value, ..., NULL) into
  * ctx->arena. An unknown placeholder is left as is. Never NULL for a registered prompt. */

@@ -62,6 +62,8 @@ struct llm_params {
     /* The approach's own tools for this call (a JSON array text of {"type":"function",...}
      * tools, e.g. MCP's), or NULL. With 'answer', the client's tools are offered after them. */
     const char *tools_json;
+    /* The model this call asks for, or NULL for the request's (the router's classifier). */
+    const char *model;
 };
 
 /* Returns params with temperature NAN, max_tokens -1, n 1. */

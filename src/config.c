@@ -123,6 +123,10 @@ static const struct flag flags[] = {
     {"search-url", NULL, "OPTILLM_SEARCH_URL", T_STR, OFF(search_url), SZ(search_url), "URL",
      "web_search: a SearxNG-compatible JSON search API you host (GET URL?q=...&format=json); "
      "trusted as configured (not under the SSRF guard); off by default"},
+    {"router-config", NULL, "OPTILLM_ROUTER_CONFIG", T_SECRET, OFF(router_config), 0, "FILE",
+     "router: task types and their approaches, {\"routes\": {\"math\": \"self_consistency\", "
+     "...}, \"default\": \"none\", \"classifier_model\": \"...\"} (see README; built-in: "
+     "math, code, reasoning, factual, creative, chat)"},
     {"mcp-config", NULL, "OPTILLM_MCP_CONFIG", T_SECRET, OFF(mcp_config), 0, "FILE",
      "MCP servers for the mcp approach: {\"mcpServers\": {\"name\": {\"command\", \"args\", "
      "\"env\"} or {\"url\", \"headers\"}}} (the layout MCP clients use)"},
@@ -659,6 +663,8 @@ void config_cleanup(struct config *cfg)
     free(cfg->prompts_dir);
     free(cfg->mcp_config);
     cfg->mcp_config = NULL;
+    free(cfg->router_config);
+    cfg->router_config = NULL;
     free(cfg->tenants_path);
     free(cfg->providers_path);
     cfg->providers_path = NULL;

@@ -286,7 +286,7 @@ static char *call_body(struct approach_ctx *ctx, const struct llm_call *c, bool 
     long mt = c->params.max_tokens;
     char *s;
 
-    cJSON_AddStringToObject(o, "model", req->upstream_model);
+    cJSON_AddStringToObject(o, "model", c->params.model ? c->params.model : req->upstream_model);
     msgs = cJSON_AddArrayToObject(o, "messages");
     for (size_t i = 0; i < c->nmsgs; i++) {
         const struct llm_msg *m = &c->msgs[i];
@@ -738,6 +738,11 @@ static int run_approach(struct run *r, const struct approach *a, const struct ch
         rc = run_offloadable(a, &ctx, &res);
     llm_usage_add(&r->usage, &ctx.usage);
     budget_header(r->ex, &ctx, &r->usage);
+    if (ctx.route_note) {
+        pthread_mutex_lock(&r->ex->mu);
+        r->ex->route_header = arena_strdup(r->ex->arena, ctx.route_note);
+        pthread_mutex_unlock(&r->ex->mu);
+    }
     if (rc < 0)
         return rc;
     if (exchange_cancelled(r->ex))
@@ -829,9 +834,44 @@ static const struct approach approach_plain = {
     .slug = "plain",
     .run = plain_run,
     .summary = "one completion of the request a plugin prepared",
+    .calls = 1,
+    .rounds = 1,
     .tools = true,
     .response_format = true,
 };
+
+/* Can 'a' run ctx's request here: an answering approach, code execution when it needs it,
+ * the request's tools and response_format, the call budget? */
+static bool delegate_fits(struct approach_ctx *ctx, const struct approach *a)
+{
+    const struct config *cfg = (const struct config *)(const void *)ctx->opts;
+    struct chat_request q = *ctx->req;
+    struct px_error e = {0};
+    long left = llm_budget_calls_left(ctx);
+    int need = a->min_calls > 0 ? a->min_calls : a->calls;
+
+    if (!a->run || a->prepare || (a->code_execution && !(cfg && cfg->enable_code_execution)))
+        return false;
+    if (left != LONG_MAX && need > left)
+        return false;
+    q.route.op = ROUTE_SINGLE;
+    q.route.count = 1;
+    q.route.steps[0] = a;
+    return chat_check_fields(ctx->arena, &q, &e) == PX_OK;
+}
+
+int approach_delegate(struct approach_ctx *ctx, const struct approach *a, const char **ran,
+                      struct chat_result *out)
+{
+    int rc;
+
+    if (!a || !delegate_fits(ctx, a))
+        a = &approach_plain;
+    *ran = a == &approach_plain ? "none" : a->slug;
+    if ((rc = budget_check(ctx, a)) < 0)
+        return rc;
+    return run_offloadable(a, ctx, out);
+}
 
 /* Every string value of a JSON tree through fn (in place). */
 static void json_map_strings(cJSON *j, struct arena *a, const struct approach_post *p)

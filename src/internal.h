@@ -71,6 +71,7 @@ struct exchange {
     struct buf up_headers;      /* allow-listed upstream response headers for the client */
     long long upstream_us;      /* time spent waiting for the upstream (metrics: overhead) */
     const char *budget_header;  /* X-Optillm-Budget value (arena), or NULL */
+    const char *route_header;   /* X-Optillm-Route value (arena), or NULL */
 
     /* Set before hand-off, read-only afterwards. */
     struct door *door; /* front door translating the reply (door.c), or NULL; owned; its state

@@ -19,6 +19,7 @@
 #include "prompt.h"
 #include "providers.h"
 #include "redis.h"
+#include "router.h"
 #include "sandbox.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -158,6 +159,14 @@ int main(int argc, char **argv)
             log_warn("code execution: not running as root, so sandboxed programs keep this "
                      "user id and get no process-count limit (see README, code execution)");
     }
+    if (cfg.router_config) {
+        char why[512];
+
+        if (router_load(cfg.router_config, cfg.enable_code_execution, why, sizeof(why)) != 0) {
+            log_error("%s", why);
+            return 1;
+        }
+    }
     if (cfg.mcp_config) { /* MCP servers start on first use */
         struct px_error me = {0};
         struct mcp *m = mcp_create(cfg.mcp_config, &me);
@@ -221,6 +230,7 @@ int main(int argc, char **argv)
     otlp_stop();     /* exports the spans still queued (bounded by its timeout) */
     redis_cleanup(); /* flushes queued shared writes (bounded by its timeouts) */
     tenants_cleanup();
+    router_reset();
     providers_free();
     prompt_cleanup();
     answer_cleanup();

@@ -36,6 +36,7 @@ extern const struct approach approach_readurls;
 extern const struct approach approach_web_search;
 extern const struct approach approach_deep_research;
 extern const struct approach approach_longcepo;
+extern const struct approach approach_router;
 /* code execution (sandbox.h) */
 extern const struct approach approach_executecode;
 extern const struct approach approach_coc;
@@ -69,6 +70,7 @@ const struct approach *const approach_registry[] = {
     &approach_web_search,
     &approach_deep_research,
     &approach_longcepo,
+    &approach_router,
     /* code execution (sandbox.h) */
     &approach_executecode,
     &approach_coc,

@@ -784,6 +784,7 @@ static enum MHD_Result send_reply(struct exchange *ex)
     bool streaming = ex->streaming;
     long ncalls = ex->usage.calls;
     const char *budget = ex->budget_header; /* arena: lives as long as ex */
+    const char *route = ex->route_header;
     snprintf(ctype, sizeof(ctype), "%s", ex->content_type);
     if (ex->streaming) {
         ex->refs++; /* the content reader's; dropped in reader_free */
@@ -810,6 +811,8 @@ static enum MHD_Result send_reply(struct exchange *ex)
         MHD_add_response_header(r, "X-Optillm-Upstream-Calls", calls);
         if (budget)
             MHD_add_response_header(r, "X-Optillm-Budget", budget);
+        if (route)
+            MHD_add_response_header(r, "X-Optillm-Route", route);
     }
     for (const char *h = buf_cstr(&ex->up_headers), *nl; (nl = strchr(h, '\n')); h = nl + 1) {
         char line[300]; /* the upstream's allow-listed headers (Retry-After, x-ratelimit-*) */

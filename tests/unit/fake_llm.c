@@ -87,6 +87,7 @@ static void record_call(struct fake_llm *f, struct fake_record *rec, const struc
     rec->round = f->rounds;
     rec->seq = (int)(f->ncalls - 1);
     rec->stage = xstrdup(c->stage ? c->stage : "");
+    rec->model = c->params.model ? xstrdup(c->params.model) : NULL;
     rec->temperature = c->params.temperature;
     rec->max_tokens = c->params.max_tokens;
     rec->n = c->params.n;
@@ -221,6 +222,7 @@ void fake_llm_cleanup(struct fake_llm *f)
         }
         free(r->msgs);
         free(r->stage);
+        free(r->model);
         free(r->text);
     }
     free(f->calls);

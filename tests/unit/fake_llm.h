@@ -33,6 +33,7 @@ struct fake_record {
     int round;   /* index of the run() invocation the call belonged to, from 0 */
     int seq;     /* position among all calls, from 0 */
     char *stage; /* "" when the caller gave none */
+    char *model; /* params.model, or NULL (the request's model) */
     struct fake_msg *msgs;
     size_t nmsgs;
     char *text;         /* all messages as "[role]\ncontent\n" blocks */
