@@ -38,8 +38,8 @@ static uint64_t fnv(uint64_t h, const char *s)
 static const char *query_text(struct approach_ctx *ctx)
 {
     const char *sys = chat_system(ctx->arena, ctx->req);
-    const char *q = arena_printf(ctx->arena, "%s%s%s", sys, *sys ? "\n\n" : "",
-                                 chat_last_user(ctx->req));
+    const char *q =
+        arena_printf(ctx->arena, "%s%s%s", sys, *sys ? "\n\n" : "", chat_last_user(ctx->req));
     size_t n = strlen(q);
 
     if (n <= QUERY_MAX)

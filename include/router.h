@@ -11,8 +11,8 @@
 struct approach;
 
 struct router_route {
-    const char *label;              /* "math": what the classifier answers */
-    const char *description;        /* for the classification prompt */
+    const char *label;               /* "math": what the classifier answers */
+    const char *description;         /* for the classification prompt */
     const struct approach *approach; /* NULL: "none", one plain completion */
 };
 

@@ -14,9 +14,9 @@
 #include "approach.h"
 #include "internal.h"
 
-#define ROUTES_MAX 32
-#define LABEL_MAX 32
-#define DESC_MAX 300
+#define ROUTES_MAX  32
+#define LABEL_MAX   32
+#define DESC_MAX    300
 #define CACHE_SLOTS 4096 /* a power of two */
 
 extern const struct approach approach_self_consistency;
@@ -170,8 +170,8 @@ static int slug_check(const char *path, const char *what, const char *slug, bool
     }
     a = approach_find(slug, strlen(slug));
     if (!a)
-        return fail(why, wl, "--router-config %s: %s: unknown approach '%s' (known: none, %s)", path,
-                    what, slug, approach_slug_list());
+        return fail(why, wl, "--router-config %s: %s: unknown approach '%s' (known: none, %s)",
+                    path, what, slug, approach_slug_list());
     if (!a->run || a->prepare)
         return fail(why, wl,
                     "--router-config %s: %s: '%s' is a plugin that shapes a request, not an "

@@ -104,8 +104,7 @@ static void test_cache(void **state)
     check_usage(&e);
     env_cleanup(&e);
 
-    env_init(&e,
-             "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi!\"}]}",
+    env_init(&e, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi!\"}]}",
              none_rows);
     assert_int_equal(env_run(&e, &approach_router), PX_OK);
     assert_int_equal(fake_llm_stage_calls(&e.fake, "router/classify"), 1);
@@ -257,8 +256,7 @@ static void test_parse_label(void **state)
     assert_string_equal(router_parse_label("MATH.")->label, "math");
     assert_string_equal(router_parse_label("<think>it is code</think>reasoning")->label,
                         "reasoning");
-    assert_string_equal(router_parse_label("The type is factual, not creative.")->label,
-                        "factual");
+    assert_string_equal(router_parse_label("The type is factual, not creative.")->label, "factual");
     assert_null(router_parse_label("aftermath"));
     assert_null(router_parse_label(""));
     assert_null(router_parse_label("<think>math</think>"));
