@@ -607,6 +607,8 @@ static void test_capabilities_listed(void **state)
                !strcmp(id, "readurls") || !strcmp(id, "memory");
         want = want || !strcmp(id, "mcp"); /* offers its tools beside the client's: itest_mcp */
         want = want || !strcmp(id, "web_search"); /* passes the request on: test_web_search */
+        /* the chosen approach, or a plain completion when it cannot carry them: itest_router */
+        want = want || !strcmp(id, "router");
         assert_int_equal(cJSON_IsTrue(t), want);
         if (want)
             assert_true(cJSON_IsTrue(f));
@@ -615,11 +617,11 @@ static void test_capabilities_listed(void **state)
         n++;
     }
     assert_true(n >= 17);
-    assert_int_equal(tools, 5 + 2 + 2 + 1 + 1); /* the five; privacy, compact; readurls, memory;
-                                                    mcp; web_search */
+    assert_int_equal(tools, 5 + 2 + 2 + 1 + 1 + 1); /* the five; privacy, compact; readurls,
+                                                        memory; mcp; web_search; router */
     /* the five, cot_reflection, plansearch, leap, z3; privacy, compact, json; readurls, memory;
-     * mcp; web_search */
-    assert_int_equal(rf, 9 + 3 + 2 + 1 + 1);
+     * mcp; web_search; router */
+    assert_int_equal(rf, 9 + 3 + 2 + 1 + 1 + 1);
     cJSON_Delete(list);
     http_resp_free(&r);
 }

@@ -267,6 +267,7 @@ async function main() {
         're2|bon',
         'self-consistency',
         'mixture-of-agents',
+        'router',
     ];
     for (const slug of slugs) {
         const model = `${slug}-mock@noisy=1,p=1`;
