@@ -1,6 +1,6 @@
 # optillm in C. `make run` installs what is missing, builds and starts the proxy; `make test`
 # runs every test. See README.md.
-PKGS    := libmicrohttpd libcurl libcjson libpcre2-8 libssl libcrypto z3 hiredis libxml-2.0
+PKGS    := libmicrohttpd libcurl libcjson libpcre2-8 libssl libcrypto z3 hiredis libxml-2.0 sqlite3
 comma   := ,
 BUILD   ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
 CC      ?= cc

@@ -28,6 +28,7 @@ struct approach_ctx {
     bool streamed;                  /* set by llm_final when it streamed the answer */
     void *sink;                     /* the engine's stream sink; opaque to approaches */
     const char *req_id;             /* for logs */
+    const char *tenant;             /* the request's tenant name; "" without tenants */
 
     /* Server option values, read-only, through approach_opt(), approach_opt_row() and
      * approach_return_full(); never keys. The request's parsed JSON (req->body, a message's

@@ -79,6 +79,10 @@ int chat_check_fields(struct arena *a, const struct chat_request *req, struct px
 /* The request offers tools: a "tools" member that is not null or an empty array. */
 bool chat_has_tools(const struct chat_request *req);
 
+/* A boolean member of the body ("spl_learning"): 1 with *out set, 0 when absent or null, -1
+ * when it is not a bool. */
+int chat_bool_field(const struct chat_request *req, const char *name, bool *out);
+
 /* Conversation helpers, all read-only on 'req'. */
 /* The system prompt: system and developer messages joined by "\n\n"; "" if none. In 'a'. */
 const char *chat_system(struct arena *a, const struct chat_request *req);

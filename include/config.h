@@ -81,6 +81,7 @@ struct config {
     bool no_approach_tags;
     char *prompts_dir;         /* NULL: embedded prompts only */
     char privacy_ner_url[512]; /* --privacy-ner-url: names and places for privacy; "" = off */
+    char *spl_db;              /* --spl-db: spl's strategy store (SQLite), or NULL: memory */
     char *router_config;       /* --router-config: the router's routes file, or NULL */
     char *mcp_config;          /* --mcp-config: MCP servers file for the mcp approach, or NULL */
     char *memory_file;         /* --memory-file: memory's findings appended as JSONL, or NULL */

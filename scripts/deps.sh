@@ -5,12 +5,12 @@
 set -eu
 # ca-certificates: HTTPS upstreams (libcurl) and the npm registry; absent from a minimal system.
 # bubblewrap, python3: the code sandbox of executecode and coc (src/sandbox.c); openssl: the
-# throwaway certificates of the rediss:// test.
+# throwaway certificates of the rediss:// test; libsqlite3-dev: spl's strategy store.
 pkgs="gcc make pkg-config libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libpcre2-dev \
 libssl-dev libcmocka-dev libz3-dev clang clang-format libclang-rt-14-dev ca-certificates \
 bubblewrap python3 openssl \
 libhiredis-dev redis-server nginx-light json-schema-test-suite python3-jsonschema libxml2-dev \
-poppler-utils $*"
+poppler-utils libsqlite3-dev $*"
 # The SDK compatibility test needs Node.js and npm (Debian's, unless the machine has its own).
 command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
 command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"

@@ -557,6 +557,18 @@ const char *chat_system(struct arena *a, const struct chat_request *req)
     return s;
 }
 
+int chat_bool_field(const struct chat_request *req, const char *name, bool *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(req->body, name);
+
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    if (!cJSON_IsBool(v))
+        return -1;
+    *out = cJSON_IsTrue(v);
+    return 1;
+}
+
 const char *chat_last_user(const struct chat_request *req)
 {
     for (size_t i = req->nmsgs; i > 0; i--)

@@ -123,6 +123,9 @@ static const struct flag flags[] = {
     {"search-url", NULL, "OPTILLM_SEARCH_URL", T_STR, OFF(search_url), SZ(search_url), "URL",
      "web_search: a SearxNG-compatible JSON search API you host (GET URL?q=...&format=json); "
      "trusted as configured (not under the SSRF guard); off by default"},
+    {"spl-db", NULL, "OPTILLM_SPL_DB", T_SECRET, OFF(spl_db), 0, "FILE",
+     "spl: keep learnt strategies in this SQLite file (WAL; proxies on one host may share it); "
+     "default: in memory, lost on exit"},
     {"router-config", NULL, "OPTILLM_ROUTER_CONFIG", T_SECRET, OFF(router_config), 0, "FILE",
      "router: task types and their approaches, {\"routes\": {\"math\": \"self_consistency\", "
      "...}, \"default\": \"none\", \"classifier_model\": \"...\"} (see README; built-in: "
@@ -665,6 +668,8 @@ void config_cleanup(struct config *cfg)
     cfg->mcp_config = NULL;
     free(cfg->router_config);
     cfg->router_config = NULL;
+    free(cfg->spl_db);
+    cfg->spl_db = NULL;
     free(cfg->tenants_path);
     free(cfg->providers_path);
     cfg->providers_path = NULL;

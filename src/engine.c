@@ -706,6 +706,7 @@ static struct approach_ctx run_ctx(struct run *r, const struct chat_request *req
         .llm = llm,
         .err = &r->err,
         .req_id = r->ex->id,
+        .tenant = r->ex->tenant ? arena_strdup(r->arena, r->ex->tenant->name) : "",
     };
 }
 

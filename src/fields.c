@@ -25,6 +25,7 @@ static const char *const own_fields[] = {
     "temperature",
     "max_tokens",
     "max_completion_tokens",
+    "spl_learning", /* OptiLLM's per-request switch of its spl plugin (ours too) */
     NULL,
 };
 

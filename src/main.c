@@ -21,6 +21,7 @@
 #include "redis.h"
 #include "router.h"
 #include "sandbox.h"
+#include "spl_store.h"
 
 #if defined(__SANITIZE_THREAD__)
 /* TSan builds: libz3's internal timer threads race with themselves (inside libz3, not in our
@@ -159,6 +160,14 @@ int main(int argc, char **argv)
             log_warn("code execution: not running as root, so sandboxed programs keep this "
                      "user id and get no process-count limit (see README, code execution)");
     }
+    {
+        char why[512];
+
+        if (spl_store_open(cfg.spl_db, why, sizeof(why)) != 0) {
+            log_error("%s", why);
+            return 1;
+        }
+    }
     if (cfg.router_config) {
         char why[512];
 
@@ -231,6 +240,7 @@ int main(int argc, char **argv)
     redis_cleanup(); /* flushes queued shared writes (bounded by its timeouts) */
     tenants_cleanup();
     router_reset();
+    spl_store_close();
     providers_free();
     prompt_cleanup();
     answer_cleanup();

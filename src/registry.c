@@ -37,6 +37,7 @@ extern const struct approach approach_web_search;
 extern const struct approach approach_deep_research;
 extern const struct approach approach_longcepo;
 extern const struct approach approach_router;
+extern const struct approach approach_spl;
 /* code execution (sandbox.h) */
 extern const struct approach approach_executecode;
 extern const struct approach approach_coc;
@@ -71,6 +72,7 @@ const struct approach *const approach_registry[] = {
     &approach_deep_research,
     &approach_longcepo,
     &approach_router,
+    &approach_spl,
     /* code execution (sandbox.h) */
     &approach_executecode,
     &approach_coc,

@@ -45,11 +45,11 @@ static int setup(void **state)
 
     (void)state;
     harness_deadline(120);
-    if (write_file(cfg_path, "{\"classifier_model\": \"classifier@reply=code\","
-                             " \"default\": \"none\","
-                             " \"routes\": {\"code\": {\"approach\": \"re2\", \"description\":"
-                             " \"programs\"}, \"plans\": \"plansearch\", \"chat\": \"none\"}}") !=
-        0)
+    if (write_file(cfg_path,
+                   "{\"classifier_model\": \"classifier@reply=code\","
+                   " \"default\": \"none\","
+                   " \"routes\": {\"code\": {\"approach\": \"re2\", \"description\":"
+                   " \"programs\"}, \"plans\": \"plansearch\", \"chat\": \"none\"}}") != 0)
         return -1;
     if (mock_start(&mock, NULL) != 0 || proxy_start(&px, mock.port, args, key_env) != 0)
         return -1;
