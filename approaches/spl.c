@@ -23,15 +23,15 @@
 #include "log.h"
 #include "spl_store.h"
 
-#define MAX_APPLIED 3
-#define QUERY_MAX 4000    /* bytes of the request the classifier and the writer see */
+#define MAX_APPLIED  3
+#define QUERY_MAX    4000 /* bytes of the request the classifier and the writer see */
 #define STRATEGY_MAX 2000 /* bytes of a strategy kept */
-#define EXAMPLE_MAX 500   /* bytes of a problem kept as a strategy's example */
+#define EXAMPLE_MAX  500  /* bytes of a problem kept as a strategy's example */
 
 static const char *const types[] = {
-    "arithmetic",  "algebra",  "statistics", "logic",     "word_problem",
-    "coding",      "algorithm", "writing",   "summary",   "lookup",
-    "planning",    "decision", "knowledge",  "translation", "sequence",
+    "arithmetic", "algebra",   "statistics", "logic",       "word_problem",
+    "coding",     "algorithm", "writing",    "summary",     "lookup",
+    "planning",   "decision",  "knowledge",  "translation", "sequence",
 };
 
 /* The text after the last </think>, leading space dropped. */
@@ -95,9 +95,10 @@ static const char *query_text(struct approach_ctx *ctx)
 {
     const char *sys = chat_system(ctx->arena, ctx->req);
 
-    return cut(ctx->arena,
-               arena_printf(ctx->arena, "%s%s%s", sys, *sys ? "\n\n" : "", chat_last_user(ctx->req)),
-               QUERY_MAX);
+    return cut(
+        ctx->arena,
+        arena_printf(ctx->arena, "%s%s%s", sys, *sys ? "\n\n" : "", chat_last_user(ctx->req)),
+        QUERY_MAX);
 }
 
 /* One call [user: prompt] at 'temperature' with 'max_tokens'; its text after </think>, or
@@ -165,11 +166,11 @@ static void judge(struct approach_ctx *ctx, const char *query, const char *answe
         struct llm_msg *msgs;
 
         c[i].stage = "spl/judge";
-        c[i].nmsgs = llm_msgs2(ctx, NULL,
-                               approach_prompt(ctx, "spl/judge", "strategy", s[i].text, "query",
-                                               query, "answer", cut(ctx->arena, answer, QUERY_MAX),
-                                               NULL),
-                               &msgs);
+        c[i].nmsgs =
+            llm_msgs2(ctx, NULL,
+                      approach_prompt(ctx, "spl/judge", "strategy", s[i].text, "query", query,
+                                      "answer", cut(ctx->arena, answer, QUERY_MAX), NULL),
+                      &msgs);
         c[i].msgs = msgs;
         c[i].params = llm_params_default();
         c[i].params.temperature = 0;
@@ -219,10 +220,9 @@ static int spl_run(struct approach_ctx *ctx, struct chat_result *out)
     if (n < 0)
         n = 0; /* the store failed (logged): answer without strategies */
     if (learning && n == 0 && llm_budget_calls_left(ctx) >= 2) {
-        const char *text = ask(ctx, "spl/create",
-                               approach_prompt(ctx, "spl/create", "type", type, "query", query,
-                                               NULL),
-                               0.7, 1024);
+        const char *text =
+            ask(ctx, "spl/create",
+                approach_prompt(ctx, "spl/create", "type", type, "query", query, NULL), 0.7, 1024);
 
         if (text && *text && spl_add_first(tenant, type, cut(ctx->arena, text, STRATEGY_MAX)) >= 0)
             n = spl_select(ctx->arena, tenant, type, true, s, MAX_APPLIED);
@@ -234,9 +234,9 @@ static int spl_run(struct approach_ctx *ctx, struct chat_result *out)
     if (rc < 0)
         return rc;
     if (learning && n > 0)
-        judge(ctx, query, final.tool_calls ? llm_tool_calls_text(ctx->arena, final.tool_calls)
-                                           : final.text,
-              s, n);
+        judge(ctx, query,
+              final.tool_calls ? llm_tool_calls_text(ctx->arena, final.tool_calls) : final.text, s,
+              n);
     log_at(LOG_INFO, ctx->req_id, "spl: type %s, %d strateg%s applied%s", type, n,
            n == 1 ? "y" : "ies", learning ? " (learning)" : "");
     out->text = final.text;

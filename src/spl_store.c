@@ -17,7 +17,7 @@
 #include "log.h"
 
 #define MEMORY_URI "file:optillm-spl?mode=memory&cache=shared"
-#define BUSY_MS 5000
+#define BUSY_MS    5000
 
 static char *db_path; /* NULL: memory; set before requests run */
 static bool opened;
@@ -86,7 +86,9 @@ int spl_store_open(const char *path, char *why, size_t wl)
     if (!db || (db_path && sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, &err)) ||
         sqlite3_exec(db, schema, NULL, NULL, &err) != SQLITE_OK) {
         snprintf(why, wl, "--spl-db %s: %s", path ? path : "(memory)",
-                 err ? err : db ? sqlite3_errmsg(db) : "cannot open it");
+                 err  ? err
+                 : db ? sqlite3_errmsg(db)
+                      : "cannot open it");
         sqlite3_free(err);
         sqlite3_close(db);
         spl_store_close();

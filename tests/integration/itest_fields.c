@@ -609,6 +609,7 @@ static void test_capabilities_listed(void **state)
         want = want || !strcmp(id, "web_search"); /* passes the request on: test_web_search */
         /* the chosen approach, or a plain completion when it cannot carry them: itest_router */
         want = want || !strcmp(id, "router");
+        want = want || !strcmp(id, "spl"); /* one final call on the conversation: test_spl */
         assert_int_equal(cJSON_IsTrue(t), want);
         if (want)
             assert_true(cJSON_IsTrue(f));
@@ -617,11 +618,11 @@ static void test_capabilities_listed(void **state)
         n++;
     }
     assert_true(n >= 17);
-    assert_int_equal(tools, 5 + 2 + 2 + 1 + 1 + 1); /* the five; privacy, compact; readurls,
-                                                        memory; mcp; web_search; router */
+    assert_int_equal(tools, 5 + 2 + 2 + 1 + 1 + 2); /* the five; privacy, compact; readurls,
+                                                        memory; mcp; web_search; router, spl */
     /* the five, cot_reflection, plansearch, leap, z3; privacy, compact, json; readurls, memory;
-     * mcp; web_search; router */
-    assert_int_equal(rf, 9 + 3 + 2 + 1 + 1 + 1);
+     * mcp; web_search; router, spl */
+    assert_int_equal(rf, 9 + 3 + 2 + 1 + 1 + 2);
     cJSON_Delete(list);
     http_resp_free(&r);
 }

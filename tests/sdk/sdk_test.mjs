@@ -268,6 +268,7 @@ async function main() {
         'self-consistency',
         'mixture-of-agents',
         'router',
+        'spl',
     ];
     for (const slug of slugs) {
         const model = `${slug}-mock@noisy=1,p=1`;

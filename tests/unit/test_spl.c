@@ -130,7 +130,8 @@ static void test_learning_creates_and_judges(void **state)
     assert_int_equal(e.fake.ncalls, 4);
     assert_string_equal(call_at(&e, 1)->stage, "spl/create");
     assert_non_null(strstr(call_at(&e, 1)->text, "arithmetic problems"));
-    assert_non_null(strstr(stage_call(&e, "spl/final")->text, "Strategy 1 for arithmetic problems"));
+    assert_non_null(
+        strstr(stage_call(&e, "spl/final")->text, "Strategy 1 for arithmetic problems"));
     assert_non_null(strstr(stage_call(&e, "spl/final")->text, "digit by digit"));
     assert_null(strstr(stage_call(&e, "spl/final")->text, "<think>"));
     assert_non_null(strstr(stage_call(&e, "spl/judge")->text, "digit by digit"));
@@ -228,10 +229,8 @@ static void test_learning_switch(void **state)
 static void test_failures_degrade(void **state)
 {
     static const struct row rows[] = {
-        {"spl/classify", NULL, NULL, NULL},
-        {"spl/create", NULL, STRATEGY, NULL},
-        {"spl/final", NULL, "42", NULL},
-        {"spl/judge", NULL, NULL, NULL},
+        {"spl/classify", NULL, NULL, NULL}, {"spl/create", NULL, STRATEGY, NULL},
+        {"spl/final", NULL, "42", NULL},    {"spl/judge", NULL, NULL, NULL},
         {NULL, NULL, NULL, NULL},
     };
     struct env e;
