@@ -6,7 +6,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc make pkg-config libc6-dev \
       libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libpcre2-dev libssl-dev \
-      libz3-dev libhiredis-dev \
+      libz3-dev libhiredis-dev libxml2-dev libsqlite3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -15,7 +15,7 @@ RUN make clean && make -j"$(nproc)" all && make install PREFIX=/usr/local DESTDI
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libmicrohttpd12 libcurl4 \
-      libcjson1 libpcre2-8-0 libssl3 libz3-4 libhiredis0.14 \
+      libcjson1 libpcre2-8-0 libssl3 libz3-4 libhiredis0.14 libxml2 libsqlite3-0 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin optillm
 COPY --from=build /out/usr/local/ /usr/local/
