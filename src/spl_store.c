@@ -6,10 +6,13 @@
  * connection. */
 #include "spl_store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -72,6 +75,16 @@ int spl_store_open(const char *path, char *why, size_t wl)
     char *err = NULL;
 
     spl_store_close();
+    if (path) { /* the problems kept as examples are the users': readable by us only (the
+                   -wal and -shm files take the file's mode) */
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+        if (fd < 0) {
+            snprintf(why, wl, "--spl-db %s: %s", path, strerror(errno));
+            return -1;
+        }
+        close(fd);
+    }
     db_path = path ? strdup(path) : NULL;
     opened = true;
     if (!db_path) {

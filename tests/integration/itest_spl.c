@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <sqlite3.h>
 
@@ -113,6 +114,12 @@ static void test_two_proxies_one_store(void **state)
     db_figures(&n, &attempts, &successes);
     assert_int_equal(n, 1);
     assert_int_equal(attempts, 1);
+    {
+        struct stat sb;
+
+        assert_int_equal(stat(db, &sb), 0);
+        assert_int_equal(sb.st_mode & 0777, 0600); /* users' problems are kept as examples */
+    }
 
     for (long i = 0; i < 19; i++)
         assert_int_equal(pthread_create(&th[i], NULL, learner, (void *)(intptr_t)i), 0);
