@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,10 @@
 
 static char *db_path; /* NULL: memory; set before requests run */
 static bool opened;
-static sqlite3 *holder; /* keeps the memory database alive */
+/* The memory database, created on first use (an instance that never runs spl pays nothing)
+ * and kept alive by this connection; guarded by holder_mu. */
+static pthread_mutex_t holder_mu = PTHREAD_MUTEX_INITIALIZER;
+static sqlite3 *holder;
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS strategies ("
@@ -44,14 +48,12 @@ static const char schema[] =
     "(0.7 * (CASE WHEN attempts > 0 THEN CAST(successes AS REAL) / attempts ELSE 0.5 END) + "      \
     "0.3 * MAX(0.0, 1.0 - (?9 - last_used) / 2592000.0))"
 
-static sqlite3 *conn(void)
+static sqlite3 *raw_conn(void)
 {
     sqlite3 *db = NULL;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     int rc;
 
-    if (!opened)
-        return NULL;
     rc = db_path ? sqlite3_open_v2(db_path, &db, flags, NULL)
                  : sqlite3_open_v2(MEMORY_URI, &db, flags | SQLITE_OPEN_URI, NULL);
     if (rc != SQLITE_OK) {
@@ -61,6 +63,28 @@ static sqlite3 *conn(void)
     }
     sqlite3_busy_timeout(db, BUSY_MS);
     return db;
+}
+
+static sqlite3 *conn(void)
+{
+    if (!opened)
+        return NULL;
+    if (!db_path) {
+        bool ok;
+
+        pthread_mutex_lock(&holder_mu);
+        if (!holder && (holder = raw_conn()) != NULL &&
+            sqlite3_exec(holder, schema, NULL, NULL, NULL) != SQLITE_OK) {
+            log_warn("spl: cannot create the in-memory strategy store: %s", sqlite3_errmsg(holder));
+            sqlite3_close(holder);
+            holder = NULL;
+        }
+        ok = holder != NULL;
+        pthread_mutex_unlock(&holder_mu);
+        if (!ok)
+            return NULL;
+    }
+    return raw_conn();
 }
 
 static int fail(sqlite3 *db, const char *what)
@@ -87,14 +111,8 @@ int spl_store_open(const char *path, char *why, size_t wl)
     }
     db_path = path ? strdup(path) : NULL;
     opened = true;
-    if (!db_path) {
-        holder = conn();
-        if (!holder) {
-            snprintf(why, wl, "spl: cannot create the in-memory strategy store");
-            opened = false;
-            return -1;
-        }
-    }
+    if (!db_path)
+        return 0; /* created on first use */
     db = conn();
     if (!db || (db_path && sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, &err)) ||
         sqlite3_exec(db, schema, NULL, NULL, &err) != SQLITE_OK) {
@@ -113,8 +131,10 @@ int spl_store_open(const char *path, char *why, size_t wl)
 
 void spl_store_close(void)
 {
+    pthread_mutex_lock(&holder_mu);
     sqlite3_close(holder);
     holder = NULL;
+    pthread_mutex_unlock(&holder_mu);
     free(db_path);
     db_path = NULL;
     opened = false;
