@@ -145,6 +145,7 @@ static int router_run(struct approach_ctx *ctx, struct chat_result *out)
         }
     }
     rc = approach_delegate(ctx, route->approach, &ran, out);
+    router_count(route, ran, how);
     ctx->route_note = arena_printf(ctx->arena, "%s: %s (%s)", route->label, ran, how);
     log_at(LOG_INFO, ctx->req_id, "router: %s", ctx->route_note);
     return rc;

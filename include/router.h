@@ -45,4 +45,13 @@ void router_cache_put(uint64_t key, const struct router_route *r);
 /* Counters since start (or router_reset): hits and misses. */
 void router_cache_stats(long *hits, long *misses);
 
+/* Counts one routed request: its route, the approach that ran ("none" for the plain
+ * completion) and how the route was found ("classified", "cached", "classifier failed",
+ * "unrecognised"). Thread-safe. */
+void router_count(const struct router_route *r, const char *ran, const char *how);
+struct buf;
+/* Appends the router's Prometheus series (decisions by route and approach, cache hits and
+ * misses, classifier failures) to b; nothing before the first routed request. */
+void router_metrics_render(struct buf *b);
+
 #endif

@@ -10,6 +10,7 @@
 #include "internal.h"
 #include "log.h"
 #include "redis.h"
+#include "router.h"
 
 #define MAX_SERIES    256
 #define OTHER_SLOTS   64 /* requests: "other" x distinct statuses */
@@ -275,5 +276,6 @@ void metrics_render(struct buf *b)
         __atomic_load_n(&retries, __ATOMIC_RELAXED), __atomic_load_n(&cancels, __ATOMIC_RELAXED),
         __atomic_load_n(&series_dropped, __ATOMIC_RELAXED));
     redis_metrics_render(b);
+    router_metrics_render(b);
     otlp_metrics_render(b);
 }

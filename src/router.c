@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "approach.h"
+#include "buf.h"
 #include "internal.h"
 
 #define ROUTES_MAX  32
@@ -50,11 +51,23 @@ static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct slot cache[CACHE_SLOTS]; /* guarded by cache_mu */
 static long hits, misses;              /* guarded by cache_mu */
 
+/* Decisions by (route label, approach that ran); guarded by cache_mu. Labels and slugs are
+ * static or live as long as the loaded table. */
+#define DECISIONS_MAX 128
+static struct decision {
+    const char *label, *ran;
+    long n;
+} decisions[DECISIONS_MAX];
+static int ndecisions;
+static long failures, unrecognised, decided;
+
 static void cache_clear(void)
 {
     pthread_mutex_lock(&cache_mu);
     memset(cache, 0, sizeof(cache));
     hits = misses = 0;
+    ndecisions = 0;
+    failures = unrecognised = decided = 0;
     pthread_mutex_unlock(&cache_mu);
 }
 
@@ -131,6 +144,52 @@ void router_cache_stats(long *h, long *m)
     pthread_mutex_lock(&cache_mu);
     *h = hits;
     *m = misses;
+    pthread_mutex_unlock(&cache_mu);
+}
+
+void router_count(const struct router_route *r, const char *ran, const char *how)
+{
+    int i;
+
+    pthread_mutex_lock(&cache_mu);
+    decided++;
+    if (strcmp(how, "classifier failed") == 0)
+        failures++;
+    else if (strcmp(how, "unrecognised") == 0)
+        unrecognised++;
+    for (i = 0; i < ndecisions; i++)
+        if (decisions[i].label == r->label && strcmp(decisions[i].ran, ran) == 0)
+            break;
+    if (i == ndecisions && ndecisions < DECISIONS_MAX)
+        decisions[ndecisions++] = (struct decision){r->label, ran, 0};
+    if (i < ndecisions)
+        decisions[i].n++;
+    pthread_mutex_unlock(&cache_mu);
+}
+
+void router_metrics_render(struct buf *b)
+{
+    pthread_mutex_lock(&cache_mu);
+    if (decided) {
+        buf_puts(b, "# HELP optillm_router_decisions_total Requests routed by the router, by "
+                    "route (task type) and the approach that ran (none: one plain completion).\n"
+                    "# TYPE optillm_router_decisions_total counter\n");
+        for (int i = 0; i < ndecisions; i++)
+            buf_printf(b, "optillm_router_decisions_total{route=\"%s\",approach=\"%s\"} %ld\n",
+                       decisions[i].label, decisions[i].ran, decisions[i].n);
+        buf_printf(b,
+                   "# HELP optillm_router_cache_total Router classifications found in the cache "
+                   "(hit) or asked for (miss).\n"
+                   "# TYPE optillm_router_cache_total counter\n"
+                   "optillm_router_cache_total{result=\"hit\"} %ld\n"
+                   "optillm_router_cache_total{result=\"miss\"} %ld\n"
+                   "# HELP optillm_router_fallbacks_total Requests the router's default answered "
+                   "because the classification call failed or named no known type.\n"
+                   "# TYPE optillm_router_fallbacks_total counter\n"
+                   "optillm_router_fallbacks_total{reason=\"classifier_failed\"} %ld\n"
+                   "optillm_router_fallbacks_total{reason=\"unrecognised\"} %ld\n",
+                   hits, misses, failures, unrecognised);
+    }
     pthread_mutex_unlock(&cache_mu);
 }
 

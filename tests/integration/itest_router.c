@@ -231,6 +231,32 @@ static void test_classifier_down(void **state)
     assert_true(mock_stat(mock.port, "calls") >= 2); /* classification, then the default */
 }
 
+/* /metrics of the routes-file proxy after the two tests above (3 requests routed code -> re2,
+ * the second one from the cache). */
+static void test_metrics(void **state)
+{
+    struct http_resp r;
+
+    (void)state;
+    assert_int_equal(http_req("GET", px.port, "/metrics", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(
+        strstr(r.body, "optillm_router_decisions_total{route=\"code\",approach=\"re2\"} 3\n"));
+    assert_non_null(strstr(r.body, "optillm_router_cache_total{result=\"hit\"} 1\n"));
+    assert_non_null(strstr(r.body, "optillm_router_cache_total{result=\"miss\"} 2\n"));
+    assert_non_null(
+        strstr(r.body, "optillm_router_fallbacks_total{reason=\"classifier_failed\"} 0\n"));
+    http_resp_free(&r);
+    /* the built-in proxy: one unrecognised ("plans"), one failed classifier (status=503) */
+    assert_int_equal(http_req("GET", dflt_px.port, "/metrics", NULL, NULL, &r), 0);
+    assert_non_null(strstr(r.body, "optillm_router_fallbacks_total{reason=\"unrecognised\"} 1\n"));
+    assert_non_null(
+        strstr(r.body, "optillm_router_fallbacks_total{reason=\"classifier_failed\"} 1\n"));
+    assert_non_null(
+        strstr(r.body, "optillm_router_decisions_total{route=\"code\",approach=\"none\"} 1\n"));
+    http_resp_free(&r);
+}
+
 static void test_bad_configs(void **state)
 {
     static const struct {
@@ -270,7 +296,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes_and_caches), cmocka_unit_test(test_stream),
         cmocka_unit_test(test_tools_fall_back),   cmocka_unit_test(test_default_approach),
-        cmocka_unit_test(test_classifier_down),   cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_classifier_down),   cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_bad_configs),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
