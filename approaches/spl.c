@@ -4,7 +4,9 @@
  * response_format kept). In learning mode (the body's "spl_learning": true, OptiLLM's field,
  * or --spl-learning) a type without strategies first gets one written by the model, and after
  * the answer each strategy used is judged (YES/NO: did the response follow it?), all at once;
- * the verdicts update the strategy's record. Inference mode applies only strategies tried at
+ * the verdicts update the strategy's record. The store's calls run on helper threads
+(sched_offload, inside spl_store.c); spl itself waits for the model on a coroutine. Inference mode
+applies only strategies tried at
  * least 5 times with a success rate of 0.4 or more. The store is include/spl_store.h (SQLite,
  * shared by the proxies that use the same --spl-db file).
  *
@@ -273,5 +275,4 @@ const struct approach approach_spl = {
     .min_calls = 2,
     .tools = true,
     .response_format = true,
-    .offload = true,
 };

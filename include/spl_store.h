@@ -1,8 +1,8 @@
 /* spl_store.h: the strategy store of the spl approach (system-prompt learning), in SQLite.
  * --spl-db FILE keeps it in a file (WAL, busy timeout: several proxies may share it);
- * without it, in memory for the life of the process. Every call is blocking (a helper
- * thread's work: spl is an .offload approach) and thread-safe: each opens its own
- * connection. Strategies belong to a tenant ("" without tenants) and a problem type. */
+ * without it, in memory for the life of the process. Every call blocks its caller (on a
+ * coroutine: it runs on a helper thread, sched_offload) and is thread-safe: each opens its
+ * own connection. Strategies belong to a tenant ("" without tenants) and a problem type. */
 #ifndef SPL_STORE_H
 #define SPL_STORE_H
 

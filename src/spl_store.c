@@ -19,6 +19,7 @@
 
 #include "arena.h"
 #include "log.h"
+#include "scheduler.h"
 
 #define MEMORY_URI "file:optillm-spl?mode=memory&cache=shared"
 #define BUSY_MS    5000
@@ -145,8 +146,8 @@ static int exec(sqlite3 *db, const char *sql)
     return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -1;
 }
 
-int spl_select(struct arena *a, const char *tenant, const char *type, bool learning,
-               struct spl_strategy *out, int max)
+static int do_select(struct arena *a, const char *tenant, const char *type, bool learning,
+                     struct spl_strategy *out, int max)
 {
     static const char sql[] =
         "SELECT id, text, example, attempts, successes FROM strategies"
@@ -221,7 +222,7 @@ static long count_type(sqlite3 *db, const char *tenant, const char *type)
     return n;
 }
 
-int spl_add_first(const char *tenant, const char *type, const char *text)
+static int do_add_first(const char *tenant, const char *type, const char *text)
 {
     sqlite3 *db = conn();
     long n;
@@ -245,7 +246,7 @@ out:
     return rc;
 }
 
-int spl_add(const char *tenant, const char *type, const char *text)
+static int do_add(const char *tenant, const char *type, const char *text)
 {
     static const char prune[] =
         "DELETE FROM strategies WHERE id IN (SELECT id FROM strategies"
@@ -278,7 +279,7 @@ out:
     return rc;
 }
 
-int spl_record(long long id, bool success, const char *example)
+static int do_record(long long id, bool success, const char *example)
 {
     sqlite3 *db = conn();
     sqlite3_stmt *up = NULL, *del = NULL;
@@ -322,7 +323,7 @@ out:
     return rc;
 }
 
-long spl_count(const char *tenant)
+static long do_count(const char *tenant)
 {
     sqlite3 *db = conn();
     sqlite3_stmt *st = NULL;
@@ -339,4 +340,93 @@ long spl_count(const char *tenant)
     sqlite3_finalize(st);
     sqlite3_close(db);
     return n;
+}
+
+/* ---- the public calls: on a helper thread when called from a coroutine ------------------ */
+
+/* SQLite's calls block (disk, locks held by another proxy) and go deep: they run through
+ * sched_offload, so the spl approach itself stays on a coroutine while it waits for the
+ * model. */
+enum op_kind { OP_SELECT, OP_ADD_FIRST, OP_ADD, OP_RECORD, OP_COUNT };
+
+struct op {
+    enum op_kind kind;
+    struct arena *a;
+    const char *tenant, *type, *text;
+    bool flag;
+    struct spl_strategy *out;
+    int max;
+    long long id;
+    long result;
+};
+
+static void op_main(void *arg)
+{
+    struct op *o = arg;
+
+    switch (o->kind) {
+    case OP_SELECT:
+        o->result = do_select(o->a, o->tenant, o->type, o->flag, o->out, o->max);
+        break;
+    case OP_ADD_FIRST:
+        o->result = do_add_first(o->tenant, o->type, o->text);
+        break;
+    case OP_ADD:
+        o->result = do_add(o->tenant, o->type, o->text);
+        break;
+    case OP_RECORD:
+        o->result = do_record(o->id, o->flag, o->text);
+        break;
+    case OP_COUNT:
+        o->result = do_count(o->tenant);
+        break;
+    }
+}
+
+static long run_op(struct op *o)
+{
+    sched_offload(op_main, o); /* runs inline when no helper thread can start */
+    return o->result;
+}
+
+int spl_select(struct arena *a, const char *tenant, const char *type, bool learning,
+               struct spl_strategy *out, int max)
+{
+    struct op o = {.kind = OP_SELECT,
+                   .a = a,
+                   .tenant = tenant,
+                   .type = type,
+                   .flag = learning,
+                   .out = out,
+                   .max = max};
+
+    return (int)run_op(&o);
+}
+
+int spl_add_first(const char *tenant, const char *type, const char *text)
+{
+    struct op o = {.kind = OP_ADD_FIRST, .tenant = tenant, .type = type, .text = text};
+
+    return (int)run_op(&o);
+}
+
+int spl_add(const char *tenant, const char *type, const char *text)
+{
+    struct op o = {.kind = OP_ADD, .tenant = tenant, .type = type, .text = text};
+
+    return (int)run_op(&o);
+}
+
+int spl_record(long long id, bool success, const char *example)
+{
+    struct op o = {.kind = OP_RECORD, .id = id, .flag = success, .text = example};
+
+    return (int)run_op(&o);
+}
+
+long spl_count(const char *tenant)
+{
+    struct op o = {.kind = OP_COUNT, .tenant = tenant};
+
+    return run_op(&o);
 }
