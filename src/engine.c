@@ -858,7 +858,17 @@ static bool delegate_fits(struct approach_ctx *ctx, const struct approach *a)
     q.route.op = ROUTE_SINGLE;
     q.route.count = 1;
     q.route.steps[0] = a;
-    return chat_check_fields(ctx->arena, &q, &e) == PX_OK;
+    if (chat_check_fields(ctx->arena, &q, &e) != PX_OK)
+        return false;
+    /* A tenant's approach list and per-request call limit hold for what the router picks
+     * too (the fake transport of unit tests has no tenant). */
+    if (ctx->llm && ctx->llm->ops == &transport_ops) {
+        const struct exchange *ex = ((const struct transport *)ctx->llm->impl)->ex;
+
+        if (ex->tenant && tenants_allow(ex->tenant, &q, &e) != PX_OK)
+            return false;
+    }
+    return true;
 }
 
 int approach_delegate(struct approach_ctx *ctx, const struct approach *a, const char **ran,

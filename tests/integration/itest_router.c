@@ -5,7 +5,8 @@
  * costs one call (cached); a stream is answered through the chosen approach; a request with
  * tools routed to an approach that does not keep them gets the plain completion with its tool
  * call; --approach router routes requests that name no approach; a classifier that fails
- * leaves the default to answer; bad routes files stop the start-up with the reason. */
+ * leaves the default to answer; a tenant's approach list holds for the router's choice; the
+ * /metrics series; bad routes files stop the start-up with the reason. */
 /* clang-format off */
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <openssl/sha.h>
 
 #include "harness.h"
 
@@ -257,6 +260,40 @@ static void test_metrics(void **state)
     http_resp_free(&r);
 }
 
+/* A tenant allowed "router" but not re2: the route's approach is replaced by the plain
+ * completion (a tenant's approach list holds for what the router picks). */
+static void test_tenant_approaches(void **state)
+{
+    char tpath[] = "/tmp/itest_router_tenants_XXXXXX";
+    char text[512], hex[65], h[256];
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    const char *args[] = {"--router-config", cfg_path, "--tenants", tpath, NULL};
+    struct proc p;
+    struct http_resp r;
+
+    (void)state;
+    SHA256((const unsigned char *)"sk-tenant-r", strlen("sk-tenant-r"), d);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    snprintf(text, sizeof(text),
+             "{\"tenants\": [{\"name\": \"r\", \"key_sha256\": \"%s\","
+             " \"approaches\": [\"router\"]}]}",
+             hex);
+    assert_int_equal(write_file(tpath, text), 0);
+    assert_int_equal(proxy_start(&p, mock.port, args, key_env), 0);
+    mock_reset(mock.port);
+    assert_int_equal(chat_as(p.port, "sk-tenant-r", "router-mock-model", "Code it ROUTE-8", &r),
+                     200);
+    assert_true(http_header(&r, "X-Optillm-Route", h, sizeof(h)));
+    assert_string_equal(h, "code: none (classified)");
+    http_resp_free(&r);
+    assert_int_equal(mock_stat(mock.port, "calls"), 2);
+    assert_int_equal(chat_as(p.port, "sk-tenant-r", "re2-mock-model", "ROUTE-9", &r), 403);
+    http_resp_free(&r);
+    assert_int_equal(proc_stop(&p), 0);
+    unlink(tpath);
+}
+
 static void test_bad_configs(void **state)
 {
     static const struct {
@@ -297,7 +334,7 @@ int main(void)
         cmocka_unit_test(test_routes_and_caches), cmocka_unit_test(test_stream),
         cmocka_unit_test(test_tools_fall_back),   cmocka_unit_test(test_default_approach),
         cmocka_unit_test(test_classifier_down),   cmocka_unit_test(test_metrics),
-        cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_tenant_approaches), cmocka_unit_test(test_bad_configs),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
