@@ -14,6 +14,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -267,6 +268,10 @@ static void *bridge_main(void *arg)
     close(b->tcp);
     close(b->side); /* hiredis's next read sees the end */
     free(b);
+    /* OpenSSL's per-thread state, released now rather than by its thread-exit destructor:
+     * that one takes a global lock after the count below, so a process exiting meanwhile
+     * could free that lock under it (TSan saw it in itest_redis test_tls). */
+    OPENSSL_thread_stop();
     pthread_mutex_lock(&live_mu);
     if (--live == 0)
         pthread_cond_broadcast(&live_cv);
