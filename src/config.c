@@ -145,7 +145,7 @@ static const struct flag flags[] = {
     {"io-loops", NULL, "OPTILLM_IO_LOOPS", T_UINT, OFF(io_loops), 0, "N",
      "upstream I/O threads, each multiplexing many transfers (default: number of cores)"},
     {"http-threads", NULL, "OPTILLM_HTTP_THREADS", T_UINT, OFF(http_threads), 0, "N",
-     "libmicrohttpd epoll threads (default 2)"},
+     "libmicrohttpd threads (poll; default 2)"},
     {"max-connections", NULL, "OPTILLM_MAX_CONNECTIONS", T_UINT, OFF(conn_limit), 0, "N",
      "client connections, including waiting ones (default 4096)"},
     {"max-body", NULL, "OPTILLM_MAX_BODY", T_SIZE, OFF(max_body), 0, "BYTES",

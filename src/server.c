@@ -1082,7 +1082,13 @@ int server_start(const struct config *cfg)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    /* poll, not epoll: with an epoll thread pool, libmicrohttpd 0.9.75's MHD_quiesce_daemon
+     * removes the listening socket from each worker's epoll set while a worker that already
+     * saw the quiesce flag may remove it too; the loser's EPOLL_CTL_DEL fails and MHD aborts
+     * ("Failed to remove listen FD from epoll set", daemon.c:5531; seen in CI at SIGTERM
+     * under load). With poll the sets are rebuilt every turn and quiesce only wakes the
+     * workers. */
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 
     srv_cfg = cfg;
     memset(&ss, 0, sizeof(ss));
