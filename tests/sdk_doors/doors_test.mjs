@@ -14,7 +14,7 @@ import path from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import {
-    BUILD, children, dumpLogs, installGuards, mockHelpers, run, startChild, stopChild, summary, test, waitLine,
+    BUILD, children, dumpLogs, installGuards, mockHelpers, run, startChild, stopChild, summary, test, toleratingSdkAbort, waitLine,
 } from '../sdk_common.mjs';
 
 const GLOBAL_TIMEOUT_MS = 120_000;
@@ -476,7 +476,7 @@ async function responsesTests(proxy) {
             (e) => assert.match(e.message, /store/));
     });
 
-    await test('a stream cut by an upstream error -> the SDK raises (error event)', async () => {
+    await test('a stream cut by an upstream error -> the SDK raises (error event)', () => toleratingSdkAbort(async () => {
         const stream = await client.responses.create({ model: 'bon-mock-model@status=500,latency=500', input: 'x', stream: true });
         let err;
         try {
@@ -486,7 +486,7 @@ async function responsesTests(proxy) {
         }
         assert.ok(err instanceof OpenAI.APIError, `got ${err}`);
         assert.match(String(err.message), /mock error 500/);
-    });
+    }));
 }
 
 async function keyTests() {
