@@ -127,6 +127,7 @@ void exchange_do_resume(struct exchange *ex)
     if (ex->suspended && !ex->closed) {
         ex->suspended = false;
         MHD_resume_connection(ex->conn);
+        io_http_kick(ex->home); /* a loop's daemon has no wake-up channel of its own */
     }
 }
 

@@ -1,8 +1,9 @@
 /* internal.h: the server's private contracts: the client exchange (one HTTP request and its
  * reply), the upstream transfers run by the I/O loops, the approach pool and the engine.
  *
- * DESIGN. libmicrohttpd's threads parse a request, then suspend its connection and hand it
- * to an I/O loop (passthrough: one transfer relayed to the client) or to the approach pool
+ * DESIGN. libmicrohttpd parses a request (by default on the I/O loops themselves, one daemon per
+ * loop sharing the listening socket; with --http-threads N on its own threads), then suspends
+ * its connection and hands it to an I/O loop (passthrough: one transfer relayed to the client) or to the approach pool
  * (an approach runs as a coroutine, plain sequential C that parks on a wait group while its
  * transfers run on the I/O loops; src/sched.c). Every loop owns a curl multi handle and its
  * connection pool; transfers reach a loop through its locked queue plus curl_multi_wakeup. The
@@ -305,8 +306,26 @@ struct xfer {
 };
 
 int io_start(const struct config *cfg);
-/* Stops the loops: aborts remaining transfers (their exchanges get 503) and joins. */
+/* Stops the loops: aborts remaining transfers (their exchanges get 503) and joins them, or,
+ * when they serve HTTP (io_serve), waits until their transfers are gone and leaves them
+ * running libmicrohttpd until io_join. */
 void io_stop(void);
+/* HTTP on the loops (--http-threads 0): loop i runs daemon d (external epoll, epoll_fd) from
+ * now on; its connections' handlers run on that loop's thread, so a passthrough request is
+ * received, relayed and answered without a thread hop. */
+void io_serve(unsigned i, struct MHD_Daemon *d, int epoll_fd);
+/* Has every serving loop call MHD_quiesce_daemon on its own daemon (libmicrohttpd's epoll
+ * quiesce must not race the thread running the daemon); returns when all have. */
+void io_quiesce_http(void);
+/* Joins loops left running by io_stop (serving HTTP); after it no thread runs a daemon. */
+void io_join(void);
+/* A connection of loop l's daemon was resumed: l runs the daemon before it sleeps (with
+ * external polling, libmicrohttpd's MHD_resume_connection signals nothing). No-op unless
+ * HTTP runs on the loops. */
+void io_http_kick(struct io_loop *l);
+/* The loop whose thread is calling, or NULL. */
+struct io_loop *io_current(void);
+unsigned io_count(void);
 /* Frees the loops after io_stop and after every approach coroutine has finished. */
 void io_free(void);
 /* Creates a transfer for base_url + path with the resolved key (may be NULL) in cfg's header. */

@@ -1,5 +1,6 @@
-/* server.c: libmicrohttpd set-up (epoll thread pool, suspend/resume), routing of the
- * endpoints, request hand-off and the access log. */
+/* server.c: libmicrohttpd set-up (one external-epoll daemon per I/O loop on a shared listening
+ * socket, or a poll thread pool; suspend/resume), routing of the endpoints, request hand-off
+ * and the access log. */
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -17,7 +18,10 @@
 #include "json_check.h"
 #include "log.h"
 
-static struct MHD_Daemon *daemon_;
+static struct MHD_Daemon *daemon_;    /* --http-threads N: the thread-pool daemon */
+static struct MHD_Daemon **on_loops; /* HTTP on the I/O loops: a daemon per loop */
+static unsigned n_on_loops;
+static int listen_fd = -1; /* their shared listening socket (closed by server_stop) */
 static int draining; /* set by server_quiesce (atomic builtins) */
 /* The listening socket MHD handed back at quiesce; closed by server_stop (main thread only). */
 static MHD_socket quiesced_fd = MHD_INVALID_SOCKET;
@@ -71,7 +75,9 @@ static void suspend_for_work(struct exchange *ex)
     ex->refs++; /* the worker's reference (relay transfer or approach job) */
     ex->suspended = true;
     ex->phase = EX_WORKING;
-    ex->home = io_pick();
+    ex->home = io_current(); /* the loop running this connection's daemon: no hand-off */
+    if (!ex->home)
+        ex->home = io_pick();
     MHD_suspend_connection(ex->conn);
     pthread_mutex_unlock(&ex->mu);
 }
@@ -1078,17 +1084,92 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     log_at(LOG_WARN, NULL, "libmicrohttpd: %s", msg);
 }
 
+/* The listening socket the loops' daemons share: non-blocking (every loop polls it; the ones
+ * that lose the race for a connection get EAGAIN), SO_REUSEADDR as libmicrohttpd's own. */
+static int listen_on(const struct sockaddr *sa, socklen_t sl)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int on = 1;
+
+    if (fd < 0)
+        return -1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (sa->sa_family == AF_INET6)
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+    if (bind(fd, sa, sl) < 0 || listen(fd, 4096) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Redis admission is a synchronous round trip made by the handler: on a loop it would stall
+ * every transfer of that loop, so with --redis-url the default keeps HTTP on its own threads. */
+static unsigned http_threads(const struct config *cfg)
+{
+    if (cfg->http_threads > 0)
+        return (unsigned)cfg->http_threads;
+    return cfg->redis_url && cfg->redis_url[0] ? 2 : 0;
+}
+
+static struct MHD_Daemon *start_on_loop(unsigned flags, const struct config *cfg, unsigned limit)
+{
+    return MHD_start_daemon(
+        flags, 0, accept_policy, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_logger, NULL, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(PX_MAX_HEADER_BYTES * 2),
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd, MHD_OPTION_END);
+}
+
+/* One daemon per I/O loop, each run by its loop (external epoll), all on one listening socket. */
+static int start_loops(const struct config *cfg, const struct sockaddr *sa, socklen_t sl,
+                       unsigned flags)
+{
+    unsigned n = io_count();
+    unsigned limit = (unsigned)((cfg->conn_limit + n - 1) / n);
+
+    listen_fd = listen_on(sa, sl);
+    if (listen_fd < 0) {
+        log_error("cannot listen on %s:%d (%s)", cfg->host, cfg->port, strerror(errno));
+        return -1;
+    }
+    on_loops = xcalloc(n, sizeof(*on_loops));
+    for (unsigned i = 0; i < n; i++) {
+        const union MHD_DaemonInfo *di;
+
+        on_loops[i] = start_on_loop(flags | MHD_USE_EPOLL, cfg, limit);
+        di = on_loops[i] ? MHD_get_daemon_info(on_loops[i], MHD_DAEMON_INFO_EPOLL_FD) : NULL;
+        if (!di) {
+            log_error("cannot start libmicrohttpd on I/O loop %u", i);
+            for (unsigned j = 0; j <= i && on_loops[j]; j++) {
+                (void)MHD_quiesce_daemon(on_loops[j]); /* the socket is closed once, below */
+                MHD_stop_daemon(on_loops[j]);
+            }
+            free(on_loops);
+            on_loops = NULL;
+            close(listen_fd);
+            listen_fd = -1;
+            return -1;
+        }
+        n_on_loops = i + 1;
+    }
+    for (unsigned i = 0; i < n; i++)
+        io_serve(i, on_loops[i], MHD_get_daemon_info(on_loops[i], MHD_DAEMON_INFO_EPOLL_FD)->epoll_fd);
+    return 0;
+}
+
 int server_start(const struct config *cfg)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
-    /* poll, not epoll: with an epoll thread pool, libmicrohttpd 0.9.75's MHD_quiesce_daemon
-     * removes the listening socket from each worker's epoll set while a worker that already
-     * saw the quiesce flag may remove it too; the loser's EPOLL_CTL_DEL fails and MHD aborts
-     * ("Failed to remove listen FD from epoll set", daemon.c:5531; seen in CI at SIGTERM
-     * under load). With poll the sets are rebuilt every turn and quiesce only wakes the
-     * workers. */
-    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    /* Thread pool: poll, not epoll. With an epoll thread pool, libmicrohttpd 0.9.75's
+     * MHD_quiesce_daemon removes the listening socket from each worker's epoll set while a
+     * worker that already saw the quiesce flag may remove it too; the loser's EPOLL_CTL_DEL
+     * fails and MHD aborts ("Failed to remove listen FD from epoll set", daemon.c:5531; seen
+     * in CI at SIGTERM under load). On the loops each daemon is quiesced by its own loop. */
+    unsigned flags = MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 
     srv_cfg = cfg;
     memset(&ss, 0, sizeof(ss));
@@ -1107,25 +1188,35 @@ int server_start(const struct config *cfg)
         log_error("--host %s is not an IPv4 or IPv6 address", cfg->host);
         return -1;
     }
-    (void)sl;
-    daemon_ = MHD_start_daemon(
-        flags, (uint16_t)cfg->port, accept_policy, NULL, access_handler, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)cfg->http_threads, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
-        MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)cfg->conn_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(PX_MAX_HEADER_BYTES * 2), MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_END);
-    if (!daemon_) {
-        log_error("cannot listen on %s:%d (in use, or not allowed)", cfg->host, cfg->port);
-        return -1;
+    if (http_threads(cfg) == 0) {
+        if (start_loops(cfg, (struct sockaddr *)&ss, sl, flags) < 0)
+            return -1;
+        struct sockaddr_storage b;
+        socklen_t bl = sizeof(b);
+
+        bound_port = cfg->port;
+        if (getsockname(listen_fd, (struct sockaddr *)&b, &bl) == 0)
+            bound_port = ntohs(b.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&b)->sin6_port
+                                                       : ((struct sockaddr_in *)&b)->sin_port);
+    } else {
+        daemon_ = MHD_start_daemon(
+            flags | MHD_USE_POLL_INTERNAL_THREAD, (uint16_t)cfg->port, accept_policy, NULL,
+            access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+            MHD_OPTION_THREAD_POOL_SIZE, http_threads(cfg), MHD_OPTION_NOTIFY_COMPLETED,
+            completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
+            MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+            (unsigned)cfg->idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+            (size_t)(PX_MAX_HEADER_BYTES * 2), MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096, MHD_OPTION_END);
+        if (!daemon_) {
+            log_error("cannot listen on %s:%d (in use, or not allowed)", cfg->host, cfg->port);
+            return -1;
+        }
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
+        bound_port = di ? di->port : cfg->port;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
-    bound_port = di ? di->port : cfg->port;
     if (reaper_start() < 0) {
         log_error("cannot start the client-deadline thread");
-        MHD_stop_daemon(daemon_);
-        daemon_ = NULL;
         return -1;
     }
     return 0;
@@ -1139,6 +1230,11 @@ int server_port(void)
 void server_quiesce(void)
 {
     __atomic_store_n(&draining, 1, __ATOMIC_RELAXED);
+    if (on_loops) {
+        io_quiesce_http(); /* each loop quiesces its own daemon */
+        (void)shutdown(listen_fd, SHUT_RDWR);
+        return;
+    }
     if (daemon_) {
         MHD_socket s = MHD_quiesce_daemon(daemon_);
 
@@ -1155,6 +1251,17 @@ void server_quiesce(void)
 void server_stop(void)
 {
     reaper_join();
+    if (on_loops) {
+        io_quiesce_http(); /* (a no-op after server_quiesce) */
+        io_join();         /* no loop runs a daemon any more */
+        for (unsigned i = 0; i < n_on_loops; i++)
+            MHD_stop_daemon(on_loops[i]);
+        free(on_loops);
+        on_loops = NULL;
+        n_on_loops = 0;
+        close(listen_fd);
+        listen_fd = -1;
+    }
     if (daemon_)
         MHD_stop_daemon(daemon_);
     daemon_ = NULL;

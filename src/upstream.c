@@ -3,6 +3,8 @@
  * transfers at once, and watching suspended clients' sockets for hang-ups. */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include <poll.h>
+#include <stddef.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,11 +23,18 @@ struct io_loop {
     CURLM *multi;
     unsigned index;
 
-    pthread_mutex_t mu; /* guards q_head, q_tail, watch_q, nwatch_q, cap_watch_q, stopping */
+    pthread_mutex_t mu; /* guards q_head, q_tail, watch_q, nwatch_q, cap_watch_q, stopping,
+                         * http, http_fd, quiesce, quiesced, drained, exit */
     struct xfer *q_head, *q_tail;
     struct exchange **watch_q;
     size_t nwatch_q, cap_watch_q;
     bool stopping;
+    struct MHD_Daemon *http; /* io_serve: the daemon this loop runs, or NULL */
+    int http_fd;             /* its epoll fd */
+    bool quiesce, quiesced;  /* io_quiesce_http asked; this loop did it */
+    bool drained;            /* stopping, and no transfer is left (io_stop waits for it) */
+    bool exit;               /* io_join: leave the loop */
+    bool kick;               /* loop thread only: a connection was resumed, run the daemon */
 
     /* Loop thread only. */
     struct xfer *active;
@@ -41,6 +50,9 @@ struct io_loop {
 
 static struct io_loop *loops;
 static unsigned nloops;
+static bool serving; /* some loop runs HTTP: io_stop leaves the threads to io_join (atomic) */
+static bool joined;
+static __thread struct io_loop *cur_loop;
 static unsigned rr; /* round-robin cursor (atomic builtins) */
 static const struct config *io_cfg;
 
@@ -937,10 +949,12 @@ static void *loop_main(void *arg)
     struct xfer **to_unpause = NULL;
     size_t cap_unpause = 0;
 
+    cur_loop = l;
     for (;;) {
-        bool stopping, any_pipelined = false, more_queued;
+        bool stopping, any_pipelined = false, more_queued = false, quiesce, leave;
         struct xfer *q;
-        int running;
+        struct MHD_Daemon *http;
+        int running, http_fd;
 
         pthread_mutex_lock(&l->mu);
         q = l->q_head;
@@ -949,7 +963,18 @@ static void *loop_main(void *arg)
             watch_add(l, l->watch_q[i]);
         l->nwatch_q = 0;
         stopping = l->stopping;
+        http = l->http;
+        http_fd = l->http_fd;
+        quiesce = l->quiesce && !l->quiesced;
+        leave = l->exit;
         pthread_mutex_unlock(&l->mu);
+        if (quiesce) {
+            /* The listening socket is shared: the server closes it once every loop is done. */
+            (void)MHD_quiesce_daemon(http);
+            pthread_mutex_lock(&l->mu);
+            l->quiesced = true;
+            pthread_mutex_unlock(&l->mu);
+        }
 
         while (q) {
             struct xfer *next = q->next;
@@ -1068,27 +1093,58 @@ static void *loop_main(void *arg)
         if (stopping && l->nactive == 0 && l->nwatched == 0 && !l->delayed && !l->waiting) {
             pthread_mutex_lock(&l->mu);
             more_queued = l->q_head != NULL;
-            pthread_mutex_unlock(&l->mu);
             if (!more_queued)
+                l->drained = true;
+            pthread_mutex_unlock(&l->mu);
+            if (more_queued)
+                continue;
+            if (!http || leave)
                 break;
+            /* Serving HTTP: libmicrohttpd still writes the answers of the aborted requests. */
+        }
+        if (nun == 0) {
+            pthread_mutex_lock(&l->mu);
+            more_queued = l->q_head != NULL || l->nwatch_q > 0 || l->stopping != stopping ||
+                          l->exit != leave || (l->quiesce && !l->quiesced);
+            pthread_mutex_unlock(&l->mu);
+        }
+        if (nun > 0 || more_queued) { /* P15: never sleep on queued work */
+            if (http) {
+                l->kick = false;
+                MHD_run(http); /* nor starve the clients under a stream of queued work */
+            }
             continue;
         }
-        if (nun > 0)
-            continue;
-        pthread_mutex_lock(&l->mu);
-        more_queued = l->q_head != NULL || l->nwatch_q > 0 || l->stopping != stopping;
-        pthread_mutex_unlock(&l->mu);
-        if (more_queued)
-            continue; /* P15: never sleep on queued work */
         int timeout = any_pipelined || l->waiting ? 100 : 1000;
         if (next_due) {
             long long wait = (next_due - px_now_us()) / 1000;
 
             timeout = wait < 1 ? 1 : (wait < timeout ? (int)wait : timeout);
         }
+        if (http) {
+            MHD_UNSIGNED_LONG_LONG mt;
+
+            if (l->kick)
+                timeout = 0;
+            else if (MHD_get_timeout(http, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)timeout)
+                timeout = (int)mt;
+            if (nextra == cap_extra) {
+                cap_extra = cap_extra ? cap_extra * 2 : 64;
+                extra = xrealloc(extra, cap_extra * sizeof(*extra));
+                extra_ex = xrealloc(extra_ex, cap_extra * sizeof(*extra_ex));
+            }
+            extra[nextra].fd = http_fd;
+            extra[nextra].events = CURL_WAIT_POLLIN;
+            extra[nextra].revents = 0;
+            extra_ex[nextra++] = NULL;
+        }
         curl_multi_poll(l->multi, extra, (unsigned)nextra, timeout, NULL);
+        if (http) {
+            l->kick = false;
+            MHD_run(http); /* handlers run here; they may queue transfers on this loop */
+        }
         for (size_t i = 0; i < nextra; i++) {
-            if (!extra[i].revents)
+            if (!extra[i].revents || !extra_ex[i])
                 continue;
             struct exchange *ex = extra_ex[i]; /* still referenced by the watch list */
             pthread_mutex_lock(&ex->mu);
@@ -1139,16 +1195,96 @@ int io_start(const struct config *cfg)
     return 0;
 }
 
-void io_stop(void)
+/* Sets a flag of every loop (under its mu) and wakes it. */
+static void flag_all(size_t off)
 {
     for (unsigned i = 0; i < nloops; i++) {
         pthread_mutex_lock(&loops[i].mu);
-        loops[i].stopping = true;
+        *(bool *)((char *)&loops[i] + off) = true;
         pthread_mutex_unlock(&loops[i].mu);
         curl_multi_wakeup(loops[i].multi);
     }
+}
+
+/* Waits until every loop has set the flag at off (or has no daemon, for the HTTP flags). */
+static void wait_all(size_t off, bool http_only)
+{
+    for (unsigned i = 0; i < nloops; i++) {
+        for (;;) {
+            bool done;
+
+            pthread_mutex_lock(&loops[i].mu);
+            done = *(bool *)((char *)&loops[i] + off) || (http_only && !loops[i].http);
+            pthread_mutex_unlock(&loops[i].mu);
+            if (done)
+                break;
+            nanosleep(&(struct timespec){0, 1000000L}, NULL);
+        }
+    }
+}
+
+void io_stop(void)
+{
+    flag_all(offsetof(struct io_loop, stopping));
+    if (__atomic_load_n(&serving, __ATOMIC_ACQUIRE)) {
+        wait_all(offsetof(struct io_loop, drained), false);
+        return;
+    }
+    io_join();
+}
+
+void io_join(void)
+{
+    if (joined || !loops)
+        return;
+    flag_all(offsetof(struct io_loop, exit));
     for (unsigned i = 0; i < nloops; i++)
         pthread_join(loops[i].thread, NULL);
+    joined = true;
+}
+
+void io_serve(unsigned i, struct MHD_Daemon *d, int epoll_fd)
+{
+    struct io_loop *l = &loops[i];
+
+    pthread_mutex_lock(&l->mu);
+    l->http = d;
+    l->http_fd = epoll_fd;
+    __atomic_store_n(&serving, true, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&l->mu);
+    curl_multi_wakeup(l->multi);
+}
+
+void io_quiesce_http(void)
+{
+    if (!__atomic_load_n(&serving, __ATOMIC_ACQUIRE))
+        return;
+    flag_all(offsetof(struct io_loop, quiesce));
+    wait_all(offsetof(struct io_loop, quiesced), true);
+}
+
+void io_http_kick(struct io_loop *l)
+{
+    if (!__atomic_load_n(&serving, __ATOMIC_ACQUIRE))
+        return;
+    if (!l) {
+        io_wake_all();
+        return;
+    }
+    if (l == cur_loop)
+        l->kick = true;
+    else
+        curl_multi_wakeup(l->multi);
+}
+
+struct io_loop *io_current(void)
+{
+    return cur_loop;
+}
+
+unsigned io_count(void)
+{
+    return nloops;
 }
 
 void io_free(void)
@@ -1167,6 +1303,7 @@ void io_free(void)
     free(loops);
     loops = NULL;
     nloops = 0;
+    serving = joined = false;
 }
 
 struct io_loop *io_pick(void)
@@ -1219,7 +1356,8 @@ int io_submit(struct xfer *x)
         do_watch(l, x->ex);
     }
     pthread_mutex_unlock(&l->mu);
-    curl_multi_wakeup(l->multi);
+    if (cur_loop != l) /* on its own thread the loop drains its queue before it sleeps */
+        curl_multi_wakeup(l->multi);
     return PX_OK;
 }
 
@@ -1230,7 +1368,8 @@ void io_watch(struct exchange *ex)
     pthread_mutex_lock(&l->mu);
     do_watch(l, ex);
     pthread_mutex_unlock(&l->mu);
-    curl_multi_wakeup(l->multi);
+    if (cur_loop != l)
+        curl_multi_wakeup(l->multi);
 }
 
 void io_wake_all(void)
@@ -1241,6 +1380,6 @@ void io_wake_all(void)
 
 void io_wake(struct io_loop *l)
 {
-    if (l)
+    if (l && l != cur_loop) /* its own thread re-checks everything before it sleeps */
         curl_multi_wakeup(l->multi);
 }
