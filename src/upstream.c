@@ -1108,7 +1108,7 @@ static void *loop_main(void *arg)
                           l->exit != leave || (l->quiesce && !l->quiesced);
             pthread_mutex_unlock(&l->mu);
         }
-        if (nun > 0 || more_queued) { /* P15: never sleep on queued work */
+        if (nun > 0 || more_queued || (http && l->kick)) { /* P15: never sleep on queued work */
             if (http) {
                 l->kick = false;
                 MHD_run(http); /* nor starve the clients under a stream of queued work */
@@ -1124,9 +1124,7 @@ static void *loop_main(void *arg)
         if (http) {
             MHD_UNSIGNED_LONG_LONG mt;
 
-            if (l->kick)
-                timeout = 0;
-            else if (MHD_get_timeout(http, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)timeout)
+            if (MHD_get_timeout(http, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)timeout)
                 timeout = (int)mt;
             if (nextra == cap_extra) {
                 cap_extra = cap_extra ? cap_extra * 2 : 64;

@@ -127,7 +127,7 @@ static void test_defaults(void **state)
     assert_false(cfg.enable_code_execution);
     assert_true(cfg.code_timeout == 10);
     assert_int_equal(cfg.workers, 10000);
-    assert_int_equal(cfg.http_threads, 2);
+    assert_int_equal(cfg.http_threads, 0);
     assert_true(cfg.io_loops >= 1);
     assert_true(cfg.upstream_timeout == 600);
     assert_true(cfg.connect_timeout == 10);
@@ -195,7 +195,8 @@ static const struct flag_case flag_cases[] = {
     {"workers", "OPTILLM_WORKERS", "16", K_UINT, OFF(workers), NULL, 16},
     {"queue", "OPTILLM_QUEUE", "32", K_UINT, OFF(queue_max), NULL, 32},
     {"io-loops", "OPTILLM_IO_LOOPS", "3", K_UINT, OFF(io_loops), NULL, 3},
-    {"http-threads", "OPTILLM_HTTP_THREADS", "4", K_UINT, OFF(http_threads), NULL, 4},
+    {"http-threads", "OPTILLM_HTTP_THREADS", "4", K_INT, OFF(http_threads), NULL, 4},
+    {"http-threads", "OPTILLM_HTTP_THREADS", "0", K_INT, OFF(http_threads), NULL, 0},
     {"max-connections", "OPTILLM_MAX_CONNECTIONS", "100", K_UINT, OFF(conn_limit), NULL, 100},
     {"max-body", "OPTILLM_MAX_BODY", "2M", K_SIZE, OFF(max_body), NULL, 2 << 20},
     {"max-body", "OPTILLM_MAX_BODY", "512k", K_SIZE, OFF(max_body), NULL, 512 << 10},
