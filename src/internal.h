@@ -3,12 +3,12 @@
  *
  * DESIGN. libmicrohttpd parses a request (by default on the I/O loops themselves, one daemon per
  * loop sharing the listening socket; with --http-threads N on its own threads), then suspends
- * its connection and hands it to an I/O loop (passthrough: one transfer relayed to the client) or to the approach pool
- * (an approach runs as a coroutine, plain sequential C that parks on a wait group while its
- * transfers run on the I/O loops; src/sched.c). Every loop owns a curl multi handle and its
- * connection pool; transfers reach a loop through its locked queue plus curl_multi_wakeup. The
- * reply is produced into exchange.out and the connection resumed; MHD drains it (a content reader
- * for streams). Protocol, invariants (I1-I7) and pitfalls (P3-P22) cited in comments:
+ * its connection and hands it to an I/O loop (passthrough: one transfer relayed to the client) or
+ * to the approach pool (an approach runs as a coroutine, plain sequential C that parks on a wait
+ * group while its transfers run on the I/O loops; src/sched.c). Every loop owns a curl multi handle
+ * and its connection pool; transfers reach a loop through its locked queue plus curl_multi_wakeup.
+ * The reply is produced into exchange.out and the connection resumed; MHD drains it (a content
+ * reader for streams). Protocol, invariants (I1-I7) and pitfalls (P3-P22) cited in comments:
  * docs/mhd-curl-invariants.md.
  *
  * Lock order: MHD response mutex -> exchange.mu -> MHD internals; sched_group.mu -> scheduler

@@ -18,11 +18,11 @@
 #include "json_check.h"
 #include "log.h"
 
-static struct MHD_Daemon *daemon_;    /* --http-threads N: the thread-pool daemon */
+static struct MHD_Daemon *daemon_;   /* --http-threads N: the thread-pool daemon */
 static struct MHD_Daemon **on_loops; /* HTTP on the I/O loops: a daemon per loop */
 static unsigned n_on_loops;
 static int listen_fd = -1; /* their shared listening socket (closed by server_stop) */
-static int draining; /* set by server_quiesce (atomic builtins) */
+static int draining;       /* set by server_quiesce (atomic builtins) */
 /* The listening socket MHD handed back at quiesce; closed by server_stop (main thread only). */
 static MHD_socket quiesced_fd = MHD_INVALID_SOCKET;
 static const struct config *srv_cfg;
@@ -1115,12 +1115,12 @@ static unsigned http_threads(const struct config *cfg)
 static struct MHD_Daemon *start_on_loop(unsigned flags, const struct config *cfg, unsigned limit)
 {
     return MHD_start_daemon(
-        flags, 0, accept_policy, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_logger, NULL, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
-        MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL, MHD_OPTION_CONNECTION_LIMIT, limit,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->idle_timeout,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(PX_MAX_HEADER_BYTES * 2),
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd, MHD_OPTION_END);
+        flags, 0, accept_policy, NULL, access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger,
+        NULL, MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_NOTIFY_CONNECTION,
+        notify_connection, NULL, MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(PX_MAX_HEADER_BYTES * 2), MHD_OPTION_LISTEN_SOCKET, (MHD_socket)listen_fd,
+        MHD_OPTION_END);
 }
 
 /* One daemon per I/O loop, each run by its loop (external epoll), all on one listening socket. */
@@ -1156,7 +1156,8 @@ static int start_loops(const struct config *cfg, const struct sockaddr *sa, sock
         n_on_loops = i + 1;
     }
     for (unsigned i = 0; i < n; i++)
-        io_serve(i, on_loops[i], MHD_get_daemon_info(on_loops[i], MHD_DAEMON_INFO_EPOLL_FD)->epoll_fd);
+        io_serve(i, on_loops[i],
+                 MHD_get_daemon_info(on_loops[i], MHD_DAEMON_INFO_EPOLL_FD)->epoll_fd);
     return 0;
 }
 
@@ -1202,8 +1203,8 @@ int server_start(const struct config *cfg)
         daemon_ = MHD_start_daemon(
             flags | MHD_USE_POLL_INTERNAL_THREAD, (uint16_t)cfg->port, accept_policy, NULL,
             access_handler, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-            MHD_OPTION_THREAD_POOL_SIZE, http_threads(cfg), MHD_OPTION_NOTIFY_COMPLETED,
-            completed, NULL, MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
+            MHD_OPTION_THREAD_POOL_SIZE, http_threads(cfg), MHD_OPTION_NOTIFY_COMPLETED, completed,
+            NULL, MHD_OPTION_NOTIFY_CONNECTION, notify_connection, NULL,
             MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->conn_limit, MHD_OPTION_CONNECTION_TIMEOUT,
             (unsigned)cfg->idle_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
             (size_t)(PX_MAX_HEADER_BYTES * 2), MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,

@@ -4,12 +4,12 @@
 #define _GNU_SOURCE /* POLLRDHUP */
 #include <poll.h>
 #include <stddef.h>
-#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
