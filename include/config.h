@@ -25,7 +25,7 @@ struct config {
     /* network */
     char host[64];         /* bind address, default 127.0.0.1 */
     int port;              /* default 8000; 0 = ephemeral (printed at start-up) */
-    int http_threads;      /* libmicrohttpd pool size; 0: HTTP on the I/O loops (default) */
+    int http_threads;      /* libmicrohttpd pool size; 0: HTTP on the I/O loops; -1: auto */
     unsigned io_loops;     /* upstream I/O loops, default = cores */
     unsigned workers;      /* approach threads, max; default 1024 */
     unsigned queue_max;    /* approach queue, default 4096 */

@@ -145,10 +145,10 @@ static const struct flag flags[] = {
     {"io-loops", NULL, "OPTILLM_IO_LOOPS", T_UINT, OFF(io_loops), 0, "N",
      "upstream I/O threads, each multiplexing many transfers (default: number of cores)"},
     {"http-threads", NULL, "OPTILLM_HTTP_THREADS", T_INT, OFF(http_threads), 0, "N",
-     "threads that receive and answer HTTP requests (libmicrohttpd, poll). Default 0: the I/O "
-     "loops do it themselves, one libmicrohttpd daemon each on a shared listening socket, so a "
-     "passthrough request never changes thread; with --redis-url the default is 2 (a tenant's "
-     "Redis round trip must not stall a loop's transfers)"},
+     "threads of their own that receive and answer HTTP requests (libmicrohttpd, poll). 0: the "
+     "I/O loops do it themselves, one libmicrohttpd daemon each on a shared listening socket, "
+     "so a passthrough request never changes thread. Default 0, or 2 with --redis-url (a "
+     "tenant's Redis round trip must not stall a loop's transfers)"},
     {"max-connections", NULL, "OPTILLM_MAX_CONNECTIONS", T_UINT, OFF(conn_limit), 0, "N",
      "client connections, including waiting ones (default 4096)"},
     {"max-body", NULL, "OPTILLM_MAX_BODY", T_SIZE, OFF(max_body), 0, "BYTES",
@@ -221,7 +221,7 @@ static void defaults(struct config *c)
     memset(c, 0, sizeof(*c));
     snprintf(c->host, sizeof(c->host), "127.0.0.1");
     c->port = 8000;
-    c->http_threads = 0;
+    c->http_threads = -1; /* 0 (the loops), or 2 with --redis-url */
     c->io_loops = 0;
     c->workers = 10000;
     c->queue_max = 4096;

@@ -1107,7 +1107,7 @@ static int listen_on(const struct sockaddr *sa, socklen_t sl)
  * every transfer of that loop, so with --redis-url the default keeps HTTP on its own threads. */
 static unsigned http_threads(const struct config *cfg)
 {
-    if (cfg->http_threads > 0)
+    if (cfg->http_threads >= 0)
         return (unsigned)cfg->http_threads;
     return cfg->redis_url && cfg->redis_url[0] ? 2 : 0;
 }

@@ -170,9 +170,16 @@ static int setup(void **state)
     if (mock_start(&mock, NULL) != 0 || redis_start(&redis, 0, NULL) != 0)
         return -1;
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", redis.port);
-    const char *args[] = {"--tenants", tenants, "--redis-url", url, "--drain-timeout", "20", NULL};
+    /* The instance that gets SIGTERM serves HTTP on its I/O loops (the default without Redis),
+     * the other on libmicrohttpd threads of its own (the default with --redis-url): the drain
+     * is exercised in the loops' mode. */
+    const char *args_a[] = {"--tenants", tenants,          "--redis-url", url, "--drain-timeout",
+                            "20",        "--http-threads", "0",           NULL};
+    const char *args_b[] = {"--tenants",       tenants, "--redis-url", url,
+                            "--drain-timeout", "20",    NULL};
     const char *env[] = {"OPENAI_API_KEY=server-key", NULL};
-    if (proxy_start(&pa, mock.port, args, env) != 0 || proxy_start(&pb, mock.port, args, env) != 0)
+    if (proxy_start(&pa, mock.port, args_a, env) != 0 ||
+        proxy_start(&pb, mock.port, args_b, env) != 0)
         return -1;
     nginx_port = harness_free_port();
     if (write_nginx_conf() != 0 || nginx_start() != 0)

@@ -127,7 +127,7 @@ static void test_defaults(void **state)
     assert_false(cfg.enable_code_execution);
     assert_true(cfg.code_timeout == 10);
     assert_int_equal(cfg.workers, 10000);
-    assert_int_equal(cfg.http_threads, 0);
+    assert_int_equal(cfg.http_threads, -1); /* auto: 0, or 2 with --redis-url */
     assert_true(cfg.io_loops >= 1);
     assert_true(cfg.upstream_timeout == 600);
     assert_true(cfg.connect_timeout == 10);
