@@ -67,6 +67,7 @@ struct config {
     char *redis_url;          /* --redis-url / OPTILLM_REDIS_URL (may hold a password), or NULL */
     char redis_prefix[64];    /* key prefix, default "optillm:" */
     char redis_failure[8];    /* "open" (default) or "closed" */
+    char upstream_ca[512];    /* --upstream-ca: CA file for https:// upstreams, "" = system's */
     char redis_tls_ca[512];   /* rediss://: CA file, "" = the system's store */
     char redis_tls_cert[512]; /* rediss://: client certificate, "" = none */
     char redis_tls_key[512];  /* rediss://: its key, "" = in the certificate file */

@@ -172,7 +172,11 @@ static const struct flag flags[] = {
     {"upstream-h2c", NULL, "OPTILLM_UPSTREAM_H2C", T_BOOL, OFF(upstream_h2c), 0, NULL,
      "speak HTTP/2 to an http:// upstream without asking first (prior knowledge, h2c), "
      "streams multiplexed on one connection per I/O loop; needs libcurl >= 8.0.0. Default: "
-     "HTTP/1.1 for http://, HTTP/2 when an https:// upstream offers it"},
+     "HTTP/1.1 for http://; HTTP/2 when an https:// upstream offers it (ALPN), concurrent "
+     "calls multiplexed on its connections"},
+    {"upstream-ca", NULL, "OPTILLM_UPSTREAM_CA", T_STR, OFF(upstream_ca), SZ(upstream_ca), "FILE",
+     "CA certificates (PEM) to verify https:// upstreams with, e.g. a private vLLM behind an "
+     "internal CA (default: the system's store; verification is never turned off)"},
     {"connect-timeout", NULL, "OPTILLM_CONNECT_TIMEOUT", T_DOUBLE, OFF(connect_timeout), 0,
      "SECONDS", "limit for connecting to the upstream; exceeded gives 502 (default 10)"},
     {"retries", NULL, "OPTILLM_RETRIES", T_RETRIES, OFF(retries), 0, "N",
@@ -651,6 +655,10 @@ int config_load(struct config *cfg, int argc, char **argv)
         return -1;
     }
     cfg->redis_fail_closed = strcmp(cfg->redis_failure, "closed") == 0;
+    if (cfg->upstream_ca[0] && access(cfg->upstream_ca, R_OK) != 0) {
+        fprintf(stderr, "--upstream-ca %s: %s\n", cfg->upstream_ca, strerror(errno));
+        return -1;
+    }
     if (cfg->http_threads > 1024) {
         fprintf(stderr, "--http-threads must be between 0 and 1024\n");
         return -1;

@@ -459,13 +459,136 @@ static void test_upstream_h2c(void **state)
     assert_int_equal(system(path), 0);
 }
 
+/* An https:// upstream that offers HTTP/2 (nghttpd with TLS, a throwaway CA made by the openssl
+ * CLI): a wave of concurrent passthrough and bon requests is carried on one connection per
+ * I/O loop (ALPN h2, CURLPIPE_MULTIPLEX, PIPEWAIT), verified against --upstream-ca; without
+ * the CA the same upstream is refused (502): verification is never off. */
+static void test_upstream_h2_tls(void **state)
+{
+    char dir[] = "/tmp/itest-h2-XXXXXX", path[512], base[64], portstr[16], logp[300];
+    char key[300], crt[300], ca[300];
+    struct proc px, pxno;
+    struct http_resp r;
+    int port = free_port();
+    pid_t pid;
+    FILE *f;
+
+    (void)state;
+    if (access("/usr/sbin/nghttpd", X_OK) != 0 && access("/usr/bin/nghttpd", X_OK) != 0) {
+        print_message("nghttpd not installed (apt-get install nghttp2-server): skipped\n");
+        skip();
+    }
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path),
+             "set -e; cd '%s'; exec >/dev/null 2>&1\n"
+             "mkdir -p v1/chat\n"
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=itest-h2-ca "
+             "-keyout ca.key -out ca.pem\n"
+             "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key "
+             "-out server.csr\n"
+             "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext\n"
+             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+             "-days 2 -extfile san.ext -out server.pem\n",
+             dir);
+    assert_int_equal(system(path), 0);
+    snprintf(path, sizeof(path), "%s/v1/chat/completions", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(h2_reply, f);
+    fclose(f);
+    snprintf(key, sizeof(key), "%s/server.key", dir);
+    snprintf(crt, sizeof(crt), "%s/server.pem", dir);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(logp, sizeof(logp), "%s/nghttpd.log", dir);
+    pid = fork();
+    if (pid == 0) {
+        FILE *lf = freopen(logp, "w", stdout);
+        FILE *ef = freopen("/dev/null", "w", stderr);
+
+        (void)lf;
+        (void)ef;
+        execlp("nghttpd", "nghttpd", "-v", "-a", "127.0.0.1", "-d", dir, portstr, key, crt,
+               (char *)NULL);
+        _exit(127);
+    }
+    nghttpd_pid = pid;
+    sleep_ms(300);
+    snprintf(base, sizeof(base), "https://127.0.0.1:%d/v1", port);
+    {
+        const char *args[] = {"--upstream-key",
+                              "sk-h2",
+                              "--upstream-ca",
+                              ca,
+                              "--io-loops",
+                              "1",
+                              "--base-url",
+                              base,
+                              NULL};
+        const char *argsno[] = {"--upstream-key", "sk-h2", "--base-url", base, NULL};
+
+        assert_int_equal(proxy_start(&px, mock.port, args, NULL), 0);
+        assert_int_equal(proxy_start(&pxno, mock.port, argsno, NULL), 0);
+    }
+    /* 40 passthrough and 20 bon requests at once (20 + 20 x 4 = 100 upstream calls). */
+    struct one res_p[40], res_b[20];
+    struct wave wp = {px.port, 40, "m", res_p, 0}, wb = {px.port, 20, "bon-m", res_b, 0};
+    pthread_t tp, tb;
+
+    memset(res_p, 0, sizeof(res_p));
+    memset(res_b, 0, sizeof(res_b));
+    assert_int_equal(pthread_create(&tp, NULL, wave_main, &wp), 0);
+    assert_int_equal(pthread_create(&tb, NULL, wave_main, &wb), 0);
+    pthread_join(tp, NULL);
+    pthread_join(tb, NULL);
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(res_p[i].status, 200);
+        assert_non_null(strstr(res_p[i].body, "h2c ok"));
+    }
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(res_b[i].status, 200);
+        assert_non_null(strstr(res_b[i].body, "h2c ok"));
+    }
+    /* Not trusted without --upstream-ca. */
+    char *pass = chat_body("m", "hello", NULL);
+    assert_int_equal(http_req("POST", pxno.port, "/v1/chat/completions", pass, NULL, &r), 0);
+    assert_int_equal(r.status, 502);
+    http_resp_free(&r);
+    free(pass);
+    assert_int_equal(proc_stop(&px), 0);
+    assert_int_equal(proc_stop(&pxno), 0);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    nghttpd_pid = 0;
+    /* Sessions nghttpd saw ("[id=N]"; the refused proxy's handshake fails before one is
+     * counted, or adds one) and the requests on them (HEADERS frames received). */
+    int max_id = 0, requests = 0;
+    char line[512];
+
+    f = fopen(logp, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f)) {
+        const char *p = strstr(line, "[id=");
+
+        if (p && atoi(p + 4) > max_id)
+            max_id = atoi(p + 4);
+        if (strstr(line, "recv HEADERS frame"))
+            requests++;
+    }
+    fclose(f);
+    print_message("h2 over TLS: %d upstream calls over %d session(s)\n", requests, max_id);
+    assert_true(requests >= 100);
+    assert_true(max_id >= 1 && max_id <= 3);
+    snprintf(path, sizeof(path), "rm -rf %s", dir);
+    assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_many_waiting_few_threads),
-        cmocka_unit_test(test_small_workers_queue),
-        cmocka_unit_test(test_queue_full_503),
-        cmocka_unit_test(test_upstream_h2c),
+        cmocka_unit_test(test_many_waiting_few_threads), cmocka_unit_test(test_small_workers_queue),
+        cmocka_unit_test(test_queue_full_503),           cmocka_unit_test(test_upstream_h2c),
+        cmocka_unit_test(test_upstream_h2_tls),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
