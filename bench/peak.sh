@@ -7,12 +7,16 @@
 # end the proxy must answer /health and exit 0 on SIGTERM. Appends a section to
 # bench/RESULTS.md and prints it.
 # Usage: bench/peak.sh [N, default 1000] [latency ms, default 2000]
-# (env: PX_BUILD=build RESULTS=bench/RESULTS.md)
+# (env: PX_BUILD=build RESULTS=bench/RESULTS.md; UPSTREAM_H2=1 puts nghttpx (Debian
+# nghttp2-proxy) in front of the mock: TLS with a throwaway CA and HTTP/2 towards the proxy,
+# HTTP/1.1 to the mock, so the proxy's calls are multiplexed streams on a few connections)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Tools used beyond the build, installed when missing (scripts/deps.sh; root or sudo).
 need=""
-for t in jq:jq curl:curl ss:iproute2 cc:gcc pkg-config:pkg-config; do command -v "${t%%:*}" >/dev/null || need="$need ${t#*:}"; done
+H2=${UPSTREAM_H2:-0}
+for t in jq:jq curl:curl ss:iproute2 cc:gcc pkg-config:pkg-config openssl:openssl; do command -v "${t%%:*}" >/dev/null || need="$need ${t#*:}"; done
+[ "$H2" = 0 ] || command -v nghttpx >/dev/null || [ -x /usr/sbin/nghttpx ] || need="$need nghttp2-proxy"
 # shellcheck disable=SC2086
 [ -z "$need" ] || scripts/deps.sh $need
 N=${1:-1000}
@@ -31,9 +35,9 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -gt $(( 4 * N + 64 )) ] || echo "warning: ulimit -n $(ulimit -n) is low for N=$N" >&2
 OUT=$(mktemp -d)
-MOCK_PID="" PX_PID="" SAMPLER_PID=""
+MOCK_PID="" PX_PID="" SAMPLER_PID="" H2_PID=""
 cleanup() {
-    for p in $SAMPLER_PID $PX_PID $MOCK_PID; do kill "$p" 2>/dev/null || true; done
+    for p in $SAMPLER_PID $PX_PID $H2_PID $MOCK_PID; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$OUT"
 }
@@ -43,8 +47,30 @@ trap cleanup EXIT
 MOCK_PID=$!
 for _ in $(seq 100); do grep -q PORT "$OUT/mock.port" 2>/dev/null && break; sleep 0.05; done
 MOCK=$(awk '/PORT/{print $2}' "$OUT/mock.port")
+UP="http://127.0.0.1:$MOCK/v1"
+UP_ARGS=()
+if [ "$H2" != 0 ]; then
+    (
+        cd "$OUT"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=peak-ca -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout h2.key -out h2.csr
+        printf 'subjectAltName=IP:127.0.0.1\n' > san.ext
+        openssl x509 -req -in h2.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile san.ext -out h2.pem
+    ) > /dev/null 2>&1
+    H2PORT=$(( 20000 + RANDOM % 20000 ))
+    NGHTTPX=$(command -v nghttpx || echo /usr/sbin/nghttpx)
+    "$NGHTTPX" -f"127.0.0.1,$H2PORT" -b"127.0.0.1,$MOCK" --workers=1 --no-ocsp \
+        --frontend-http2-max-concurrent-streams=1000 --backend-connections-per-host=20000 \
+        --backend-read-timeout=120s --frontend-read-timeout=120s \
+        --errorlog-file="$OUT/nghttpx.log" "$OUT/h2.key" "$OUT/h2.pem" &
+    H2_PID=$!
+    sleep 0.5
+    UP="https://127.0.0.1:$H2PORT/v1"
+    UP_ARGS=(--upstream-ca "$OUT/ca.pem")
+fi
 env -u OPENAI_API_KEY -u OPTILLM_API_KEY "$BUILD/optillm" --port 0 \
-    --base-url "http://127.0.0.1:$MOCK/v1" --log warning 2> "$OUT/px.log" &
+    --base-url "$UP" "${UP_ARGS[@]}" --log warning 2> "$OUT/px.log" &
 PX_PID=$!
 PX=""
 for _ in $(seq 100); do
@@ -159,6 +185,7 @@ VERDICT=pass
     echo "\`bon-mock@latency=$LAT,noisy=1\` request each (bon: one n=3 call, then 3 ratings in"
     echo "parallel = $((ROUNDS)) rounds, $((4 * N)) upstream calls); proxy defaults (\`--workers 10000\`,"
     echo "\`--max-connections 4096\`). RSS, fds and threads of the proxy sampled every 0.1 s."
+    [ "$H2" = 0 ] || echo "Upstream: nghttpx in front of the mock, HTTP/2 over TLS to the proxy (multiplexed streams, at most 1000 per connection), HTTP/1.1 to the mock."
     echo
     echo "| figure | value |"
     echo "|---|---|"
