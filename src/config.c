@@ -143,7 +143,8 @@ static const struct flag flags[] = {
     {"queue", NULL, "OPTILLM_QUEUE", T_UINT, OFF(queue_max), 0, "N",
      "approach requests that may wait for a --workers slot before 503 (default 4096)"},
     {"io-loops", NULL, "OPTILLM_IO_LOOPS", T_UINT, OFF(io_loops), 0, "N",
-     "upstream I/O threads, each multiplexing many transfers (default: number of cores)"},
+     "I/O threads, each serving client connections (unless --http-threads) and multiplexing "
+     "many upstream transfers (default: number of cores)"},
     {"http-threads", NULL, "OPTILLM_HTTP_THREADS", T_INT, OFF(http_threads), 0, "N",
      "threads of their own that receive and answer HTTP requests (libmicrohttpd, poll). 0: the "
      "I/O loops do it themselves, one libmicrohttpd daemon each on a shared listening socket, "
