@@ -151,7 +151,8 @@ static const struct flag flags[] = {
      "so a passthrough request never changes thread. Default 0, or 2 with --redis-url (a "
      "tenant's Redis round trip must not stall a loop's transfers)"},
     {"max-connections", NULL, "OPTILLM_MAX_CONNECTIONS", T_UINT, OFF(conn_limit), 0, "N",
-     "client connections, including waiting ones (default 4096)"},
+     "client connections, including waiting and idle kept-alive ones (default 4096); near the "
+     "limit the longest-idle kept-alive connections are closed to make room for new clients"},
     {"max-body", NULL, "OPTILLM_MAX_BODY", T_SIZE, OFF(max_body), 0, "BYTES",
      "largest request body; larger gets 413 (default 8M; suffixes k, M)"},
     {"idle-timeout", NULL, "OPTILLM_IDLE_TIMEOUT", T_UINT, OFF(idle_timeout), 0, "SECONDS",

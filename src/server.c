@@ -113,6 +113,8 @@ struct conn_state {
     int fd;                /* valid while in the list: MHD closes it only after CLOSED */
     long long deadline_us; /* headers (or body) complete by then, else shutdown; 0 = none */
     struct ip_count *ip;   /* the address counter it holds, or NULL (exempt) */
+    long long idle_us;     /* kept alive after a request, waiting for the next: since when;
+                            * 0 = not idle (new, or a request under way) */
 };
 
 /* Leaf lock: the connection list and the address table. The reaper calls shutdown() with it
@@ -120,6 +122,7 @@ struct conn_state {
  * listed fd can never be closed and reused under the reaper. */
 static pthread_mutex_t conns_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct conn_state *conns;
+static size_t nconns; /* the list's length */
 static struct ip_count *ip_table[256];
 static size_t body_inflight; /* request-body bytes reserved by live exchanges (atomic) */
 
@@ -250,6 +253,7 @@ static void notify_connection(void *cls, struct MHD_Connection *conn, void **soc
         if (conns)
             conns->prev = cs;
         conns = cs;
+        nconns++;
         pthread_mutex_unlock(&conns_mu);
         *socket_context = cs;
         return;
@@ -265,6 +269,7 @@ static void notify_connection(void *cls, struct MHD_Connection *conn, void **soc
         conns = cs->next;
     if (cs->next)
         cs->next->prev = cs->prev;
+    nconns--;
     if (cs->ip && --cs->ip->count == 0) {
         struct ip_count **slot = do_ip_slot(cs->ip->addr);
 
@@ -289,21 +294,79 @@ static void conn_deadline(struct MHD_Connection *conn, long long deadline_us)
     pthread_mutex_unlock(&conns_mu);
 }
 
+/* Marks a connection idle (kept alive after a request) or busy (a request began). */
+static void conn_idle(struct MHD_Connection *conn, bool idle)
+{
+    const union MHD_ConnectionInfo *ci =
+        conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
+    struct conn_state *cs = ci ? ci->socket_context : NULL;
+
+    if (!cs)
+        return;
+    pthread_mutex_lock(&conns_mu);
+    cs->idle_us = idle ? px_now_us() : 0;
+    pthread_mutex_unlock(&conns_mu);
+}
+
+static int by_idle_since(const void *a, const void *b)
+{
+    long long x = (*(struct conn_state *const *)a)->idle_us;
+    long long y = (*(struct conn_state *const *)b)->idle_us;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Near --max-connections, idle kept-alive connections make room for new clients, the longest
+ * idle first (as nginx reuses its keep-alive connections): otherwise a client beyond the limit
+ * waits until idle ones reach --idle-timeout. A client that sends its next request on a
+ * reclaimed connection at that moment sees it closed, which HTTP clients retry. conns_mu held. */
+static int reclaim_idle(void)
+{
+    size_t limit = srv_cfg->conn_limit, reserve = limit / 32 ? limit / 32 : 1, need, nidle = 0;
+    struct conn_state **idle;
+    int n = 0;
+
+    if (nconns + reserve < limit)
+        return 0;
+    need = nconns + 2 * reserve - limit;
+    idle = malloc(nconns * sizeof(*idle));
+    if (!idle)
+        return 0;
+    for (struct conn_state *cs = conns; cs; cs = cs->next)
+        if (cs->idle_us && cs->fd >= 0)
+            idle[nidle++] = cs;
+    qsort(idle, nidle, sizeof(*idle), by_idle_since);
+    for (size_t i = 0; i < nidle && i < need; i++) {
+        shutdown(idle[i]->fd, SHUT_RDWR); /* MHD reads end-of-file and closes it */
+        idle[i]->idle_us = 0;
+        idle[i]->deadline_us = 0;
+        n++;
+    }
+    free(idle);
+    return n;
+}
+
 static void reap(long long now)
 {
-    int n = 0;
+    int n = 0, reclaimed;
 
     pthread_mutex_lock(&conns_mu);
     for (struct conn_state *cs = conns; cs; cs = cs->next) {
         if (cs->deadline_us && now >= cs->deadline_us && cs->fd >= 0) {
             shutdown(cs->fd, SHUT_RDWR); /* MHD reads end-of-file and closes it */
             cs->deadline_us = 0;
+            cs->idle_us = 0;
             n++;
         }
     }
+    reclaimed = reclaim_idle();
     pthread_mutex_unlock(&conns_mu);
     if (n)
         log_at(LOG_INFO, NULL, "closed %d client connection(s) too slow to send a request", n);
+    if (reclaimed)
+        log_at(LOG_INFO, NULL,
+               "closed %d idle keep-alive connection(s) to make room (--max-connections %u)",
+               reclaimed, srv_cfg->conn_limit);
 }
 
 static void *reaper(void *arg)
@@ -886,6 +949,8 @@ static enum MHD_Result headers_in(struct exchange *ex)
     bool has_len = false;
     struct px_error err;
 
+    conn_idle(ex->conn, false); /* a request is under way: not reclaimable */
+
     if (cl) {
         char *end;
 
@@ -1037,6 +1102,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     /* A kept-alive connection idles up to --idle-timeout, then has --header-timeout for its
      * next request's headers. */
     conn_deadline(conn, px_now_us() + secs_us(srv_cfg->idle_timeout + srv_cfg->header_timeout));
+    conn_idle(conn, true);
     if (!ex)
         return;
     *con_cls = NULL;

@@ -464,12 +464,69 @@ static void test_per_ip_limit(void **state)
     assert_int_equal(proc_stop(&px), 0);
 }
 
+/* --max-connections reached by idle keep-alive connections: a new client is served within a
+ * second or so (the longest-idle connections are closed to make room), not after the idle
+ * ones reach --idle-timeout; connections with a request under way are never taken. */
+static void test_idle_reclaimed_at_limit(void **state)
+{
+    struct proc px;
+    const char *args[] = {"--max-connections", "8", "--idle-timeout", "60", NULL};
+    static const char req[] = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+    char buf[1024];
+    bool closed;
+    int idle[8], slow;
+
+    (void)state;
+    assert_int_equal(proxy_start(&px, mock.port, args, NULL), 0);
+    /* A slow request (2 s upstream latency) holds one connection busy the whole time. */
+    char *body = chat_body("gpt-x@latency=2500", "hold on", NULL);
+    char head[512];
+    snprintf(head, sizeof(head),
+             "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer sk-x\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+             strlen(body));
+    slow = tcp_connect(px.port, NULL);
+    assert_true(send_all(slow, head, strlen(head)));
+    assert_true(send_all(slow, body, strlen(body)));
+    /* 7 more connections, each answered once and then kept alive, idle: 8 in all. */
+    for (int i = 0; i < 7; i++) {
+        idle[i] = tcp_connect(px.port, NULL);
+        assert_true(send_all(idle[i], req, sizeof(req) - 1));
+        read_for(idle[i], buf, sizeof(buf), 2, "{\"status\":\"ok\"}", &closed);
+        assert_memory_equal(buf, "HTTP/1.1 200", 12);
+        assert_false(closed);
+    }
+    sleep_s(0.3);
+    /* A ninth client: served well before the 60 s idle timeout. */
+    double t0 = now_s();
+    int fd = tcp_connect(px.port, NULL);
+    assert_true(send_all(fd, req, sizeof(req) - 1));
+    read_for(fd, buf, sizeof(buf), 10, "{\"status\":\"ok\"}", &closed);
+    assert_memory_equal(buf, "HTTP/1.1 200", 12);
+    assert_true(now_s() - t0 < 5);
+    close(fd);
+    assert_true(file_contains(px.log, "idle keep-alive connection(s) to make room"));
+    /* The busy connection was not taken: its answer arrives whole. */
+    read_for(slow, buf, sizeof(buf), 10, "\"finish_reason\"", &closed);
+    assert_memory_equal(buf, "HTTP/1.1 200", 12);
+    assert_non_null(strstr(buf, "\"finish_reason\""));
+    close(slow);
+    for (int i = 0; i < 7; i++)
+        close(idle[i]);
+    free(body);
+    assert_int_equal(proc_stop(&px), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_refused_at_header_time), cmocka_unit_test(test_body_budget),
-        cmocka_unit_test(test_header_deadline),        cmocka_unit_test(test_body_deadline),
-        cmocka_unit_test(test_slow_within_limits),     cmocka_unit_test(test_per_ip_limit),
+        cmocka_unit_test(test_refused_at_header_time),
+        cmocka_unit_test(test_body_budget),
+        cmocka_unit_test(test_idle_reclaimed_at_limit),
+        cmocka_unit_test(test_header_deadline),
+        cmocka_unit_test(test_body_deadline),
+        cmocka_unit_test(test_slow_within_limits),
+        cmocka_unit_test(test_per_ip_limit),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
