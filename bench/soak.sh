@@ -147,6 +147,9 @@ PX_RETRY=$(grep -c 'retrying in' "$OUT/px.log" || true)
 PX_FAILED=$(grep -c 'upstream call .* failed\|upstream unreachable' "$OUT/px.log" || true)
 PX_MHD=$(grep -c 'libmicrohttpd:' "$OUT/px.log" || true)
 PX_OTHER=$(( PX_WARN + PX_ERR - PX_RETRY - PX_FAILED - PX_MHD ))
+# The "other" lines, by kind (their text up to the first digit), for the operator to read.
+grep ' WARN \| ERROR ' "$OUT/px.log" | grep -v 'retrying in\|upstream call .* failed\|upstream unreachable\|libmicrohttpd:' |
+    sed -E 's/^[^ ]+ +[A-Z]+ +//; s/^req=[^ ]+ //; s#https?://[^ ]+#URL#g; s/[0-9].*//' | sort | uniq -c | sort -rn | head -10 > "$OUT/other.txt" || true
 {
     grep -v 'retrying in\|upstream call .* failed\|upstream unreachable\|libmicrohttpd:' "$OUT/px.log" | head -20
     grep 'libmicrohttpd:' "$OUT/px.log" | sed 's/^[^ ]* //' | sort | uniq -c | head -10
@@ -188,6 +191,7 @@ VERDICT=pass
     echo "| /metrics after the load: in flight (incl. that request), cancellations, retries, approach threads | $INFLIGHT, $CANCELS, $RETRIES, $ATHREADS |"
     echo "| upstream attempts by status (/metrics) | $UPS |"
     echo "| proxy log (warning level): retries, failed upstream calls, libmicrohttpd, other lines | $PX_RETRY, $PX_FAILED, $PX_MHD, $PX_OTHER |"
+    [ ! -s "$OUT/other.txt" ] || echo "| the other lines by kind (count, text up to its first digit) | $(awk '{ c = $1; $1 = ""; printf "%s%s ×%s", (NR > 1 ? "; " : ""), substr($0, 2), c }' "$OUT/other.txt" | sed 's/|/\\|/g') |"
     echo "| up at the end (GET /health), exit status on SIGTERM | $HEALTH, $PX_RC |"
     echo "| CPU s during the load: proxy / mock / loadgen / other processes (of $(( $(nproc) * ${ELAPSED%.*} )) s on $(nproc) cores); load average start → end | $(printf '%.0f' "$PX_CPU") / $(printf '%.0f' "$MOCK_CPU") / $LG_CPU / $OTHER_CPU; $LOAD0 → $LOAD1 |"
     echo
