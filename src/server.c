@@ -280,8 +280,10 @@ static void notify_connection(void *cls, struct MHD_Connection *conn, void **soc
     free(cs);
 }
 
-/* Sets the connection's deadline (0: none). MHD thread of that connection. */
-static void conn_deadline(struct MHD_Connection *conn, long long deadline_us)
+/* Sets the connection's deadline (0: none) and whether it idles between requests (kept alive,
+ * reclaimable at --max-connections) or has a request under way. MHD thread of that
+ * connection. */
+static void conn_set(struct MHD_Connection *conn, long long deadline_us, bool idle)
 {
     const union MHD_ConnectionInfo *ci =
         conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
@@ -291,19 +293,6 @@ static void conn_deadline(struct MHD_Connection *conn, long long deadline_us)
         return;
     pthread_mutex_lock(&conns_mu);
     cs->deadline_us = deadline_us;
-    pthread_mutex_unlock(&conns_mu);
-}
-
-/* Marks a connection idle (kept alive after a request) or busy (a request began). */
-static void conn_idle(struct MHD_Connection *conn, bool idle)
-{
-    const union MHD_ConnectionInfo *ci =
-        conn ? MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT) : NULL;
-    struct conn_state *cs = ci ? ci->socket_context : NULL;
-
-    if (!cs)
-        return;
-    pthread_mutex_lock(&conns_mu);
     cs->idle_us = idle ? px_now_us() : 0;
     pthread_mutex_unlock(&conns_mu);
 }
@@ -949,8 +938,7 @@ static enum MHD_Result headers_in(struct exchange *ex)
     bool has_len = false;
     struct px_error err;
 
-    conn_idle(ex->conn, false); /* a request is under way: not reclaimable */
-
+    conn_set(ex->conn, 0, false); /* headers are in: a request is under way */
     if (cl) {
         char *end;
 
@@ -958,10 +946,8 @@ static enum MHD_Result headers_in(struct exchange *ex)
         len = strtoull(cl, &end, 10);
         has_len = errno == 0 && end != cl && *end == '\0';
     }
-    if (!te && (!has_len || len == 0)) {
-        conn_deadline(ex->conn, 0);
+    if (!te && (!has_len || len == 0))
         return MHD_YES;
-    }
     if (bodyless(path) && (strcmp(ex->method, "GET") == 0 || strcmp(ex->method, "HEAD") == 0)) {
         px_fail(&err, PX_ETOOBIG, NULL, "%.200s takes no request body", ex->url);
         return error_now(ex, &err);
@@ -982,7 +968,7 @@ static enum MHD_Result headers_in(struct exchange *ex)
         return body_budget_now(ex);
     }
     ex->body_deadline_us = px_now_us() + secs_us(srv_cfg->body_timeout);
-    conn_deadline(ex->conn, ex->body_deadline_us);
+    conn_set(ex->conn, ex->body_deadline_us, false);
     return MHD_YES;
 }
 
@@ -1034,7 +1020,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
             *upload_size = 0;
             return MHD_YES;
         }
-        conn_deadline(ex->conn, 0); /* request complete: no deadline while it is served */
+        conn_set(ex->conn, 0, false); /* request complete: no deadline while it is served */
         if (ex->over_budget)
             return body_budget_now(ex);
         return dispatch(ex);
@@ -1101,8 +1087,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)cls;
     /* A kept-alive connection idles up to --idle-timeout, then has --header-timeout for its
      * next request's headers. */
-    conn_deadline(conn, px_now_us() + secs_us(srv_cfg->idle_timeout + srv_cfg->header_timeout));
-    conn_idle(conn, true);
+    conn_set(conn, px_now_us() + secs_us(srv_cfg->idle_timeout + srv_cfg->header_timeout), true);
     if (!ex)
         return;
     *con_cls = NULL;
