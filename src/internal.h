@@ -6,7 +6,9 @@
  * its connection and hands it to an I/O loop (passthrough: one transfer relayed to the client) or
  * to the approach pool (an approach runs as a coroutine, plain sequential C that parks on a wait
  * group while its transfers run on the I/O loops; src/sched.c). Every loop owns a curl multi handle
- * and its connection pool; transfers reach a loop through its locked queue plus curl_multi_wakeup.
+ * and its connection pool; transfers reach a loop through its locked queue plus an eventfd, and a
+ * loop waits in epoll on libcurl's sockets (curl_multi_socket_action), so a turn costs the events
+ * that happened, not the transfers open.
  * The reply is produced into exchange.out and the connection resumed; MHD drains it (a content
  * reader for streams). Protocol, invariants (I1-I7) and pitfalls (P3-P22) cited in comments:
  * docs/mhd-curl-invariants.md.
@@ -341,10 +343,12 @@ bool xfer_json_reply(const struct xfer *x);
 int io_submit(struct xfer *x);
 /* Asks ex->home to watch the client fd while the exchange is suspended. */
 void io_watch(struct exchange *ex);
-/* Wakes a loop (content reader drained a paused relay, or a connection was suspended). */
+/* Has a loop sweep its transfers now (a content reader drained a paused relay). Without it a
+ * loop sweeps every 100 ms: a loop's turn looks only at the sockets that are ready. */
 void io_wake(struct io_loop *loop);
 struct io_loop *io_pick(void);
-/* Wakes every loop (a cancelled approach request may have transfers on each). */
+/* Has every loop sweep its transfers now (a cancelled approach request may have transfers on
+ * each; a provider's slot came free). */
 void io_wake_all(void);
 
 /* ---- sse.c: incremental upstream SSE parser ----------------------------------------------------

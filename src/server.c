@@ -810,8 +810,7 @@ static ssize_t content_reader(void *cls, uint64_t pos, char *buf, size_t max)
     ex->suspended = true; /* I5: return 0 only right after suspending */
     MHD_suspend_connection(ex->conn);
     pthread_mutex_unlock(&ex->mu);
-    io_wake(ex->home); /* the home loop watches the fd again */
-    return 0;
+    return 0; /* the home loop's next sweep watches the fd again (it is still on its list) */
 }
 
 static void reader_free(void *cls)

@@ -2,6 +2,7 @@
  * connection pool (curl 7.88 cannot share a connection cache across threads), carrying many
  * transfers at once, and watching suspended clients' sockets for hang-ups. */
 #define _GNU_SOURCE /* POLLRDHUP */
+#include <errno.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -9,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -34,9 +38,21 @@ struct io_loop {
     bool quiesce, quiesced;  /* io_quiesce_http asked; this loop did it */
     bool drained;            /* stopping, and no transfer is left (io_stop waits for it) */
     bool exit;               /* io_join: leave the loop */
-    bool kick;               /* loop thread only: a connection was resumed, run the daemon */
+    int epfd;                /* set up before the thread starts, read-only after */
+    int evfd;                /* wake-up eventfd, in epfd (written by any thread) */
+    bool kick;               /* atomic: a connection was resumed, run the daemon */
+    bool scan;               /* atomic: sweep the transfers (a cancel, a relay to unpause) */
 
     /* Loop thread only. */
+    bool timer_set; /* libcurl's timer: socket_action(TIMEOUT) due at timer_due */
+    long long timer_due;
+    long long next_sweep; /* px_now_us of the next unasked sweep */
+    bool http_added;      /* the daemon's epoll fd is in epfd */
+    struct xfer **to_unpause;
+    size_t cap_unpause;
+    struct pollfd *pfd; /* sweep_watched's poll set, and whose each entry is */
+    struct exchange **pfd_ex;
+    size_t cap_pfd;
     struct xfer *active;
     size_t nactive;
     struct xfer *delayed;                 /* retries waiting for their due time */
@@ -55,6 +71,8 @@ static bool joined;
 static __thread struct io_loop *cur_loop;
 static unsigned rr; /* round-robin cursor (atomic builtins) */
 static const struct config *io_cfg;
+
+static void loop_wake(struct io_loop *l, bool scan);
 
 /* ---- transfers ------------------------------------------------------------------------------- */
 
@@ -774,7 +792,7 @@ static bool schedule_retry(struct io_loop *l, struct xfer *x, long retry_after_s
     x->next = l->delayed;
     l->delayed = x;
     if (delay_us == 0)
-        curl_multi_wakeup(l->multi); /* the loop's next wait must not sleep on it */
+        loop_wake(l, false); /* the loop's next wait must not sleep on it */
     return true;
 }
 
@@ -867,6 +885,76 @@ static void finish_unstarted(struct xfer *x)
 
 /* ---- the loop -------------------------------------------------------------------------------- */
 
+/* How often a loop sweeps its lists (cancelled transfers, relays to unpause, suspended clients'
+ * hang-ups, finished exchanges) without being asked: the bound on a missed notification, and on
+ * how long a hang-up of a waiting client goes unseen. */
+#define SWEEP_US 100000LL
+
+/* Wakes loop l from its wait (an eventfd in its epoll set); scan: sweep the transfers too. */
+static void loop_wake(struct io_loop *l, bool scan)
+{
+    uint64_t one = 1;
+
+    if (scan)
+        __atomic_store_n(&l->scan, true, __ATOMIC_RELEASE);
+    if (write(l->evfd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is full, so the loop is awake anyway */
+    }
+}
+
+/* libcurl's socket callback: its sockets are in the loop's epoll set (level-triggered) with the
+ * events it asks for. The registered mark (socketp) tells ADD from MOD; a socket libcurl closed
+ * left the set by itself, so EEXIST and ENOENT only switch the operation. */
+static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct io_loop *l = userp;
+    struct epoll_event ev = {.data.fd = s};
+
+    (void)e;
+    if (what == CURL_POLL_REMOVE) {
+        if (socketp)
+            (void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    int op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(l->epfd, op, s, &ev) != 0) {
+        op = errno == EEXIST ? EPOLL_CTL_MOD : errno == ENOENT ? EPOLL_CTL_ADD : -1;
+        if (op < 0 || epoll_ctl(l->epfd, op, s, &ev) != 0)
+            log_error("epoll_ctl of an upstream socket: %s", strerror(errno));
+    }
+    if (!socketp)
+        curl_multi_assign(l->multi, s, l); /* any non-NULL mark */
+    return 0;
+}
+
+/* libcurl's timer callback: when curl_multi_socket_action(CURL_SOCKET_TIMEOUT) is due. */
+static int timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+    struct io_loop *l = userp;
+
+    (void)m;
+    l->timer_due = timeout_ms < 0 ? 0 : px_now_us() + timeout_ms * 1000LL;
+    l->timer_set = timeout_ms >= 0;
+    return 0;
+}
+
+/* Ends the transfers libcurl reports done. */
+static void reap(struct io_loop *l)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(l->multi, &left))) {
+        if (msg->msg == CURLMSG_DONE) {
+            struct xfer *x;
+
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+            finish(l, x, msg->data.result);
+        }
+    }
+}
+
 static void watch_add(struct io_loop *l, struct exchange *ex)
 {
     if (l->nwatched == l->cap_watched) {
@@ -893,7 +981,7 @@ static void check_hangup(struct exchange *ex)
         io_wake_all();          /* an approach's calls may run on every loop: abort them now */
         exchange_do_resume(ex); /* MHD then drops the connection */
     } else if (p.revents & POLLIN) {
-        ex->pipelined = true; /* a pipelined request, not EOF: re-check by timer (P3) */
+        ex->pipelined = true; /* a pipelined request, not EOF: re-checked each sweep (P3) */
     }
 }
 
@@ -947,18 +1035,110 @@ static void prov_tick(struct io_loop *l, bool stopping, long long now)
     }
 }
 
+/* Aborts the transfers of cancelled requests (all of them when stopping) and resumes relays
+ * whose client has drained its output. Returns whether a paused relay was resumed. */
+static bool sweep_active(struct io_loop *l, bool stopping)
+{
+    size_t nun = 0;
+
+    for (struct xfer *x = l->active, *next; x; x = next) {
+        bool abort_it, unpause = false;
+
+        next = x->next;
+        if (!x->ex) {
+            if (stopping) {
+                x->aborted = true;
+                finish(l, x, CURLE_ABORTED_BY_CALLBACK);
+            }
+            continue;
+        }
+        pthread_mutex_lock(&x->ex->mu);
+        abort_it = x->ex->cancelled || stopping;
+        if (!abort_it && x->kind == XFER_RELAY && x->ex->relay_paused &&
+            x->ex->out.len < PX_STREAM_LOW_WATER) {
+            x->ex->relay_paused = false;
+            unpause = true;
+        }
+        pthread_mutex_unlock(&x->ex->mu);
+        if (abort_it) {
+            x->aborted = true;
+            finish(l, x, CURLE_ABORTED_BY_CALLBACK);
+        } else if (unpause) {
+            if (nun == l->cap_unpause) {
+                l->cap_unpause = l->cap_unpause ? l->cap_unpause * 2 : 16;
+                l->to_unpause = xrealloc(l->to_unpause, l->cap_unpause * sizeof(*l->to_unpause));
+            }
+            l->to_unpause[nun++] = x;
+        }
+    }
+    for (size_t i = 0; i < nun; i++) /* outside ex->mu: this re-enters write_cb (I6) */
+        curl_easy_pause(l->to_unpause[i]->easy, CURLPAUSE_CONT);
+    return nun > 0;
+}
+
+/* Drops finished exchanges from the watch list and looks at the suspended clients' sockets, all
+ * in one poll: a hang-up cancels the request's work. */
+static void sweep_watched(struct io_loop *l, bool stopping)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < l->nwatched;) {
+        struct exchange *ex = l->watched[i];
+        bool drop;
+
+        pthread_mutex_lock(&ex->mu);
+        drop = ex->closed || stopping;
+        if (!drop && ex->suspended) {
+            if (ex->pipelined) {
+                check_hangup(ex);
+            } else if (ex->fd >= 0) {
+                if (n == l->cap_pfd) {
+                    l->cap_pfd = l->cap_pfd ? l->cap_pfd * 2 : 64;
+                    l->pfd = xrealloc(l->pfd, l->cap_pfd * sizeof(*l->pfd));
+                    l->pfd_ex = xrealloc(l->pfd_ex, l->cap_pfd * sizeof(*l->pfd_ex));
+                }
+                l->pfd[n] = (struct pollfd){.fd = ex->fd, .events = POLLIN | POLLRDHUP};
+                l->pfd_ex[n++] = ex;
+            }
+        }
+        if (drop)
+            ex->watched = false;
+        pthread_mutex_unlock(&ex->mu);
+        if (drop) {
+            l->watched[i] = l->watched[--l->nwatched];
+            exchange_unref(ex);
+            continue;
+        }
+        i++;
+    }
+    if (n == 0 || poll(l->pfd, n, 0) <= 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        struct exchange *ex = l->pfd_ex[i]; /* still referenced by the watch list */
+
+        if (!l->pfd[i].revents)
+            continue;
+        /* The fd was polled unlocked: look again only while the connection is still suspended
+         * (so still open, and the same socket). */
+        pthread_mutex_lock(&ex->mu);
+        if (ex->suspended && !ex->closed)
+            check_hangup(ex);
+        pthread_mutex_unlock(&ex->mu);
+    }
+}
+
+/* One loop per thread. A turn: start what was queued and what is due, sweep when asked or every
+ * SWEEP_US, then wait in epoll for libcurl's sockets, the wake-up eventfd and the daemon's epoll
+ * fd, handing only the sockets that are ready to libcurl (curl_multi_socket_action): a turn costs
+ * what happened, not how many transfers are open. */
 static void *loop_main(void *arg)
 {
     struct io_loop *l = arg;
-    struct curl_waitfd *extra = NULL;
-    struct exchange **extra_ex = NULL;
-    size_t cap_extra = 0;
-    struct xfer **to_unpause = NULL;
-    size_t cap_unpause = 0;
+    struct epoll_event evs[256];
 
     cur_loop = l;
     for (;;) {
-        bool stopping, any_pipelined = false, more_queued = false, quiesce, leave;
+        bool stopping, more_queued = false, quiesce, leave, unpaused = false, run_http = false;
         struct xfer *q;
         struct MHD_Daemon *http;
         int running, http_fd;
@@ -1015,86 +1195,18 @@ static void *loop_main(void *arg)
         }
         if (providers_enabled())
             prov_tick(l, stopping, now);
-        curl_multi_perform(l->multi, &running);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(l->multi, &left))) {
-            if (msg->msg == CURLMSG_DONE) {
-                struct xfer *x;
-
-                curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-                finish(l, x, msg->data.result);
-            }
+        if (l->timer_set && l->timer_due <= now) {
+            l->timer_set = false;
+            curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            reap(l);
         }
 
-        /* Cancelled requests and back-pressure. */
-        size_t nun = 0;
-        for (struct xfer *x = l->active, *next; x; x = next) {
-            bool abort_it, unpause = false;
-
-            next = x->next;
-            if (!x->ex) {
-                if (stopping) {
-                    x->aborted = true;
-                    finish(l, x, CURLE_ABORTED_BY_CALLBACK);
-                }
-                continue;
-            }
-            pthread_mutex_lock(&x->ex->mu);
-            abort_it = x->ex->cancelled || stopping;
-            if (!abort_it && x->kind == XFER_RELAY && x->ex->relay_paused &&
-                x->ex->out.len < PX_STREAM_LOW_WATER) {
-                x->ex->relay_paused = false;
-                unpause = true;
-            }
-            pthread_mutex_unlock(&x->ex->mu);
-            if (abort_it) {
-                x->aborted = true;
-                finish(l, x, CURLE_ABORTED_BY_CALLBACK);
-            } else if (unpause) {
-                if (nun == cap_unpause) {
-                    cap_unpause = cap_unpause ? cap_unpause * 2 : 16;
-                    to_unpause = xrealloc(to_unpause, cap_unpause * sizeof(*to_unpause));
-                }
-                to_unpause[nun++] = x;
-            }
-        }
-        for (size_t i = 0; i < nun; i++) /* outside ex->mu: this re-enters write_cb (I6) */
-            curl_easy_pause(to_unpause[i]->easy, CURLPAUSE_CONT);
-
-        /* Suspended clients to watch. */
-        size_t nextra = 0;
-        for (size_t i = 0; i < l->nwatched;) {
-            struct exchange *ex = l->watched[i];
-            bool drop;
-
-            pthread_mutex_lock(&ex->mu);
-            drop = ex->closed || stopping;
-            if (!drop && ex->suspended) {
-                if (ex->pipelined) {
-                    check_hangup(ex);
-                    any_pipelined = true;
-                } else if (ex->fd >= 0) {
-                    if (nextra == cap_extra) {
-                        cap_extra = cap_extra ? cap_extra * 2 : 64;
-                        extra = xrealloc(extra, cap_extra * sizeof(*extra));
-                        extra_ex = xrealloc(extra_ex, cap_extra * sizeof(*extra_ex));
-                    }
-                    extra[nextra].fd = ex->fd;
-                    extra[nextra].events = CURL_WAIT_POLLIN;
-                    extra[nextra].revents = 0;
-                    extra_ex[nextra++] = ex;
-                }
-            }
-            if (drop)
-                ex->watched = false;
-            pthread_mutex_unlock(&ex->mu);
-            if (drop) {
-                l->watched[i] = l->watched[--l->nwatched];
-                exchange_unref(ex);
-                continue;
-            }
-            i++;
+        bool sweep = stopping || now >= l->next_sweep;
+        if (__atomic_exchange_n(&l->scan, false, __ATOMIC_ACQ_REL) || sweep)
+            unpaused = sweep_active(l, stopping);
+        if (sweep) {
+            sweep_watched(l, stopping);
+            l->next_sweep = now + SWEEP_US;
         }
 
         if (stopping && l->nactive == 0 && l->nwatched == 0 && !l->delayed && !l->waiting) {
@@ -1109,58 +1221,72 @@ static void *loop_main(void *arg)
                 break;
             /* Serving HTTP: libmicrohttpd still writes the answers of the aborted requests. */
         }
-        if (nun == 0) {
-            pthread_mutex_lock(&l->mu);
-            more_queued = l->q_head != NULL || l->nwatch_q > 0 || l->stopping != stopping ||
-                          l->exit != leave || (l->quiesce && !l->quiesced);
-            pthread_mutex_unlock(&l->mu);
-        }
-        if (nun > 0 || more_queued || (http && l->kick)) { /* P15: never sleep on queued work */
-            if (http) {
-                l->kick = false;
-                MHD_run(http); /* nor starve the clients under a stream of queued work */
-            }
-            continue;
-        }
-        int timeout = any_pipelined || l->waiting ? 100 : 1000;
-        if (next_due) {
-            long long wait = (next_due - px_now_us()) / 1000;
+        pthread_mutex_lock(&l->mu);
+        more_queued = l->q_head != NULL || l->nwatch_q > 0 || l->stopping != stopping ||
+                      l->exit != leave || (l->quiesce && !l->quiesced);
+        pthread_mutex_unlock(&l->mu);
 
-            timeout = wait < 1 ? 1 : (wait < timeout ? (int)wait : timeout);
-        }
+        /* How long to wait: not at all with work queued here (P15); otherwise until the first
+         * of libcurl's timer, a retry due, the daemon's timeout and the next sweep (while there
+         * is something to sweep). */
+        long long wait_us = 1000000LL;
+        now = px_now_us();
+        if (l->timer_set)
+            wait_us = l->timer_due - now < wait_us ? l->timer_due - now : wait_us;
+        if (next_due)
+            wait_us = next_due - now < wait_us ? next_due - now : wait_us;
+        if ((l->nactive || l->nwatched || l->waiting) && l->next_sweep - now < wait_us)
+            wait_us = l->next_sweep - now;
+        long long http_at = 0; /* when the daemon has work due without an event (0: none) */
         if (http) {
             MHD_UNSIGNED_LONG_LONG mt;
 
-            if (MHD_get_timeout(http, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)timeout)
-                timeout = (int)mt;
-            if (nextra == cap_extra) {
-                cap_extra = cap_extra ? cap_extra * 2 : 64;
-                extra = xrealloc(extra, cap_extra * sizeof(*extra));
-                extra_ex = xrealloc(extra_ex, cap_extra * sizeof(*extra_ex));
+            if (MHD_get_timeout(http, &mt) == MHD_YES) {
+                http_at = now + (long long)mt * 1000;
+                if ((long long)mt * 1000 < wait_us)
+                    wait_us = (long long)mt * 1000;
             }
-            extra[nextra].fd = http_fd;
-            extra[nextra].events = CURL_WAIT_POLLIN;
-            extra[nextra].revents = 0;
-            extra_ex[nextra++] = NULL;
         }
-        curl_multi_poll(l->multi, extra, (unsigned)nextra, timeout, NULL);
-        if (http) {
-            l->kick = false;
-            MHD_run(http); /* handlers run here; they may queue transfers on this loop */
+        int timeout = wait_us <= 0 ? 0 : (int)((wait_us + 999) / 1000);
+        if (unpaused || more_queued || (http && __atomic_load_n(&l->kick, __ATOMIC_ACQUIRE)))
+            timeout = 0;
+        if (http && !l->http_added) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.fd = http_fd};
+
+            if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, http_fd, &ev) != 0)
+                log_error("epoll_ctl of the HTTP daemon: %s", strerror(errno));
+            l->http_added = true;
         }
-        for (size_t i = 0; i < nextra; i++) {
-            if (!extra[i].revents || !extra_ex[i])
-                continue;
-            struct exchange *ex = extra_ex[i]; /* still referenced by the watch list */
-            pthread_mutex_lock(&ex->mu);
-            if (ex->suspended && !ex->closed)
-                check_hangup(ex);
-            pthread_mutex_unlock(&ex->mu);
+
+        int nev = epoll_wait(l->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
+        for (int i = 0; i < nev; i++) {
+            int fd = evs[i].data.fd;
+            uint32_t e = evs[i].events;
+
+            if (fd == l->evfd) {
+                uint64_t v;
+
+                if (read(l->evfd, &v, sizeof(v)) < 0) {
+                    /* EAGAIN: another read took it */
+                }
+            } else if (http && fd == http_fd) {
+                run_http = true;
+            } else {
+                int mask = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                           ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                           ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+
+                curl_multi_socket_action(l->multi, fd, mask, &running);
+            }
         }
+        reap(l);
+        /* The daemon runs when its epoll fd is ready, a connection was resumed, or its timeout
+         * (a connection timing out, data it has already read) is due; handlers run here and may
+         * queue transfers on this loop. */
+        if (http && (__atomic_exchange_n(&l->kick, false, __ATOMIC_ACQ_REL) | run_http ||
+                     nev == 0 || (http_at && px_now_us() >= http_at)))
+            MHD_run(http);
     }
-    free(extra);
-    free(extra_ex);
-    free(to_unpause);
     return NULL;
 }
 
@@ -1186,11 +1312,24 @@ int io_start(const struct config *cfg)
         l->index = i;
         l->waiting_tail = &l->waiting;
         l->rng = (uint64_t)px_now_us() * 2654435761u + i + 1;
+        l->epfd = epoll_create1(EPOLL_CLOEXEC);
+        l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         l->multi = curl_multi_init();
-        if (!l->multi)
+        if (l->epfd < 0 || l->evfd < 0 || !l->multi) {
+            log_error("cannot set up I/O loop %u: %s", i, strerror(errno));
             return -1;
+        }
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->evfd};
+        if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) {
+            log_error("cannot set up I/O loop %u: %s", i, strerror(errno));
+            return -1;
+        }
         curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, 4096L);
         curl_multi_setopt(l->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+        curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+        curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+        curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+        curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
         pthread_mutex_init(&l->mu, NULL);
         if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
             log_error("cannot start I/O loop %u", i);
@@ -1207,7 +1346,7 @@ static void flag_all(size_t off)
         pthread_mutex_lock(&loops[i].mu);
         *(bool *)((char *)&loops[i] + off) = true;
         pthread_mutex_unlock(&loops[i].mu);
-        curl_multi_wakeup(loops[i].multi);
+        loop_wake(&loops[i], false);
     }
 }
 
@@ -1257,7 +1396,7 @@ void io_serve(unsigned i, struct MHD_Daemon *d, int epoll_fd)
     l->http_fd = epoll_fd;
     __atomic_store_n(&serving, true, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&l->mu);
-    curl_multi_wakeup(l->multi);
+    loop_wake(l, false);
 }
 
 void io_quiesce_http(void)
@@ -1276,10 +1415,9 @@ void io_http_kick(struct io_loop *l)
         io_wake_all();
         return;
     }
-    if (l == cur_loop)
-        l->kick = true;
-    else
-        curl_multi_wakeup(l->multi);
+    __atomic_store_n(&l->kick, true, __ATOMIC_RELEASE);
+    if (l != cur_loop) /* on its own thread the loop looks at the flag before it sleeps */
+        loop_wake(l, false);
 }
 
 struct io_loop *io_current(void)
@@ -1302,7 +1440,12 @@ void io_free(void)
             exchange_unref(l->watch_q[j]);
         free(l->watch_q);
         free(l->watched);
+        free(l->to_unpause);
+        free(l->pfd);
+        free(l->pfd_ex);
         curl_multi_cleanup(l->multi);
+        close(l->evfd);
+        close(l->epfd);
         pthread_mutex_destroy(&l->mu);
     }
     free(loops);
@@ -1362,7 +1505,7 @@ int io_submit(struct xfer *x)
     }
     pthread_mutex_unlock(&l->mu);
     if (cur_loop != l) /* on its own thread the loop drains its queue before it sleeps */
-        curl_multi_wakeup(l->multi);
+        loop_wake(l, false);
     return PX_OK;
 }
 
@@ -1374,17 +1517,17 @@ void io_watch(struct exchange *ex)
     do_watch(l, ex);
     pthread_mutex_unlock(&l->mu);
     if (cur_loop != l)
-        curl_multi_wakeup(l->multi);
+        loop_wake(l, false);
 }
 
 void io_wake_all(void)
 {
     for (unsigned i = 0; i < nloops; i++)
-        curl_multi_wakeup(loops[i].multi);
+        loop_wake(&loops[i], true);
 }
 
 void io_wake(struct io_loop *l)
 {
-    if (l && l != cur_loop) /* its own thread re-checks everything before it sleeps */
-        curl_multi_wakeup(l->multi);
+    if (l) /* on its own thread too: the flag makes the next turn sweep */
+        loop_wake(l, true);
 }

@@ -483,6 +483,8 @@ struct hostile {
 
 /* The current request's hostile options (the mock runs one thread per connection). */
 static __thread const struct hostile *cur_hostile;
+static __thread struct req *cur_req; /* the request whose handler runs on this thread */
+static void uncount(struct req *r);
 static __thread unsigned long long cur_seq;
 
 static void hostile_free(struct hostile *h)
@@ -596,6 +598,11 @@ static enum MHD_Result send_body(struct MHD_Connection *c, unsigned int status, 
     if (retry_after)
         MHD_add_response_header(resp, "Retry-After", retry_after);
     hostile_headers(resp, cur_hostile);
+    /* A whole answer leaves the call's count as it is queued, not when MHD has sent it: the
+     * client may read it and make its next call before MHD's completion callback runs, and
+     * peak_concurrency must not count both. */
+    if (cur_req)
+        uncount(cur_req);
     enum MHD_Result ret = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -679,7 +686,8 @@ struct req {
     enum route route;
     struct sbuf body;
     bool too_large, counted, dropped;
-    bool delayed; /* --event-loop: the latency was waited suspended; answer now */
+    bool answered; /* in_flight already decremented: a whole (non-stream) answer was queued */
+    bool delayed;  /* --event-loop: the latency was waited suspended; answer now */
     uint64_t seq, epoch;
     long long start_ms;
 };
@@ -3040,9 +3048,9 @@ static void pages_reset(void)
     pthread_mutex_unlock(&g_pages_mu);
 }
 
-static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
-                               const char *method, const char *version, const char *upload,
-                               size_t *upload_size, void **con_cls)
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
+                              const char *method, const char *version, const char *upload,
+                              size_t *upload_size, void **con_cls)
 {
     (void)cls;
     (void)version;
@@ -3104,6 +3112,26 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     return send_error(c, 404, "Not found", "invalid_request_error", NULL, "not_found", NULL);
 }
 
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version, const char *upload,
+                               size_t *upload_size, void **con_cls)
+{
+    cur_req = *con_cls; /* for send_body */
+    enum MHD_Result ret = handle(cls, c, url, method, version, upload, upload_size, con_cls);
+    cur_req = NULL;
+    return ret;
+}
+
+/* The call r no longer counts as in flight (once). */
+static void uncount(struct req *r)
+{
+    pthread_mutex_lock(&g.mu);
+    if (r->counted && !r->answered && g.in_flight > 0)
+        g.in_flight--;
+    r->answered = r->counted;
+    pthread_mutex_unlock(&g.mu);
+}
+
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
@@ -3114,7 +3142,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
         return;
     if (r->counted) {
         pthread_mutex_lock(&g.mu);
-        if (g.in_flight > 0)
+        if (g.in_flight > 0 && !r->answered)
             g.in_flight--;
         if (r->epoch == g.epoch) {
             if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !r->dropped)

@@ -288,6 +288,7 @@ static void test_small_workers_queue(void **state)
                   w.seconds, queued);
     assert_true(queued >= 50);
     assert_true(running_max <= 20);
+    print_message("mock peak %.0f\n", (double)mock_stat(mock.port, "peak_concurrency"));
     assert_true(mock_stat(mock.port, "peak_concurrency") <= 20);
     assert_true(w.seconds >= 2.5); /* 10 batches of 0.3 s: really queued */
     free(w.res);
