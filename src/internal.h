@@ -54,6 +54,7 @@ struct exchange {
     bool client_gone;       /* hang-up seen while suspended */
     bool pipelined;         /* fd had data, not EOF: stop POLLIN watching, re-check by timer */
     bool watched;           /* an I/O loop watches the fd while suspended */
+    size_t watch_slot;      /* where in its loop's watch list (that loop's thread only) */
     bool inflight_done;     /* left the in-flight gauge (answered or closed) */
     long long completed_us; /* MHD reported the request complete (0: not an HTTP request) */
     bool closed_early;      /* ...without the whole answer sent */
@@ -343,6 +344,9 @@ bool xfer_json_reply(const struct xfer *x);
 int io_submit(struct xfer *x);
 /* Asks ex->home to watch the client fd while the exchange is suspended. */
 void io_watch(struct exchange *ex);
+/* ex closed while watched: its home loop drops it from the watch list on its next turn (without
+ * a sweep), releasing the reference the caller took for this. */
+void io_unwatch(struct exchange *ex);
 /* Has a loop sweep its transfers now (a content reader drained a paused relay). Without it a
  * loop sweeps every 100 ms: a loop's turn looks only at the sockets that are ready. */
 void io_wake(struct io_loop *loop);

@@ -1096,10 +1096,14 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     ex->conn = NULL;
     ex->completed_us = px_now_us();
     ex->closed_early = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
-    /* Wake the loops only when upstream work may still be running (to abort it now); a
-     * finished exchange is dropped from the watch list on the loop's next pass. */
+    /* Wake the loops only when upstream work may still be running (to abort it now). */
     bool busy = ex->phase != EX_SENT || (ex->streaming && !ex->out_done);
+    bool watched = ex->watched;
+    if (watched)
+        ex->refs++; /* io_unwatch's */
     pthread_mutex_unlock(&ex->mu);
+    if (watched)
+        io_unwatch(ex); /* its memory goes now, not at the loop's next sweep */
     if (busy && ex->closed_early)
         metrics_cancel(); /* the client left before its answer was complete */
     if (busy) {

@@ -27,11 +27,15 @@ struct io_loop {
     CURLM *multi;
     unsigned index;
 
-    pthread_mutex_t mu; /* guards q_head, q_tail, watch_q, nwatch_q, cap_watch_q, stopping,
+    pthread_mutex_t mu; /* guards q_head, q_tail, watch_q, unwatch_q (and counts), stopping,
                          * http, http_fd, quiesce, quiesced, drained, exit */
     struct xfer *q_head, *q_tail;
     struct exchange **watch_q;
     size_t nwatch_q, cap_watch_q;
+    struct exchange **unwatch_q; /* closed exchanges to drop from the watch list */
+    size_t nunwatch_q, cap_unwatch_q;
+    struct exchange **unwatch_spare; /* loop thread only: the other buffer for unwatch_q */
+    size_t cap_unwatch_spare;
     bool stopping;
     struct MHD_Daemon *http; /* io_serve: the daemon this loop runs, or NULL */
     int http_fd;             /* its epoll fd */
@@ -961,7 +965,35 @@ static void watch_add(struct io_loop *l, struct exchange *ex)
         l->cap_watched = l->cap_watched ? l->cap_watched * 2 : 64;
         l->watched = xrealloc(l->watched, l->cap_watched * sizeof(*l->watched));
     }
+    ex->watch_slot = l->nwatched;
     l->watched[l->nwatched++] = ex;
+}
+
+/* Removes l->watched[i] (swap with the last). */
+static void watch_remove(struct io_loop *l, size_t i)
+{
+    l->watched[i] = l->watched[--l->nwatched];
+    l->watched[i]->watch_slot = i;
+}
+
+/* Drops closed exchanges from the watch list (io_unwatch), with both references. */
+static void unwatch(struct io_loop *l, struct exchange **q, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct exchange *ex = q[i];
+        bool drop;
+
+        pthread_mutex_lock(&ex->mu);
+        drop = ex->watched && ex->watch_slot < l->nwatched && l->watched[ex->watch_slot] == ex;
+        if (drop)
+            ex->watched = false;
+        pthread_mutex_unlock(&ex->mu);
+        if (drop) {
+            watch_remove(l, ex->watch_slot);
+            exchange_unref(ex); /* the watch list's */
+        }
+        exchange_unref(ex); /* io_unwatch's */
+    }
 }
 
 /* Checks a suspended client for a hang-up (caller holds ex->mu, ex->suspended is set, so the
@@ -1105,7 +1137,7 @@ static void sweep_watched(struct io_loop *l, bool stopping)
             ex->watched = false;
         pthread_mutex_unlock(&ex->mu);
         if (drop) {
-            l->watched[i] = l->watched[--l->nwatched];
+            watch_remove(l, i);
             exchange_unref(ex);
             continue;
         }
@@ -1149,12 +1181,20 @@ static void *loop_main(void *arg)
         for (size_t i = 0; i < l->nwatch_q; i++)
             watch_add(l, l->watch_q[i]);
         l->nwatch_q = 0;
+        struct exchange **uq = l->unwatch_q; /* swapped with the spare buffer */
+        size_t nuq = l->nunwatch_q, cap_uq = l->cap_unwatch_q;
+        l->unwatch_q = l->unwatch_spare;
+        l->cap_unwatch_q = l->cap_unwatch_spare;
+        l->nunwatch_q = 0;
         stopping = l->stopping;
         http = l->http;
         http_fd = l->http_fd;
         quiesce = l->quiesce && !l->quiesced;
         leave = l->exit;
         pthread_mutex_unlock(&l->mu);
+        unwatch(l, uq, nuq);
+        l->unwatch_spare = uq;
+        l->cap_unwatch_spare = cap_uq;
         if (quiesce) {
             /* The listening socket is shared: the server closes it once every loop is done. */
             (void)MHD_quiesce_daemon(http);
@@ -1439,6 +1479,10 @@ void io_free(void)
         for (size_t j = 0; j < l->nwatch_q; j++)
             exchange_unref(l->watch_q[j]);
         free(l->watch_q);
+        for (size_t j = 0; j < l->nunwatch_q; j++)
+            exchange_unref(l->unwatch_q[j]);
+        free(l->unwatch_q);
+        free(l->unwatch_spare);
         free(l->watched);
         free(l->to_unpause);
         free(l->pfd);
@@ -1518,6 +1562,19 @@ void io_watch(struct exchange *ex)
     pthread_mutex_unlock(&l->mu);
     if (cur_loop != l)
         loop_wake(l, false);
+}
+
+void io_unwatch(struct exchange *ex)
+{
+    struct io_loop *l = ex->home;
+
+    pthread_mutex_lock(&l->mu);
+    if (l->nunwatch_q == l->cap_unwatch_q) {
+        l->cap_unwatch_q = l->cap_unwatch_q ? l->cap_unwatch_q * 2 : 64;
+        l->unwatch_q = xrealloc(l->unwatch_q, l->cap_unwatch_q * sizeof(*l->unwatch_q));
+    }
+    l->unwatch_q[l->nunwatch_q++] = ex;
+    pthread_mutex_unlock(&l->mu);
 }
 
 void io_wake_all(void)
