@@ -647,6 +647,13 @@ static void start_request(struct slot *s, double t)
     curl_easy_setopt(s->easy, CURLOPT_ERRORBUFFER, s->errbuf);
     curl_easy_setopt(s->easy, CURLOPT_TIMEOUT_MS, (long)(cfg.timeout * 1000));
     curl_easy_setopt(s->easy, CURLOPT_CONNECTTIMEOUT_MS, 30000L);
+    if (cfg.max_requests > 0 && cfg.max_requests <= cfg.clients) {
+        /* One request per slot (a wave): no connection can be reused, and libcurl 7.88 walks
+         * every connection it holds to look for one, when a transfer starts and when it is
+         * removed: O(N^2) for a wave of N. A fresh connection, closed after use, skips both. */
+        curl_easy_setopt(s->easy, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(s->easy, CURLOPT_FORBID_REUSE, 1L);
+    }
     cJSON_free(body);
     s->start = t;
     s->active = true;

@@ -80,11 +80,18 @@ for _ in $(seq 100); do
 done
 [ -n "$PX" ] || { echo "proxy did not start" >&2; exit 1; }
 
-# "rss_kB fds threads" of the proxy.
+# "rss_kB fds threads" of the proxy, with shell builtins only: the sampler runs 10 times a
+# second during the wave, and a process started per sample would take CPU from the wave.
 sample() {
-    local st=/proc/$PX_PID/status fds
+    local k v rest rss=- th=- fds
+    while read -r k v rest; do
+        case $k in
+            VmRSS:) rss=$v ;;
+            Threads:) th=$v ;;
+        esac
+    done < "/proc/$PX_PID/status"
     fds=("/proc/$PX_PID/fd/"*)
-    echo "$(awk '/^VmRSS/{print $2}' "$st") ${#fds[@]} $(awk '/^Threads/{print $2}' "$st")"
+    echo "$rss ${#fds[@]} $th"
 }
 HZ=$(getconf CLK_TCK)
 cpu_s() { awk -v hz="$HZ" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }

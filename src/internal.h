@@ -280,6 +280,7 @@ struct xfer {
     /* I/O thread only. */
     CURL *easy;
     struct io_loop *loop;
+    unsigned shard; /* which of the loop's multi handles runs it */
     struct xfer *next;
     struct xfer *prev; /* in the loop's active list: unlinking is O(1) with thousands active */
     char *path;        /* for rebuilding the URL on a fallback */

@@ -22,9 +22,27 @@
 #include "log.h"
 #include "providers.h"
 
+/* A loop's transfers run on up to SHARDS_MAX curl multi handles, filled in order, at most
+ * SHARD_CAP each. libcurl 7.88 walks every connection of a multi handle when a transfer starts
+ * (looking for one to reuse) and when one is removed (connect-only clean-up): with thousands of
+ * HTTP/1.1 transfers on one handle that walk was 17 % of the loop's CPU (bench/RESULTS.md). A
+ * light load stays on shard 0 and keeps all its connection reuse. */
+#define SHARD_CAP  256
+#define SHARDS_MAX 64
+
+struct shard {
+    CURLM *multi;
+    struct io_loop *loop;
+    unsigned index;
+    size_t nxfer;   /* transfers on it */
+    bool timer_set; /* libcurl's timer: socket_action(TIMEOUT) due at timer_due */
+    long long timer_due;
+};
+
 struct io_loop {
     pthread_t thread;
-    CURLM *multi;
+    struct shard shards[SHARDS_MAX]; /* loop thread only after io_start (shard 0 made there) */
+    unsigned nshards;
     unsigned index;
 
     pthread_mutex_t mu; /* guards q_head, q_tail, watch_q, unwatch_q (and counts), stopping,
@@ -48,8 +66,6 @@ struct io_loop {
     bool scan;               /* atomic: sweep the transfers (a cancel, a relay to unpause) */
 
     /* Loop thread only. */
-    bool timer_set; /* libcurl's timer: socket_action(TIMEOUT) due at timer_due */
-    long long timer_due;
     long long next_sweep; /* px_now_us of the next unasked sweep */
     bool http_added;      /* the daemon's epoll fd is in epfd */
     struct xfer **to_unpause;
@@ -77,6 +93,7 @@ static unsigned rr; /* round-robin cursor (atomic builtins) */
 static const struct config *io_cfg;
 
 static void loop_wake(struct io_loop *l, bool scan);
+static struct shard *shard_pick(struct io_loop *l);
 
 /* ---- transfers ------------------------------------------------------------------------------- */
 
@@ -542,7 +559,10 @@ static void start(struct io_loop *l, struct xfer *x)
         l->active->prev = x;
     l->active = x;
     l->nactive++;
-    curl_multi_add_handle(l->multi, e);
+    struct shard *sh = shard_pick(l);
+    x->shard = sh->index;
+    sh->nxfer++;
+    curl_multi_add_handle(sh->multi, e);
 }
 
 static void unlink_active(struct io_loop *l, struct xfer *x)
@@ -851,7 +871,10 @@ static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
         first_bytes(x);
         curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry_after);
         x->retry_after_s = retry_after > 0 && retry_after < 86400 ? (long)retry_after : 0;
-        curl_multi_remove_handle(l->multi, x->easy);
+        struct shard *sh = &l->shards[x->shard];
+
+        curl_multi_remove_handle(sh->multi, x->easy);
+        sh->nxfer--;
         curl_easy_cleanup(x->easy);
         x->easy = NULL;
     }
@@ -907,12 +930,14 @@ static void loop_wake(struct io_loop *l, bool scan)
 }
 
 /* libcurl's socket callback: its sockets are in the loop's epoll set (level-triggered) with the
- * events it asks for. The registered mark (socketp) tells ADD from MOD; a socket libcurl closed
+ * events it asks for, tagged with the shard (epoll data: shard index + 1 above the fd; 0 tags the
+ * loop's own fds). The registered mark (socketp) tells ADD from MOD; a socket libcurl closed
  * left the set by itself, so EEXIST and ENOENT only switch the operation. */
 static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    struct io_loop *l = userp;
-    struct epoll_event ev = {.data.fd = s};
+    struct shard *sh = userp;
+    struct io_loop *l = sh->loop;
+    struct epoll_event ev = {.data.u64 = ((uint64_t)(sh->index + 1) << 32) | (uint32_t)s};
 
     (void)e;
     if (what == CURL_POLL_REMOVE) {
@@ -928,33 +953,72 @@ static int sock_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socket
             log_error("epoll_ctl of an upstream socket: %s", strerror(errno));
     }
     if (!socketp)
-        curl_multi_assign(l->multi, s, l); /* any non-NULL mark */
+        curl_multi_assign(sh->multi, s, sh); /* any non-NULL mark */
     return 0;
 }
 
 /* libcurl's timer callback: when curl_multi_socket_action(CURL_SOCKET_TIMEOUT) is due. */
 static int timer_cb(CURLM *m, long timeout_ms, void *userp)
 {
-    struct io_loop *l = userp;
+    struct shard *sh = userp;
 
     (void)m;
-    l->timer_due = timeout_ms < 0 ? 0 : px_now_us() + timeout_ms * 1000LL;
-    l->timer_set = timeout_ms >= 0;
+    sh->timer_due = timeout_ms < 0 ? 0 : px_now_us() + timeout_ms * 1000LL;
+    sh->timer_set = timeout_ms >= 0;
     return 0;
+}
+
+static bool shard_init(struct io_loop *l, unsigned i)
+{
+    struct shard *sh = &l->shards[i];
+
+    sh->multi = curl_multi_init();
+    if (!sh->multi)
+        return false;
+    sh->loop = l;
+    sh->index = i;
+    /* Shard 0 keeps the connections a light load reuses; a spill shard's idle ones are few. */
+    curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, i == 0 ? 4096L : (long)SHARD_CAP);
+    curl_multi_setopt(sh->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(sh->multi, CURLMOPT_SOCKETDATA, sh);
+    curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(sh->multi, CURLMOPT_TIMERDATA, sh);
+    if (i + 1 > l->nshards)
+        l->nshards = i + 1;
+    return true;
+}
+
+/* The first shard with room (a new one when all are full), else the least loaded. */
+static struct shard *shard_pick(struct io_loop *l)
+{
+    struct shard *least = &l->shards[0];
+
+    for (unsigned i = 0; i < l->nshards; i++) {
+        if (l->shards[i].nxfer < SHARD_CAP)
+            return &l->shards[i];
+        if (l->shards[i].nxfer < least->nxfer)
+            least = &l->shards[i];
+    }
+    if (l->nshards < SHARDS_MAX && shard_init(l, l->nshards))
+        return &l->shards[l->nshards - 1];
+    return least;
 }
 
 /* Ends the transfers libcurl reports done. */
 static void reap(struct io_loop *l)
 {
-    CURLMsg *msg;
-    int left;
+    for (unsigned i = 0; i < l->nshards; i++) {
+        CURLMsg *msg;
+        int left;
 
-    while ((msg = curl_multi_info_read(l->multi, &left))) {
-        if (msg->msg == CURLMSG_DONE) {
-            struct xfer *x;
+        while ((msg = curl_multi_info_read(l->shards[i].multi, &left))) {
+            if (msg->msg == CURLMSG_DONE) {
+                struct xfer *x;
 
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-            finish(l, x, msg->data.result);
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+                finish(l, x, msg->data.result);
+            }
         }
     }
 }
@@ -1235,11 +1299,18 @@ static void *loop_main(void *arg)
         }
         if (providers_enabled())
             prov_tick(l, stopping, now);
-        if (l->timer_set && l->timer_due <= now) {
-            l->timer_set = false;
-            curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-            reap(l);
+        bool timed_out = false;
+        for (unsigned i = 0; i < l->nshards; i++) {
+            struct shard *sh = &l->shards[i];
+
+            if (sh->timer_set && sh->timer_due <= now) {
+                sh->timer_set = false;
+                curl_multi_socket_action(sh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+                timed_out = true;
+            }
         }
+        if (timed_out)
+            reap(l);
 
         bool sweep = stopping || now >= l->next_sweep;
         if (__atomic_exchange_n(&l->scan, false, __ATOMIC_ACQ_REL) || sweep)
@@ -1271,8 +1342,12 @@ static void *loop_main(void *arg)
          * is something to sweep). */
         long long wait_us = 1000000LL;
         now = px_now_us();
-        if (l->timer_set)
-            wait_us = l->timer_due - now < wait_us ? l->timer_due - now : wait_us;
+        for (unsigned i = 0; i < l->nshards; i++) {
+            const struct shard *sh = &l->shards[i];
+
+            if (sh->timer_set && sh->timer_due - now < wait_us)
+                wait_us = sh->timer_due - now;
+        }
         if (next_due)
             wait_us = next_due - now < wait_us ? next_due - now : wait_us;
         if ((l->nactive || l->nwatched || l->waiting) && l->next_sweep - now < wait_us)
@@ -1291,7 +1366,7 @@ static void *loop_main(void *arg)
         if (unpaused || more_queued || (http && __atomic_load_n(&l->kick, __ATOMIC_ACQUIRE)))
             timeout = 0;
         if (http && !l->http_added) {
-            struct epoll_event ev = {.events = EPOLLIN, .data.fd = http_fd};
+            struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint32_t)http_fd}; /* tag 0 */
 
             if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, http_fd, &ev) != 0)
                 log_error("epoll_ctl of the HTTP daemon: %s", strerror(errno));
@@ -1300,10 +1375,17 @@ static void *loop_main(void *arg)
 
         int nev = epoll_wait(l->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
         for (int i = 0; i < nev; i++) {
-            int fd = evs[i].data.fd;
+            unsigned tag = (unsigned)(evs[i].data.u64 >> 32);
+            int fd = (int)(uint32_t)evs[i].data.u64;
             uint32_t e = evs[i].events;
 
-            if (fd == l->evfd) {
+            if (tag > 0 && tag <= l->nshards) {
+                int mask = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                           ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                           ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+
+                curl_multi_socket_action(l->shards[tag - 1].multi, fd, mask, &running);
+            } else if (fd == l->evfd) {
                 uint64_t v;
 
                 if (read(l->evfd, &v, sizeof(v)) < 0) {
@@ -1311,12 +1393,6 @@ static void *loop_main(void *arg)
                 }
             } else if (http && fd == http_fd) {
                 run_http = true;
-            } else {
-                int mask = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) |
-                           ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
-                           ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
-
-                curl_multi_socket_action(l->multi, fd, mask, &running);
             }
         }
         reap(l);
@@ -1354,22 +1430,15 @@ int io_start(const struct config *cfg)
         l->rng = (uint64_t)px_now_us() * 2654435761u + i + 1;
         l->epfd = epoll_create1(EPOLL_CLOEXEC);
         l->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        l->multi = curl_multi_init();
-        if (l->epfd < 0 || l->evfd < 0 || !l->multi) {
+        if (l->epfd < 0 || l->evfd < 0 || !shard_init(l, 0)) {
             log_error("cannot set up I/O loop %u: %s", i, strerror(errno));
             return -1;
         }
-        struct epoll_event ev = {.events = EPOLLIN, .data.fd = l->evfd};
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint32_t)l->evfd}; /* tag 0 */
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) {
             log_error("cannot set up I/O loop %u: %s", i, strerror(errno));
             return -1;
         }
-        curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, 4096L);
-        curl_multi_setopt(l->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
-        curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-        curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
-        curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-        curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
         pthread_mutex_init(&l->mu, NULL);
         if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
             log_error("cannot start I/O loop %u", i);
@@ -1487,7 +1556,8 @@ void io_free(void)
         free(l->to_unpause);
         free(l->pfd);
         free(l->pfd_ex);
-        curl_multi_cleanup(l->multi);
+        for (unsigned j = 0; j < l->nshards; j++)
+            curl_multi_cleanup(l->shards[j].multi);
         close(l->evfd);
         close(l->epfd);
         pthread_mutex_destroy(&l->mu);
