@@ -1396,11 +1396,14 @@ static void *loop_main(void *arg)
             }
         }
         reap(l);
-        /* The daemon runs when its epoll fd is ready, a connection was resumed, or its timeout
-         * (a connection timing out, data it has already read) is due; handlers run here and may
-         * queue transfers on this loop. */
+        /* The daemon runs when its epoll fd is ready, a connection was resumed, its timeout (a
+         * connection timing out, data it has already read) is due, or the wait timed out: some
+         * of its work has no event (below its connection limit again, 0.9.75 puts the listening
+         * socket back in its epoll set only at the start of its next run). Not after a busy
+         * turn's 0 ms wait: that run would find nothing. Handlers run here and may queue
+         * transfers on this loop. */
         if (http && (__atomic_exchange_n(&l->kick, false, __ATOMIC_ACQ_REL) | run_http ||
-                     nev == 0 || (http_at && px_now_us() >= http_at)))
+                     (nev == 0 && timeout > 0) || (http_at && px_now_us() >= http_at)))
             MHD_run(http);
     }
     return NULL;
