@@ -37,7 +37,14 @@ for _ in $(seq 100); do
 done
 [ -n "$PX" ] || { echo "proxy did not start" >&2; exit 1; }
 
-NGX_PORT=$(( 20000 + RANDOM % 20000 ))
+# A free port below the ephemeral range (a wave leaves thousands of ephemeral ports in
+# TIME_WAIT, and nginx would fail to bind one of them).
+NGX_PORT=""
+for _ in $(seq 50); do
+    p=$(( 20000 + RANDOM % 12000 ))
+    ss -Htan "( sport = :$p )" 2>/dev/null | grep -q . || { NGX_PORT=$p; break; }
+done
+[ -n "$NGX_PORT" ] || { echo "no free port for the reference proxy" >&2; exit 1; }
 mkdir -p "$OUT/ngx/logs"
 cat > "$OUT/ngx/nginx.conf" <<NGX
 worker_processes 2;

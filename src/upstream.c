@@ -23,20 +23,24 @@
 #include "providers.h"
 
 /* A loop's transfers run on up to SHARDS_MAX curl multi handles, filled in order, at most
- * SHARD_CAP each. libcurl 7.88 walks every connection of a multi handle when a transfer starts
- * (looking for one to reuse) and when one is removed (connect-only clean-up): with thousands of
- * HTTP/1.1 transfers on one handle that walk was 17 % of the loop's CPU (bench/RESULTS.md). A
- * light load stays on shard 0 and keeps all its connection reuse. */
+ * SHARD_CAP each; a spill shard (index > 0) is closed after SHARD_IDLE_US without transfers.
+ * libcurl 7.88 walks every connection of a multi handle when a transfer starts (looking for one to
+ * reuse) and when one is removed (connect-only clean-up): with thousands of HTTP/1.1 transfers on
+ * one handle that walk was 17 % of the loop's CPU (bench/RESULTS.md). A light load stays on shard 0
+ * and keeps all its connection reuse. */
 #define SHARD_CAP  256
 #define SHARDS_MAX 64
 
+#define SHARD_IDLE_US 5000000LL /* a spill shard empty this long is closed, connections and all */
+
 struct shard {
-    CURLM *multi;
+    CURLM *multi; /* NULL: a spill shard closed after its burst (made again when needed) */
     struct io_loop *loop;
     unsigned index;
     size_t nxfer;   /* transfers on it */
     bool timer_set; /* libcurl's timer: socket_action(TIMEOUT) due at timer_due */
     long long timer_due;
+    long long empty_since; /* px_now_us when nxfer last fell to 0 */
 };
 
 struct io_loop {
@@ -874,7 +878,8 @@ static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
         struct shard *sh = &l->shards[x->shard];
 
         curl_multi_remove_handle(sh->multi, x->easy);
-        sh->nxfer--;
+        if (--sh->nxfer == 0)
+            sh->empty_since = px_now_us();
         curl_easy_cleanup(x->easy);
         x->easy = NULL;
     }
@@ -989,20 +994,40 @@ static bool shard_init(struct io_loop *l, unsigned i)
     return true;
 }
 
-/* The first shard with room (a new one when all are full), else the least loaded. */
+/* The first shard with room (made again if it was closed; a new one when all are full), else
+ * the least loaded. */
 static struct shard *shard_pick(struct io_loop *l)
 {
     struct shard *least = &l->shards[0];
 
     for (unsigned i = 0; i < l->nshards; i++) {
-        if (l->shards[i].nxfer < SHARD_CAP)
-            return &l->shards[i];
-        if (l->shards[i].nxfer < least->nxfer)
-            least = &l->shards[i];
+        struct shard *sh = &l->shards[i];
+
+        if (!sh->multi && shard_init(l, i))
+            return sh;
+        if (sh->multi && sh->nxfer < SHARD_CAP)
+            return sh;
+        if (sh->multi && sh->nxfer < least->nxfer)
+            least = sh;
     }
     if (l->nshards < SHARDS_MAX && shard_init(l, l->nshards))
         return &l->shards[l->nshards - 1];
     return least;
+}
+
+/* Closes the spill shards that have carried nothing for SHARD_IDLE_US: the idle connections of
+ * a burst do not stay open, and a later burst starts on fresh handles. */
+static void shards_trim(struct io_loop *l, long long now)
+{
+    for (unsigned i = 1; i < l->nshards; i++) {
+        struct shard *sh = &l->shards[i];
+
+        if (sh->multi && sh->nxfer == 0 && now - sh->empty_since > SHARD_IDLE_US) {
+            curl_multi_cleanup(sh->multi); /* may call sock_cb to remove its sockets */
+            sh->multi = NULL;
+            sh->timer_set = false;
+        }
+    }
 }
 
 /* Ends the transfers libcurl reports done. */
@@ -1012,7 +1037,7 @@ static void reap(struct io_loop *l)
         CURLMsg *msg;
         int left;
 
-        while ((msg = curl_multi_info_read(l->shards[i].multi, &left))) {
+        while (l->shards[i].multi && (msg = curl_multi_info_read(l->shards[i].multi, &left))) {
             if (msg->msg == CURLMSG_DONE) {
                 struct xfer *x;
 
@@ -1317,6 +1342,7 @@ static void *loop_main(void *arg)
             unpaused = sweep_active(l, stopping);
         if (sweep) {
             sweep_watched(l, stopping);
+            shards_trim(l, now);
             l->next_sweep = now + SWEEP_US;
         }
 
@@ -1379,7 +1405,9 @@ static void *loop_main(void *arg)
             int fd = (int)(uint32_t)evs[i].data.u64;
             uint32_t e = evs[i].events;
 
-            if (tag > 0 && tag <= l->nshards) {
+            if (tag > 0) { /* a libcurl socket; one of a shard closed meanwhile is stale */
+                if (tag > l->nshards || !l->shards[tag - 1].multi)
+                    continue;
                 int mask = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) |
                            ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
                            ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
@@ -1560,7 +1588,8 @@ void io_free(void)
         free(l->pfd);
         free(l->pfd_ex);
         for (unsigned j = 0; j < l->nshards; j++)
-            curl_multi_cleanup(l->shards[j].multi);
+            if (l->shards[j].multi)
+                curl_multi_cleanup(l->shards[j].multi);
         close(l->evfd);
         close(l->epfd);
         pthread_mutex_destroy(&l->mu);
