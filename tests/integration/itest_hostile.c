@@ -641,6 +641,39 @@ static void test_amplification_tenant_cannot_raise(void **state)
     unlink(path);
 }
 
+/* The client header allowance (PX_MAX_HEADER_BYTES, 8 KiB): a 7.6 KB block of 100 headers is
+ * served; 200 of them (15 KB) are refused with 431 and the connection closed, and the proxy
+ * answers the next request. libmicrohttpd's per-connection pool (twice the allowance) is what
+ * enforces this: a 10 KiB pool refused the first block. */
+static void test_header_allowance(void **state)
+{
+    static char lines[200][96];
+    const char *hdrs[202];
+    struct http_resp r;
+    char *body = chat_body("gpt-x", "hello hostile world", NULL);
+
+    (void)state;
+    hdrs[0] = auth[0];
+    for (int i = 0; i < 200; i++) {
+        snprintf(lines[i], sizeof(lines[i]), "X-Filler-%03d: %060d", i, 0);
+        hdrs[i + 1] = lines[i];
+    }
+    hdrs[101] = NULL; /* 100 of them */
+    assert_int_equal(http_req("POST", proxy.port, "/v1/chat/completions", body, hdrs, &r), 0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    hdrs[101] = lines[100];
+    hdrs[201] = NULL; /* all 200 */
+    assert_int_equal(http_req("POST", proxy.port, "/v1/chat/completions", body, hdrs, &r), 0);
+    assert_int_equal(r.status, 431);
+    assert_non_null(strstr(r.headers, "Connection: close"));
+    http_resp_free(&r);
+    assert_int_equal(http_req("POST", proxy.port, "/v1/chat/completions", body, auth, &r), 0);
+    assert_int_equal(r.status, 200);
+    http_resp_free(&r);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -661,6 +694,7 @@ int main(void)
         cmocka_unit_test(test_headers_approach_429),
         cmocka_unit_test(test_headers_forwarded_upstream),
         cmocka_unit_test(test_slow_reader_dropped),
+        cmocka_unit_test(test_header_allowance),
         cmocka_unit_test(test_z3_memory_contained),
         cmocka_unit_test(test_z3_timeout_server_side),
     };
