@@ -4,6 +4,8 @@
 # bench/RESULTS.md. Usage: bench/passthrough.sh [seconds per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 # Tools used beyond the build, installed when missing (scripts/deps.sh; root or sudo).
 need=""
 for t in wrk:wrk ss:iproute2; do command -v "${t%%:*}" >/dev/null || need="$need ${t#*:}"; done
@@ -37,14 +39,7 @@ for _ in $(seq 100); do
 done
 [ -n "$PX" ] || { echo "proxy did not start" >&2; exit 1; }
 
-# A free port below the ephemeral range (a wave leaves thousands of ephemeral ports in
-# TIME_WAIT, and nginx would fail to bind one of them).
-NGX_PORT=""
-for _ in $(seq 50); do
-    p=$(( 20000 + RANDOM % 12000 ))
-    ss -Htan "( sport = :$p )" 2>/dev/null | grep -q . || { NGX_PORT=$p; break; }
-done
-[ -n "$NGX_PORT" ] || { echo "no free port for the reference proxy" >&2; exit 1; }
+NGX_PORT=$(free_port)
 mkdir -p "$OUT/ngx/logs"
 cat > "$OUT/ngx/nginx.conf" <<NGX
 worker_processes 2;

@@ -12,6 +12,8 @@
 # HTTP/1.1 to the mock, so the proxy's calls are multiplexed streams on a few connections)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 # Tools used beyond the build, installed when missing (scripts/deps.sh; root or sudo).
 need=""
 H2=${UPSTREAM_H2:-0}
@@ -58,14 +60,7 @@ if [ "$H2" != 0 ]; then
         openssl x509 -req -in h2.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
             -extfile san.ext -out h2.pem
     ) > /dev/null 2>&1
-    # A free port below the ephemeral range (a wave leaves thousands of ephemeral ports in
-    # TIME_WAIT, and nginx would fail to bind one of them).
-    H2PORT=""
-    for _ in $(seq 50); do
-        p=$(( 20000 + RANDOM % 12000 ))
-        ss -Htan "( sport = :$p )" 2>/dev/null | grep -q . || { H2PORT=$p; break; }
-    done
-    [ -n "$H2PORT" ] || { echo "no free port for the reference proxy" >&2; exit 1; }
+    H2PORT=$(free_port)
     NGHTTPX=$(command -v nghttpx || echo /usr/sbin/nghttpx)
     "$NGHTTPX" -f"127.0.0.1,$H2PORT" -b"127.0.0.1,$MOCK" --workers=1 --no-ocsp \
         --frontend-http2-max-concurrent-streams=1000 --backend-connections-per-host=20000 \
