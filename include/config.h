@@ -49,6 +49,7 @@ struct config {
     double upstream_timeout; /* seconds per call, default 600 */
     double connect_timeout;  /* seconds, default 10 */
     bool upstream_h2c;       /* --upstream-h2c: HTTP/2 without TLS by prior knowledge */
+    bool upstream_curl_only; /* --upstream-curl-only: no call takes the lean client (h1.c) */
     int retries;             /* per call, for 429, 5xx and connect errors; default 2 */
     double retry_base;       /* first backoff delay in seconds, default 0.5 (doubles) */
     double request_timeout;  /* whole-request deadline in seconds; 0 = none (default 0) */

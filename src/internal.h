@@ -279,6 +279,7 @@ struct xfer {
 
     /* I/O thread only. */
     CURL *easy;
+    struct h1_conn *h1; /* the lean client's connection of this attempt (h1.c), or NULL */
     struct io_loop *loop;
     unsigned shard; /* which of the loop's multi handles runs it */
     struct xfer *next;

@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 
 #include "arena.h"
+#include "h1.h"
 #include "internal.h"
 #include "log.h"
 #include "providers.h"
@@ -33,6 +34,8 @@
 
 #define SHARD_IDLE_US 5000000LL /* a spill shard empty this long is closed, connections and all */
 
+#define H1_TAG 0xFFFFu /* epoll tag of the lean client's sockets (h1.c); shards are 1..SHARDS_MAX */
+
 struct shard {
     CURLM *multi; /* NULL: a spill shard closed after its burst (made again when needed) */
     struct io_loop *loop;
@@ -47,6 +50,7 @@ struct io_loop {
     pthread_t thread;
     struct shard shards[SHARDS_MAX]; /* loop thread only after io_start (shard 0 made there) */
     unsigned nshards;
+    struct h1_pool *h1; /* the lean client's connections (loop thread only), or NULL: none */
     unsigned index;
 
     pthread_mutex_t mu; /* guards q_head, q_tail, watch_q, unwatch_q (and counts), stopping,
@@ -493,13 +497,9 @@ static void start(struct io_loop *l, struct xfer *x)
 {
     if (x->use_prov && !prov_choose(l, x))
         return;
-    CURL *e = curl_easy_init();
+    /* An approach call to a plain-http upstream at an IP address takes the lean client. */
+    bool lean = l->h1 && x->kind == XFER_CALL && h1_url_ok(x->url);
 
-    if (!e) {
-        log_error("curl_easy_init failed");
-        abort();
-    }
-    x->easy = e;
     x->loop = l;
     if (x->attempts == 0)
         x->start_us = px_now_us();
@@ -512,6 +512,7 @@ static void start(struct io_loop *l, struct xfer *x)
     buf_reset(&x->line);
     x->skip_blank = x->line_long = false;
     x->relay_usage = (struct usage){0};
+    x->retry_after_s = 0;
     if (otlp_on)
         otlp_xfer_start(x);
     long timeout_ms = (long)(io_cfg->upstream_timeout * 1000);
@@ -521,6 +522,24 @@ static void start(struct io_loop *l, struct xfer *x)
 
         timeout_ms = left < timeout_ms ? (left > 1 ? left : 1) : timeout_ms;
     }
+    x->prev = NULL;
+    x->next = l->active;
+    if (l->active)
+        l->active->prev = x;
+    l->active = x;
+    l->nactive++;
+    if (lean) {
+        h1_start(l->h1, x, x->prov >= 0 ? prov_headers(x) : x->headers, timeout_ms,
+                 (long)(io_cfg->connect_timeout * 1000));
+        return;
+    }
+    CURL *e = curl_easy_init();
+
+    if (!e) {
+        log_error("curl_easy_init failed");
+        abort();
+    }
+    x->easy = e;
     curl_easy_setopt(e, CURLOPT_URL, x->url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
@@ -557,12 +576,6 @@ static void start(struct io_loop *l, struct xfer *x)
     } else {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     }
-    x->prev = NULL;
-    x->next = l->active;
-    if (l->active)
-        l->active->prev = x;
-    l->active = x;
-    l->nactive++;
     struct shard *sh = shard_pick(l);
     x->shard = sh->index;
     sh->nxfer++;
@@ -867,14 +880,15 @@ static void complete(struct xfer *x)
 
 static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
 {
-    curl_off_t retry_after = 0;
+    curl_off_t retry_after = x->retry_after_s; /* the lean client's, as sent */
 
     x->result = result;
     x->end_us = px_now_us();
+    if (x->h1) /* cancelled or stopped: the lean client's attempt is dropped */
+        h1_abort(l->h1, x);
     if (x->easy) {
         first_bytes(x);
         curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry_after);
-        x->retry_after_s = retry_after > 0 && retry_after < 86400 ? (long)retry_after : 0;
         struct shard *sh = &l->shards[x->shard];
 
         curl_multi_remove_handle(sh->multi, x->easy);
@@ -883,6 +897,7 @@ static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
         curl_easy_cleanup(x->easy);
         x->easy = NULL;
     }
+    x->retry_after_s = retry_after > 0 && retry_after < 86400 ? (long)retry_after : 0;
     unlink_active(l, x);
     if (x->prov >= 0) { /* the provider's slot back, and its health */
         bool failed = !x->aborted &&
@@ -905,6 +920,34 @@ static void finish(struct io_loop *l, struct xfer *x, CURLcode result)
         return;
     }
     complete(x);
+}
+
+/* The lean client's callbacks (h1.c): the same ends as libcurl's. */
+static void h1_done(void *ctx, struct xfer *x, CURLcode rc)
+{
+    finish(ctx, x, rc);
+}
+
+static bool h1_body(struct xfer *x, const char *data, size_t n)
+{
+    return write_cb((char *)data, 1, n, x) == n;
+}
+
+static void h1_header(struct xfer *x, const char *line, size_t len)
+{
+    (void)header_cb((char *)line, 1, len, x);
+}
+
+/* A proxy libcurl would take from the environment for an http:// URL: then every call goes
+ * through libcurl, which honours it (and no_proxy). */
+static const char *proxy_env(void)
+{
+    static const char *const names[] = {"http_proxy", "all_proxy", "ALL_PROXY"};
+
+    for (size_t i = 0; i < PX_ARRAY_LEN(names); i++)
+        if (getenv(names[i]) && *getenv(names[i]))
+            return names[i];
+    return NULL;
 }
 
 /* Aborts a transfer that never started (queued at shutdown). */
@@ -1324,6 +1367,9 @@ static void *loop_main(void *arg)
         }
         if (providers_enabled())
             prov_tick(l, stopping, now);
+        /* The lean client's failed starts, deadlines and idle connections. */
+        if (l->h1 && (h1_pending(l->h1) || now >= l->next_sweep))
+            h1_tick(l->h1, now);
         bool timed_out = false;
         for (unsigned i = 0; i < l->nshards; i++) {
             struct shard *sh = &l->shards[i];
@@ -1405,7 +1451,9 @@ static void *loop_main(void *arg)
             int fd = (int)(uint32_t)evs[i].data.u64;
             uint32_t e = evs[i].events;
 
-            if (tag > 0) { /* a libcurl socket; one of a shard closed meanwhile is stale */
+            if (tag == H1_TAG) {
+                h1_event(l->h1, fd, e);
+            } else if (tag > 0) { /* a libcurl socket; one of a shard closed meanwhile is stale */
                 if (tag > l->nshards || !l->shards[tag - 1].multi)
                     continue;
                 int mask = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) |
@@ -1451,6 +1499,11 @@ int io_start(const struct config *cfg)
         return -1;
     }
     io_cfg = cfg;
+    bool lean = !cfg->upstream_h2c && !cfg->upstream_curl_only;
+    if (lean && proxy_env()) {
+        log_info("%s is set: every upstream call goes through libcurl", proxy_env());
+        lean = false;
+    }
     nloops = cfg->io_loops;
     loops = xcalloc(nloops, sizeof(*loops));
     for (unsigned i = 0; i < nloops; i++) {
@@ -1469,6 +1522,11 @@ int io_start(const struct config *cfg)
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) {
             log_error("cannot set up I/O loop %u: %s", i, strerror(errno));
             return -1;
+        }
+        if (lean) {
+            struct h1_ops ops = {.ctx = l, .done = h1_done, .body = h1_body, .header = h1_header};
+
+            l->h1 = h1_pool_create(l->epfd, H1_TAG, &ops);
         }
         pthread_mutex_init(&l->mu, NULL);
         if (pthread_create(&l->thread, NULL, loop_main, l) != 0) {
@@ -1590,6 +1648,7 @@ void io_free(void)
         for (unsigned j = 0; j < l->nshards; j++)
             if (l->shards[j].multi)
                 curl_multi_cleanup(l->shards[j].multi);
+        h1_pool_free(l->h1);
         close(l->evfd);
         close(l->epfd);
         pthread_mutex_destroy(&l->mu);
