@@ -157,7 +157,7 @@ int outdir_meta_read(const char *dir, struct run_meta *m)
     m->sources = dup_str(o, "merged_from");
     v = cJSON_GetObjectItemCaseSensitive(o, "dataset_lines_skipped");
     if (cJSON_IsNumber(v))
-        m->skipped_lines = (long)v->valuedouble;
+        m->skipped_lines = px_count(v->valuedouble);
     v = cJSON_GetObjectItemCaseSensitive(o, "approaches");
     if (cJSON_IsArray(v)) {
         m->approaches = xcalloc((size_t)cJSON_GetArraySize(v) + 1, sizeof(*m->approaches));

@@ -62,6 +62,8 @@ void px_random_id(char *buf, size_t len, const char *prefix, int words);
  * under a token budget by reporting an absurd count. */
 #define PX_COUNT_MAX 1e12
 long px_count(double d);
+/* d as a long within [lo, hi] (NaN: lo): a JSON number from outside, cast without UB. */
+long px_clamp_long(double d, long lo, long hi);
 
 /* Monotonic clock in milliseconds / microseconds. Thread-safe. */
 long long px_now_ms(void);

@@ -3,6 +3,7 @@
  * (the events themselves are written by door_anthropic.c and door_responses.c), and the
  * exchange's side (exchange_out). */
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,7 +307,7 @@ static int tool_slot(const struct door *d, int oai_index, const char *id)
 static void sse_tool_call(struct door *d, struct buf *out, const cJSON *tc)
 {
     const cJSON *idx = get(tc, "index"), *f = get(tc, "function");
-    int oai = cJSON_IsNumber(idx) ? (int)idx->valuedouble : -1;
+    int oai = cJSON_IsNumber(idx) ? (int)px_clamp_long(idx->valuedouble, -1, INT_MAX) : -1;
     int k = tool_slot(d, oai, str(tc, "id"));
     const char *args = str(f, "arguments");
 

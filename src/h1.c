@@ -189,8 +189,9 @@ static int parse_line(struct h1_parser *p, const char *l, size_t n, h1_header_fn
         while (i < n && isxdigit((unsigned char)l[i])) {
             if (size >> 56)
                 return H1_BAD;
-            size = size * 16 + (unsigned)(isdigit((unsigned char)l[i]) ? l[i] - '0'
-                                                                         : (tolower(l[i]) - 'a' + 10));
+            size =
+                size * 16 +
+                (unsigned)(isdigit((unsigned char)l[i]) ? l[i] - '0' : (tolower(l[i]) - 'a' + 10));
             i++;
         }
         if (i == 0 || (i < n && l[i] != ';' && l[i] != ' ' && l[i] != '\t'))
@@ -660,11 +661,17 @@ static void reconnect(struct h1_pool *p, struct h1_conn *c, bool in_start)
     struct h1_conn *n = xcalloc(1, sizeof(*n));
     int err;
 
-    *n = (struct h1_conn){.fd = -1, .pool = p, .x = c->x, .addr = c->addr, .alen = c->alen,
-                          .since_us = c->since_us, .deadline_us = c->deadline_us,
-                          .connect_deadline_us = px_now_us() + (c->connect_deadline_us -
-                                                                c->since_us),
-                          .head = c->head, .head_len = c->head_len};
+    *n = (struct h1_conn){.fd = -1,
+                          .pool = p,
+                          .x = c->x,
+                          .addr = c->addr,
+                          .alen = c->alen,
+                          .since_us = c->since_us,
+                          .deadline_us = c->deadline_us,
+                          .connect_deadline_us =
+                              px_now_us() + (c->connect_deadline_us - c->since_us),
+                          .head = c->head,
+                          .head_len = c->head_len};
     memcpy(n->peer, c->peer, sizeof(n->peer));
     h1_parser_init(&n->parser);
     c->head = NULL;
@@ -790,8 +797,8 @@ static char *build_head(const struct xfer *x, const char *auth, size_t auth_len,
     return buf_take(&b, len);
 }
 
-void h1_start(struct h1_pool *p, struct xfer *x, const struct curl_slist *headers,
-              long timeout_ms, long connect_timeout_ms)
+void h1_start(struct h1_pool *p, struct xfer *x, const struct curl_slist *headers, long timeout_ms,
+              long connect_timeout_ms)
 {
     struct sockaddr_storage ss;
     socklen_t alen;
@@ -897,7 +904,8 @@ static void on_readable(struct h1_pool *p, struct h1_conn *c)
     if (rc == H1_DONE) {
         end_attempt(p, c, CURLE_OK, c->parser.keep_alive && used == (size_t)n);
     } else if (rc == H1_BAD) {
-        snprintf(x->errbuf, sizeof(x->errbuf), "Weird server reply (not a valid HTTP/1.1 response)");
+        snprintf(x->errbuf, sizeof(x->errbuf),
+                 "Weird server reply (not a valid HTTP/1.1 response)");
         end_attempt(p, c, CURLE_WEIRD_SERVER_REPLY, false);
     } else if (rc == H1_ABORT) {
         snprintf(x->errbuf, sizeof(x->errbuf), "Failure writing output to destination");
@@ -910,7 +918,7 @@ void h1_event(struct h1_pool *p, int fd, uint32_t events)
     struct h1_conn *c = fd >= 0 && (size_t)fd < p->nby_fd ? p->by_fd[fd] : NULL;
 
     if (!c)
-        return; /* closed earlier in this turn */
+        return;  /* closed earlier in this turn */
     if (!c->x) { /* idle: the upstream closed it (or sent what nobody asked for) */
         ssize_t n = recv(fd, p->rbuf, H1_RBUF, MSG_DONTWAIT);
 
@@ -929,8 +937,9 @@ void h1_event(struct h1_pool *p, int fd, uint32_t events)
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0)
             err = errno;
         if (err) {
-            snprintf(c->x->errbuf, sizeof(c->x->errbuf), "Failed to connect to %s after %lld ms: %s",
-                     c->peer, (px_now_us() - c->since_us) / 1000, strerror(err));
+            snprintf(c->x->errbuf, sizeof(c->x->errbuf),
+                     "Failed to connect to %s after %lld ms: %s", c->peer,
+                     (px_now_us() - c->since_us) / 1000, strerror(err));
             end_attempt(p, c, CURLE_COULDNT_CONNECT, false);
             return;
         }
@@ -963,8 +972,8 @@ size_t h1_tick(struct h1_pool *p, long long now)
     for (struct h1_conn *c = p->active, *next; c; c = next) {
         next = c->next;
         if (c->connecting && now >= c->connect_deadline_us) {
-            snprintf(c->x->errbuf, sizeof(c->x->errbuf), "Connection timed out after %lld milliseconds",
-                     (now - c->since_us) / 1000);
+            snprintf(c->x->errbuf, sizeof(c->x->errbuf),
+                     "Connection timed out after %lld milliseconds", (now - c->since_us) / 1000);
             end_attempt(p, c, CURLE_OPERATION_TIMEDOUT, false);
             ended++;
         } else if (now >= c->deadline_us) {

@@ -28,6 +28,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -312,7 +313,7 @@ static int dispatch_line(struct server *s, const char *line, size_t len, char *w
     }
     pthread_mutex_lock(&s->mu);
     for (struct pending *p = s->pend; p; p = p->next)
-        if (p->id == (long)id->valuedouble && !p->done) {
+        if (p->id == px_clamp_long(id->valuedouble, LONG_MIN, LONG_MAX) && !p->done) {
             p->done = true;
             p->msg = m;
             m = NULL;
@@ -767,7 +768,7 @@ static cJSON *sse_find(const char *body, size_t len, long id)
                 cJSON *m = cJSON_ParseWithLength(data.data, data.len);
                 const cJSON *mid = cJSON_GetObjectItemCaseSensitive(m, "id");
 
-                if (cJSON_IsNumber(mid) && (long)mid->valuedouble == id)
+                if (cJSON_IsNumber(mid) && px_clamp_long(mid->valuedouble, LONG_MIN, LONG_MAX) == id)
                     found = m;
                 else
                     cJSON_Delete(m);
@@ -906,7 +907,7 @@ static int rpc(struct server *s, const char *method, cJSON *params, double timeo
 
         *err = xmalloc(600);
         snprintf(*err, 600, "MCP server %s: error %ld: %.500s", s->name,
-                 cJSON_IsNumber(ec) ? (long)ec->valuedouble : 0L,
+                 cJSON_IsNumber(ec) ? px_clamp_long(ec->valuedouble, LONG_MIN, LONG_MAX) : 0L,
                  cJSON_IsString(em) ? em->valuestring : "(no message)");
         cJSON_Delete(m);
         return -1;

@@ -129,14 +129,15 @@ static int parse_provider(const cJSON *o, struct provider *p, char *err, size_t 
         }
     }
     if (mc) {
-        if (!cJSON_IsNumber(mc) || mc->valuedouble < 0)
-            return fail(err, errlen, "providers: %s: \"max_concurrent\" must be >= 0", p->name);
+        if (!cJSON_IsNumber(mc) || !(mc->valuedouble >= 0 && mc->valuedouble <= 1000000))
+            return fail(err, errlen, "providers: %s: \"max_concurrent\" must be 0..1000000",
+                        p->name);
         p->max_concurrent = (int)mc->valuedouble;
     }
     p->queue_max = 64;
     if (q) {
-        if (!cJSON_IsNumber(q) || q->valuedouble < 0)
-            return fail(err, errlen, "providers: %s: \"queue\" must be >= 0", p->name);
+        if (!cJSON_IsNumber(q) || !(q->valuedouble >= 0 && q->valuedouble <= 1000000))
+            return fail(err, errlen, "providers: %s: \"queue\" must be 0..1000000", p->name);
         p->queue_max = (int)q->valuedouble;
     }
     return 0;
@@ -187,10 +188,10 @@ int providers_load(const char *path, char *err, size_t errlen)
     }
     s = cJSON_GetObjectItemCaseSensitive(root, "fail_threshold");
     if (!rc && s) {
-        if (cJSON_IsNumber(s) && s->valuedouble >= 1)
+        if (cJSON_IsNumber(s) && s->valuedouble >= 1 && s->valuedouble <= 1000000)
             fail_threshold = (int)s->valuedouble;
         else
-            rc = fail(err, errlen, "providers: \"fail_threshold\" must be >= 1");
+            rc = fail(err, errlen, "providers: \"fail_threshold\" must be 1..1000000");
     }
     s = cJSON_GetObjectItemCaseSensitive(root, "health_interval");
     if (!rc && s) {

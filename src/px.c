@@ -165,6 +165,13 @@ void px_random_id(char *buf, size_t len, const char *prefix, int words)
     }
 }
 
+long px_clamp_long(double d, long lo, long hi)
+{
+    if (!(d > (double)lo)) /* below, or NaN */
+        return lo;
+    return d < (double)hi ? (long)d : hi;
+}
+
 long px_count(double d)
 {
     if (!(d >= 0)) /* negative or NaN */

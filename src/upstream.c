@@ -34,7 +34,8 @@
 
 #define SHARD_IDLE_US 5000000LL /* a spill shard empty this long is closed, connections and all */
 
-#define H1_TAG 0xFFFFu /* epoll tag of the lean client's sockets (h1.c); shards are 1..SHARDS_MAX */
+/* The epoll tag of the lean client's sockets (h1.c); shards are 1..SHARDS_MAX. */
+#define H1_TAG 0xFFFFu
 
 struct shard {
     CURLM *multi; /* NULL: a spill shard closed after its burst (made again when needed) */
