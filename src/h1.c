@@ -253,7 +253,7 @@ int h1_parser_feed(struct h1_parser *p, const char *data, size_t n, size_t *used
             size_t take = nl ? (size_t)(nl - (data + i)) + 1 : n - i;
             bool head = p->state != S_CHUNK_SIZE && p->state != S_CHUNK_CRLF;
 
-            if (head && (p->head_bytes += take) > H1_MAX_HEAD)
+            if ((head && (p->head_bytes += take) > H1_MAX_HEAD) || p->line.len + take > H1_MAX_LINE)
                 return H1_BAD;
             if (!nl || p->line.len) {
                 if (buf_append(&p->line, data + i, take) < 0)

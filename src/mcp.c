@@ -768,7 +768,8 @@ static cJSON *sse_find(const char *body, size_t len, long id)
                 cJSON *m = cJSON_ParseWithLength(data.data, data.len);
                 const cJSON *mid = cJSON_GetObjectItemCaseSensitive(m, "id");
 
-                if (cJSON_IsNumber(mid) && px_clamp_long(mid->valuedouble, LONG_MIN, LONG_MAX) == id)
+                if (cJSON_IsNumber(mid) &&
+                    px_clamp_long(mid->valuedouble, LONG_MIN, LONG_MAX) == id)
                     found = m;
                 else
                     cJSON_Delete(m);
