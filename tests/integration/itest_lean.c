@@ -246,10 +246,10 @@ static double now_s(void)
 static void start_proxy(struct proc *px, bool curl_only, const char *retries)
 {
     /* one I/O loop: one connection pool, so reuse is exact */
-    const char *lean_args[] = {"--io-loops", "1", "--upstream-timeout", "1", "--retries", retries,
-                               NULL};
-    const char *curl_args[] = {"--io-loops",  "1", "--upstream-timeout", "1", "--retries",
-                               retries,       "--upstream-curl-only", NULL};
+    const char *lean_args[] = {"--io-loops", "1", "--upstream-timeout", "1", "--retries",
+                               retries,      NULL};
+    const char *curl_args[] = {"--io-loops", "1",     "--upstream-timeout",   "1",
+                               "--retries",  retries, "--upstream-curl-only", NULL};
 
     assert_int_equal(proxy_start(px, raw_port, curl_only ? curl_args : lean_args, NULL), 0);
 }

@@ -18,7 +18,7 @@
 
 struct got {
     struct buf body;
-    struct buf heads; /* header lines, each followed by '\n' */
+    struct buf heads;   /* header lines, each followed by '\n' */
     size_t abort_after; /* 0: never */
 };
 
@@ -145,10 +145,11 @@ static void test_bytes_after_the_response_are_left(void **state)
 static void test_chunked(void **state)
 {
     (void)state;
-    struct result r = parse_every_way("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                      "4\r\nWiki\r\n5;name=value\r\npedia\r\nE\r\n in\r\n\r\nchunks."
-                                      "\r\n0\r\nX-Trailer: t\r\n\r\n",
-                                      false);
+    struct result r =
+        parse_every_way("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        "4\r\nWiki\r\n5;name=value\r\npedia\r\nE\r\n in\r\n\r\nchunks."
+                        "\r\n0\r\nX-Trailer: t\r\n\r\n",
+                        false);
 
     assert_int_equal(r.rc, H1_DONE);
     assert_string_equal(r.body, "Wikipedia in\r\n\r\nchunks.");
@@ -172,8 +173,8 @@ static void test_chunked_bad_size(void **state)
 static void test_until_close(void **state)
 {
     (void)state;
-    struct result r = parse_every_way("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it",
-                                      true);
+    struct result r =
+        parse_every_way("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it", true);
 
     assert_int_equal(r.rc, H1_DONE);
     assert_string_equal(r.body, "all of it");
@@ -209,7 +210,8 @@ static void test_continue_skipped(void **state)
 static void test_no_body_statuses(void **state)
 {
     (void)state;
-    struct result r = parse_every_way("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", false);
+    struct result r =
+        parse_every_way("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", false);
 
     assert_int_equal(r.rc, H1_DONE);
     assert_int_equal(r.status, 204);
@@ -222,8 +224,8 @@ static void test_no_body_statuses(void **state)
 static void test_connection_close_and_http10(void **state)
 {
     (void)state;
-    struct result r =
-        parse_every_way("HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\na", false);
+    struct result r = parse_every_way(
+        "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\na", false);
 
     assert_int_equal(r.rc, H1_DONE);
     assert_false(r.keep_alive);
@@ -232,8 +234,8 @@ static void test_connection_close_and_http10(void **state)
     r = parse_every_way("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\na",
                         false);
     assert_true(r.keep_alive);
-    r = parse_every_way("HTTP/1.1 200 OK\r\nConnection: upgrade, close\r\nContent-Length: 1\r\n\r\na",
-                        false);
+    r = parse_every_way(
+        "HTTP/1.1 200 OK\r\nConnection: upgrade, close\r\nContent-Length: 1\r\n\r\na", false);
     assert_false(r.keep_alive);
 }
 
@@ -252,7 +254,8 @@ static void test_framing_conflicts(void **state)
     (void)state;
     /* two different lengths, or a length with chunked: refused, not guessed */
     assert_int_equal(
-        parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", false)
+        parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+                        false)
             .rc,
         H1_BAD);
     assert_int_equal(parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
@@ -262,11 +265,12 @@ static void test_framing_conflicts(void **state)
                      H1_BAD);
     assert_int_equal(parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).rc,
                      H1_BAD);
-    assert_int_equal(parse_every_way("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).rc,
-                     H1_BAD);
+    assert_int_equal(
+        parse_every_way("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).rc, H1_BAD);
     /* the same length twice is one length */
     assert_int_equal(
-        parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab", false)
+        parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+                        false)
             .rc,
         H1_DONE);
 }
@@ -298,8 +302,9 @@ static void test_head_limit(void **state)
 static void test_headers_and_fields(void **state)
 {
     (void)state;
-    static const char in[] = "HTTP/1.1 429 Too Many\r\nContent-Type: application/json; charset=x\r\n"
-                             "Retry-After: 12\r\nX-Request-Id: abc\r\nContent-Length: 2\r\n\r\n{}";
+    static const char in[] =
+        "HTTP/1.1 429 Too Many\r\nContent-Type: application/json; charset=x\r\n"
+        "Retry-After: 12\r\nX-Request-Id: abc\r\nContent-Length: 2\r\n\r\n{}";
     struct h1_parser p = {0};
     struct got g = {0};
     size_t used = 0;
