@@ -323,6 +323,7 @@ int h1_parser_eof(struct h1_parser *p)
 #define H1_IDLE_KEEP     256         /* idle connections kept however long a lull lasts */
 #define H1_IDLE_SPARE_US 5000000LL   /* above that, an idle connection unused this long closes */
 #define H1_IDLE_MAX_US   118000000LL /* any idle connection this old closes (libcurl's default) */
+#define H1_IDLE_LOOK     64          /* idle connections looked at for one to reuse */
 
 struct h1_conn {
     int fd;
@@ -819,7 +820,10 @@ void h1_start(struct h1_pool *p, struct xfer *x, const struct curl_slist *header
         fail_later(p, c, CURLE_URL_MALFORMAT);
         return;
     }
-    for (struct h1_conn *i = p->idle; i; i = i->next) {
+    /* The most recently used idle connection to this address; the look is bounded (several
+     * upstreams, thousands idle): past it, a fresh connection. */
+    unsigned looked = 0;
+    for (struct h1_conn *i = p->idle; i && looked < H1_IDLE_LOOK; i = i->next, looked++) {
         if (i->alen == alen && memcmp(&i->addr, &ss, alen) == 0) {
             c = i;
             idle_unlink(p, c);
