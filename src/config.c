@@ -178,11 +178,12 @@ static const struct flag flags[] = {
      "calls multiplexed on its connections"},
     {"upstream-curl-only", NULL, "OPTILLM_UPSTREAM_CURL_ONLY", T_BOOL, OFF(upstream_curl_only), 0,
      NULL,
-     "send every upstream call through libcurl. By default an approach's calls to an http:// "
-     "upstream at an IP address (e.g. a local vLLM at http://127.0.0.1:8000/v1) take a lean "
-     "HTTP/1.1 client: ~0.5 KiB per call in flight instead of libcurl's ~11 KiB. https://, "
-     "host names, a proxy in the environment, --upstream-h2c, passthrough and streams always "
-     "use libcurl"},
+     "send every upstream call through libcurl. By default an approach's calls and "
+     "non-streamed passthrough requests to an http:// upstream at an IP address (e.g. a local "
+     "vLLM at http://127.0.0.1:8000/v1) take a lean HTTP/1.1 client: ~0.5 KiB per call in "
+     "flight instead of libcurl's ~11 KiB, and 30 % less CPU per passthrough request. "
+     "https://, host names, a proxy in the environment, --upstream-h2c and streams always use "
+     "libcurl"},
     {"upstream-ca", NULL, "OPTILLM_UPSTREAM_CA", T_STR, OFF(upstream_ca), SZ(upstream_ca), "FILE",
      "CA certificates (PEM) to verify https:// upstreams with, e.g. a private vLLM behind an "
      "internal CA (default: the system's store; verification is never turned off)"},

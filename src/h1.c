@@ -1,7 +1,7 @@
-/* h1.c: the lean HTTP/1.1 client for approach calls (see h1.h). One pool per I/O loop, used
- * only from that loop's thread. A connection is either active (it carries one attempt of one
- * transfer) or idle (in the pool's LIFO list, still in the epoll set for EPOLLIN, so an
- * upstream that closes it is noticed at once and it is dropped). An idle connection that turns
+/* h1.c: the lean HTTP/1.1 client for approach calls and whole-answer relays (see h1.h). One pool
+ * per I/O loop, used only from that loop's thread. A connection is either active (it carries one
+ * attempt of one transfer) or idle (in the pool's LIFO list, still in the epoll set for EPOLLIN, so
+ * an upstream that closes it is noticed at once and it is dropped). An idle connection that turns
  * out dead when reused (the close crossed our request) is replaced by a fresh one, once, before
  * anything of a response arrived: what libcurl does. */
 #define _GNU_SOURCE /* strcasestr, memmem */

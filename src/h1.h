@@ -1,9 +1,10 @@
-/* h1.h: a lean HTTP/1.1 client for approach calls (XFER_CALL) to a plain http:// upstream at
- * a literal IP address, the usual local inference server. It runs on an I/O loop's epoll set
- * next to libcurl and costs about 0.3 KiB per call and per idle connection, where a libcurl
- * 7.88 transfer costs ~11 KiB (its easy handle, connection and buffers): at 9,000 concurrent
- * calls that is the difference between ~100 MB and ~3 MB. Everything else (https, names to
- * resolve, proxies from the environment, h2c, relays and streams) stays on libcurl.
+/* h1.h: a lean HTTP/1.1 client for approach calls (XFER_CALL) and non-streamed passthrough
+ * relays to a plain http:// upstream at a literal IP address, the usual local inference server. It
+ * runs on an I/O loop's epoll set next to libcurl and costs about 0.5 KiB per call and per idle
+ * connection, where a libcurl 7.88 transfer costs ~11 KiB (its easy handle, connection and
+ * buffers): at 9,000 concurrent calls that is the difference between ~100 MB and ~5 MB. Everything
+ * else (https, names to resolve, proxies from the environment, h2c, streamed relays and stages)
+ * stays on libcurl.
  *
  * The response parser is separate and pure (tests/unit/test_h1.c feeds it byte by byte). */
 #ifndef H1_H

@@ -498,8 +498,10 @@ static void start(struct io_loop *l, struct xfer *x)
 {
     if (x->use_prov && !prov_choose(l, x))
         return;
-    /* An approach call to a plain-http upstream at an IP address takes the lean client. */
-    bool lean = l->h1 && x->kind == XFER_CALL && h1_url_ok(x->url);
+    /* An approach call or a whole-answer relay to a plain-http upstream at an IP address takes
+     * the lean client (h1.c); a streamed relay needs libcurl's pause (backpressure). */
+    bool lean = l->h1 && (x->kind == XFER_CALL || (x->kind == XFER_RELAY && !x->stream_relay)) &&
+                h1_url_ok(x->url);
 
     x->loop = l;
     if (x->attempts == 0)

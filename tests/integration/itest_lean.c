@@ -1,8 +1,9 @@
-/* itest_lean.c: approach calls through the lean HTTP/1.1 client (h1.c) against a scripted raw
- * upstream in this process (a listening socket and a thread per connection), for what the mock
- * never does: chunked answers, a keep-alive connection closed as it is reused, a body framed by
- * the close, garbage, a body cut short, silence, 429 with Retry-After. Every scenario runs twice,
- * with the lean client and with --upstream-curl-only, and the client must see the same thing. */
+/* itest_lean.c: approach calls and passthrough requests through the lean HTTP/1.1 client (h1.c)
+ * against a scripted raw upstream in this process (a listening socket and a thread per
+ * connection), for what the mock never does: chunked answers, a keep-alive connection closed as it
+ * is reused, a body framed by the close, garbage, a body cut short, silence, 429 with Retry-After.
+ * Every scenario runs twice, with the lean client and with --upstream-curl-only, and the client
+ * must see the same thing. */
 #define _GNU_SOURCE /* strcasestr */
 /* clang-format off */
 #include <stdarg.h>
@@ -254,12 +255,13 @@ static void start_proxy(struct proc *px, bool curl_only, const char *retries)
     assert_int_equal(proxy_start(px, raw_port, curl_only ? curl_args : lean_args, NULL), 0);
 }
 
-/* One re2 request (one upstream call); returns the status, the content in *content. */
-static long ask(struct proc *px, char *content, size_t cap, double *secs)
+/* One request of model (re2-m: an approach making one upstream call; m: passthrough); returns
+ * the status, the content in *content. */
+static long ask_model(struct proc *px, const char *model, char *content, size_t cap, double *secs)
 {
     struct http_resp r = {0};
     double t0 = now_s();
-    long st = chat_as(px->port, "sk-raw", "re2-m", "What is 2+2?", &r);
+    long st = chat_as(px->port, "sk-raw", model, "What is 2+2?", &r);
 
     if (secs)
         *secs = now_s() - t0;
@@ -281,6 +283,11 @@ static long ask(struct proc *px, char *content, size_t cap, double *secs)
     return st;
 }
 
+static long ask(struct proc *px, char *content, size_t cap, double *secs)
+{
+    return ask_model(px, "re2-m", content, cap, secs);
+}
+
 static void both(void (*scenario)(bool curl_only))
 {
     print_message("lean client\n");
@@ -300,8 +307,12 @@ static void plain(bool curl_only)
         assert_int_equal(ask(&px, c, sizeof(c), NULL), 200);
         assert_non_null(strstr(c, "The answer is 4."));
     }
-    assert_int_equal(raw_get(&raw.requests), 5);
-    /* one connection carried all five: kept alive and reused */
+    for (int i = 0; i < 3; i++) { /* passthrough, not streamed: the same client */
+        assert_int_equal(ask_model(&px, "m", c, sizeof(c), NULL), 200);
+        assert_string_equal(c, "The answer is 4.");
+    }
+    assert_int_equal(raw_get(&raw.requests), 8);
+    /* one connection carried all eight: kept alive and reused */
     assert_int_equal(raw_get(&raw.connections), 1);
     /* what the upstream saw: the same essentials from either client */
     pthread_mutex_lock(&raw.mu);
@@ -327,8 +338,8 @@ static void chunked(bool curl_only)
 
     raw_reset(M_CHUNKED);
     start_proxy(&px, curl_only, "0");
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(ask(&px, c, sizeof(c), NULL), 200);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(ask_model(&px, i % 2 ? "m" : "re2-m", c, sizeof(c), NULL), 200);
         assert_string_equal(c, "The answer is 4.");
     }
     assert_int_equal(raw_get(&raw.connections), 1);
@@ -347,9 +358,11 @@ static void close_reused(bool curl_only)
         assert_int_equal(ask(&px, c, sizeof(c), NULL), 200);
         assert_string_equal(c, "The answer is 4.");
     }
-    /* requests 2..4 each found their connection closed, then went on a fresh one */
-    assert_int_equal(raw_get(&raw.connections), 4);
-    assert_int_equal(raw_get(&raw.requests), 7);
+    assert_int_equal(ask_model(&px, "m", c, sizeof(c), NULL), 200); /* and a passthrough one */
+    assert_string_equal(c, "The answer is 4.");
+    /* requests 2..5 each found their connection closed, then went on a fresh one */
+    assert_int_equal(raw_get(&raw.connections), 5);
+    assert_int_equal(raw_get(&raw.requests), 9);
     assert_int_equal(proc_stop(&px), 0);
 }
 
