@@ -7,8 +7,9 @@
  * to the approach pool (an approach runs as a coroutine, plain sequential C that parks on a wait
  * group while its transfers run on the I/O loops; src/sched.c). Every loop owns a curl multi handle
  * and its connection pool; transfers reach a loop through its locked queue plus an eventfd, and a
- * loop waits in epoll on libcurl's sockets (curl_multi_socket_action), so a turn costs the events
- * that happened, not the transfers open.
+ * loop waits in epoll on libcurl's sockets (curl_multi_socket_action) and the lean client's (h1.c:
+ * approach calls and whole-answer relays to an http:// upstream at an IP address), so a turn
+ * costs the events that happened, not the transfers open.
  * The reply is produced into exchange.out and the connection resumed; MHD drains it (a content
  * reader for streams). Protocol, invariants (I1-I7) and pitfalls (P3-P22) cited in comments:
  * docs/mhd-curl-invariants.md.

@@ -1,6 +1,8 @@
-/* upstream.c: the I/O loops. Each loop is one thread with its own curl multi handle and
- * connection pool (curl 7.88 cannot share a connection cache across threads), carrying many
- * transfers at once, and watching suspended clients' sockets for hang-ups. */
+/* upstream.c: the I/O loops. Each loop is one thread with its own curl multi handles and
+ * connection pool (curl 7.88 cannot share a connection cache across threads) plus a pool of the
+ * lean HTTP/1.1 client (h1.c) for calls and whole-answer relays to a plain-http upstream at an
+ * IP address, carrying many transfers at once, and watching suspended clients' sockets for
+ * hang-ups. */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include <errno.h>
 #include <poll.h>
