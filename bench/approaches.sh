@@ -46,6 +46,9 @@ APPROACHES="none $(curl -s -H 'Authorization: Bearer sk-bench' "http://127.0.0.1
 for a in $APPROACHES; do
     model=$a
     [ "$a" = none ] && model=none
+    # The last approach's wrk run leaves calls in flight at the mock (its clients hung up):
+    # they must end before the reset, or those finishing after it count as this approach's.
+    for _ in $(seq 300); do [ "$(stat in_flight)" = 0 ] && break; sleep 0.1; done
     curl -s -o /dev/null -X POST "http://127.0.0.1:$MOCK/mock/reset"
     t0=$(date +%s%N)
     curl -s -o "$OUT/resp.json" -H 'Authorization: Bearer sk-bench' -H 'Content-Type: application/json' \
