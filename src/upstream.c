@@ -1509,6 +1509,16 @@ int io_start(const struct config *cfg)
         log_info("%s is set: every upstream call goes through libcurl", proxy_env());
         lean = false;
     }
+    char probe[sizeof(cfg->base_url) + 32];
+    snprintf(probe, sizeof(probe), "%s/chat/completions", cfg->base_url);
+    if (lean && h1_url_ok(probe))
+        log_info("approach calls and whole answers from %s go through the lean HTTP/1.1 client "
+                 "(--upstream-curl-only: libcurl)",
+                 cfg->base_url);
+    else if (lean && strncasecmp(cfg->base_url, "http://localhost", 16) == 0)
+        log_info("%s goes through libcurl (it resolves names); with the address instead "
+                 "(http://127.0.0.1...), approach calls take the lean HTTP/1.1 client",
+                 cfg->base_url);
     nloops = cfg->io_loops;
     loops = xcalloc(nloops, sizeof(*loops));
     for (unsigned i = 0; i < nloops; i++) {
