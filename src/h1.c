@@ -153,10 +153,10 @@ static int parse_line(struct h1_parser *p, const char *l, size_t n, h1_header_fn
             p->has_len = true;
             p->left = len;
         } else if (value_is(l, n, "transfer-encoding", &v, &vl)) {
-            /* chunked must be the last coding; any other coding is not ours to undo */
+            /* chunked framing when it is the last coding; other codings are passed as they
+             * come, as libcurl does without CURLOPT_ACCEPT_ENCODING */
+            p->te = true;
             p->chunked = vl >= 7 && strncasecmp(v + vl - 7, "chunked", 7) == 0;
-            if (!p->chunked)
-                return H1_BAD;
         } else if (value_is(l, n, "connection", &v, &vl)) {
             if (has_token(v, vl, "close"))
                 p->keep_alive = false;
@@ -213,9 +213,14 @@ static int parse_line(struct h1_parser *p, const char *l, size_t n, h1_header_fn
     default:
         return H1_BAD;
     }
-    /* The blank line after the final response's headers: how its body is framed. */
-    if (p->chunked && p->has_len)
-        return H1_BAD;
+    /* The blank line after the final response's headers: how its body is framed (RFC 9112
+     * 6.3). Transfer-Encoding overrides Content-Length; a response with both, or with a last
+     * coding that is not chunked (its body then ends with the connection), leaves a connection
+     * nobody should trust with another request. */
+    if (p->te && (p->has_len || !p->chunked)) {
+        p->has_len = false;
+        p->keep_alive = false;
+    }
     if (p->status == 204 || p->status == 304) {
         p->state = S_DONE;
         return H1_DONE;

@@ -24,6 +24,7 @@ enum { H1_MORE = 0, H1_DONE = 1, H1_BAD = -1, H1_ABORT = -2 };
 struct h1_parser {
     int state;
     long status;             /* of the final (non-1xx) response, once its status line is in */
+    bool te;                 /* a Transfer-Encoding header came */
     bool chunked;            /* Transfer-Encoding ends in chunked */
     bool has_len;            /* Content-Length given */
     bool keep_alive;         /* the connection may carry another request after this one */

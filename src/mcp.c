@@ -641,15 +641,12 @@ static int stdio_rpc(struct server *s, const char *method, cJSON *params, double
     s->pend = &p;
     pthread_mutex_unlock(&s->mu);
     txt = message_text(p.id, method, params);
-    if (write_line(s, txt, deadline) < 0) {
-        pthread_mutex_lock(&s->mu);
-        if (!p.done) {
-            p.done = true;
-            p.err = xstrdup("cannot write to the MCP server (it stopped reading)");
-        }
-        pthread_mutex_unlock(&s->mu);
-    }
+    /* A write that fails usually means the server exited: its reader thread then fails this
+     * call with the exit status, which says more than the broken pipe. Wait up to 1 s for it. */
+    bool wfail = write_line(s, txt, deadline) < 0;
     cJSON_free(txt);
+    if (wfail && deadline > now_us() + 1000000)
+        deadline = now_us() + 1000000;
     clock_gettime(CLOCK_REALTIME, &ts);
     {
         long long add = deadline - now_us();
@@ -672,6 +669,10 @@ static int stdio_rpc(struct server *s, const char *method, cJSON *params, double
             break;
         }
     pthread_mutex_unlock(&s->mu);
+    if (!p.done && wfail) {
+        *err = xstrdup("cannot write to the MCP server (it stopped reading)");
+        return -1;
+    }
     if (!p.done) {
         *err = xmalloc(200);
         snprintf(*err, 200, "MCP server %s did not answer %s within %g s", s->name, method,

@@ -252,21 +252,26 @@ static void test_not_http(void **state)
 static void test_framing_conflicts(void **state)
 {
     (void)state;
-    /* two different lengths, or a length with chunked: refused, not guessed */
+    /* two different lengths: refused, not guessed */
     assert_int_equal(
         parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
                         false)
             .rc,
         H1_BAD);
-    assert_int_equal(parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
-                                     "Transfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
-                                     false)
-                         .rc,
-                     H1_BAD);
     assert_int_equal(parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).rc,
                      H1_BAD);
-    assert_int_equal(
-        parse_every_way("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).rc, H1_BAD);
+    /* Transfer-Encoding overrides Content-Length (RFC 9112 6.3); that connection is not reused */
+    struct result r = parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
+                                      "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                                      false);
+    assert_int_equal(r.rc, H1_DONE);
+    assert_string_equal(r.body, "abc");
+    assert_false(r.keep_alive);
+    /* a last coding other than chunked: the body ends with the connection, passed as it is */
+    r = parse_every_way("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzzz", true);
+    assert_int_equal(r.rc, H1_DONE);
+    assert_string_equal(r.body, "zzz");
+    assert_false(r.keep_alive);
     /* the same length twice is one length */
     assert_int_equal(
         parse_every_way("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
