@@ -374,13 +374,20 @@ struct h1_pool *h1_pool_create(int epfd, uint32_t tag, const struct h1_ops *ops)
     return p;
 }
 
+/* Closes c's socket (it leaves the epoll set with it); its table entry goes first. */
+static void close_fd(struct h1_pool *p, struct h1_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    if ((size_t)c->fd < p->nby_fd && p->by_fd[c->fd] == c)
+        p->by_fd[c->fd] = NULL;
+    close(c->fd);
+    c->fd = -1;
+}
+
 static void conn_free(struct h1_pool *p, struct h1_conn *c)
 {
-    if (c->fd >= 0) {
-        if ((size_t)c->fd < p->nby_fd && p->by_fd[c->fd] == c)
-            p->by_fd[c->fd] = NULL;
-        close(c->fd); /* leaves the epoll set with it */
-    }
+    close_fd(p, c);
     free(c->head);
     h1_parser_free(&c->parser);
     free(c);
@@ -610,12 +617,7 @@ static void end_attempt(struct h1_pool *p, struct h1_conn *c, CURLcode rc, bool 
 static void fail_later(struct h1_pool *p, struct h1_conn *c, CURLcode rc)
 {
     list_unlink(&p->active, c);
-    if (c->fd >= 0) {
-        if ((size_t)c->fd < p->nby_fd && p->by_fd[c->fd] == c)
-            p->by_fd[c->fd] = NULL;
-        close(c->fd);
-        c->fd = -1;
-    }
+    close_fd(p, c);
     c->failed = rc;
     list_push(&p->failed, c);
 }
@@ -660,53 +662,65 @@ static int open_socket(struct h1_pool *p, struct h1_conn *c)
 
 static bool try_send(struct h1_pool *p, struct h1_conn *c, bool in_start);
 
+/* Ends c's attempt with rc: later (h1_tick) when inside h1_start, else now. */
+static void fail_attempt(struct h1_pool *p, struct h1_conn *c, CURLcode rc, bool in_start)
+{
+    if (in_start)
+        fail_later(p, c, rc);
+    else
+        end_attempt(p, c, rc, false);
+}
+
+static struct h1_conn *conn_new(struct h1_pool *p, const struct sockaddr_storage *ss,
+                                socklen_t alen)
+{
+    struct h1_conn *c = xcalloc(1, sizeof(*c));
+
+    c->fd = -1;
+    c->pool = p;
+    c->addr = *ss;
+    c->alen = alen;
+    peer_text(c);
+    h1_parser_init(&c->parser);
+    return c;
+}
+
+/* Opens c's socket and sends the request (or waits for the connect to complete). */
+static void connect_and_send(struct h1_pool *p, struct h1_conn *c, bool in_start)
+{
+    int err = open_socket(p, c);
+
+    if (err) {
+        snprintf(c->x->errbuf, sizeof(c->x->errbuf), "Failed to connect to %s after 0 ms: %s",
+                 c->peer, strerror(err));
+        fail_attempt(p, c, CURLE_COULDNT_CONNECT, in_start);
+    } else if (!c->connecting) {
+        (void)try_send(p, c, in_start);
+    } else if (!want(p, c, true)) {
+        snprintf(c->x->errbuf, sizeof(c->x->errbuf), "epoll_ctl: %s", strerror(errno));
+        fail_attempt(p, c, CURLE_COULDNT_CONNECT, in_start);
+    }
+}
+
 /* Moves c's attempt to a fresh connection: c was idle, reused, and found closed by the upstream
  * before any byte of the response. */
 static void reconnect(struct h1_pool *p, struct h1_conn *c, bool in_start)
 {
-    struct h1_conn *n = xcalloc(1, sizeof(*n));
-    int err;
+    struct h1_conn *n = conn_new(p, &c->addr, c->alen);
 
-    *n = (struct h1_conn){.fd = -1,
-                          .pool = p,
-                          .x = c->x,
-                          .addr = c->addr,
-                          .alen = c->alen,
-                          .since_us = c->since_us,
-                          .deadline_us = c->deadline_us,
-                          .connect_deadline_us =
-                              px_now_us() + (c->connect_deadline_us - c->since_us),
-                          .head = c->head,
-                          .head_len = c->head_len};
-    memcpy(n->peer, c->peer, sizeof(n->peer));
-    h1_parser_init(&n->parser);
+    n->x = c->x;
+    n->since_us = c->since_us;
+    n->deadline_us = c->deadline_us;
+    n->connect_deadline_us = px_now_us() + (c->connect_deadline_us - c->since_us);
+    n->head = c->head;
+    n->head_len = c->head_len;
     c->head = NULL;
     c->x = NULL;
     list_unlink(&p->active, c);
     conn_free(p, c);
     n->x->h1 = n;
     list_push(&p->active, n);
-    err = open_socket(p, n);
-    if (err) {
-        snprintf(n->x->errbuf, sizeof(n->x->errbuf), "Failed to connect to %s after 0 ms: %s",
-                 n->peer, strerror(err));
-        if (in_start)
-            fail_later(p, n, CURLE_COULDNT_CONNECT);
-        else
-            end_attempt(p, n, CURLE_COULDNT_CONNECT, false);
-        return;
-    }
-    if (n->connecting) {
-        if (!want(p, n, true)) {
-            snprintf(n->x->errbuf, sizeof(n->x->errbuf), "epoll_ctl: %s", strerror(errno));
-            if (in_start)
-                fail_later(p, n, CURLE_COULDNT_CONNECT);
-            else
-                end_attempt(p, n, CURLE_COULDNT_CONNECT, false);
-        }
-        return;
-    }
-    (void)try_send(p, n, in_start);
+    connect_and_send(p, n, in_start);
 }
 
 /* Sends what is left of the request; registers for EPOLLOUT while something is left. Returns
@@ -742,18 +756,12 @@ static bool try_send(struct h1_pool *p, struct h1_conn *c, bool in_start)
             return false;
         }
         snprintf(x->errbuf, sizeof(x->errbuf), "Send failure: %s", strerror(err));
-        if (in_start)
-            fail_later(p, c, CURLE_SEND_ERROR);
-        else
-            end_attempt(p, c, CURLE_SEND_ERROR, false);
+        fail_attempt(p, c, CURLE_SEND_ERROR, in_start);
         return false;
     }
     if (!want(p, c, c->sent < total)) {
         snprintf(x->errbuf, sizeof(x->errbuf), "epoll_ctl: %s", strerror(errno));
-        if (in_start)
-            fail_later(p, c, CURLE_SEND_ERROR);
-        else
-            end_attempt(p, c, CURLE_SEND_ERROR, false);
+        fail_attempt(p, c, CURLE_SEND_ERROR, in_start);
         return false;
     }
     return true;
@@ -803,7 +811,7 @@ static char *build_head(const struct xfer *x, const char *auth, size_t auth_len,
     return buf_take(&b, len);
 }
 
-void h1_start(struct h1_pool *p, struct xfer *x, const struct curl_slist *headers, long timeout_ms,
+bool h1_start(struct h1_pool *p, struct xfer *x, const struct curl_slist *headers, long timeout_ms,
               long connect_timeout_ms)
 {
     struct sockaddr_storage ss;
@@ -813,18 +821,9 @@ void h1_start(struct h1_pool *p, struct xfer *x, const struct curl_slist *header
     struct h1_conn *c = NULL;
     long long now = px_now_us();
 
+    if (!parse_url(x->url, &ss, &alen, &auth, &auth_len, &path))
+        return false;
     x->retry_after_s = 0;
-    if (!parse_url(x->url, &ss, &alen, &auth, &auth_len, &path)) { /* h1_url_ok said yes */
-        c = xcalloc(1, sizeof(*c));
-        c->fd = -1;
-        c->pool = p;
-        c->x = x;
-        x->h1 = c;
-        list_push(&p->active, c);
-        snprintf(x->errbuf, sizeof(x->errbuf), "URL not handled: %s", x->url);
-        fail_later(p, c, CURLE_URL_MALFORMAT);
-        return;
-    }
     /* The most recently used idle connection to this address; the look is bounded (several
      * upstreams, thousands idle): past it, a fresh connection. */
     unsigned looked = 0;
@@ -836,15 +835,8 @@ void h1_start(struct h1_pool *p, struct xfer *x, const struct curl_slist *header
         }
     }
     bool fresh = !c;
-    if (fresh) {
-        c = xcalloc(1, sizeof(*c));
-        c->fd = -1;
-        c->pool = p;
-        c->addr = ss;
-        c->alen = alen;
-        peer_text(c);
-        h1_parser_init(&c->parser);
-    }
+    if (fresh)
+        c = conn_new(p, &ss, alen);
     c->x = x;
     x->h1 = c;
     c->sent = 0;
@@ -853,24 +845,11 @@ void h1_start(struct h1_pool *p, struct xfer *x, const struct curl_slist *header
     c->connect_deadline_us = now + (long long)connect_timeout_ms * 1000;
     c->head = build_head(x, auth, auth_len, path, headers, &c->head_len);
     list_push(&p->active, c);
-    if (fresh) {
-        int err = open_socket(p, c);
-
-        if (err) {
-            snprintf(x->errbuf, sizeof(x->errbuf), "Failed to connect to %s after 0 ms: %s",
-                     c->peer, strerror(err));
-            fail_later(p, c, CURLE_COULDNT_CONNECT);
-            return;
-        }
-        if (c->connecting) {
-            if (!want(p, c, true)) {
-                snprintf(x->errbuf, sizeof(x->errbuf), "epoll_ctl: %s", strerror(errno));
-                fail_later(p, c, CURLE_COULDNT_CONNECT);
-            }
-            return;
-        }
-    }
-    (void)try_send(p, c, true);
+    if (fresh)
+        connect_and_send(p, c, true);
+    else
+        (void)try_send(p, c, true);
+    return true;
 }
 
 static void on_readable(struct h1_pool *p, struct h1_conn *c)

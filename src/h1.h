@@ -73,8 +73,9 @@ struct h1_pool *h1_pool_create(int epfd, uint32_t tag, const struct h1_ops *ops)
 void h1_pool_free(struct h1_pool *p);
 /* Whether url can be served here: http://<IPv4 or [IPv6]>[:port]/path. */
 bool h1_url_ok(const char *url);
-/* Starts an attempt of x (x->url, x->body, headers). */
-void h1_start(struct h1_pool *p, struct xfer *x, const struct curl_slist *headers, long timeout_ms,
+/* Starts an attempt of x (x->url, x->body, headers); false, with nothing done, when x->url is
+ * not one h1_url_ok takes. */
+bool h1_start(struct h1_pool *p, struct xfer *x, const struct curl_slist *headers, long timeout_ms,
               long connect_timeout_ms);
 /* An epoll event on one of the pool's sockets. */
 void h1_event(struct h1_pool *p, int fd, uint32_t events);

@@ -502,8 +502,7 @@ static void start(struct io_loop *l, struct xfer *x)
         return;
     /* An approach call or a whole-answer relay to a plain-http upstream at an IP address takes
      * the lean client (h1.c); a streamed relay needs libcurl's pause (backpressure). */
-    bool lean = l->h1 && (x->kind == XFER_CALL || (x->kind == XFER_RELAY && !x->stream_relay)) &&
-                h1_url_ok(x->url);
+    bool lean = l->h1 && (x->kind == XFER_CALL || (x->kind == XFER_RELAY && !x->stream_relay));
 
     x->loop = l;
     if (x->attempts == 0)
@@ -533,11 +532,9 @@ static void start(struct io_loop *l, struct xfer *x)
         l->active->prev = x;
     l->active = x;
     l->nactive++;
-    if (lean) {
-        h1_start(l->h1, x, x->prov >= 0 ? prov_headers(x) : x->headers, timeout_ms,
-                 (long)(io_cfg->connect_timeout * 1000));
+    struct curl_slist *headers = x->prov >= 0 ? prov_headers(x) : x->headers;
+    if (lean && h1_start(l->h1, x, headers, timeout_ms, (long)(io_cfg->connect_timeout * 1000)))
         return;
-    }
     CURL *e = curl_easy_init();
 
     if (!e) {
@@ -549,7 +546,7 @@ static void start(struct io_loop *l, struct xfer *x)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(io_cfg->connect_timeout * 1000));
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->prov >= 0 ? prov_headers(x) : x->headers);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);

@@ -670,3 +670,11 @@ int redis_start(struct proc *p, int port, const char *const *args)
     }
     return -1;
 }
+
+double harness_now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}

@@ -70,6 +70,9 @@ char *chat_body(const char *model, const char *content, const char *extra);
 long chat_as(int port, const char *key, const char *model, const char *content,
              struct http_resp *keep);
 
+/* Seconds on the monotonic clock. */
+double harness_now_s(void);
+
 /* True when the file contains 'needle'. */
 bool file_contains(const char *path, const char *needle);
 

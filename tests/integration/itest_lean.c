@@ -234,14 +234,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* The proxy, lean (default) or libcurl-only, with a 1 s upstream timeout and no retries but
  * those asked for. */
 static void start_proxy(struct proc *px, bool curl_only, const char *retries)
@@ -260,11 +252,11 @@ static void start_proxy(struct proc *px, bool curl_only, const char *retries)
 static long ask_model(struct proc *px, const char *model, char *content, size_t cap, double *secs)
 {
     struct http_resp r = {0};
-    double t0 = now_s();
+    double t0 = harness_now_s();
     long st = chat_as(px->port, "sk-raw", model, "What is 2+2?", &r);
 
     if (secs)
-        *secs = now_s() - t0;
+        *secs = harness_now_s() - t0;
     content[0] = '\0';
     cJSON *j = http_json(&r);
     const cJSON *c0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "choices"), 0);
@@ -445,11 +437,11 @@ static void refused(bool curl_only)
     const char *lean_args[] = {"--retries", "0", NULL};
     const char *curl_args[] = {"--retries", "0", "--upstream-curl-only", NULL};
     int port = harness_free_port();
-    double t0 = now_s();
+    double t0 = harness_now_s();
 
     assert_int_equal(proxy_start(&px, port, curl_only ? curl_args : lean_args, NULL), 0);
     assert_int_equal(chat_as(px.port, "sk-raw", "re2-m", "What is 2+2?", NULL), 502);
-    assert_true(now_s() - t0 < 5.0 + harness_slack());
+    assert_true(harness_now_s() - t0 < 5.0 + harness_slack());
     assert_int_equal(proc_stop(&px), 0);
 }
 

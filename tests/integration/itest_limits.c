@@ -43,14 +43,6 @@ static int teardown(void **state)
     return proc_stop(&mock) == 0 ? 0 : -1;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void sleep_s(double s)
 {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -95,13 +87,13 @@ static bool send_all(int fd, const char *s, size_t n)
 static size_t read_for(int fd, char *buf, size_t cap, double secs, const char *want, bool *closed)
 {
     size_t len = 0;
-    double end = now_s() + secs;
+    double end = harness_now_s() + secs;
 
     *closed = false;
     buf[0] = '\0';
-    while (now_s() < end && len + 1 < cap) {
+    while (harness_now_s() < end && len + 1 < cap) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        int ms = (int)((end - now_s()) * 1000) + 1;
+        int ms = (int)((end - harness_now_s()) * 1000) + 1;
 
         if (poll(&p, 1, ms) <= 0)
             continue;
@@ -285,9 +277,9 @@ static void test_body_budget(void **state)
     size_t total = 0x180000, off = 0;
     char *blk = malloc(total);
     memset(blk, ' ', total);
-    double end = now_s() + 5;
+    double end = harness_now_s() + 5;
     buf[0] = '\0';
-    while (!buf[0] && now_s() < end) {
+    while (!buf[0] && harness_now_s() < end) {
         if (off < total) {
             ssize_t k =
                 send(fd, blk + off, total - off > 65536 ? 65536 : total - off, MSG_NOSIGNAL);
@@ -323,13 +315,13 @@ static void test_header_deadline(void **state)
     /* One header byte per second: each byte restarts libmicrohttpd's idle timer, but not the
      * header deadline. */
     int fd = tcp_connect(px.port, NULL);
-    double t0 = now_s();
+    double t0 = harness_now_s();
     for (size_t i = 0; i < sizeof(req) - 1 && !closed; i++) {
         if (!send_all(fd, req + i, 1))
             break;
         read_for(fd, buf, sizeof(buf), 1.0, NULL, &closed);
     }
-    double took = now_s() - t0;
+    double took = harness_now_s() - t0;
     fprintf(stderr, "header trickle closed after %.2f s\n", took);
     assert_true(closed);
     assert_true(took >= 1.5);
@@ -351,14 +343,14 @@ static void test_body_deadline(void **state)
     assert_int_equal(proxy_start(&px, mock.port, args, NULL), 0);
     int fd = tcp_connect(px.port, NULL);
     assert_true(send_all(fd, head, sizeof(head) - 1));
-    double t0 = now_s();
+    double t0 = harness_now_s();
     size_t got = 0;
     for (int i = 0; i < 20 && !closed && got == 0; i++) {
         if (!send_all(fd, "{", 1))
             break;
         got = read_for(fd, buf, sizeof(buf), 1.0, "\r\n\r\n", &closed);
     }
-    double took = now_s() - t0;
+    double took = harness_now_s() - t0;
     fprintf(stderr, "body trickle ended after %.2f s: %.12s\n", took, got ? buf : "(closed)");
     /* libmicrohttpd cannot answer in the middle of a body: the connection is closed. */
     assert_true(closed);
@@ -498,12 +490,12 @@ static void test_idle_reclaimed_at_limit(void **state)
     }
     sleep_s(0.3);
     /* A ninth client: served well before the 60 s idle timeout. */
-    double t0 = now_s();
+    double t0 = harness_now_s();
     int fd = tcp_connect(px.port, NULL);
     assert_true(send_all(fd, req, sizeof(req) - 1));
     read_for(fd, buf, sizeof(buf), 10, "{\"status\":\"ok\"}", &closed);
     assert_memory_equal(buf, "HTTP/1.1 200", 12);
-    assert_true(now_s() - t0 < 5);
+    assert_true(harness_now_s() - t0 < 5);
     close(fd);
     assert_true(file_contains(px.log, "idle keep-alive connection(s) to make room"));
     /* The busy connection was not taken: its answer arrives whole. */

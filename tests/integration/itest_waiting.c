@@ -50,14 +50,6 @@ static int teardown(void **state)
     return 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---- a wave of concurrent requests (one curl multi, one thread) ---------------------------- */
 
 struct one {
@@ -106,7 +98,7 @@ static void *wave_main(void *arg)
     char *body = chat_body(w->model, "What is 6 times 7?", NULL);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     int still = 0;
-    double t0 = now_s();
+    double t0 = harness_now_s();
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", w->port);
     curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L);
@@ -135,7 +127,7 @@ static void *wave_main(void *arg)
         curl_multi_remove_handle(m, e[i]);
         curl_easy_cleanup(e[i]);
     }
-    w->seconds = now_s() - t0;
+    w->seconds = harness_now_s() - t0;
     curl_multi_cleanup(m);
     curl_slist_free_all(h);
     free(body);
